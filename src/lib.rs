@@ -1,0 +1,13 @@
+//! tiw-push-exporter: a Prometheus exporter for Tencent Cloud Interactive Whiteboard (TIW)
+//! whiteboard-push tasks.
+//!
+//! Data flows one way: Tencent → [`tencentcloud`] (signed API 3.0 client) → [`poller`] (discovery
+//! and polling within the rate limit) → [`registry`] (the single source of truth) → [`metrics`]
+//! (the collector behind `/metrics`) → [`http`] (router, landing page, health). [`config`] turns
+//! YAML into a validated configuration; [`exporter`] wires everything for `serve`; [`simulator`]
+//! is an embedded stand-in for Tencent that tests and `demo` run against.
+
+pub mod config;
+pub mod metrics;
+pub mod registry;
+pub mod tencentcloud;

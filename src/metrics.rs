@@ -1,0 +1,548 @@
+//! `/metrics`: the exporter's own instruments and the [`TaskCollector`] that renders the registry.
+//!
+//! Per-task and aggregate push series are not held in `GaugeVec`s (whose label sets would have to
+//! be removed by hand when a task expires): the collector snapshots the [`TaskRegistry`] at scrape
+//! time under a short lock, with no I/O and no `.await`. Polling happens in the background because
+//! the API is rate limited; a scrape never calls Tencent.
+
+use std::sync::Arc;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+use crate::registry::{unix_now, FinishReason, TaskRegistry, TaskStatus, DURATION_BUCKETS};
+
+/// Event types that get their own label value; anything else is `other` (SPEC §4).
+pub const CALLBACK_EVENT_TYPES: [&str; 3] =
+    ["WhiteboardPushStarted", "WhiteboardPushStopped", "other"];
+/// Outcomes of a received callback (SPEC §4).
+pub const CALLBACK_OUTCOMES: [&str; 8] = [
+    "accepted",
+    "duplicate",
+    "bad_signature",
+    "expired",
+    "unsigned",
+    "unknown_app",
+    "malformed",
+    "ignored",
+];
+
+/// Version and git revision baked in at build time.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const REVISION: &str = env!("TIW_BUILD_REVISION");
+
+/// The exporter's own instruments, and the registry `/metrics` is gathered from.
+pub struct ExporterMetrics {
+    registry: Registry,
+    pub up: GaugeVec,
+    pub api_requests: IntCounterVec,
+    pub api_request_duration: HistogramVec,
+    pub callbacks: IntCounterVec,
+    pub callback_delay: HistogramVec,
+    pub last_poll_success: GaugeVec,
+    pub poll_sweep_duration: prometheus::Gauge,
+    pub config_last_reload_successful: prometheus::Gauge,
+    pub config_last_reload_success_timestamp: prometheus::Gauge,
+}
+
+impl ExporterMetrics {
+    /// Builds every instrument and registers them, the task collector and the process collector.
+    pub fn new(tasks: Arc<TaskRegistry>, per_task_metrics: bool) -> Arc<ExporterMetrics> {
+        // Names and label sets are constants of this file: failing here is a programming error.
+        Self::build(tasks, per_task_metrics).expect("metric definitions are valid")
+    }
+
+    fn build(
+        tasks: Arc<TaskRegistry>,
+        per_task_metrics: bool,
+    ) -> prometheus::Result<Arc<ExporterMetrics>> {
+        let registry = Registry::new();
+        let up = GaugeVec::new(
+            Opts::new("tiw_up", "1 if the app's last Tencent Cloud API call got an answer from Tencent, 0 after transport failures or app-level errors (AuthFailure, ResourceUnavailable, UnauthorizedOperation)."),
+            &["sdk_app_id"],
+        )?;
+        let api_requests = IntCounterVec::new(
+            Opts::new("tiw_exporter_api_requests_total", "Tencent Cloud API requests sent, by action and result code (OK, Tencent's error code, or transport)."),
+            &["action", "code"],
+        )?;
+        let api_request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "tiw_exporter_api_request_duration_seconds",
+                "Duration of Tencent Cloud API requests, by action.",
+            )
+            .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["action"],
+        )?;
+        let callbacks = IntCounterVec::new(
+            Opts::new(
+                "tiw_exporter_callbacks_total",
+                "TIW callbacks received, by event type and outcome.",
+            ),
+            &["event_type", "outcome"],
+        )?;
+        let callback_delay = HistogramVec::new(
+            HistogramOpts::new(
+                "tiw_exporter_callback_delay_seconds",
+                "Time from a callback's Timestamp to its receipt.",
+            )
+            .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
+            &["event_type"],
+        )?;
+        let last_poll_success = GaugeVec::new(
+            Opts::new(
+                "tiw_exporter_last_poll_success_timestamp_seconds",
+                "Unix time of the app's last DescribeWhiteboardPush that Tencent answered.",
+            ),
+            &["sdk_app_id"],
+        )?;
+        let poll_sweep_duration = prometheus::Gauge::new(
+            "tiw_exporter_poll_sweep_duration_seconds",
+            "How long the last full polling sweep over all unfinished tasks took (the longest over credential groups); grows past poll.interval when the API budget is the limit.",
+        )?;
+        let build_info = GaugeVec::new(
+            Opts::new(
+                "tiw_exporter_build_info",
+                "Version and git revision of the running exporter; always 1.",
+            ),
+            &["version", "revision"],
+        )?;
+        build_info.with_label_values(&[VERSION, REVISION]).set(1.0);
+        let config_last_reload_successful = prometheus::Gauge::new(
+            "tiw_exporter_config_last_reload_successful",
+            "1 if the last configuration load succeeded.",
+        )?;
+        let config_last_reload_success_timestamp = prometheus::Gauge::new(
+            "tiw_exporter_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load.",
+        )?;
+        for event_type in CALLBACK_EVENT_TYPES {
+            for outcome in CALLBACK_OUTCOMES {
+                callbacks.with_label_values(&[event_type, outcome]);
+            }
+        }
+        for event_type in &CALLBACK_EVENT_TYPES[..2] {
+            callback_delay.with_label_values(&[event_type]);
+        }
+        registry.register(Box::new(up.clone()))?;
+        registry.register(Box::new(api_requests.clone()))?;
+        registry.register(Box::new(api_request_duration.clone()))?;
+        registry.register(Box::new(callbacks.clone()))?;
+        registry.register(Box::new(callback_delay.clone()))?;
+        registry.register(Box::new(last_poll_success.clone()))?;
+        registry.register(Box::new(poll_sweep_duration.clone()))?;
+        registry.register(Box::new(build_info))?;
+        registry.register(Box::new(config_last_reload_successful.clone()))?;
+        registry.register(Box::new(config_last_reload_success_timestamp.clone()))?;
+        registry.register(Box::new(TaskCollector::new(tasks, per_task_metrics)?))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(Arc::new(ExporterMetrics {
+            registry,
+            up,
+            api_requests,
+            api_request_duration,
+            callbacks,
+            callback_delay,
+            last_poll_success,
+            poll_sweep_duration,
+            config_last_reload_successful,
+            config_last_reload_success_timestamp,
+        }))
+    }
+
+    /// The exposition in the Prometheus text format (0.0.4).
+    pub fn render(&self) -> String {
+        let families = self.registry.gather();
+        let mut out = Vec::with_capacity(64 * 1024);
+        // Encoding into a Vec cannot fail on I/O; an invalid family would be our own bug.
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Content-Type of the text exposition format.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+struct FamilySpec {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    labels: &'static [&'static str],
+}
+
+const TASK_LABELS: &[&str] = &["sdk_app_id", "task_id", "room_id"];
+
+const INFO: FamilySpec = FamilySpec {
+    name: "tiw_push_task_info",
+    help: "Identity of a tracked whiteboard push task; always 1.",
+    kind: MetricType::GAUGE,
+    labels: &[
+        "sdk_app_id",
+        "task_id",
+        "room_id",
+        "group_id",
+        "push_user_id",
+    ],
+};
+const STATUS: FamilySpec = FamilySpec {
+    name: "tiw_push_task_status",
+    help: "Status of a tracked push task as a state set: 1 for the current status, 0 for the others (background polling and callbacks).",
+    kind: MetricType::GAUGE,
+    labels: &["sdk_app_id", "task_id", "room_id", "status"],
+};
+const FINISH_REASON: FamilySpec = FamilySpec {
+    name: "tiw_push_task_finish_reason",
+    help: "Why an ended push task ended (AUTO, USER_CALL, EXCEPTION, or FAILED for a task that failed); always 1.",
+    kind: MetricType::GAUGE,
+    labels: &["sdk_app_id", "task_id", "room_id", "reason"],
+};
+const START: FamilySpec = FamilySpec {
+    name: "tiw_push_task_start_timestamp_seconds",
+    help: "PushStartTime of the task (unix seconds).",
+    kind: MetricType::GAUGE,
+    labels: TASK_LABELS,
+};
+const STOP: FamilySpec = FamilySpec {
+    name: "tiw_push_task_stop_timestamp_seconds",
+    help: "PushStopTime of an ended task (unix seconds).",
+    kind: MetricType::GAUGE,
+    labels: TASK_LABELS,
+};
+const DURATION: FamilySpec = FamilySpec {
+    name: "tiw_push_task_duration_seconds",
+    help: "Push duration: stop - start once ended, now - start while pushing.",
+    kind: MetricType::GAUGE,
+    labels: TASK_LABELS,
+};
+const EXCEPTIONS: FamilySpec = FamilySpec {
+    name: "tiw_push_task_exceptions",
+    help: "ExceptionCnt of the task as last reported.",
+    kind: MetricType::GAUGE,
+    labels: TASK_LABELS,
+};
+const IM_SYNC: FamilySpec = FamilySpec {
+    name: "tiw_push_task_im_sync_timestamp_seconds",
+    help:
+        "IMSyncTime of the task: IM time of the first pushed frame, for replay sync (unix seconds).",
+    kind: MetricType::GAUGE,
+    labels: TASK_LABELS,
+};
+const LAST_UPDATE: FamilySpec = FamilySpec {
+    name: "tiw_push_task_last_update_timestamp_seconds",
+    help: "When the exporter last learned anything about the task (unix seconds).",
+    kind: MetricType::GAUGE,
+    labels: TASK_LABELS,
+};
+const TASKS: FamilySpec = FamilySpec {
+    name: "tiw_push_tasks",
+    help: "Tracked push tasks per status.",
+    kind: MetricType::GAUGE,
+    labels: &["sdk_app_id", "status"],
+};
+const STARTED: FamilySpec = FamilySpec {
+    name: "tiw_push_tasks_started_total",
+    help: "Distinct push tasks seen started.",
+    kind: MetricType::COUNTER,
+    labels: &["sdk_app_id"],
+};
+const FINISHED: FamilySpec = FamilySpec {
+    name: "tiw_push_tasks_finished_total",
+    help: "Distinct push tasks ended, once per task, by reason.",
+    kind: MetricType::COUNTER,
+    labels: &["sdk_app_id", "reason"],
+};
+const EXCEPTIONS_TOTAL: FamilySpec = FamilySpec {
+    name: "tiw_push_exceptions_total",
+    help: "Sum of increases of ExceptionCnt over all tasks (a task first seen with ExceptionCnt = N adds N).",
+    kind: MetricType::COUNTER,
+    labels: &["sdk_app_id"],
+};
+const DURATIONS: FamilySpec = FamilySpec {
+    name: "tiw_push_duration_seconds",
+    help: "Push duration of ended tasks, by finish reason.",
+    kind: MetricType::HISTOGRAM,
+    labels: &["sdk_app_id", "reason"],
+};
+
+const PER_TASK: [&FamilySpec; 9] = [
+    &INFO,
+    &STATUS,
+    &FINISH_REASON,
+    &START,
+    &STOP,
+    &DURATION,
+    &EXCEPTIONS,
+    &IM_SYNC,
+    &LAST_UPDATE,
+];
+const AGGREGATE: [&FamilySpec; 5] = [&TASKS, &STARTED, &FINISHED, &EXCEPTIONS_TOTAL, &DURATIONS];
+
+/// Renders the registry as metric families at scrape time.
+pub struct TaskCollector {
+    tasks: Arc<TaskRegistry>,
+    per_task: bool,
+    descs: Vec<Desc>,
+}
+
+impl TaskCollector {
+    pub fn new(tasks: Arc<TaskRegistry>, per_task: bool) -> prometheus::Result<TaskCollector> {
+        let specs = PER_TASK.iter().filter(|_| per_task).chain(AGGREGATE.iter());
+        let descs = specs
+            .map(|s| {
+                Desc::new(
+                    s.name.into(),
+                    s.help.into(),
+                    s.labels.iter().map(|l| l.to_string()).collect(),
+                    Default::default(),
+                )
+            })
+            .collect::<prometheus::Result<Vec<_>>>()?;
+        Ok(TaskCollector {
+            tasks,
+            per_task,
+            descs,
+        })
+    }
+}
+
+fn labels(names: &[&str], values: &[&str]) -> Vec<LabelPair> {
+    names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| {
+            let mut l = LabelPair::default();
+            l.set_name(n.to_string());
+            l.set_value(v.to_string());
+            l
+        })
+        .collect()
+}
+
+fn gauge(spec: &FamilySpec, values: &[&str], v: f64) -> Metric {
+    let mut g = Gauge::default();
+    g.set_value(v);
+    let mut m = Metric::from_gauge(g);
+    m.set_label(labels(spec.labels, values));
+    m
+}
+
+fn counter(spec: &FamilySpec, values: &[&str], v: u64) -> Metric {
+    let mut c = Counter::default();
+    c.set_value(v as f64);
+    let mut m = Metric::default();
+    m.set_counter(c);
+    m.set_label(labels(spec.labels, values));
+    m
+}
+
+fn family(spec: &FamilySpec, metrics: Vec<Metric>) -> MetricFamily {
+    let mut mf = MetricFamily::default();
+    mf.set_name(spec.name.into());
+    mf.set_help(spec.help.into());
+    mf.set_field_type(spec.kind);
+    mf.set_metric(metrics);
+    mf
+}
+
+impl Collector for TaskCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let now = unix_now();
+        let view = self.tasks.view();
+        let mut out = Vec::with_capacity(14);
+
+        if self.per_task {
+            let n = view.len();
+            let (
+                mut info,
+                mut status,
+                mut reason,
+                mut start,
+                mut stop,
+                mut duration,
+                mut exceptions,
+                mut im_sync,
+                mut last,
+            ) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n * 5),
+                Vec::new(),
+                Vec::with_capacity(n),
+                Vec::new(),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::new(),
+                Vec::with_capacity(n),
+            );
+            for t in view.tasks() {
+                let app = t.sdk_app_id.to_string();
+                let room = t.room_id.map(|r| r.to_string()).unwrap_or_default();
+                let id = [app.as_str(), t.task_id.as_str(), room.as_str()];
+                info.push(gauge(
+                    &INFO,
+                    &[&app, &t.task_id, &room, &t.group_id, &t.push_user_id],
+                    1.0,
+                ));
+                for s in TaskStatus::ALL {
+                    let v = if s == t.status { 1.0 } else { 0.0 };
+                    status.push(gauge(&STATUS, &[&app, &t.task_id, &room, s.as_str()], v));
+                }
+                if let (true, Some(r)) = (t.status.is_ended(), t.finish_reason) {
+                    reason.push(gauge(
+                        &FINISH_REASON,
+                        &[&app, &t.task_id, &room, r.as_str()],
+                        1.0,
+                    ));
+                }
+                if let Some(s) = t.push_start_time {
+                    start.push(gauge(&START, &id, s as f64));
+                }
+                if let (true, Some(s)) = (t.status.is_ended(), t.push_stop_time) {
+                    stop.push(gauge(&STOP, &id, s as f64));
+                }
+                if let Some(d) = t.duration(now) {
+                    duration.push(gauge(&DURATION, &id, d));
+                }
+                exceptions.push(gauge(&EXCEPTIONS, &id, t.exception_cnt as f64));
+                if let Some(s) = t.im_sync_time {
+                    im_sync.push(gauge(&IM_SYNC, &id, s as f64));
+                }
+                last.push(gauge(&LAST_UPDATE, &id, t.last_update));
+            }
+            for (spec, metrics) in [
+                (&INFO, info),
+                (&STATUS, status),
+                (&FINISH_REASON, reason),
+                (&START, start),
+                (&STOP, stop),
+                (&DURATION, duration),
+                (&EXCEPTIONS, exceptions),
+                (&IM_SYNC, im_sync),
+                (&LAST_UPDATE, last),
+            ] {
+                out.push(family(spec, metrics));
+            }
+        }
+
+        let mut tasks = Vec::new();
+        for (app, counts) in view.status_counts() {
+            let app = app.to_string();
+            for s in TaskStatus::ALL {
+                tasks.push(gauge(
+                    &TASKS,
+                    &[&app, s.as_str()],
+                    counts[s as usize] as f64,
+                ));
+            }
+        }
+        let (mut started, mut finished, mut exceptions, mut durations) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (app, stats) in view.apps() {
+            let app = app.to_string();
+            started.push(counter(&STARTED, &[&app], stats.started_total));
+            exceptions.push(counter(&EXCEPTIONS_TOTAL, &[&app], stats.exceptions_total));
+            for r in FinishReason::ALL {
+                finished.push(counter(&FINISHED, &[&app, r.as_str()], stats.finished(r)));
+                let h = stats.duration(r);
+                let mut hist = Histogram::default();
+                hist.set_sample_count(h.count);
+                hist.set_sample_sum(h.sum);
+                let mut cumulative = 0;
+                let buckets = DURATION_BUCKETS
+                    .iter()
+                    .zip(h.counts.iter())
+                    .map(|(bound, c)| {
+                        cumulative += c;
+                        let mut b = Bucket::default();
+                        b.set_upper_bound(*bound);
+                        b.set_cumulative_count(cumulative);
+                        b
+                    })
+                    .collect();
+                hist.set_bucket(buckets);
+                let mut m = Metric::default();
+                m.set_histogram(hist);
+                m.set_label(labels(DURATIONS.labels, &[&app, r.as_str()]));
+                durations.push(m);
+            }
+        }
+        drop(view);
+        out.push(family(&TASKS, tasks));
+        out.push(family(&STARTED, started));
+        out.push(family(&FINISHED, finished));
+        out.push(family(&EXCEPTIONS_TOTAL, exceptions));
+        out.push(family(&DURATIONS, durations));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{Observation, Source};
+
+    #[test]
+    fn renders_every_family_with_spec_labels() {
+        let tasks = Arc::new(TaskRegistry::new());
+        tasks.ensure_apps([7]);
+        tasks.track(7, "t1", Some(42), Source::Config);
+        tasks.observe(
+            7,
+            "t1",
+            &Observation {
+                status: Some(TaskStatus::Stopped),
+                finish_reason: Some(FinishReason::Exception),
+                push_start_time: Some(100),
+                push_stop_time: Some(160),
+                exception_cnt: Some(2),
+                im_sync_time: Some(101),
+                group_id: Some("g".into()),
+                push_user_id: Some("u".into()),
+                ..Default::default()
+            },
+        );
+        let m = ExporterMetrics::new(tasks, true);
+        let text = m.render();
+        for line in [
+            r#"tiw_push_task_info{sdk_app_id="7",task_id="t1",room_id="42",group_id="g",push_user_id="u"} 1"#,
+            r#"tiw_push_task_status{sdk_app_id="7",task_id="t1",room_id="42",status="STOPPED"} 1"#,
+            r#"tiw_push_task_status{sdk_app_id="7",task_id="t1",room_id="42",status="PUSHING"} 0"#,
+            r#"tiw_push_task_finish_reason{sdk_app_id="7",task_id="t1",room_id="42",reason="EXCEPTION"} 1"#,
+            r#"tiw_push_task_duration_seconds{sdk_app_id="7",task_id="t1",room_id="42"} 60"#,
+            r#"tiw_push_task_exceptions{sdk_app_id="7",task_id="t1",room_id="42"} 2"#,
+            r#"tiw_push_task_im_sync_timestamp_seconds{sdk_app_id="7",task_id="t1",room_id="42"} 101"#,
+            r#"tiw_push_tasks{sdk_app_id="7",status="STOPPED"} 1"#,
+            r#"tiw_push_tasks{sdk_app_id="7",status="UNKNOWN"} 0"#,
+            r#"tiw_push_tasks_finished_total{sdk_app_id="7",reason="EXCEPTION"} 1"#,
+            r#"tiw_push_tasks_finished_total{sdk_app_id="7",reason="FAILED"} 0"#,
+            r#"tiw_push_exceptions_total{sdk_app_id="7"} 2"#,
+            r#"tiw_push_duration_seconds_bucket{sdk_app_id="7",reason="EXCEPTION",le="60"} 1"#,
+            r#"tiw_push_duration_seconds_count{sdk_app_id="7",reason="EXCEPTION"} 1"#,
+            "# TYPE tiw_push_tasks_started_total counter",
+            "tiw_exporter_build_info{",
+        ] {
+            assert!(text.contains(line), "missing {line}\n{text}");
+        }
+    }
+
+    #[test]
+    fn per_task_metrics_off_keeps_only_aggregates() {
+        let tasks = Arc::new(TaskRegistry::new());
+        tasks.track(7, "t1", Some(42), Source::Config);
+        let text = ExporterMetrics::new(tasks, false).render();
+        assert!(!text.contains("tiw_push_task_"), "{text}");
+        assert!(text.contains(r#"tiw_push_tasks{sdk_app_id="7",status="UNKNOWN"} 1"#));
+    }
+}

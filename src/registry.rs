@@ -1,0 +1,740 @@
+//! The task registry: every tracked push task, its state machine, and the per-app aggregates.
+//!
+//! This is the single source of truth. Polls and callbacks report [`Observation`]s; the registry
+//! merges them so that state only moves forward (an ended task never reopens, ExceptionCnt never
+//! decreases, the first finish reason is kept) and every counter moves exactly once per task.
+//! The metrics collector reads it under a short lock at scrape time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How long an expired task id is remembered, so that discovery (which sees 3 days back) cannot
+/// bring it back and count it a second time.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(4 * 24 * 3600);
+
+/// Upper bounds (seconds) of `tiw_push_duration_seconds`: from failed starts to half-day classes.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    10.0, 30.0, 60.0, 300.0, 600.0, 1200.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0, 10800.0,
+    14400.0, 21600.0,
+];
+
+/// Status of a task as the exporter knows it (SPEC §4: the five values of the state set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TaskStatus {
+    Prepared,
+    Pushing,
+    Stopped,
+    Failed,
+    /// Not known yet, or Tencent does not know the id.
+    Unknown,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 5] = [
+        TaskStatus::Prepared,
+        TaskStatus::Pushing,
+        TaskStatus::Stopped,
+        TaskStatus::Failed,
+        TaskStatus::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Prepared => "PREPARED",
+            TaskStatus::Pushing => "PUSHING",
+            TaskStatus::Stopped => "STOPPED",
+            TaskStatus::Failed => "FAILED",
+            TaskStatus::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// Tencent's Status field; anything else is not a status we can act on.
+    pub fn from_tencent(s: &str) -> Option<TaskStatus> {
+        match s {
+            "PREPARED" => Some(TaskStatus::Prepared),
+            "PUSHING" => Some(TaskStatus::Pushing),
+            "STOPPED" => Some(TaskStatus::Stopped),
+            _ => None,
+        }
+    }
+
+    pub fn is_ended(self) -> bool {
+        matches!(self, TaskStatus::Stopped | TaskStatus::Failed)
+    }
+
+    /// Position in the lifecycle; a report never moves a task to a lower rank.
+    fn rank(self) -> u8 {
+        match self {
+            TaskStatus::Unknown => 0,
+            TaskStatus::Prepared => 1,
+            TaskStatus::Pushing => 2,
+            TaskStatus::Stopped | TaskStatus::Failed => 3,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a task ended (SPEC §4); `Failed` for a task that failed outright.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FinishReason {
+    Auto,
+    UserCall,
+    Exception,
+    Failed,
+}
+
+impl FinishReason {
+    pub const ALL: [FinishReason; 4] = [
+        FinishReason::Auto,
+        FinishReason::UserCall,
+        FinishReason::Exception,
+        FinishReason::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Auto => "AUTO",
+            FinishReason::UserCall => "USER_CALL",
+            FinishReason::Exception => "EXCEPTION",
+            FinishReason::Failed => "FAILED",
+        }
+    }
+
+    /// Tencent's FinishReason field.
+    pub fn from_tencent(s: &str) -> Option<FinishReason> {
+        match s {
+            "AUTO" => Some(FinishReason::Auto),
+            "USER_CALL" => Some(FinishReason::UserCall),
+            "EXCEPTION" => Some(FinishReason::Exception),
+            _ => None,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Where the exporter first heard of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Config,
+    Discovery,
+    Callback,
+}
+
+/// What one poll or callback says about a task. `None` means "not said".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observation {
+    pub status: Option<TaskStatus>,
+    pub finish_reason: Option<FinishReason>,
+    pub room_id: Option<i64>,
+    pub group_id: Option<String>,
+    pub push_user_id: Option<String>,
+    pub push_start_time: Option<i64>,
+    pub push_stop_time: Option<i64>,
+    pub exception_cnt: Option<u64>,
+    pub im_sync_time: Option<i64>,
+}
+
+/// One tracked task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub sdk_app_id: u64,
+    pub task_id: String,
+    pub room_id: Option<i64>,
+    pub group_id: String,
+    pub push_user_id: String,
+    pub status: TaskStatus,
+    pub finish_reason: Option<FinishReason>,
+    pub push_start_time: Option<i64>,
+    pub push_stop_time: Option<i64>,
+    pub exception_cnt: u64,
+    pub im_sync_time: Option<i64>,
+    /// Unix seconds when the exporter last learned anything about the task.
+    pub last_update: f64,
+    /// Unix seconds when the exporter saw the task end (drives retention).
+    pub ended_at: Option<f64>,
+    pub source: Source,
+    started_counted: bool,
+    finished_counted: bool,
+    /// A poll is owed soon: the task is new, or it ended without a poll confirming the final figures.
+    needs_poll: bool,
+    /// The final DescribeWhiteboardPush after the end has been read: never poll again.
+    final_read: bool,
+    polling: bool,
+    last_polled: Option<Instant>,
+}
+
+impl Task {
+    fn new(sdk_app_id: u64, task_id: String, source: Source, now: f64) -> Task {
+        Task {
+            sdk_app_id,
+            task_id,
+            room_id: None,
+            group_id: String::new(),
+            push_user_id: String::new(),
+            status: TaskStatus::Unknown,
+            finish_reason: None,
+            push_start_time: None,
+            push_stop_time: None,
+            exception_cnt: 0,
+            im_sync_time: None,
+            last_update: now,
+            ended_at: None,
+            source,
+            started_counted: false,
+            finished_counted: false,
+            needs_poll: true,
+            final_read: false,
+            polling: false,
+            last_polled: None,
+        }
+    }
+
+    /// Whether the poller should still read this task.
+    pub fn is_pollable(&self) -> bool {
+        !self.final_read
+    }
+
+    /// Push duration: stop − start once ended, now − start while pushing.
+    pub fn duration(&self, now: f64) -> Option<f64> {
+        let start = self.push_start_time.filter(|s| *s > 0)? as f64;
+        match (self.status, self.push_stop_time.filter(|s| *s > 0)) {
+            (_, Some(stop)) if self.status.is_ended() => Some((stop as f64 - start).max(0.0)),
+            (TaskStatus::Pushing, _) => Some((now - start).max(0.0)),
+            _ => None,
+        }
+    }
+}
+
+/// A cumulative histogram kept in the registry, so it can be persisted with the counters.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DurationHistogram {
+    /// Count per bucket of [`DURATION_BUCKETS`] (not cumulative).
+    pub counts: [u64; DURATION_BUCKETS.len()],
+    pub count: u64,
+    pub sum: f64,
+}
+
+impl DurationHistogram {
+    fn observe(&mut self, v: f64) {
+        if let Some(i) = DURATION_BUCKETS.iter().position(|b| v <= *b) {
+            self.counts[i] += 1;
+        }
+        self.count += 1;
+        self.sum += v;
+    }
+}
+
+/// Aggregates of one app. Counters never go down and never disappear.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AppStats {
+    pub started_total: u64,
+    /// Indexed by [`FinishReason`].
+    pub finished_total: [u64; 4],
+    pub exceptions_total: u64,
+    /// Indexed by [`FinishReason`].
+    pub durations: [DurationHistogram; 4],
+}
+
+impl AppStats {
+    pub fn finished(&self, reason: FinishReason) -> u64 {
+        self.finished_total[reason.index()]
+    }
+    pub fn duration(&self, reason: FinishReason) -> &DurationHistogram {
+        &self.durations[reason.index()]
+    }
+}
+
+/// What changed when an observation was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// The task is tracked (it was not expired or unknown).
+    pub tracked: bool,
+    /// This observation moved the task's status.
+    pub status_changed: bool,
+    /// This observation ended the task.
+    pub ended: bool,
+}
+
+/// Read-only view handed to the collector.
+pub struct View<'a> {
+    inner: MutexGuard<'a, Inner>,
+}
+
+impl View<'_> {
+    pub fn tasks(&self) -> impl Iterator<Item = &Task> {
+        self.inner.tasks.values()
+    }
+    pub fn apps(&self) -> impl Iterator<Item = (&u64, &AppStats)> {
+        self.inner.apps.iter()
+    }
+    /// Tracked tasks per app and status, every configured app and every status present.
+    pub fn status_counts(&self) -> BTreeMap<u64, [u64; 5]> {
+        let mut counts: BTreeMap<u64, [u64; 5]> =
+            self.inner.apps.keys().map(|k| (*k, [0; 5])).collect();
+        for t in self.inner.tasks.values() {
+            counts.entry(t.sdk_app_id).or_insert([0; 5])[t.status.index()] += 1;
+        }
+        counts
+    }
+    pub fn len(&self) -> usize {
+        self.inner.tasks.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.inner.tasks.is_empty()
+    }
+}
+
+type Key = (u64, String);
+
+#[derive(Default)]
+struct Inner {
+    tasks: HashMap<Key, Task>,
+    apps: BTreeMap<u64, AppStats>,
+    /// Expired task ids and when they expired (unix seconds).
+    tombstones: HashMap<Key, f64>,
+}
+
+/// The registry. Cheap to share behind an `Arc`; every method takes a short std lock.
+pub struct TaskRegistry {
+    inner: Mutex<Inner>,
+    /// Bumped whenever a task needs an early poll; the poller watches it.
+    poll_wanted: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for TaskRegistry {
+    fn default() -> Self {
+        TaskRegistry {
+            inner: Mutex::new(Inner::default()),
+            poll_wanted: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl TaskRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-applied update behind (every update is
+        // computed before it is stored), so a poisoned lock is still consistent.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes sure every configured app has its aggregates, even with no task yet.
+    pub fn ensure_apps(&self, ids: impl IntoIterator<Item = u64>) {
+        let mut inner = self.lock();
+        for id in ids {
+            inner.apps.entry(id).or_default();
+        }
+    }
+
+    /// Subscribes to "a task wants an early poll".
+    pub fn subscribe_poll_wanted(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.poll_wanted.subscribe()
+    }
+
+    fn want_poll(&self) {
+        self.poll_wanted.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Starts tracking a task. Returns false when it is tracked already or expired recently.
+    pub fn track(
+        &self,
+        sdk_app_id: u64,
+        task_id: &str,
+        room_id: Option<i64>,
+        source: Source,
+    ) -> bool {
+        let key = (sdk_app_id, task_id.to_string());
+        {
+            let mut inner = self.lock();
+            if inner.tasks.contains_key(&key) || inner.tombstones.contains_key(&key) {
+                if let (Some(t), Some(room)) = (inner.tasks.get_mut(&key), room_id) {
+                    t.room_id.get_or_insert(room);
+                }
+                return false;
+            }
+            let mut task = Task::new(sdk_app_id, task_id.to_string(), source, unix_now());
+            task.room_id = room_id;
+            inner.apps.entry(sdk_app_id).or_default();
+            inner.tasks.insert(key, task);
+        }
+        self.want_poll();
+        true
+    }
+
+    /// Applies an observation from a poll or a callback.
+    pub fn observe(&self, sdk_app_id: u64, task_id: &str, obs: &Observation) -> Applied {
+        let now = unix_now();
+        let mut inner = self.lock();
+        let Inner { tasks, apps, .. } = &mut *inner;
+        let Some(task) = tasks.get_mut(&(sdk_app_id, task_id.to_string())) else {
+            return Applied::default();
+        };
+        let stats = apps.entry(sdk_app_id).or_default();
+        merge(task, stats, obs, now)
+    }
+
+    /// Applies a DescribeWhiteboardPush answer and records the poll.
+    pub fn observe_poll(&self, sdk_app_id: u64, task_id: &str, obs: &Observation) -> Applied {
+        let applied = self.observe(sdk_app_id, task_id, obs);
+        let mut inner = self.lock();
+        if let Some(t) = inner.tasks.get_mut(&(sdk_app_id, task_id.to_string())) {
+            // The final read is done once the end and its reason are known; a STOPPED reply that
+            // lacks its FinishReason is read again.
+            if t.status.is_ended() && t.finish_reason.is_some() {
+                t.final_read = true;
+            }
+        }
+        applied
+    }
+
+    /// Marks a poll as done (whatever its outcome), releasing the task for the next sweep.
+    pub fn finish_poll(&self, sdk_app_id: u64, task_id: &str, at: Instant) {
+        let mut inner = self.lock();
+        if let Some(t) = inner.tasks.get_mut(&(sdk_app_id, task_id.to_string())) {
+            t.polling = false;
+            t.needs_poll = false;
+            t.last_polled = Some(at);
+        }
+    }
+
+    /// Picks the next task of `apps` to poll and marks it in flight.
+    ///
+    /// With `since = Some(t)`: any pollable task not polled since `t` (a sweep). With `None`: only
+    /// tasks that want an early poll. Never-polled tasks come first, then the least recently polled,
+    /// so a sweep that the budget cannot finish in time degrades to a fair round robin.
+    pub fn next_to_poll(&self, apps: &[u64], since: Option<Instant>) -> Option<(u64, String)> {
+        let mut inner = self.lock();
+        let best = inner
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.is_pollable() && !t.polling && apps.contains(&t.sdk_app_id))
+            .filter(|(_, t)| match since {
+                Some(since) => t.needs_poll || t.last_polled.is_none_or(|p| p < since),
+                None => t.needs_poll,
+            })
+            .min_by_key(|(_, t)| (!t.needs_poll, t.last_polled))
+            .map(|(k, _)| k.clone())?;
+        if let Some(t) = inner.tasks.get_mut(&best) {
+            t.polling = true;
+        }
+        Some(best)
+    }
+
+    /// DescribeWhiteboardPush answered `FailedOperation.WhiteboardPush`: the task failed.
+    pub fn mark_failed(&self, sdk_app_id: u64, task_id: &str) -> Applied {
+        let obs = Observation {
+            status: Some(TaskStatus::Failed),
+            finish_reason: Some(FinishReason::Failed),
+            ..Default::default()
+        };
+        self.observe_poll(sdk_app_id, task_id, &obs)
+    }
+
+    /// DescribeWhiteboardPush answered `InvalidParameter.TaskNotFound`.
+    pub fn mark_not_found(&self, sdk_app_id: u64, task_id: &str) -> Applied {
+        let now = unix_now();
+        let mut inner = self.lock();
+        let Some(t) = inner.tasks.get_mut(&(sdk_app_id, task_id.to_string())) else {
+            return Applied::default();
+        };
+        // A task that was known once keeps what it was; UNKNOWN is only for ids Tencent never knew.
+        t.last_update = now;
+        Applied {
+            tracked: true,
+            ..Default::default()
+        }
+    }
+
+    /// Removes tasks that ended longer than `retention` ago and forgets old tombstones.
+    pub fn expire(&self, retention: Duration) -> usize {
+        let now = unix_now();
+        let mut inner = self.lock();
+        let cutoff = now - retention.as_secs_f64();
+        let expired: Vec<Key> = inner
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.ended_at.is_some_and(|e| e <= cutoff) && !t.polling)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &expired {
+            inner.tasks.remove(key);
+            inner.tombstones.insert(key.clone(), now);
+        }
+        let tomb_cutoff = now - TOMBSTONE_TTL.as_secs_f64();
+        inner.tombstones.retain(|_, at| *at > tomb_cutoff);
+        expired.len()
+    }
+
+    /// A short-lived read lock for rendering.
+    pub fn view(&self) -> View<'_> {
+        View { inner: self.lock() }
+    }
+
+    /// A copy of one task.
+    pub fn get(&self, sdk_app_id: u64, task_id: &str) -> Option<Task> {
+        self.lock()
+            .tasks
+            .get(&(sdk_app_id, task_id.to_string()))
+            .cloned()
+    }
+
+    /// A copy of one app's aggregates.
+    pub fn stats(&self, sdk_app_id: u64) -> Option<AppStats> {
+        self.lock().apps.get(&sdk_app_id).cloned()
+    }
+
+    /// Number of tracked tasks.
+    pub fn len(&self) -> usize {
+        self.lock().tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Merges one observation into a task, moving counters exactly once. Pure: no I/O, no clock but `now`.
+fn merge(task: &mut Task, stats: &mut AppStats, obs: &Observation, now: f64) -> Applied {
+    let mut applied = Applied {
+        tracked: true,
+        ..Default::default()
+    };
+    task.last_update = now;
+    if let Some(room) = obs.room_id.filter(|r| *r != 0) {
+        task.room_id.get_or_insert(room);
+    }
+    if let Some(g) = obs.group_id.as_ref().filter(|g| !g.is_empty()) {
+        if task.group_id.is_empty() {
+            task.group_id = g.clone();
+        }
+    }
+    if let Some(u) = obs.push_user_id.as_ref().filter(|u| !u.is_empty()) {
+        if task.push_user_id.is_empty() {
+            task.push_user_id = u.clone();
+        }
+    }
+    if let Some(s) = obs.push_start_time.filter(|s| *s > 0) {
+        task.push_start_time.get_or_insert(s);
+    }
+    if let Some(s) = obs.push_stop_time.filter(|s| *s > 0) {
+        task.push_stop_time.get_or_insert(s);
+    }
+    if let Some(s) = obs.im_sync_time.filter(|s| *s > 0) {
+        task.im_sync_time.get_or_insert(s);
+    }
+    if let Some(n) = obs.exception_cnt {
+        if n > task.exception_cnt {
+            stats.exceptions_total += n - task.exception_cnt;
+            task.exception_cnt = n;
+        }
+    }
+    if let Some(status) = obs.status {
+        if status.rank() > task.status.rank() {
+            task.status = status;
+            applied.status_changed = true;
+            if status.is_ended() {
+                task.ended_at = Some(now);
+                applied.ended = true;
+            }
+        }
+    }
+    if task.status.is_ended() && task.finish_reason.is_none() {
+        task.finish_reason = match task.status {
+            TaskStatus::Failed => Some(FinishReason::Failed),
+            _ => obs.finish_reason.filter(|r| *r != FinishReason::Failed),
+        };
+    }
+    let did_start = task.status == TaskStatus::Pushing
+        || (task.status == TaskStatus::Stopped && task.push_start_time.is_some());
+    if did_start && !task.started_counted {
+        task.started_counted = true;
+        stats.started_total += 1;
+    }
+    if let (false, Some(reason)) = (task.finished_counted, task.finish_reason) {
+        task.finished_counted = true;
+        stats.finished_total[reason.index()] += 1;
+        if let Some(d) = task.duration(now) {
+            stats.durations[reason.index()].observe(d);
+        }
+    }
+    applied
+}
+
+/// Turns a DescribeWhiteboardPush reply into an observation.
+pub fn observation_from_poll(p: &crate::tencentcloud::tiw::WhiteboardPush) -> Observation {
+    Observation {
+        status: p.status.as_deref().and_then(TaskStatus::from_tencent),
+        finish_reason: p
+            .finish_reason
+            .as_deref()
+            .and_then(FinishReason::from_tencent),
+        room_id: p.room_id,
+        group_id: p.group_id.clone(),
+        push_user_id: p.push_user_id.clone(),
+        push_start_time: p.push_start_time,
+        push_stop_time: p.push_stop_time,
+        exception_cnt: p.exception_cnt.and_then(|n| u64::try_from(n).ok()),
+        im_sync_time: p.im_sync_time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(status: TaskStatus) -> Observation {
+        Observation {
+            status: Some(status),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn walks_forward_and_counts_once() {
+        let r = TaskRegistry::new();
+        assert!(r.track(1, "t", None, Source::Discovery));
+        assert!(!r.track(1, "t", None, Source::Discovery));
+        r.observe(1, "t", &obs(TaskStatus::Prepared));
+        let pushing = Observation {
+            push_start_time: Some(100),
+            exception_cnt: Some(1),
+            ..obs(TaskStatus::Pushing)
+        };
+        r.observe(1, "t", &pushing);
+        r.observe(1, "t", &pushing);
+        let stopped = Observation {
+            finish_reason: Some(FinishReason::Exception),
+            push_stop_time: Some(400),
+            exception_cnt: Some(3),
+            ..obs(TaskStatus::Stopped)
+        };
+        let a = r.observe_poll(1, "t", &stopped);
+        assert!(a.ended);
+        r.observe_poll(1, "t", &stopped);
+        // A stale reply cannot move it back, lower the count or change the reason.
+        let stale = Observation {
+            exception_cnt: Some(0),
+            finish_reason: Some(FinishReason::Auto),
+            ..obs(TaskStatus::Pushing)
+        };
+        r.observe(1, "t", &stale);
+        let t = r.get(1, "t").unwrap();
+        assert_eq!(t.status, TaskStatus::Stopped);
+        assert_eq!(t.finish_reason, Some(FinishReason::Exception));
+        assert_eq!(t.exception_cnt, 3);
+        assert_eq!(t.duration(1e9), Some(300.0));
+        let s = r.stats(1).unwrap();
+        assert_eq!(s.started_total, 1);
+        assert_eq!(s.finished(FinishReason::Exception), 1);
+        assert_eq!(s.finished_total.iter().sum::<u64>(), 1);
+        assert_eq!(s.exceptions_total, 3);
+        assert_eq!(s.duration(FinishReason::Exception).count, 1);
+        assert_eq!(s.duration(FinishReason::Exception).sum, 300.0);
+        assert!(!t.is_pollable());
+    }
+
+    #[test]
+    fn failed_task_gets_reason_failed_and_never_started() {
+        let r = TaskRegistry::new();
+        r.track(1, "f", None, Source::Config);
+        r.mark_failed(1, "f");
+        let t = r.get(1, "f").unwrap();
+        assert_eq!(
+            (t.status, t.finish_reason),
+            (TaskStatus::Failed, Some(FinishReason::Failed))
+        );
+        let s = r.stats(1).unwrap();
+        assert_eq!((s.started_total, s.finished(FinishReason::Failed)), (0, 1));
+    }
+
+    #[test]
+    fn first_seen_with_exceptions_adds_them_all() {
+        let r = TaskRegistry::new();
+        r.track(1, "x", None, Source::Discovery);
+        r.observe(
+            1,
+            "x",
+            &Observation {
+                exception_cnt: Some(5),
+                ..obs(TaskStatus::Pushing)
+            },
+        );
+        assert_eq!(r.stats(1).unwrap().exceptions_total, 5);
+    }
+
+    #[test]
+    fn not_found_keeps_known_status() {
+        let r = TaskRegistry::new();
+        r.track(1, "n", None, Source::Config);
+        r.mark_not_found(1, "n");
+        assert_eq!(r.get(1, "n").unwrap().status, TaskStatus::Unknown);
+        r.observe(1, "n", &obs(TaskStatus::Pushing));
+        r.mark_not_found(1, "n");
+        assert_eq!(r.get(1, "n").unwrap().status, TaskStatus::Pushing);
+    }
+
+    #[test]
+    fn poll_order_is_never_polled_then_least_recent() {
+        let r = TaskRegistry::new();
+        let t0 = Instant::now();
+        for id in ["a", "b", "c"] {
+            r.track(1, id, None, Source::Discovery);
+        }
+        let mut seen = vec![];
+        while let Some((_, id)) = r.next_to_poll(&[1], Some(t0)) {
+            seen.push(id);
+        }
+        assert_eq!(seen.len(), 3);
+        // In flight: not handed out twice.
+        assert!(r.next_to_poll(&[1], Some(Instant::now())).is_none());
+        r.finish_poll(1, "b", t0);
+        r.finish_poll(1, "a", t0 + Duration::from_millis(1));
+        r.finish_poll(1, "c", t0 + Duration::from_millis(2));
+        let later = t0 + Duration::from_secs(1);
+        let order: Vec<String> =
+            std::iter::from_fn(|| r.next_to_poll(&[1], Some(later)).map(|k| k.1)).collect();
+        assert_eq!(order, ["b", "a", "c"]);
+        // Other apps are not handed out.
+        assert!(r.next_to_poll(&[2], Some(later)).is_none());
+    }
+
+    #[test]
+    fn expiry_removes_and_tombstones() {
+        let r = TaskRegistry::new();
+        r.track(1, "e", None, Source::Discovery);
+        r.observe_poll(
+            1,
+            "e",
+            &Observation {
+                finish_reason: Some(FinishReason::Auto),
+                ..obs(TaskStatus::Stopped)
+            },
+        );
+        assert_eq!(r.expire(Duration::from_secs(3600)), 0);
+        assert_eq!(r.expire(Duration::ZERO), 1);
+        assert!(r.get(1, "e").is_none());
+        assert!(
+            !r.track(1, "e", None, Source::Discovery),
+            "an expired task must not come back"
+        );
+        assert_eq!(r.stats(1).unwrap().finished(FinishReason::Auto), 1);
+    }
+}

@@ -1,0 +1,486 @@
+//! The HTTP side of Tencent Cloud API 3.0: sign, send, decode the envelope, retry, rate-limit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use secrecy::ExposeSecret;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::ratelimit::RateLimiter;
+use super::sign::{sign, SignInput};
+use crate::config::{limiter_key, ApiConfig, AppConfig};
+use crate::metrics::ExporterMetrics;
+
+/// API version of TIW.
+pub const VERSION: &str = "2019-09-19";
+/// Service name in the credential scope.
+pub const SERVICE: &str = "tiw";
+/// Sent and signed byte for byte.
+pub const CONTENT_TYPE: &str = "application/json";
+
+/// Why a call failed. `Display` never contains a secret.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// Tencent answered with its error envelope.
+    #[error("{code}: {message} (RequestId {request_id}){hint}", hint = clock_hint(code))]
+    Tencent {
+        code: String,
+        message: String,
+        request_id: String,
+    },
+    /// No answer: connection refused or reset, timeout.
+    #[error("no answer from {endpoint}: {detail}")]
+    Transport { endpoint: String, detail: String },
+    /// An answer that is not Tencent's envelope: an HTTP error status or a body that does not decode.
+    #[error("unexpected reply from {endpoint}: {detail}")]
+    BadReply { endpoint: String, detail: String },
+}
+
+fn clock_hint(code: &str) -> &'static str {
+    if code == "AuthFailure.SignatureExpire" {
+        " — this machine's clock is more than 5 minutes away from Tencent's: synchronise it (NTP)"
+    } else {
+        ""
+    }
+}
+
+impl ApiError {
+    /// Tencent's error code, if Tencent answered.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ApiError::Tencent { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Bounded label for `tiw_exporter_api_requests_total{code}`: the Tencent code when it looks
+    /// like one, `transport` when Tencent's envelope never came back.
+    pub fn metric_label(&self) -> String {
+        match self {
+            ApiError::Tencent { code, .. } if is_plausible_code(code) => code.clone(),
+            ApiError::Tencent { .. } => "other".into(),
+            ApiError::Transport { .. } | ApiError::BadReply { .. } => "transport".into(),
+        }
+    }
+
+    /// Worth another attempt: network trouble, Tencent's internal errors and rate limiting.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ApiError::Transport { .. } | ApiError::BadReply { .. } => true,
+            ApiError::Tencent { code, .. } => {
+                code == "InternalError"
+                    || code.starts_with("InternalError.")
+                    || code.starts_with("RequestLimitExceeded")
+            }
+        }
+    }
+
+    /// A problem of the app's configuration or credentials, not of one task (SPEC §4 `tiw_up`).
+    pub fn is_app_level(&self) -> bool {
+        match self {
+            ApiError::Tencent { code, .. } => {
+                code.starts_with("AuthFailure")
+                    || code.starts_with("ResourceUnavailable.")
+                    || code.starts_with("UnauthorizedOperation.")
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether Tencent (or something pretending to be it) gave no usable answer.
+    pub fn is_transport(&self) -> bool {
+        !matches!(self, ApiError::Tencent { .. })
+    }
+}
+
+/// Tencent codes are dotted identifiers; anything else from the wire is not used as a label value.
+fn is_plausible_code(code: &str) -> bool {
+    !code.is_empty()
+        && code.len() <= 80
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
+}
+
+/// Retry policy: exponential backoff with full jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(3),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn delay(&self, attempt: u32) -> Duration {
+        let cap = self
+            .base_delay
+            .saturating_mul(1 << attempt.min(16))
+            .min(self.max_delay);
+        let ms = rand::rng().random_range(0..=cap.as_millis() as u64);
+        Duration::from_millis(ms)
+    }
+}
+
+/// Rate limiters shared by every app on the same credentials, one per action.
+#[derive(Default)]
+pub struct Limiters {
+    rates: HashMap<String, u32>,
+    limiters: Mutex<HashMap<(String, &'static str), Arc<RateLimiter>>>,
+}
+
+impl Limiters {
+    /// Apps sharing credentials share a budget; its size is the lowest `requests_per_second` among them.
+    pub fn new(apps: &[AppConfig]) -> Self {
+        let mut rates: HashMap<String, u32> = HashMap::new();
+        for app in apps {
+            let rate = rates
+                .entry(limiter_key(&app.api))
+                .or_insert(app.api.requests_per_second);
+            *rate = (*rate).min(app.api.requests_per_second);
+        }
+        Limiters {
+            rates,
+            limiters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The limiter of one action on one set of credentials.
+    pub fn get(&self, api: &ApiConfig, action: &'static str) -> Arc<RateLimiter> {
+        let key = limiter_key(api);
+        let rate = self
+            .rates
+            .get(&key)
+            .copied()
+            .unwrap_or(api.requests_per_second);
+        let mut map = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((key, action))
+            .or_insert_with(|| Arc::new(RateLimiter::new(rate)))
+            .clone()
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(rename = "Code", default)]
+    code: Option<String>,
+    #[serde(rename = "Message", default)]
+    message: Option<String>,
+}
+
+/// A client for one endpoint and set of credentials.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    api: ApiConfig,
+    host: String,
+    limiters: Arc<Limiters>,
+    metrics: Arc<ExporterMetrics>,
+    retry: RetryPolicy,
+}
+
+/// Longest piece of an unexpected body quoted in an error.
+const BODY_SNIPPET: usize = 120;
+
+impl Client {
+    pub fn new(
+        http: reqwest::Client,
+        api: ApiConfig,
+        limiters: Arc<Limiters>,
+        metrics: Arc<ExporterMetrics>,
+    ) -> Self {
+        let host = host_header(&api.endpoint);
+        Client {
+            http,
+            api,
+            host,
+            limiters,
+            metrics,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Replaces the retry policy (tests use short delays).
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    pub fn api(&self) -> &ApiConfig {
+        &self.api
+    }
+
+    /// Calls `action` with `request`, retrying what is worth retrying; returns the decoded `Response`.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        action: &'static str,
+        request: &Req,
+    ) -> Result<Resp, ApiError> {
+        let body = serde_json::to_vec(request).map_err(|e| ApiError::BadReply {
+            endpoint: self.api.endpoint.to_string(),
+            detail: format!("cannot encode request: {e}"),
+        })?;
+        let limiter = self.limiters.get(&self.api, action);
+        let mut attempt = 0;
+        loop {
+            let result = self.attempt(action, &body, &limiter).await;
+            attempt += 1;
+            match result {
+                Err(e) if e.is_retryable() && attempt < self.retry.max_attempts => {
+                    tracing::debug!(action, attempt, error = %e, "retrying Tencent Cloud API call");
+                    tokio::time::sleep(self.retry.delay(attempt - 1)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn attempt<Resp: DeserializeOwned>(
+        &self,
+        action: &'static str,
+        body: &[u8],
+        limiter: &RateLimiter,
+    ) -> Result<Resp, ApiError> {
+        let permit = limiter.acquire().await;
+        let started = std::time::Instant::now();
+        let result = self.send(action, body).await;
+        drop(permit);
+        self.metrics
+            .api_request_duration
+            .with_label_values(&[action])
+            .observe(started.elapsed().as_secs_f64());
+        let label = match &result {
+            Ok(_) => "OK".to_string(),
+            Err(e) => e.metric_label(),
+        };
+        self.metrics
+            .api_requests
+            .with_label_values(&[action, &label])
+            .inc();
+        match &result {
+            Err(e)
+                if e.code()
+                    .is_some_and(|c| c.starts_with("RequestLimitExceeded")) =>
+            {
+                limiter.on_rate_limited()
+            }
+            Ok(_) => limiter.on_success(),
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn send<Resp: DeserializeOwned>(
+        &self,
+        action: &'static str,
+        body: &[u8],
+    ) -> Result<Resp, ApiError> {
+        let endpoint = self.api.endpoint.to_string();
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let creds = &self.api.credentials;
+        let signature = sign(&SignInput {
+            secret_id: &creds.secret_id,
+            secret_key: creds.secret_key.expose_secret(),
+            service: SERVICE,
+            host: &self.host,
+            content_type: CONTENT_TYPE,
+            timestamp,
+            body,
+        })
+        .ok_or_else(|| ApiError::Transport {
+            endpoint: endpoint.clone(),
+            detail: "system clock out of range".into(),
+        })?;
+        let mut req = self
+            .http
+            .post(self.api.endpoint.clone())
+            .timeout(self.api.timeout)
+            .header("Authorization", signature.authorization)
+            .header("Content-Type", CONTENT_TYPE)
+            .header("Host", &self.host)
+            .header("X-TC-Action", action)
+            .header("X-TC-Version", VERSION)
+            .header("X-TC-Timestamp", timestamp.to_string())
+            .header("X-TC-Region", &self.api.region);
+        if let Some(token) = &creds.session_token {
+            req = req.header("X-TC-Token", token.expose_secret());
+        }
+        let transport = |e: reqwest::Error| ApiError::Transport {
+            endpoint: endpoint.clone(),
+            detail: describe_reqwest(&e),
+        };
+        let reply = req.body(body.to_vec()).send().await.map_err(transport)?;
+        let status = reply.status();
+        let bytes = reply.bytes().await.map_err(transport)?;
+        decode_reply(&endpoint, status.as_u16(), &bytes)
+    }
+}
+
+/// Decodes Tencent's envelope: `{"Response":{...}}` or `{"Response":{"Error":{...},"RequestId":...}}`.
+pub fn decode_reply<Resp: DeserializeOwned>(
+    endpoint: &str,
+    status: u16,
+    bytes: &[u8],
+) -> Result<Resp, ApiError> {
+    let bad = |detail: String| ApiError::BadReply {
+        endpoint: endpoint.to_string(),
+        detail,
+    };
+    let envelope: Result<serde_json::Value, _> = serde_json::from_slice(bytes);
+    let response = match envelope.map(|mut v| v.get_mut("Response").map(serde_json::Value::take)) {
+        Ok(Some(r)) if r.is_object() => r,
+        Ok(_) if status != 200 => return Err(bad(format!("HTTP {status}"))),
+        Ok(_) => return Err(bad("JSON without a Response object".into())),
+        Err(_) if status != 200 => return Err(bad(format!("HTTP {status}: {}", snippet(bytes)))),
+        Err(e) => return Err(bad(format!("body is not JSON ({e}): {}", snippet(bytes)))),
+    };
+    let request_id = response
+        .get("RequestId")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string();
+    if let Some(err) = response.get("Error").filter(|e| !e.is_null()) {
+        let err: ErrorBody = serde_json::from_value(err.clone()).unwrap_or(ErrorBody {
+            code: None,
+            message: None,
+        });
+        return Err(ApiError::Tencent {
+            code: err.code.unwrap_or_else(|| "UnknownError".into()),
+            message: err.message.unwrap_or_default(),
+            request_id,
+        });
+    }
+    serde_json::from_value(response).map_err(|e| {
+        bad(format!(
+            "Response does not match the documented fields: {e} (RequestId {request_id})"
+        ))
+    })
+}
+
+/// A short, printable piece of a body for an error message.
+fn snippet(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(BODY_SNIPPET)]);
+    let mut s: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if bytes.len() > BODY_SNIPPET {
+        s.push('…');
+    }
+    format!("{s:?}")
+}
+
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "reply body broken off"
+    } else {
+        "request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut root = String::new();
+    while let Some(s) = source {
+        root = s.to_string();
+        source = s.source();
+    }
+    if root.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {root}")
+    }
+}
+
+/// The `Host` header for an endpoint: host, plus `:port` when the port is not the scheme's default.
+pub fn host_header(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Any {
+        #[serde(rename = "RequestId")]
+        request_id: Option<String>,
+    }
+
+    #[test]
+    fn envelope_error_becomes_typed_error() {
+        let body = br#"{"Response":{"Error":{"Code":"AuthFailure.SignatureExpire","Message":"expired"},"RequestId":"r-1"}}"#;
+        let e = decode_reply::<Any>("e", 200, body).unwrap_err();
+        assert_eq!(e.code(), Some("AuthFailure.SignatureExpire"));
+        assert!(e.is_app_level());
+        assert!(!e.is_retryable());
+        let text = e.to_string();
+        assert!(text.contains("r-1") && text.contains("clock"), "{text}");
+    }
+
+    #[test]
+    fn bad_bodies_are_clear_errors() {
+        let e = decode_reply::<Any>("http://x", 500, b"<html>oops</html>").unwrap_err();
+        assert!(e.to_string().contains("HTTP 500"), "{e}");
+        assert_eq!(e.metric_label(), "transport");
+        let e = decode_reply::<Any>("http://x", 200, b"not json").unwrap_err();
+        assert!(e.to_string().contains("not JSON"), "{e}");
+        let e = decode_reply::<Any>("http://x", 200, b"[1,2]").unwrap_err();
+        assert!(e.to_string().contains("Response"), "{e}");
+        let ok =
+            decode_reply::<Any>("http://x", 200, br#"{"Response":{"RequestId":"a"}}"#).unwrap();
+        assert_eq!(ok.request_id.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn retry_and_label_classification() {
+        let t = |code: &str| ApiError::Tencent {
+            code: code.into(),
+            message: String::new(),
+            request_id: String::new(),
+        };
+        assert!(t("InternalError").is_retryable());
+        assert!(t("RequestLimitExceeded").is_retryable());
+        assert!(t("RequestLimitExceeded.UinLimitExceeded").is_retryable());
+        assert!(!t("AuthFailure.SignatureFailure").is_retryable());
+        assert!(!t("FailedOperation.WhiteboardPush").is_retryable());
+        assert!(t("UnauthorizedOperation.SdkAppId").is_app_level());
+        assert!(t("ResourceUnavailable.ServiceExpired").is_app_level());
+        assert!(!t("InvalidParameter.TaskNotFound").is_app_level());
+        assert_eq!(t("bad label\"}").metric_label(), "other");
+    }
+
+    #[test]
+    fn host_header_keeps_explicit_ports_only() {
+        let u = |s: &str| url::Url::parse(s).unwrap();
+        assert_eq!(
+            host_header(&u("https://tiw.tencentcloudapi.com")),
+            "tiw.tencentcloudapi.com"
+        );
+        assert_eq!(
+            host_header(&u("https://tiw.tencentcloudapi.com:443/")),
+            "tiw.tencentcloudapi.com"
+        );
+        assert_eq!(host_header(&u("http://127.0.0.1:18080")), "127.0.0.1:18080");
+    }
+}

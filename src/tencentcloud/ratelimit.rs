@@ -1,0 +1,210 @@
+//! A sliding-window rate limiter that keeps Tencent's *server-side* count under the limit.
+//!
+//! Tencent allows N requests of one action per second and account. Pacing at exactly N/s or
+//! letting a burst through both trip a strict window on the server, because the server counts
+//! arrivals, not sends. So the limiter keeps the send instants of the last N requests and lets
+//! request k go only when request k−N is surely more than one second in the past *as the server saw
+//! it*: request k−N arrived no later than its reply came back, and (assuming one-way latencies vary
+//! by less than the jitter allowance) no later than its send plus that allowance. Whichever bound is
+//! earlier is used, so with fast replies the full budget is used and with slow ones the allowance
+//! costs about 2.5 % of it. A `RequestLimitExceeded` from the server widens the allowance
+//! (doubling, up to half a second) and it shrinks back slowly with every success.
+//!
+//! Waiters queue on a fair (FIFO) `tokio::sync::Mutex`, so callers are served in arrival order.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The window Tencent counts requests in.
+pub const WINDOW: Duration = Duration::from_secs(1);
+/// Default allowance for one-way latency jitter between two requests.
+pub const BASE_JITTER_ALLOWANCE: Duration = Duration::from_millis(25);
+const MAX_JITTER_ALLOWANCE: Duration = Duration::from_millis(500);
+
+/// Limits one action of one account to `limit` requests in any sliding second as the server sees them.
+pub struct RateLimiter {
+    limit: usize,
+    origin: Instant,
+    allowance_us: AtomicU64,
+    slots: tokio::sync::Mutex<VecDeque<Arc<Slot>>>,
+}
+
+struct Slot {
+    /// Microseconds since `origin` at send.
+    sent_us: u64,
+    /// Microseconds since `origin` when the reply (or failure) came back; 0 while in flight.
+    done_us: AtomicU64,
+}
+
+/// One granted request. Dropping it marks the request as finished, which lets later requests use
+/// the reply time as the bound on when the server saw this one.
+pub struct Permit {
+    slot: Arc<Slot>,
+    origin: Instant,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let now = micros_since(self.origin, Instant::now()).max(1);
+        let _ = self
+            .slot
+            .done_us
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+fn micros_since(origin: Instant, t: Instant) -> u64 {
+    t.saturating_duration_since(origin).as_micros() as u64
+}
+
+impl RateLimiter {
+    /// A limiter for `limit` requests per second (at least 1).
+    pub fn new(limit: u32) -> Self {
+        RateLimiter {
+            limit: limit.max(1) as usize,
+            origin: Instant::now(),
+            allowance_us: AtomicU64::new(BASE_JITTER_ALLOWANCE.as_micros() as u64),
+            slots: tokio::sync::Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// The configured requests per second.
+    pub fn limit(&self) -> u32 {
+        self.limit as u32
+    }
+
+    /// Current jitter allowance.
+    pub fn allowance(&self) -> Duration {
+        Duration::from_micros(self.allowance_us.load(Ordering::Relaxed))
+    }
+
+    /// Waits until one more request may be sent, and records it as sent now.
+    pub async fn acquire(&self) -> Permit {
+        let mut slots = self.slots.lock().await;
+        loop {
+            if slots.len() < self.limit {
+                break;
+            }
+            let oldest = &slots[0];
+            let allowance = self.allowance_us.load(Ordering::Relaxed);
+            let done = oldest.done_us.load(Ordering::Relaxed);
+            let seen_by_server = match done {
+                0 => oldest.sent_us + allowance,
+                done => done.min(oldest.sent_us + allowance),
+            };
+            let earliest = self.origin + Duration::from_micros(seen_by_server) + WINDOW;
+            if Instant::now() >= earliest {
+                slots.pop_front();
+                break;
+            }
+            // Holding the lock while sleeping keeps the queue fair: the next caller waits behind us.
+            tokio::time::sleep_until(earliest).await;
+        }
+        let slot = Arc::new(Slot {
+            sent_us: micros_since(self.origin, Instant::now()),
+            done_us: AtomicU64::new(0),
+        });
+        slots.push_back(slot.clone());
+        Permit {
+            slot,
+            origin: self.origin,
+        }
+    }
+
+    /// The server said we were too fast: widen the jitter allowance.
+    pub fn on_rate_limited(&self) {
+        let cur = self.allowance_us.load(Ordering::Relaxed);
+        let next = (cur * 2).min(MAX_JITTER_ALLOWANCE.as_micros() as u64);
+        self.allowance_us.store(next, Ordering::Relaxed);
+    }
+
+    /// A request went through: let a widened allowance shrink back towards the base, by 1 %.
+    pub fn on_success(&self) {
+        let base = BASE_JITTER_ALLOWANCE.as_micros() as u64;
+        let cur = self.allowance_us.load(Ordering::Relaxed);
+        if cur > base {
+            self.allowance_us
+                .store((cur - cur / 100).max(base), Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Max number of instants in any window of length `WINDOW` (half-open).
+    fn max_in_window(ts: &[Instant]) -> usize {
+        let mut best = 0;
+        let mut lo = 0;
+        for hi in 0..ts.len() {
+            while ts[hi] - ts[lo] >= WINDOW {
+                lo += 1;
+            }
+            best = best.max(hi - lo + 1);
+        }
+        best
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn never_more_than_limit_in_any_window_even_with_jitter() {
+        let limiter = Arc::new(RateLimiter::new(20));
+        let mut arrivals = Vec::new();
+        let start = Instant::now();
+        // Replies take 200 ms; the server sees each request between 0 and 20 ms after its send.
+        for i in 0..200u64 {
+            let permit = limiter.acquire().await;
+            let jitter = Duration::from_millis((i * 7919) % 21);
+            arrivals.push(Instant::now() + jitter);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                drop(permit);
+            });
+        }
+        arrivals.sort();
+        assert!(
+            max_in_window(&arrivals) <= 20,
+            "{}",
+            max_in_window(&arrivals)
+        );
+        // And the budget is used: 200 requests in about 10 s, not 11 or more.
+        let elapsed = Instant::now() - start;
+        assert!(
+            elapsed < Duration::from_millis(9 * 1025 + 500),
+            "{elapsed:?}"
+        );
+        assert!(elapsed >= Duration::from_secs(9), "{elapsed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fast_replies_use_the_full_budget() {
+        let limiter = RateLimiter::new(20);
+        let start = Instant::now();
+        for _ in 0..100 {
+            let permit = limiter.acquire().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            drop(permit);
+        }
+        // 100 requests = 5 windows of 20: the 100th may go once the 80th is a second old.
+        let elapsed = Instant::now() - start;
+        assert!(
+            elapsed <= Duration::from_millis(4 * 1002 + 100),
+            "{elapsed:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limited_widens_then_recovers() {
+        let limiter = RateLimiter::new(5);
+        limiter.on_rate_limited();
+        assert_eq!(limiter.allowance(), BASE_JITTER_ALLOWANCE * 2);
+        for _ in 0..1000 {
+            limiter.on_success();
+        }
+        assert_eq!(limiter.allowance(), BASE_JITTER_ALLOWANCE);
+    }
+}

@@ -1,0 +1,355 @@
+//! Typed TIW actions (SPEC §2). Tencent's field names stay as Tencent spells them on the wire;
+//! every reply field is optional because Tencent may leave any of them out or send null.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::client::{ApiError, Client};
+
+pub const DESCRIBE_WHITEBOARD_PUSH: &str = "DescribeWhiteboardPush";
+pub const DESCRIBE_RUNNING_TASKS: &str = "DescribeRunningTasks";
+pub const DESCRIBE_WHITEBOARD_PUSH_CALLBACK: &str = "DescribeWhiteboardPushCallback";
+pub const SET_WHITEBOARD_PUSH_CALLBACK: &str = "SetWhiteboardPushCallback";
+pub const SET_WHITEBOARD_PUSH_CALLBACK_KEY: &str = "SetWhiteboardPushCallbackKey";
+
+/// Largest page DescribeRunningTasks allows.
+pub const RUNNING_TASKS_PAGE: i64 = 500;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DescribeWhiteboardPushRequest {
+    #[serde(rename = "SdkAppId")]
+    pub sdk_app_id: u64,
+    #[serde(rename = "TaskId")]
+    pub task_id: String,
+}
+
+/// Reply of DescribeWhiteboardPush.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WhiteboardPush {
+    #[serde(
+        rename = "TaskId",
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub task_id: Option<String>,
+    /// PREPARED, PUSHING or STOPPED.
+    #[serde(rename = "Status", default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// AUTO, USER_CALL or EXCEPTION.
+    #[serde(
+        rename = "FinishReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub finish_reason: Option<String>,
+    #[serde(
+        rename = "RoomId",
+        default,
+        deserialize_with = "lenient_i64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub room_id: Option<i64>,
+    #[serde(
+        rename = "GroupId",
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub group_id: Option<String>,
+    #[serde(
+        rename = "PushUserId",
+        default,
+        deserialize_with = "lenient_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub push_user_id: Option<String>,
+    #[serde(
+        rename = "PushStartTime",
+        default,
+        deserialize_with = "lenient_i64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub push_start_time: Option<i64>,
+    #[serde(
+        rename = "PushStopTime",
+        default,
+        deserialize_with = "lenient_i64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub push_stop_time: Option<i64>,
+    #[serde(
+        rename = "ExceptionCnt",
+        default,
+        deserialize_with = "lenient_i64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub exception_cnt: Option<i64>,
+    #[serde(
+        rename = "IMSyncTime",
+        default,
+        deserialize_with = "lenient_i64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub im_sync_time: Option<i64>,
+    #[serde(rename = "Backup", default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    #[serde(rename = "RequestId", default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DescribeRunningTasksRequest {
+    /// Capital `ID` in this action, unlike the others.
+    #[serde(rename = "SdkAppID")]
+    pub sdk_app_id: u64,
+    #[serde(rename = "TaskType")]
+    pub task_type: String,
+    #[serde(rename = "Offset")]
+    pub offset: i64,
+    #[serde(rename = "Limit")]
+    pub limit: i64,
+}
+
+/// Reply of DescribeRunningTasks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunningTasks {
+    #[serde(rename = "Total", default, deserialize_with = "lenient_i64")]
+    pub total: Option<i64>,
+    #[serde(rename = "Tasks", default)]
+    pub tasks: Option<Vec<RunningTask>>,
+    #[serde(rename = "RequestId", default)]
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunningTask {
+    #[serde(rename = "SdkAppID", default, deserialize_with = "lenient_i64")]
+    pub sdk_app_id: Option<i64>,
+    #[serde(rename = "TaskID", default, deserialize_with = "lenient_string")]
+    pub task_id: Option<String>,
+    #[serde(rename = "TaskType", default)]
+    pub task_type: Option<String>,
+    /// `2023-03-14 15:00:00`, Beijing time.
+    #[serde(rename = "CreateTime", default)]
+    pub create_time: Option<String>,
+    /// QUEUED, PROCESSING or FINISHED.
+    #[serde(rename = "Status", default)]
+    pub status: Option<String>,
+    #[serde(rename = "RoomID", default, deserialize_with = "lenient_i64")]
+    pub room_id: Option<i64>,
+}
+
+/// Reply of DescribeWhiteboardPushCallback.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PushCallback {
+    #[serde(rename = "Callback", default)]
+    pub callback: Option<String>,
+    #[serde(rename = "CallbackKey", default)]
+    pub callback_key: Option<String>,
+    #[serde(rename = "RequestId", default)]
+    pub request_id: Option<String>,
+}
+
+/// A reply that carries nothing but its RequestId.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Empty {
+    #[serde(rename = "RequestId", default)]
+    pub request_id: Option<String>,
+}
+
+/// An integer that may arrive as a JSON number, a numeric string or null.
+fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum N {
+        I(i64),
+        F(f64),
+        S(String),
+    }
+    Ok(match Option::<N>::deserialize(d)? {
+        None => None,
+        Some(N::I(i)) => Some(i),
+        Some(N::F(f)) if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15 => Some(f as i64),
+        Some(N::F(_)) => return Err(serde::de::Error::custom("expected an integer")),
+        Some(N::S(s)) if s.is_empty() => None,
+        Some(N::S(s)) => Some(
+            s.trim()
+                .parse()
+                .map_err(|_| serde::de::Error::custom("expected an integer"))?,
+        ),
+    })
+}
+
+/// An identifier that may arrive as a string, a number or null.
+fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum S {
+        S(String),
+        I(i64),
+        U(u64),
+    }
+    Ok(match Option::<S>::deserialize(d)? {
+        None => None,
+        Some(S::S(s)) => Some(s),
+        Some(S::I(i)) => Some(i.to_string()),
+        Some(S::U(u)) => Some(u.to_string()),
+    })
+}
+
+/// The TIW actions of one app.
+#[derive(Clone)]
+pub struct TiwClient {
+    pub sdk_app_id: u64,
+    client: Client,
+}
+
+impl TiwClient {
+    pub fn new(sdk_app_id: u64, client: Client) -> Self {
+        TiwClient { sdk_app_id, client }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// DescribeWhiteboardPush for one task.
+    pub async fn describe_whiteboard_push(
+        &self,
+        task_id: &str,
+    ) -> Result<WhiteboardPush, ApiError> {
+        let req = DescribeWhiteboardPushRequest {
+            sdk_app_id: self.sdk_app_id,
+            task_id: task_id.to_string(),
+        };
+        self.client.call(DESCRIBE_WHITEBOARD_PUSH, &req).await
+    }
+
+    /// One page of DescribeRunningTasks for whiteboard-push tasks.
+    pub async fn describe_running_tasks(
+        &self,
+        offset: i64,
+        limit: i64,
+    ) -> Result<RunningTasks, ApiError> {
+        let req = DescribeRunningTasksRequest {
+            sdk_app_id: self.sdk_app_id,
+            task_type: "WhiteboardPush".into(),
+            offset,
+            limit: limit.clamp(1, RUNNING_TASKS_PAGE),
+        };
+        self.client.call(DESCRIBE_RUNNING_TASKS, &req).await
+    }
+
+    /// DescribeWhiteboardPushCallback.
+    pub async fn describe_callback(&self) -> Result<PushCallback, ApiError> {
+        self.client
+            .call(
+                DESCRIBE_WHITEBOARD_PUSH_CALLBACK,
+                &serde_json::json!({ "SdkAppId": self.sdk_app_id }),
+            )
+            .await
+    }
+
+    /// SetWhiteboardPushCallback; an empty URL deletes the callback.
+    pub async fn set_callback(&self, url: &str) -> Result<Empty, ApiError> {
+        self.client
+            .call(
+                SET_WHITEBOARD_PUSH_CALLBACK,
+                &serde_json::json!({ "SdkAppId": self.sdk_app_id, "Callback": url }),
+            )
+            .await
+    }
+
+    /// SetWhiteboardPushCallbackKey; an empty key deletes it.
+    pub async fn set_callback_key(&self, key: &str) -> Result<Empty, ApiError> {
+        self.client
+            .call(
+                SET_WHITEBOARD_PUSH_CALLBACK_KEY,
+                &serde_json::json!({ "SdkAppId": self.sdk_app_id, "CallbackKey": key }),
+            )
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tencentcloud::client::decode_reply;
+
+    fn fixtures() -> serde_json::Value {
+        serde_json::from_str(include_str!(
+            "../../tests/fixtures/tencent-doc-examples.json"
+        ))
+        .unwrap()
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, ApiError> {
+        decode_reply("fixture", 200, v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn documented_replies_parse() {
+        let f = fixtures();
+        let p: WhiteboardPush = decode(&f["DescribeWhiteboardPush"]["reply_stopped"]).unwrap();
+        assert_eq!(p.status.as_deref(), Some("STOPPED"));
+        assert_eq!(p.finish_reason.as_deref(), Some("USER_CALL"));
+        assert_eq!(p.room_id, Some(880528));
+        assert_eq!(p.group_id.as_deref(), Some("880528"));
+        assert_eq!(p.push_stop_time, Some(1610591759));
+        let p: WhiteboardPush = decode(&f["DescribeWhiteboardPush"]["reply_backup_null"]).unwrap();
+        assert_eq!(p.backup, None);
+        assert_eq!(p.exception_cnt, Some(2));
+        let p: WhiteboardPush =
+            decode(&f["DescribeWhiteboardPush"]["reply_only_request_id"]).unwrap();
+        assert_eq!(p.status, None);
+        assert!(p.request_id.is_some());
+        let e = decode::<WhiteboardPush>(&f["DescribeWhiteboardPush"]["reply_task_failed"])
+            .unwrap_err();
+        assert_eq!(e.code(), Some("FailedOperation.WhiteboardPush"));
+        let r: RunningTasks = decode(&f["DescribeRunningTasks"]["reply"]).unwrap();
+        assert_eq!(r.total, Some(1));
+        let t = &r.tasks.as_ref().unwrap()[0];
+        assert_eq!(t.task_id.as_deref(), Some("bj0mt2l23osdj300hl30"));
+        assert_eq!(t.room_id, Some(1253));
+        let c: PushCallback = decode(&f["DescribeWhiteboardPushCallback"]["reply"]).unwrap();
+        assert_eq!(c.callback_key.as_deref(), Some("6vg9G7Fd"));
+        let _: Empty = decode(&f["SetWhiteboardPushCallbackKey"]["reply"]).unwrap();
+        let e = decode::<Empty>(&f["error_envelope"]).unwrap_err();
+        assert_eq!(e.code(), Some("AuthFailure.SignatureFailure"));
+    }
+
+    #[test]
+    fn requests_serialise_with_tencents_names() {
+        let f = fixtures();
+        let req = DescribeWhiteboardPushRequest {
+            sdk_app_id: 1400000001,
+            task_id: "ghucnligqtgtvk2624mb".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&req).unwrap(),
+            f["DescribeWhiteboardPush"]["request"]
+        );
+        let req = DescribeRunningTasksRequest {
+            sdk_app_id: 1400000001,
+            task_type: "WhiteboardPush".into(),
+            offset: 0,
+            limit: 500,
+        };
+        assert_eq!(
+            serde_json::to_value(&req).unwrap(),
+            f["DescribeRunningTasks"]["request"]
+        );
+    }
+
+    #[test]
+    fn nulls_strings_and_missing_fields_are_tolerated() {
+        let v = serde_json::json!({"Response": {"TaskId": null, "RoomId": "42", "ExceptionCnt": null, "GroupId": 7, "PushStartTime": 1.0e9}});
+        let p: WhiteboardPush = decode(&v).unwrap();
+        assert_eq!(p.room_id, Some(42));
+        assert_eq!(p.group_id.as_deref(), Some("7"));
+        assert_eq!(p.push_start_time, Some(1_000_000_000));
+        assert_eq!(p.exception_cnt, None);
+        let v = serde_json::json!({"Response": {"RoomId": "abc"}});
+        assert!(decode::<WhiteboardPush>(&v).is_err());
+    }
+}
