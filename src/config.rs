@@ -662,11 +662,8 @@ fn validate(
         for (j, t) in app.tasks.iter().flatten().enumerate() {
             let tpath = format!("{path}.tasks[{j}]");
             match c.string(&tpath, Some(t)) {
-                Some(s) if !s.trim().is_empty() => {
-                    if !tasks.contains(&s) {
-                        tasks.push(s)
-                    }
-                }
+                Some(s) if !s.trim().is_empty() && tasks.contains(&s) => {}
+                Some(s) if !s.trim().is_empty() => tasks.push(s),
                 Some(_) => c.fail(&tpath, "empty task id"),
                 None => {}
             }

@@ -8,6 +8,11 @@
 //! is an embedded stand-in for Tencent that tests and `demo` run against.
 
 pub mod config;
+pub mod demo;
+pub mod exporter;
+pub mod http;
 pub mod metrics;
+pub mod poller;
 pub mod registry;
+pub mod simulator;
 pub mod tencentcloud;

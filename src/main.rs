@@ -1,1 +1,229 @@
-fn main() {}
+//! Command line → logging → library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use tiw_push_exporter::config::{parse_listen_address, Config};
+use tiw_push_exporter::exporter::{build_clients, Exporter, ServeOptions};
+use tiw_push_exporter::{demo, metrics::ExporterMetrics, registry::TaskRegistry};
+
+/// Prometheus exporter for Tencent Cloud Interactive Whiteboard (TIW) whiteboard-push tasks.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Path of the YAML configuration file.
+    #[arg(long = "config.file", global = true, default_value = "config.yaml")]
+    config_file: PathBuf,
+    /// Address to listen on for metrics, health and callbacks.
+    #[arg(long = "web.listen-address", global = true, default_value = ":9897")]
+    listen_address: String,
+    /// Path under which metrics are exposed.
+    #[arg(long = "web.telemetry-path", global = true, default_value = "/metrics")]
+    telemetry_path: String,
+    /// Only log messages with the given severity or above.
+    #[arg(long = "log.level", global = true, value_enum, default_value = "info")]
+    log_level: LogLevel,
+    /// Output format of log messages.
+    #[arg(
+        long = "log.format",
+        global = true,
+        value_enum,
+        default_value = "logfmt"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Poll Tencent Cloud and serve /metrics (the default).
+    Serve,
+    /// Run against an embedded TIW simulator: no Tencent Cloud account needed.
+    Demo {
+        /// Address of the embedded simulator's API.
+        #[arg(long = "simulator.listen-address", default_value = "127.0.0.1:0")]
+        simulator_address: String,
+    },
+    /// Validate the configuration file and print every problem with its key path.
+    CheckConfig,
+    /// Call DescribeWhiteboardPush for one task and print the reply as JSON.
+    Describe {
+        /// The task's SdkAppId (must be in the configuration).
+        #[arg(long)]
+        app: u64,
+        /// The task id.
+        task_id: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Logfmt,
+    Json,
+}
+
+fn init_logging(level: LogLevel, format: LogFormat) {
+    use tracing_subscriber::prelude::*;
+    let level = match level {
+        LogLevel::Trace => "trace",
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Warn => "warn",
+        LogLevel::Error => "error",
+    };
+    // Our own crate at the chosen level; dependencies one step quieter unless asked for.
+    let filter = tracing_subscriber::EnvFilter::new(format!("warn,tiw_push_exporter={level}"));
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Logfmt => registry
+            .with(
+                tracing_logfmt::builder()
+                    .layer()
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+    }
+}
+
+/// Cancels `token` on SIGTERM or Ctrl-C.
+fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot listen for SIGTERM");
+                        let _ = ctrl_c.await;
+                        token.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+}
+
+async fn bind(address: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let addr =
+        parse_listen_address(address).map_err(|e| anyhow::anyhow!("--web.listen-address: {e}"))?;
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let options = ServeOptions {
+        telemetry_path: cli.telemetry_path.clone(),
+        ..Default::default()
+    };
+    if !options.telemetry_path.starts_with('/') {
+        anyhow::bail!("--web.telemetry-path must start with '/'");
+    }
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let config = Config::load(&cli.config_file)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", cli.config_file.display()))?;
+            let listener = bind(&cli.listen_address).await?;
+            tracing::info!(address = %listener.local_addr()?, apps = config.apps.len(), version = env!("CARGO_PKG_VERSION"), "listening");
+            let token = CancellationToken::new();
+            cancel_on_signal(token.clone());
+            Exporter::new(config, options)
+                .serve(listener, token)
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { simulator_address } => {
+            let simulator_address = parse_listen_address(&simulator_address)
+                .map_err(|e| anyhow::anyhow!("--simulator.listen-address: {e}"))?;
+            let listener = bind(&cli.listen_address).await?;
+            let token = CancellationToken::new();
+            cancel_on_signal(token.clone());
+            let demo_options = demo::DemoOptions {
+                simulator_address,
+                ..Default::default()
+            };
+            demo::run(listener, demo_options, options, token).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig => match Config::load(&cli.config_file) {
+            Ok(config) => {
+                println!(
+                    "{}: OK ({} apps)",
+                    cli.config_file.display(),
+                    config.apps.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                for problem in e.problems() {
+                    eprintln!("{}: {problem}", cli.config_file.display());
+                }
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Describe { app, task_id } => {
+            let config = Config::load(&cli.config_file)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", cli.config_file.display()))?;
+            let registry = std::sync::Arc::new(TaskRegistry::new());
+            let metrics = ExporterMetrics::new(registry, false);
+            let clients = build_clients(&config, &metrics, Default::default());
+            let client = clients
+                .get(&app)
+                .with_context(|| format!("app {app} is not in {}", cli.config_file.display()))?;
+            match client.describe_whiteboard_push(&task_id).await {
+                Ok(reply) => {
+                    println!("{}", serde_json::to_string_pretty(&reply)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("DescribeWhiteboardPush failed: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_level, cli.log_format);
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tiw-push-exporter: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -184,16 +184,16 @@ fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error>
 fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum S {
-        S(String),
-        I(i64),
-        U(u64),
+    enum Id {
+        Text(String),
+        Signed(i64),
+        Unsigned(u64),
     }
-    Ok(match Option::<S>::deserialize(d)? {
+    Ok(match Option::<Id>::deserialize(d)? {
         None => None,
-        Some(S::S(s)) => Some(s),
-        Some(S::I(i)) => Some(i.to_string()),
-        Some(S::U(u)) => Some(u.to_string()),
+        Some(Id::Text(s)) => Some(s),
+        Some(Id::Signed(i)) => Some(i.to_string()),
+        Some(Id::Unsigned(u)) => Some(u.to_string()),
     })
 }
 

@@ -1,0 +1,152 @@
+//! Wires config → clients → poller → registry → metrics → HTTP for `serve` (and `demo`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{limiter_key, Config};
+use crate::http::{router, HttpState};
+use crate::metrics::ExporterMetrics;
+use crate::poller::{PollSettings, PolledApp, Poller};
+use crate::registry::{unix_now, Source, TaskRegistry};
+use crate::tencentcloud::{Client, Limiters, RetryPolicy, TiwClient};
+
+/// Options that come from flags rather than the config file.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub telemetry_path: String,
+    /// Retry policy of API calls (tests shorten it).
+    pub retry: RetryPolicy,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            telemetry_path: "/metrics".into(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// A built exporter: every component, ready to serve.
+pub struct Exporter {
+    pub config: Config,
+    pub registry: Arc<TaskRegistry>,
+    pub metrics: Arc<ExporterMetrics>,
+    pub poller: Arc<Poller>,
+    pub clients: HashMap<u64, TiwClient>,
+    options: ServeOptions,
+    ready: Arc<AtomicBool>,
+}
+
+/// One HTTP client for every app: connection pooling across apps on the same endpoint.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("tiw-push-exporter/", env!("CARGO_PKG_VERSION")))
+        .pool_idle_timeout(Duration::from_secs(50))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// Builds one [`TiwClient`] per app, sharing rate limiters between apps on the same credentials.
+pub fn build_clients(
+    config: &Config,
+    metrics: &Arc<ExporterMetrics>,
+    retry: RetryPolicy,
+) -> HashMap<u64, TiwClient> {
+    let http = http_client();
+    let limiters = Arc::new(Limiters::new(&config.apps));
+    config
+        .apps
+        .iter()
+        .map(|app| {
+            let client = Client::new(
+                http.clone(),
+                app.api.clone(),
+                limiters.clone(),
+                metrics.clone(),
+            )
+            .with_retry(retry);
+            (app.sdk_app_id, TiwClient::new(app.sdk_app_id, client))
+        })
+        .collect()
+}
+
+impl Exporter {
+    pub fn new(config: Config, options: ServeOptions) -> Exporter {
+        let registry = Arc::new(TaskRegistry::new());
+        registry.ensure_apps(config.apps.iter().map(|a| a.sdk_app_id));
+        let metrics = ExporterMetrics::new(registry.clone(), config.per_task_metrics);
+        metrics.config_last_reload_successful.set(1.0);
+        metrics.config_last_reload_success_timestamp.set(unix_now());
+        let clients = build_clients(&config, &metrics, options.retry);
+        let apps = config
+            .apps
+            .iter()
+            .map(|app| {
+                let polled = PolledApp {
+                    client: clients[&app.sdk_app_id].clone(),
+                    discover: app.discover,
+                    group: limiter_key(&app.api),
+                };
+                (app.sdk_app_id, polled)
+            })
+            .collect();
+        let settings = PollSettings {
+            interval: config.poll.interval,
+            discovery_interval: config.poll.discovery_interval,
+            retention: config.retention_stopped_tasks,
+        };
+        let poller = Poller::new(registry.clone(), metrics.clone(), apps, settings);
+        Exporter {
+            config,
+            registry,
+            metrics,
+            poller,
+            clients,
+            options,
+            ready: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// The HTTP router of this exporter.
+    pub fn router(&self) -> axum::Router {
+        router(HttpState {
+            metrics: self.metrics.clone(),
+            ready: self.ready.clone(),
+            telemetry_path: self.options.telemetry_path.clone(),
+        })
+    }
+
+    /// Tracks the configured tasks, starts polling and serves HTTP on `listener` until `token` is
+    /// cancelled; then waits for the background loops to stop.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        token: CancellationToken,
+    ) -> std::io::Result<()> {
+        for app in &self.config.apps {
+            for task in &app.tasks {
+                self.registry
+                    .track(app.sdk_app_id, task, None, Source::Config);
+            }
+        }
+        let tracker = TaskTracker::new();
+        self.poller.spawn(&tracker, &token);
+        tracker.close();
+        self.ready.store(true, Ordering::Release);
+        let stop = token.clone();
+        let result = axum::serve(listener, self.router())
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        token.cancel();
+        tracker.wait().await;
+        result
+    }
+}

@@ -1,0 +1,136 @@
+//! The HTTP surface: `/metrics`, `/-/healthy`, `/-/ready` and the landing page.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::metrics::{ExporterMetrics, REVISION, TEXT_CONTENT_TYPE, VERSION};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct HttpState {
+    pub metrics: Arc<ExporterMetrics>,
+    /// Set once the registry is loaded and the poller runs.
+    pub ready: Arc<AtomicBool>,
+    pub telemetry_path: String,
+}
+
+/// The router, apart from any socket so that tests can drive it with `oneshot`.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/", get(landing))
+        .route(&state.telemetry_path, get(metrics))
+        .route("/-/healthy", get(|| async { "Healthy\n" }))
+        .route("/-/ready", get(ready))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    let m = state.metrics.clone();
+    // Rendering a large registry is CPU work; keep it off the async workers.
+    match tokio::task::spawn_blocking(move || m.render()).await {
+        Ok(body) => ([(header::CONTENT_TYPE, TEXT_CONTENT_TYPE)], body).into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics rendering failed\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn ready(State(state): State<HttpState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "Ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "Not ready\n").into_response()
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn landing(State(state): State<HttpState>) -> Html<String> {
+    let path = escape(&state.telemetry_path);
+    Html(format!(
+        r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>TIW Push Exporter</title>
+<style>body{{font-family:sans-serif;max-width:50em;margin:2em auto;line-height:1.5}}code{{background:#eee;padding:0 .2em}}</style>
+</head><body>
+<h1>TIW Push Exporter</h1>
+<p>Prometheus exporter for Tencent Cloud Interactive Whiteboard whiteboard-push tasks.
+Version <code>{VERSION}</code>, revision <code>{REVISION}</code>.</p>
+<ul>
+<li><a href="{path}">Metrics</a> — task status, durations, exceptions and exporter health (polled in the background; a scrape never calls Tencent)</li>
+<li><a href="/-/healthy">Health</a></li>
+<li><a href="/-/ready">Readiness</a></li>
+</ul>
+</body></html>
+"#
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::TaskRegistry;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    fn state(ready: bool) -> HttpState {
+        HttpState {
+            metrics: ExporterMetrics::new(Arc::new(TaskRegistry::new()), true),
+            ready: Arc::new(AtomicBool::new(ready)),
+            telemetry_path: "/custom".into(),
+        }
+    }
+
+    async fn get(router: Router, path: &str) -> (StatusCode, String, String) {
+        let res = router
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let ct = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, ct, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn routes() {
+        let (s, ct, body) = get(router(state(true)), "/custom").await;
+        assert_eq!((s, ct.as_str()), (StatusCode::OK, TEXT_CONTENT_TYPE));
+        assert!(body.contains("tiw_exporter_build_info"));
+        assert_eq!(
+            get(router(state(true)), "/metrics").await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get(router(state(false)), "/-/ready").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(get(router(state(true)), "/-/ready").await.0, StatusCode::OK);
+        assert_eq!(
+            get(router(state(true)), "/-/healthy").await.0,
+            StatusCode::OK
+        );
+        let (s, _, body) = get(router(state(true)), "/").await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(body.contains(r#"href="/custom""#));
+    }
+}

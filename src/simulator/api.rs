@@ -1,0 +1,414 @@
+//! The simulator's HTTP API: TC3 verification, the per-second limit, Tencent's envelopes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use rand::Rng;
+use serde_json::{json, Value};
+
+use super::{unix_now, Fault, Shared, SimStatus, SimTask};
+use crate::tencentcloud::sign::{parse_authorization, sign, utc_date, SignInput, SIGNED_HEADERS};
+use crate::tencentcloud::tiw;
+
+/// Tencent refuses timestamps more than this far from its clock.
+const MAX_CLOCK_SKEW: i64 = 300;
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", post(handle))
+        .route("/sim/stats", get(stats))
+        .with_state(shared)
+}
+
+async fn stats(State(shared): State<Arc<Shared>>) -> Response {
+    let s = shared.stats_mut().clone();
+    axum::Json(json!({ "requests": s.requests, "rate_limited": s.rate_limited, "auth_failures": s.auth_failures })).into_response()
+}
+
+fn request_id() -> String {
+    let mut rng = rand::rng();
+    let b: [u8; 16] = rng.random();
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+fn envelope(mut response: Value, rid: &str) -> Response {
+    if let Some(obj) = response.as_object_mut() {
+        obj.insert("RequestId".into(), Value::String(rid.to_string()));
+    }
+    axum::Json(json!({ "Response": response })).into_response()
+}
+
+fn error(code: &str, message: &str, rid: &str) -> Response {
+    envelope(
+        json!({ "Error": { "Code": code, "Message": message } }),
+        rid,
+    )
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Verifies a request as Tencent does; returns the SecretId or `(code, message)`.
+fn verify(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<String, (&'static str, String)> {
+    let auth = header(headers, "Authorization").ok_or((
+        "AuthFailure.InvalidAuthorization",
+        "Authorization header is missing.".to_string(),
+    ))?;
+    let parsed = parse_authorization(auth).ok_or((
+        "AuthFailure.InvalidAuthorization",
+        "Authorization header does not follow TC3-HMAC-SHA256.".to_string(),
+    ))?;
+    let timestamp: i64 = header(headers, "X-TC-Timestamp")
+        .and_then(|t| t.parse().ok())
+        .ok_or((
+            "AuthFailure.InvalidAuthorization",
+            "X-TC-Timestamp is missing or not a number.".to_string(),
+        ))?;
+    let cred = shared
+        .config
+        .credentials
+        .iter()
+        .find(|c| c.secret_id == parsed.secret_id)
+        .ok_or((
+            "AuthFailure.SecretIdNotFound",
+            "The SecretId is not found, please ensure that your SecretId is correct.".to_string(),
+        ))?;
+    if (unix_now() - timestamp).abs() > MAX_CLOCK_SKEW {
+        return Err((
+            "AuthFailure.SignatureExpire",
+            format!("Signature expired. Timestamp comparing to the server time deviates more than 5 minutes (server time {}).", unix_now()),
+        ));
+    }
+    let signature_failure = || {
+        ("AuthFailure.SignatureFailure", "The provided credentials could not be validated. Please check your signature is correct.".to_string())
+    };
+    if parsed.service != "tiw"
+        || parsed.signed_headers != SIGNED_HEADERS
+        || utc_date(timestamp).as_deref() != Some(parsed.date.as_str())
+    {
+        return Err(signature_failure());
+    }
+    let expected = sign(&SignInput {
+        secret_id: &cred.secret_id,
+        secret_key: &cred.secret_key,
+        service: "tiw",
+        host: header(headers, "Host").unwrap_or_default(),
+        content_type: header(headers, "Content-Type").unwrap_or_default(),
+        timestamp,
+        body,
+    })
+    .ok_or_else(signature_failure)?;
+    if !subtle_eq(expected.signature.as_bytes(), parsed.signature.as_bytes()) {
+        return Err(signature_failure());
+    }
+    if let Some(token) = &cred.session_token {
+        if header(headers, "X-TC-Token") != Some(token.as_str()) {
+            return Err((
+                "AuthFailure.TokenFailure",
+                "Token is invalid or expired.".to_string(),
+            ));
+        }
+    }
+    Ok(cred.secret_id.clone())
+}
+
+/// Constant-time byte comparison (the simulator must not be a timing oracle either).
+fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let arrived = Instant::now();
+    let rid = request_id();
+    let action = header(&headers, "X-TC-Action")
+        .unwrap_or_default()
+        .to_string();
+    *shared
+        .stats_mut()
+        .requests
+        .entry(action.clone())
+        .or_default() += 1;
+
+    let secret_id = match verify(&shared, &headers, &body) {
+        Ok(id) => id,
+        Err((code, message)) => {
+            shared.stats_mut().auth_failures += 1;
+            return error(code, &message, &rid);
+        }
+    };
+    if !shared.admit(&secret_id, &action, arrived) {
+        shared.stats_mut().rate_limited += 1;
+        let limit = shared.config.requests_per_second;
+        return error(
+            "RequestLimitExceeded",
+            &format!("Your current request times exceeds the frequency limit `{limit}` for a second. Please reduce the frequency of calls."),
+            &rid,
+        );
+    }
+    {
+        let mut stats = shared.stats_mut();
+        let log = stats.admitted.entry(action.clone()).or_default();
+        // Bounded, so a long demo does not grow without end.
+        if log.len() >= 200_000 {
+            log.drain(..100_000);
+        }
+        log.push(arrived);
+    }
+    let jitter = shared.config.latency_jitter.as_millis() as u64;
+    let extra = if jitter > 0 {
+        rand::rng().random_range(0..=jitter)
+    } else {
+        0
+    };
+    let latency = shared.config.latency + Duration::from_millis(extra);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if header(&headers, "X-TC-Version") != Some(crate::tencentcloud::client::VERSION) {
+        return error("NoSuchVersion", "The API version does not exist.", &rid);
+    }
+    let params: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return error(
+                "InvalidParameter",
+                "The request body is not a JSON object.",
+                &rid,
+            )
+        }
+    };
+    let app_key = if action == tiw::DESCRIBE_RUNNING_TASKS {
+        "SdkAppID"
+    } else {
+        "SdkAppId"
+    };
+    let Some(app) = params.get(app_key).and_then(Value::as_u64) else {
+        return error(
+            "MissingParameter",
+            &format!("The request is missing a required parameter `{app_key}`."),
+            &rid,
+        );
+    };
+    if !shared.config.apps.contains(&app) {
+        return error(
+            "UnauthorizedOperation.SdkAppId",
+            "SdkAppId does not belong to this account.",
+            &rid,
+        );
+    }
+    let app_fault = shared.world().app_faults.get(&app).cloned();
+    if let Some(f) = app_fault {
+        return apply_fault(&shared, f, &rid).await;
+    }
+    match action.as_str() {
+        tiw::DESCRIBE_WHITEBOARD_PUSH => describe_push(&shared, app, &params, &rid).await,
+        tiw::DESCRIBE_RUNNING_TASKS => describe_running(&shared, app, &params, &rid),
+        tiw::DESCRIBE_WHITEBOARD_PUSH_CALLBACK => {
+            let (url, key) = shared
+                .world()
+                .callbacks
+                .get(&app)
+                .cloned()
+                .unwrap_or_default();
+            envelope(json!({ "Callback": url, "CallbackKey": key }), &rid)
+        }
+        tiw::SET_WHITEBOARD_PUSH_CALLBACK => set_callback(&shared, app, &params, &rid, true),
+        tiw::SET_WHITEBOARD_PUSH_CALLBACK_KEY => set_callback(&shared, app, &params, &rid, false),
+        "" => error(
+            "MissingParameter",
+            "The request is missing a required parameter `Action`.",
+            &rid,
+        ),
+        _ => error(
+            "InvalidAction",
+            "The requested action does not exist.",
+            &rid,
+        ),
+    }
+}
+
+async fn apply_fault(shared: &Shared, fault: Fault, rid: &str) -> Response {
+    match fault {
+        Fault::Http500 => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "<html><body>500 Internal Server Error</body></html>",
+        )
+            .into_response(),
+        Fault::NotJson => (
+            StatusCode::OK,
+            "upstream connect error or disconnect/reset before headers",
+        )
+            .into_response(),
+        Fault::Hang => {
+            shared.shutdown.cancelled().await;
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+        Fault::Error { code, message } => error(&code, &message, rid),
+        Fault::Response(v) => envelope(v, rid),
+    }
+}
+
+fn task_reply(t: &SimTask) -> Value {
+    let status = match t.status {
+        SimStatus::Prepared => "PREPARED",
+        SimStatus::Pushing => "PUSHING",
+        SimStatus::Stopped | SimStatus::Failed => "STOPPED",
+    };
+    json!({
+        "TaskId": t.task_id,
+        "Status": status,
+        "FinishReason": t.finish_reason.unwrap_or(""),
+        "RoomId": t.room_id,
+        "GroupId": t.group_id,
+        "PushUserId": t.push_user_id,
+        "PushStartTime": t.push_start_time,
+        "PushStopTime": t.push_stop_time,
+        "ExceptionCnt": t.exception_cnt,
+        "IMSyncTime": t.im_sync_time,
+        "Backup": "",
+    })
+}
+
+async fn describe_push(shared: &Shared, app: u64, params: &Value, rid: &str) -> Response {
+    let Some(task_id) = params.get("TaskId").and_then(Value::as_str) else {
+        return error(
+            "MissingParameter",
+            "The request is missing a required parameter `TaskId`.",
+            rid,
+        );
+    };
+    let (task, fault) = {
+        let world = shared.world();
+        (
+            world
+                .tasks
+                .get(task_id)
+                .filter(|t| t.sdk_app_id == app)
+                .cloned(),
+            world.task_faults.get(task_id).cloned(),
+        )
+    };
+    if let Some(f) = fault {
+        return apply_fault(shared, f, rid).await;
+    }
+    match task {
+        None => error(
+            "InvalidParameter.TaskNotFound",
+            "The task does not exist.",
+            rid,
+        ),
+        Some(t) if t.status == SimStatus::Failed => {
+            error("FailedOperation.WhiteboardPush", &t.failed_message, rid)
+        }
+        Some(t) => envelope(task_reply(&t), rid),
+    }
+}
+
+/// `2023-03-14 15:00:00` in Beijing time, as Tencent writes CreateTime.
+fn beijing_time(unix: i64) -> String {
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp(unix + 8 * 3600) else {
+        return String::new();
+    };
+    t.format(time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second]"
+    ))
+    .unwrap_or_default()
+}
+
+fn describe_running(shared: &Shared, app: u64, params: &Value, rid: &str) -> Response {
+    if params.get("TaskType").and_then(Value::as_str) != Some("WhiteboardPush") {
+        return error("InvalidParameter", "TaskType must be WhiteboardPush.", rid);
+    }
+    let offset = params
+        .get("Offset")
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+        .max(0) as usize;
+    let limit = params.get("Limit").and_then(Value::as_i64).unwrap_or(20);
+    if !(1..=tiw::RUNNING_TASKS_PAGE).contains(&limit) {
+        return error("InvalidParameter", "Limit must be between 1 and 500.", rid);
+    }
+    let mut running: Vec<SimTask> = shared
+        .world()
+        .tasks
+        .values()
+        .filter(|t| {
+            t.sdk_app_id == app && matches!(t.status, SimStatus::Prepared | SimStatus::Pushing)
+        })
+        .cloned()
+        .collect();
+    running.sort_by(|a, b| (a.create_time, &a.task_id).cmp(&(b.create_time, &b.task_id)));
+    let total = running.len();
+    let page: Vec<Value> = running
+        .iter()
+        .skip(offset)
+        .take(limit as usize)
+        .map(|t| {
+            json!({
+                "SdkAppID": t.sdk_app_id,
+                "TaskID": t.task_id,
+                "TaskType": "WhiteboardPush",
+                "CreateTime": beijing_time(t.create_time),
+                "CancelTime": null,
+                "Status": if t.status == SimStatus::Prepared { "QUEUED" } else { "PROCESSING" },
+                "Progress": 0,
+                "FileURL": null,
+                "RoomID": t.room_id,
+            })
+        })
+        .collect();
+    envelope(json!({ "Total": total, "Tasks": page }), rid)
+}
+
+fn set_callback(shared: &Shared, app: u64, params: &Value, rid: &str, url: bool) -> Response {
+    let field = if url { "Callback" } else { "CallbackKey" };
+    let Some(value) = params.get(field).and_then(Value::as_str) else {
+        return error(
+            "MissingParameter",
+            &format!("The request is missing a required parameter `{field}`."),
+            rid,
+        );
+    };
+    if url && !value.is_empty() && !(value.starts_with("http://") || value.starts_with("https://"))
+    {
+        return error(
+            "InvalidParameter",
+            "Callback must be an http or https URL.",
+            rid,
+        );
+    }
+    if !url && value.chars().count() > 64 {
+        return error(
+            "InvalidParameter",
+            "CallbackKey must be at most 64 characters.",
+            rid,
+        );
+    }
+    let mut world = shared.world();
+    let entry = world.callbacks.entry(app).or_default();
+    if url {
+        entry.0 = value.to_string();
+    } else {
+        entry.1 = value.to_string();
+    }
+    envelope(json!({}), rid)
+}

@@ -1,0 +1,398 @@
+//! An embedded stand-in for TIW's API 3.0, for tests and `demo`.
+//!
+//! It behaves like Tencent where the exporter can tell: it verifies every request's TC3 signature
+//! and timestamp ([`api`]), counts requests per sliding second per action and SecretId and answers
+//! `RequestLimitExceeded` past the limit, replies with Tencent's envelopes and error codes, and runs
+//! push tasks through their lifecycles ([`lifecycle`]). Knobs inject faults per task or per app.
+
+pub mod api;
+pub mod lifecycle;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+pub use lifecycle::{LifecyclePlan, Outcome};
+
+/// Credentials the simulator accepts.
+#[derive(Clone)]
+pub struct SimCredential {
+    pub secret_id: String,
+    pub secret_key: String,
+    /// When set, requests must carry it as `X-TC-Token`.
+    pub session_token: Option<String>,
+}
+
+/// Settings of a simulator.
+#[derive(Clone)]
+pub struct SimConfig {
+    pub credentials: Vec<SimCredential>,
+    pub apps: Vec<u64>,
+    /// Requests per sliding second per action and SecretId.
+    pub requests_per_second: usize,
+    /// Added before every admitted reply.
+    pub latency: Duration,
+    /// Random extra latency, uniform in 0..=jitter.
+    pub latency_jitter: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            credentials: vec![SimCredential {
+                secret_id: "AKIDsimulator0000000000000000000000".into(),
+                secret_key: "simulatorSecretKey000000000000000".into(),
+                session_token: None,
+            }],
+            apps: vec![1400000001],
+            requests_per_second: 20,
+            latency: Duration::ZERO,
+            latency_jitter: Duration::ZERO,
+        }
+    }
+}
+
+/// Status of a simulated task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimStatus {
+    Prepared,
+    Pushing,
+    Stopped,
+    /// DescribeWhiteboardPush answers `FailedOperation.WhiteboardPush`.
+    Failed,
+}
+
+/// One simulated push task, with Tencent's fields.
+#[derive(Debug, Clone)]
+pub struct SimTask {
+    pub task_id: String,
+    pub sdk_app_id: u64,
+    pub room_id: i64,
+    pub group_id: String,
+    pub push_user_id: String,
+    pub status: SimStatus,
+    /// AUTO, USER_CALL or EXCEPTION once stopped.
+    pub finish_reason: Option<&'static str>,
+    pub push_start_time: i64,
+    pub push_stop_time: i64,
+    pub exception_cnt: i64,
+    pub im_sync_time: i64,
+    pub create_time: i64,
+    pub failed_message: String,
+    /// Drives the task when it runs on its own (demo); `None` for tasks a test moves by hand.
+    pub plan: Option<LifecyclePlan>,
+    pub(crate) created: Instant,
+}
+
+/// A fault injected into the replies for one task (or every DescribeWhiteboardPush of an app).
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// HTTP 500 with an HTML body.
+    Http500,
+    /// HTTP 200 with a body that is not JSON.
+    NotJson,
+    /// No reply until the client gives up.
+    Hang,
+    /// Tencent's error envelope with this code and message.
+    Error { code: String, message: String },
+    /// This `Response` object (RequestId is added), e.g. with fields missing or null.
+    Response(serde_json::Value),
+}
+
+#[derive(Default)]
+pub(crate) struct World {
+    pub tasks: HashMap<String, SimTask>,
+    pub task_faults: HashMap<String, Fault>,
+    pub app_faults: HashMap<u64, Fault>,
+    pub callbacks: HashMap<u64, (String, String)>,
+    windows: HashMap<(String, String), VecDeque<Instant>>,
+}
+
+/// What the simulator has seen.
+#[derive(Debug, Clone, Default)]
+pub struct SimStats {
+    /// Requests per action, whatever their outcome.
+    pub requests: HashMap<String, u64>,
+    /// Requests answered `RequestLimitExceeded`.
+    pub rate_limited: u64,
+    /// Requests refused with an `AuthFailure.*` code.
+    pub auth_failures: u64,
+    /// Arrival instants of admitted requests, per action (for rate checks in tests).
+    pub admitted: HashMap<String, Vec<Instant>>,
+}
+
+impl SimStats {
+    /// Largest number of admitted requests of `action` within any sliding second.
+    pub fn max_per_second(&self, action: &str) -> usize {
+        let Some(ts) = self.admitted.get(action) else {
+            return 0;
+        };
+        let mut best = 0;
+        let mut lo = 0;
+        for hi in 0..ts.len() {
+            while ts[hi].duration_since(ts[lo]) >= Duration::from_secs(1) {
+                lo += 1;
+            }
+            best = best.max(hi - lo + 1);
+        }
+        best
+    }
+
+    /// Admitted requests of `action` that arrived within `[from, to)`.
+    pub fn admitted_between(&self, action: &str, from: Instant, to: Instant) -> usize {
+        self.admitted.get(action).map_or(0, |ts| {
+            ts.iter().filter(|t| **t >= from && **t < to).count()
+        })
+    }
+}
+
+pub(crate) struct Shared {
+    pub config: SimConfig,
+    world: Mutex<World>,
+    stats: Mutex<SimStats>,
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    pub(crate) fn world(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn stats_mut(&self) -> MutexGuard<'_, SimStats> {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sliding-window admission for one SecretId and action. Every authenticated request counts,
+    /// refused ones included, as a strict server would count them.
+    pub(crate) fn admit(&self, secret_id: &str, action: &str, at: Instant) -> bool {
+        let mut world = self.world();
+        let window = world
+            .windows
+            .entry((secret_id.to_string(), action.to_string()))
+            .or_default();
+        while window
+            .front()
+            .is_some_and(|t| at.duration_since(*t) >= Duration::from_secs(1))
+        {
+            window.pop_front();
+        }
+        let ok = window.len() < self.config.requests_per_second;
+        window.push_back(at);
+        ok
+    }
+}
+
+/// A simulator: cheap to clone, all clones share one world.
+#[derive(Clone)]
+pub struct Simulator {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// A running simulator server.
+pub struct SimServer {
+    pub sim: Simulator,
+    pub addr: SocketAddr,
+    pub token: CancellationToken,
+    pub handle: tokio::task::JoinHandle<()>,
+}
+
+impl SimServer {
+    /// `http://127.0.0.1:PORT`, the endpoint to configure.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server and every lifecycle loop.
+    pub async fn stop(self) {
+        self.token.cancel();
+        let _ = self.handle.await;
+    }
+}
+
+/// A random id in Tencent's style (20 lowercase letters and digits).
+pub fn random_task_id() -> String {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..20)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Simulator {
+    pub fn new(config: SimConfig) -> Simulator {
+        let shutdown = CancellationToken::new();
+        Simulator {
+            shared: Arc::new(Shared {
+                config,
+                world: Mutex::new(World::default()),
+                stats: Mutex::new(SimStats::default()),
+                shutdown,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.shared.config
+    }
+
+    /// Serves the API on `listener` until `token` is cancelled.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        token: CancellationToken,
+    ) -> std::io::Result<()> {
+        let app = api::router(self.shared.clone());
+        let shared = self.shared.clone();
+        let stop = token.clone();
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        shared.shutdown.cancel();
+        result
+    }
+
+    /// Binds `addr` (port 0 for any) and serves in the background.
+    pub async fn spawn(self, addr: SocketAddr) -> std::io::Result<SimServer> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let token = CancellationToken::new();
+        // Hung replies end when the server stops.
+        let shutdown = self.shared.shutdown.clone();
+        let t = token.clone();
+        tokio::spawn(async move {
+            t.cancelled().await;
+            shutdown.cancel();
+        });
+        let sim = self.clone();
+        let t = token.clone();
+        let handle = tokio::spawn(async move {
+            if let Err(e) = sim.serve(listener, t).await {
+                tracing::error!(error = %e, "simulator stopped");
+            }
+        });
+        Ok(SimServer {
+            sim: self,
+            addr,
+            token,
+            handle,
+        })
+    }
+
+    /// Creates a task in PREPARED for `sdk_app_id` and returns its id.
+    pub fn create_task(&self, sdk_app_id: u64, room_id: i64) -> String {
+        self.create_task_with(sdk_app_id, room_id, None)
+    }
+
+    /// Creates a task that runs through `plan` on its own (needs [`Simulator::spawn_lifecycle`]).
+    pub fn create_task_with(
+        &self,
+        sdk_app_id: u64,
+        room_id: i64,
+        plan: Option<LifecyclePlan>,
+    ) -> String {
+        let task_id = random_task_id();
+        let task = SimTask {
+            task_id: task_id.clone(),
+            sdk_app_id,
+            room_id,
+            group_id: room_id.to_string(),
+            push_user_id: format!("tic_push_user_{room_id}_{}", &task_id[..4]),
+            status: SimStatus::Prepared,
+            finish_reason: None,
+            push_start_time: 0,
+            push_stop_time: 0,
+            exception_cnt: 0,
+            im_sync_time: 0,
+            create_time: unix_now(),
+            failed_message: String::new(),
+            plan,
+            created: Instant::now(),
+        };
+        self.shared.world().tasks.insert(task_id.clone(), task);
+        task_id
+    }
+
+    /// Changes a task by hand; returns false when there is no such task.
+    pub fn update_task(&self, task_id: &str, f: impl FnOnce(&mut SimTask)) -> bool {
+        match self.shared.world().tasks.get_mut(task_id) {
+            Some(t) => {
+                f(t);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// PREPARED → PUSHING now.
+    pub fn start_pushing(&self, task_id: &str) -> bool {
+        self.update_task(task_id, lifecycle::start)
+    }
+
+    /// → STOPPED with `reason` (AUTO, USER_CALL or EXCEPTION) now.
+    pub fn stop(&self, task_id: &str, reason: &'static str) -> bool {
+        self.update_task(task_id, |t| lifecycle::stop(t, reason))
+    }
+
+    /// → FAILED with Tencent's message.
+    pub fn fail(&self, task_id: &str, message: &str) -> bool {
+        self.update_task(task_id, |t| lifecycle::fail(t, message))
+    }
+
+    /// A copy of one task.
+    pub fn task(&self, task_id: &str) -> Option<SimTask> {
+        self.shared.world().tasks.get(task_id).cloned()
+    }
+
+    /// Every task of every app.
+    pub fn tasks(&self) -> Vec<SimTask> {
+        self.shared.world().tasks.values().cloned().collect()
+    }
+
+    /// Injects a fault into every DescribeWhiteboardPush of one task; `None` clears it.
+    pub fn set_task_fault(&self, task_id: &str, fault: Option<Fault>) {
+        let mut world = self.shared.world();
+        match fault {
+            Some(f) => world.task_faults.insert(task_id.to_string(), f),
+            None => world.task_faults.remove(task_id),
+        };
+    }
+
+    /// Injects a fault into every call for one app (e.g. `ResourceUnavailable.ServiceExpired`).
+    pub fn set_app_fault(&self, sdk_app_id: u64, fault: Option<Fault>) {
+        let mut world = self.shared.world();
+        match fault {
+            Some(f) => world.app_faults.insert(sdk_app_id, f),
+            None => world.app_faults.remove(&sdk_app_id),
+        };
+    }
+
+    /// What the simulator has counted so far.
+    pub fn stats(&self) -> SimStats {
+        self.shared.stats_mut().clone()
+    }
+
+    /// Runs planned tasks through their lifecycles (and creates new ones per `gen`) until cancelled.
+    pub fn spawn_lifecycle(
+        &self,
+        gen: lifecycle::Generator,
+        token: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let sim = self.clone();
+        tokio::spawn(async move {
+            token
+                .run_until_cancelled(lifecycle::run(sim, gen))
+                .await
+                .unwrap_or(())
+        })
+    }
+}
