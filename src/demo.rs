@@ -55,6 +55,7 @@ pub async fn run(
         requests_per_second: 20,
         latency: Duration::from_millis(30),
         latency_jitter: Duration::from_millis(20),
+        clock_offset_secs: 0,
     });
     // A few short tasks at once, so every status shows within seconds.
     for (i, app) in DEMO_APPS.iter().enumerate() {

@@ -24,7 +24,7 @@ use crate::tencentcloud::{ApiError, TiwClient};
 pub const MAX_IN_FLIGHT: usize = 64;
 /// Safety stop for DescribeRunningTasks paging (a Total that never ends).
 const MAX_PAGES: i64 = 200;
-/// How often ended tasks past retention are removed.
+/// How often, at most, ended tasks past retention are removed.
 const EXPIRY_PERIOD: Duration = Duration::from_secs(5);
 /// Longest piece of Tencent's failure message put in a log line.
 const MESSAGE_LOG_LIMIT: usize = 200;
@@ -96,11 +96,13 @@ impl Poller {
                 .spawn(async move { token.run_until_cancelled(me.sweep_loop(group, apps)).await });
         }
         let (me, token) = (self.clone(), token.clone());
+        // A short retention is checked more often, so series do not outlive it by much.
+        let period = (self.settings.retention / 4).clamp(Duration::from_millis(100), EXPIRY_PERIOD);
         tracker.spawn(async move {
             token
                 .run_until_cancelled(async move {
                     loop {
-                        tokio::time::sleep(EXPIRY_PERIOD).await;
+                        tokio::time::sleep(period).await;
                         let n = me.registry.expire(me.settings.retention);
                         if n > 0 {
                             tracing::debug!(

@@ -92,10 +92,11 @@ fn verify(
             "AuthFailure.SecretIdNotFound",
             "The SecretId is not found, please ensure that your SecretId is correct.".to_string(),
         ))?;
-    if (unix_now() - timestamp).abs() > MAX_CLOCK_SKEW {
+    let server_now = unix_now() + shared.config.clock_offset_secs;
+    if (server_now - timestamp).abs() > MAX_CLOCK_SKEW {
         return Err((
             "AuthFailure.SignatureExpire",
-            format!("Signature expired. Timestamp comparing to the server time deviates more than 5 minutes (server time {}).", unix_now()),
+            format!("Signature expired. Timestamp comparing to the server time deviates more than 5 minutes (server time {server_now})."),
         ));
     }
     let signature_failure = || {

@@ -38,6 +38,8 @@ pub struct SimConfig {
     pub latency: Duration,
     /// Random extra latency, uniform in 0..=jitter.
     pub latency_jitter: Duration,
+    /// Seconds the simulator's clock is ahead of the machine's (to provoke SignatureExpire).
+    pub clock_offset_secs: i64,
 }
 
 impl Default for SimConfig {
@@ -52,6 +54,7 @@ impl Default for SimConfig {
             requests_per_second: 20,
             latency: Duration::ZERO,
             latency_jitter: Duration::ZERO,
+            clock_offset_secs: 0,
         }
     }
 }

@@ -7,8 +7,14 @@
 //! it*: request k−N arrived no later than its reply came back, and (assuming one-way latencies vary
 //! by less than the jitter allowance) no later than its send plus that allowance. Whichever bound is
 //! earlier is used, so with fast replies the full budget is used and with slow ones the allowance
-//! costs about 2.5 % of it. A `RequestLimitExceeded` from the server widens the allowance
+//! costs about 2 % of it. A `RequestLimitExceeded` from the server widens the allowance
 //! (doubling, up to half a second) and it shrinks back slowly with every success.
+//!
+//! Consecutive sends are also spaced by at least `0.9 s / N`, so the budget is spent evenly rather
+//! than in bursts of N that then repeat every second: the server sees a steady stream, and a burst
+//! after a quiet spell cannot meet a burst that the server still counts from its last second. (90 %
+//! rather than 100 %: timer wake-ups run about a millisecond late, and on a per-request chain that
+//! lag would otherwise cost 2–3 % of the budget; the sliding window still sets the rate.)
 //!
 //! Waiters queue on a fair (FIFO) `tokio::sync::Mutex`, so callers are served in arrival order.
 
@@ -22,7 +28,7 @@ use tokio::time::Instant;
 /// The window Tencent counts requests in.
 pub const WINDOW: Duration = Duration::from_secs(1);
 /// Default allowance for one-way latency jitter between two requests.
-pub const BASE_JITTER_ALLOWANCE: Duration = Duration::from_millis(25);
+pub const BASE_JITTER_ALLOWANCE: Duration = Duration::from_millis(20);
 const MAX_JITTER_ALLOWANCE: Duration = Duration::from_millis(500);
 
 /// Limits one action of one account to `limit` requests in any sliding second as the server sees them.
@@ -30,6 +36,8 @@ pub struct RateLimiter {
     limit: usize,
     origin: Instant,
     allowance_us: AtomicU64,
+    /// Minimum time between two sends: 90 % of `WINDOW / limit`.
+    spacing: Duration,
     slots: tokio::sync::Mutex<VecDeque<Arc<Slot>>>,
 }
 
@@ -66,6 +74,7 @@ impl RateLimiter {
     pub fn new(limit: u32) -> Self {
         RateLimiter {
             limit: limit.max(1) as usize,
+            spacing: WINDOW * 9 / (10 * limit.max(1)),
             origin: Instant::now(),
             allowance_us: AtomicU64::new(BASE_JITTER_ALLOWANCE.as_micros() as u64),
             slots: tokio::sync::Mutex::new(VecDeque::new()),
@@ -86,22 +95,30 @@ impl RateLimiter {
     pub async fn acquire(&self) -> Permit {
         let mut slots = self.slots.lock().await;
         loop {
-            if slots.len() < self.limit {
+            let now = Instant::now();
+            // Even spacing after the previous send...
+            let mut earliest = slots.back().map_or(now, |last| {
+                self.origin + Duration::from_micros(last.sent_us) + self.spacing
+            });
+            // ...and a full window (as the server saw it) after the send `limit` requests back.
+            if slots.len() >= self.limit {
+                let oldest = &slots[0];
+                let allowance = self.allowance_us.load(Ordering::Relaxed);
+                let seen_by_server = match oldest.done_us.load(Ordering::Relaxed) {
+                    0 => oldest.sent_us + allowance,
+                    done => done.min(oldest.sent_us + allowance),
+                };
+                earliest =
+                    earliest.max(self.origin + Duration::from_micros(seen_by_server) + WINDOW);
+            }
+            if now >= earliest {
+                if slots.len() >= self.limit {
+                    slots.pop_front();
+                }
                 break;
             }
-            let oldest = &slots[0];
-            let allowance = self.allowance_us.load(Ordering::Relaxed);
-            let done = oldest.done_us.load(Ordering::Relaxed);
-            let seen_by_server = match done {
-                0 => oldest.sent_us + allowance,
-                done => done.min(oldest.sent_us + allowance),
-            };
-            let earliest = self.origin + Duration::from_micros(seen_by_server) + WINDOW;
-            if Instant::now() >= earliest {
-                slots.pop_front();
-                break;
-            }
-            // Holding the lock while sleeping keeps the queue fair: the next caller waits behind us.
+            // One sleep for both bounds; holding the lock keeps the queue fair (FIFO). The loop
+            // re-checks, since a reply that came back meanwhile can only make the bound earlier.
             tokio::time::sleep_until(earliest).await;
         }
         let slot = Arc::new(Slot {
@@ -171,13 +188,10 @@ mod tests {
             "{}",
             max_in_window(&arrivals)
         );
-        // And the budget is used: 200 requests in about 10 s, not 11 or more.
+        // And the budget is used: 200 requests, evenly paced at 20 per 1.02 s, in about 10.1 s.
         let elapsed = Instant::now() - start;
-        assert!(
-            elapsed < Duration::from_millis(9 * 1025 + 500),
-            "{elapsed:?}"
-        );
-        assert!(elapsed >= Duration::from_secs(9), "{elapsed:?}");
+        assert!(elapsed < Duration::from_millis(10_400), "{elapsed:?}");
+        assert!(elapsed >= Duration::from_millis(9_900), "{elapsed:?}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -189,12 +203,31 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
             drop(permit);
         }
-        // 100 requests = 5 windows of 20: the 100th may go once the 80th is a second old.
+        // Fast replies bound the server's view tightly: 100 requests = 5 windows of 20, the 100th
+        // going once the 80th is a second old (plus its 1 ms reply).
         let elapsed = Instant::now() - start;
         assert!(
-            elapsed <= Duration::from_millis(4 * 1002 + 100),
+            elapsed <= Duration::from_millis(4 * 1001 + 19 * 46),
             "{elapsed:?}"
         );
+        assert!(elapsed >= Duration::from_millis(4_000), "{elapsed:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sends_are_spaced_evenly() {
+        let limiter = RateLimiter::new(20);
+        let mut sent = Vec::new();
+        for _ in 0..40 {
+            drop(limiter.acquire().await);
+            sent.push(Instant::now());
+        }
+        for pair in sent.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= Duration::from_millis(44),
+                "{:?}",
+                pair[1] - pair[0]
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,0 +1,166 @@
+//! The binary: check-config, describe and demo, as a user runs them.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tiw-push-exporter");
+
+fn write_config(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+    f
+}
+
+#[test]
+fn check_config_lists_every_problem_with_its_key_path() {
+    let f = write_config(
+        "tencentcloud:\n  secret_id: ${TIW_TEST_UNSET_VAR}\n  requests_per_second: 25\napps:\n  - sdk_app_id: 1\n    colour: red\n  - sdk_app_id: 1\npoll:\n  interval: 10 fortnights\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check-config", "--config.file"])
+        .arg(f.path())
+        .env_remove("TENCENTCLOUD_SECRET_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "tencentcloud.secret_id: environment variable TIW_TEST_UNSET_VAR is not set",
+        "tencentcloud.secret_key: missing",
+        "tencentcloud.requests_per_second: must be between 1 and 20",
+        "apps[0].colour: unknown key",
+        "apps[1].sdk_app_id: duplicate sdk_app_id 1",
+        "poll.interval: expected a duration",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    let ok = Command::new(BIN)
+        .args([
+            "check-config",
+            "--config.file",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"),
+        ])
+        .env("TENCENTCLOUD_SECRET_ID", "AKIDx")
+        .env("TENCENTCLOUD_SECRET_KEY", "k")
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let missing = Command::new(BIN)
+        .args(["check-config", "--config.file", "/nonexistent/tiw.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr)
+        .contains("cannot read config file /nonexistent/tiw.yaml"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_prints_one_task_as_json() {
+    let app = 1400000001;
+    let sim = start_sim(sim_config(&[app])).await;
+    let task = sim.sim.create_task(app, 880528);
+    sim.sim.start_pushing(&task);
+    let f = write_config(&config_yaml(&sim.endpoint(), &[app], "1s", ""));
+    let path = f.path().to_owned();
+    let t = task.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["describe", "--app", "1400000001", &t, "--config.file"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["TaskId"], task.as_str());
+    assert_eq!(json["Status"], "PUSHING");
+    assert_eq!(json["RoomId"], 880528);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args([
+                "describe",
+                "--app",
+                "1400000001",
+                "nosuchtask",
+                "--config.file",
+            ])
+            .arg(f.path())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("InvalidParameter.TaskNotFound"));
+    sim.stop().await;
+}
+
+/// Kills the child when dropped, so a failing test leaves no demo running.
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn demo_shows_pushing_and_stopped_tasks_within_ten_seconds() {
+    let started = Instant::now();
+    let mut child = Child(
+        Command::new(BIN)
+            .args(["demo", "--web.listen-address", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    let url = lines
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("metrics:")
+                .map(|u| u.trim().to_string())
+        })
+        .expect("demo prints its metrics URL");
+    // Keep reading, so the demo never writes into a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let client = reqwest::blocking::Client::new();
+    loop {
+        let text = client
+            .get(&url)
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        let m = Metrics::parse(&text);
+        let pushing = m.sum("tiw_push_tasks", &[("status", "PUSHING")]);
+        let stopped = m.sum("tiw_push_tasks", &[("status", "STOPPED")]);
+        if pushing >= 1.0 && stopped >= 1.0 {
+            assert!(
+                m.sum("tiw_push_task_finish_reason", &[("reason", "EXCEPTION")]) >= 1.0
+                    || stopped >= 1.0
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "demo showed no PUSHING and STOPPED tasks within 10 s:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,236 @@
+//! Shared helpers: a simulator and an exporter on port 0, scraping, waiting with a deadline.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tiw_push_exporter::config::Config;
+use tiw_push_exporter::exporter::{Exporter, ServeOptions};
+use tiw_push_exporter::registry::TaskRegistry;
+use tiw_push_exporter::simulator::{SimConfig, SimCredential, SimServer, Simulator};
+use tiw_push_exporter::tencentcloud::RetryPolicy;
+use tokio_util::sync::CancellationToken;
+
+pub const SECRET_ID: &str = "AKIDtestSecretId000000000000000000";
+pub const SECRET_KEY: &str = "testSecretKey00000000000000000000";
+
+/// A simulator with the test credentials for `apps`.
+pub fn sim_config(apps: &[u64]) -> SimConfig {
+    SimConfig {
+        credentials: vec![SimCredential {
+            secret_id: SECRET_ID.into(),
+            secret_key: SECRET_KEY.into(),
+            session_token: None,
+        }],
+        apps: apps.to_vec(),
+        ..Default::default()
+    }
+}
+
+pub async fn start_sim(config: SimConfig) -> SimServer {
+    Simulator::new(config)
+        .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("simulator binds")
+}
+
+/// Config text for `apps` against `endpoint`; `extra` is appended (YAML).
+pub fn config_yaml(endpoint: &str, apps: &[u64], poll_interval: &str, extra: &str) -> String {
+    let mut s = format!(
+        "tencentcloud:\n  endpoint: {endpoint}\n  secret_id: {SECRET_ID}\n  secret_key: {SECRET_KEY}\n  timeout: 1s\napps:\n"
+    );
+    for app in apps {
+        s.push_str(&format!("  - sdk_app_id: {app}\n"));
+    }
+    s.push_str(&format!(
+        "poll:\n  interval: {poll_interval}\n  discovery_interval: {poll_interval}\n{extra}"
+    ));
+    s
+}
+
+/// A running exporter.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub token: CancellationToken,
+    pub registry: std::sync::Arc<TaskRegistry>,
+    pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn scrape(&self) -> Metrics {
+        let body = reqwest::get(self.url("/metrics"))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("body");
+        Metrics::parse(&body)
+    }
+
+    pub async fn stop(self) {
+        self.token.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.handle).await;
+    }
+}
+
+pub fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(20),
+        max_delay: Duration::from_millis(100),
+    }
+}
+
+pub async fn start_exporter(yaml: &str) -> Running {
+    let config = Config::from_yaml(yaml, &|_| None).expect("test config is valid");
+    let exporter = Exporter::new(
+        config,
+        ServeOptions {
+            retry: fast_retry(),
+            ..Default::default()
+        },
+    );
+    let registry = exporter.registry.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let token = CancellationToken::new();
+    let handle = tokio::spawn(exporter.serve(listener, token.clone()));
+    Running {
+        addr,
+        token,
+        registry,
+        handle,
+    }
+}
+
+/// A parsed exposition: every sample by its full series text.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    pub text: String,
+    samples: Vec<(String, HashMap<String, String>, f64)>,
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Metrics {
+        let mut samples = Vec::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+            let value: f64 = value.parse().expect("numeric value");
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n.to_string(), parse_labels(rest.trim_end_matches('}'))),
+                None => (series.to_string(), HashMap::new()),
+            };
+            samples.push((name, labels, value));
+        }
+        Metrics {
+            text: text.to_string(),
+            samples,
+        }
+    }
+
+    /// Values of `name` whose labels include every pair of `labels`.
+    pub fn values(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+        self.samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, v)| *v)
+            .collect()
+    }
+
+    /// The single value of `name` with `labels`, if exactly one matches.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        match self.values(name, labels).as_slice() {
+            [v] => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// Sum over every matching series.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.values(name, labels).iter().sum()
+    }
+
+    /// The status whose state-set series is 1 for `task_id`.
+    pub fn status_of(&self, task_id: &str) -> Option<String> {
+        self.samples
+            .iter()
+            .find(|(n, l, v)| {
+                n == "tiw_push_task_status"
+                    && l.get("task_id").map(String::as_str) == Some(task_id)
+                    && *v == 1.0
+            })
+            .and_then(|(_, l, _)| l.get("status").cloned())
+    }
+}
+
+fn parse_labels(s: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut rest = s;
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, n)) = chars.next() {
+                        value.push(if n == 'n' { '\n' } else { n });
+                    }
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        out.insert(key.trim_start_matches(',').to_string(), value);
+        rest = after[end..].trim_start_matches(',');
+    }
+    out
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the exporter shows `task_id` in `status`; returns that scrape.
+pub async fn wait_status(exporter: &Running, task_id: &str, status: &str) -> Metrics {
+    wait_for(
+        Duration::from_secs(15),
+        &format!("{task_id} to be {status}"),
+        || async {
+            let m = exporter.scrape().await;
+            (m.status_of(task_id).as_deref() == Some(status)).then_some(m)
+        },
+    )
+    .await
+}

@@ -1,0 +1,241 @@
+//! Bad replies, app-level errors and clock skew: clear errors, /metrics keeps serving.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tiw_push_exporter::config::Config;
+use tiw_push_exporter::exporter::build_clients;
+use tiw_push_exporter::metrics::ExporterMetrics;
+use tiw_push_exporter::registry::TaskRegistry;
+use tiw_push_exporter::simulator::Fault;
+
+use crate::common::*;
+
+const APP: u64 = 1400000001;
+const OTHER: u64 = 1400000002;
+
+fn client_for(
+    endpoint: &str,
+    apps: &[u64],
+    app: u64,
+) -> tiw_push_exporter::tencentcloud::TiwClient {
+    let config = Config::from_yaml(&config_yaml(endpoint, apps, "1s", ""), &|_| None).unwrap();
+    let metrics = ExporterMetrics::new(std::sync::Arc::new(TaskRegistry::new()), false);
+    build_clients(&config, &metrics, fast_retry())
+        .remove(&app)
+        .unwrap()
+}
+
+/// Each bad reply, over real HTTP, gives an error that says what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_bad_reply_is_a_clear_error() {
+    let sim = start_sim(sim_config(&[APP])).await;
+    let client = client_for(&sim.endpoint(), &[APP], APP);
+    let task = sim.sim.create_task(APP, 1);
+    let cases: Vec<(Fault, &str)> = vec![
+        (Fault::Http500, "HTTP 500"),
+        (Fault::NotJson, "not JSON"),
+        (Fault::Hang, "timed out"),
+        (
+            Fault::Error {
+                code: "InternalError".into(),
+                message: "backend busy".into(),
+            },
+            "InternalError: backend busy (RequestId ",
+        ),
+        (
+            Fault::Error {
+                code: "AuthFailure.UnauthorizedOperation".into(),
+                message: "no CAM permission".into(),
+            },
+            "AuthFailure.UnauthorizedOperation",
+        ),
+    ];
+    for (fault, expected) in cases {
+        sim.sim.set_task_fault(&task, Some(fault.clone()));
+        let started = Instant::now();
+        let err = client
+            .describe_whiteboard_push(&task)
+            .await
+            .expect_err("a fault is an error");
+        let text = err.to_string();
+        assert!(text.contains(expected), "{fault:?}: {text}");
+        assert!(!text.contains(SECRET_KEY));
+        if matches!(fault, Fault::Hang) {
+            // 3 attempts of a 1 s timeout each, plus short backoff.
+            assert!(
+                started.elapsed() < Duration::from_secs(6),
+                "{:?}",
+                started.elapsed()
+            );
+        }
+    }
+    // Missing and null fields are not errors: the reply is used for what it has.
+    sim.sim.set_task_fault(
+        &task,
+        Some(Fault::Response(
+            json!({"Status": "PUSHING", "RoomId": null, "ExceptionCnt": null, "Backup": null}),
+        )),
+    );
+    let reply = client
+        .describe_whiteboard_push(&task)
+        .await
+        .expect("nulls are tolerated");
+    assert_eq!(reply.status.as_deref(), Some("PUSHING"));
+    assert_eq!(reply.room_id, None);
+    sim.sim
+        .set_task_fault(&task, Some(Fault::Response(json!({}))));
+    let reply = client
+        .describe_whiteboard_push(&task)
+        .await
+        .expect("an empty reply is tolerated");
+    assert_eq!(reply.status, None);
+    assert!(reply.request_id.is_some());
+    sim.stop().await;
+}
+
+/// With every kind of fault going on, /metrics answers, the exporter counts what happened, and
+/// once the faults stop every task shows its real state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_never_stop_metrics_and_polling_recovers() {
+    let sim = start_sim(sim_config(&[APP])).await;
+    let faults = [
+        Fault::Http500,
+        Fault::NotJson,
+        Fault::Hang,
+        Fault::Error {
+            code: "InternalError".into(),
+            message: "x".into(),
+        },
+        Fault::Response(
+            json!({"Status": null, "FinishReason": null, "RoomId": null, "PushStartTime": null}),
+        ),
+    ];
+    let mut tasks = Vec::new();
+    for (i, fault) in faults.iter().enumerate() {
+        let t = sim.sim.create_task(APP, i as i64);
+        sim.sim.start_pushing(&t);
+        sim.sim.set_task_fault(&t, Some(fault.clone()));
+        tasks.push(t);
+    }
+    let exporter = start_exporter(&config_yaml(&sim.endpoint(), &[APP], "300ms", "")).await;
+    wait_for(Duration::from_secs(20), "every fault to be met", || async {
+        let m = exporter.scrape().await;
+        let code = |c: &str| {
+            m.sum(
+                "tiw_exporter_api_requests_total",
+                &[("action", "DescribeWhiteboardPush"), ("code", c)],
+            )
+        };
+        (code("transport") >= 3.0 && code("InternalError") >= 1.0 && code("OK") >= 1.0)
+            .then_some(())
+    })
+    .await;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let res = reqwest::get(exporter.url("/metrics")).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+    // The null-fields task is tracked, with nothing invented for it.
+    let m = exporter.scrape().await;
+    assert_eq!(m.status_of(&tasks[4]).as_deref(), Some("UNKNOWN"));
+    for t in &tasks {
+        sim.sim.set_task_fault(t, None);
+    }
+    for t in &tasks {
+        wait_status(&exporter, t, "PUSHING").await;
+    }
+    assert_eq!(
+        exporter
+            .scrape()
+            .await
+            .get("tiw_up", &[("sdk_app_id", "1400000001")]),
+        Some(1.0)
+    );
+    exporter.stop().await;
+    sim.stop().await;
+}
+
+/// An app-level error takes only that app down; the other keeps being polled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_level_error_sets_tiw_up_zero_for_that_app_only() {
+    let sim = start_sim(sim_config(&[APP, OTHER])).await;
+    let ok_task = sim.sim.create_task(APP, 1);
+    let down_task = sim.sim.create_task(OTHER, 2);
+    let exporter = start_exporter(&config_yaml(&sim.endpoint(), &[APP, OTHER], "200ms", "")).await;
+    wait_status(&exporter, &down_task, "PREPARED").await;
+    sim.sim.set_app_fault(
+        OTHER,
+        Some(Fault::Error {
+            code: "ResourceUnavailable.ServiceExpired".into(),
+            message: "The service has expired.".into(),
+        }),
+    );
+    wait_for(Duration::from_secs(10), "tiw_up{OTHER}=0", || async {
+        (exporter
+            .scrape()
+            .await
+            .get("tiw_up", &[("sdk_app_id", "1400000002")])
+            == Some(0.0))
+        .then_some(())
+    })
+    .await;
+    sim.sim.start_pushing(&ok_task);
+    sim.sim.start_pushing(&down_task);
+    let m = wait_status(&exporter, &ok_task, "PUSHING").await;
+    assert_eq!(m.get("tiw_up", &[("sdk_app_id", "1400000001")]), Some(1.0));
+    assert_eq!(
+        m.status_of(&down_task).as_deref(),
+        Some("PREPARED"),
+        "no state from an app that is down"
+    );
+    sim.sim.set_app_fault(OTHER, None);
+    wait_status(&exporter, &down_task, "PUSHING").await;
+    wait_for(Duration::from_secs(10), "tiw_up{OTHER}=1", || async {
+        (exporter
+            .scrape()
+            .await
+            .get("tiw_up", &[("sdk_app_id", "1400000002")])
+            == Some(1.0))
+        .then_some(())
+    })
+    .await;
+    exporter.stop().await;
+    sim.stop().await;
+}
+
+/// Tencent refuses a clock more than 5 minutes off; the error says so and is not retried blindly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_skew_is_named_and_not_retried() {
+    let mut config = sim_config(&[APP]);
+    config.clock_offset_secs = 600;
+    let sim = start_sim(config).await;
+    let client = client_for(&sim.endpoint(), &[APP], APP);
+    let err = client.describe_whiteboard_push("x").await.unwrap_err();
+    assert_eq!(err.code(), Some("AuthFailure.SignatureExpire"));
+    assert!(err.to_string().contains("clock"), "{err}");
+    assert_eq!(
+        sim.sim.stats().requests["DescribeWhiteboardPush"],
+        1,
+        "AuthFailure is not retried"
+    );
+    sim.stop().await;
+}
+
+/// A wrong SecretKey is refused by the signature check, once, and the key appears nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_key_is_a_signature_failure() {
+    let sim = start_sim(sim_config(&[APP])).await;
+    let yaml = config_yaml(&sim.endpoint(), &[APP], "1s", "").replace(SECRET_KEY, "wrongKeyValue");
+    let config = Config::from_yaml(&yaml, &|_| None).unwrap();
+    let metrics = ExporterMetrics::new(std::sync::Arc::new(TaskRegistry::new()), false);
+    let wrong = build_clients(&config, &metrics, fast_retry())
+        .remove(&APP)
+        .unwrap();
+    let err = wrong.describe_whiteboard_push("x").await.unwrap_err();
+    assert_eq!(err.code(), Some("AuthFailure.SignatureFailure"));
+    assert!(!err.to_string().contains("wrongKeyValue"));
+    assert_eq!(sim.sim.stats().auth_failures, 1);
+    sim.stop().await;
+}

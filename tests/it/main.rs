@@ -1,0 +1,8 @@
+//! Integration tests: the exporter against the embedded simulator over real HTTP on loopback.
+
+mod cli;
+mod common;
+mod faults;
+mod lifecycle;
+mod promtool;
+mod ratelimit;
