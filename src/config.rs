@@ -73,10 +73,7 @@ impl fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("secret_id", &self.secret_id)
             .field("secret_key", &"[REDACTED]")
-            .field(
-                "session_token",
-                &self.session_token.as_ref().map(|_| "[REDACTED]"),
-            )
+            .field("session_token", &self.session_token.as_ref().map(|_| "[REDACTED]"))
             .finish()
     }
 }
@@ -85,14 +82,8 @@ impl PartialEq for Credentials {
     fn eq(&self, other: &Self) -> bool {
         self.secret_id == other.secret_id
             && self.secret_key.expose_secret() == other.secret_key.expose_secret()
-            && self
-                .session_token
-                .as_ref()
-                .map(|t| t.expose_secret().to_owned())
-                == other
-                    .session_token
-                    .as_ref()
-                    .map(|t| t.expose_secret().to_owned())
+            && self.session_token.as_ref().map(|t| t.expose_secret().to_owned())
+                == other.session_token.as_ref().map(|t| t.expose_secret().to_owned())
     }
 }
 
@@ -131,10 +122,7 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{}", format_problems(.0))]
     Invalid(Vec<Problem>),
 }
@@ -165,10 +153,7 @@ impl Config {
     }
 
     /// Parses and validates config text; `env` resolves `${VAR}` and the `TENCENTCLOUD_*` fallbacks.
-    pub fn from_yaml(
-        text: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    pub fn from_yaml(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
         let mut tree: Value = match serde_yaml::from_str(text) {
             Ok(Value::Null) => Value::Mapping(Default::default()),
@@ -234,9 +219,7 @@ fn key_path(path: &serde_ignored::Path<'_>) -> String {
                 format!("{parent}.{key}")
             }
         }
-        Path::Some { parent }
-        | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => key_path(parent),
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => key_path(parent),
     }
 }
 
@@ -263,12 +246,7 @@ fn scrub(message: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // ${VAR} expansion
 
-fn expand_tree(
-    v: &mut Value,
-    path: &mut String,
-    env: &dyn Fn(&str) -> Option<String>,
-    problems: &mut Vec<Problem>,
-) {
+fn expand_tree(v: &mut Value, path: &mut String, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<Problem>) {
     match v {
         Value::String(s) => match expand(s, env) {
             Ok(expanded) => *s = expanded,
@@ -312,9 +290,7 @@ pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
             out.push('$');
             rest = tail;
         } else if let Some(body) = after.strip_prefix('{') {
-            let end = body
-                .find('}')
-                .ok_or_else(|| "unterminated ${...}".to_string())?;
+            let end = body.find('}').ok_or_else(|| "unterminated ${...}".to_string())?;
             let inner = &body[..end];
             let (name, default) = match inner.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
@@ -323,10 +299,7 @@ pub fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!("invalid variable name in ${{{inner}}}"));
             }
-            match (
-                env(name).filter(|v| !(v.is_empty() && default.is_some())),
-                default,
-            ) {
+            match (env(name).filter(|v| !(v.is_empty() && default.is_some())), default) {
                 (Some(value), _) => out.push_str(&value),
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => return Err(format!("environment variable {name} is not set")),
@@ -453,10 +426,7 @@ impl Check<'_> {
             Value::String(s) if s == "true" => true,
             Value::String(s) if s == "false" => false,
             other => {
-                self.fail(
-                    path,
-                    format!("expected true or false, got {}", describe(other)),
-                );
+                self.fail(path, format!("expected true or false, got {}", describe(other)));
                 default
             }
         }
@@ -576,31 +546,24 @@ fn validate_api(
         None => env("TENCENTCLOUD_SESSION_TOKEN").filter(|s| !s.is_empty()),
     };
     if secret_id.is_none() {
-        c.fail(
-            &key(2, "secret_id"),
-            "missing: set it or TENCENTCLOUD_SECRET_ID",
-        );
+        c.fail(&key(2, "secret_id"), "missing: set it or TENCENTCLOUD_SECRET_ID");
     }
     if secret_key.is_none() {
-        c.fail(
-            &key(3, "secret_key"),
-            "missing: set it or TENCENTCLOUD_SECRET_KEY",
-        );
+        c.fail(&key(3, "secret_key"), "missing: set it or TENCENTCLOUD_SECRET_KEY");
     }
     let rps_path = key(5, "requests_per_second");
     let requests_per_second = match c.integer(&rps_path, raw.requests_per_second.as_ref()) {
         None => MAX_REQUESTS_PER_SECOND,
         Some(n) if (1..=MAX_REQUESTS_PER_SECOND as i64).contains(&n) => n as u32,
         Some(n) => {
-            c.fail(&rps_path, format!("must be between 1 and {MAX_REQUESTS_PER_SECOND} (Tencent's limit per action), got {n}"));
+            c.fail(
+                &rps_path,
+                format!("must be between 1 and {MAX_REQUESTS_PER_SECOND} (Tencent's limit per action), got {n}"),
+            );
             MAX_REQUESTS_PER_SECOND
         }
     };
-    let timeout = c.duration(
-        &key(6, "timeout"),
-        raw.timeout.as_ref(),
-        Duration::from_secs(5),
-    );
+    let timeout = c.duration(&key(6, "timeout"), raw.timeout.as_ref(), Duration::from_secs(5));
     Some(ApiConfig {
         endpoint: endpoint?,
         region,
@@ -614,11 +577,7 @@ fn validate_api(
     })
 }
 
-fn validate(
-    raw: RawFile,
-    env: &dyn Fn(&str) -> Option<String>,
-    problems: &mut Vec<Problem>,
-) -> Config {
+fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<Problem>) -> Config {
     let mut c = Check { problems };
     let defaults = raw.tencentcloud.unwrap_or_default();
     let mut apps = Vec::new();
@@ -648,10 +607,7 @@ fn validate(
             }
         }
         let callback_key = c.secret(&format!("{path}.callback_key"), app.callback_key.as_ref());
-        if callback_key
-            .as_ref()
-            .is_some_and(|k| k.chars().count() > 64)
-        {
+        if callback_key.as_ref().is_some_and(|k| k.chars().count() > 64) {
             c.fail(
                 &format!("{path}.callback_key"),
                 "longer than 64 characters (Tencent's limit)",
@@ -687,11 +643,7 @@ fn validate(
 
     let poll = raw.poll.unwrap_or_default();
     let poll = PollConfig {
-        interval: c.duration(
-            "poll.interval",
-            poll.interval.as_ref(),
-            Duration::from_secs(15),
-        ),
+        interval: c.duration("poll.interval", poll.interval.as_ref(), Duration::from_secs(15)),
         discovery_interval: c.duration(
             "poll.discovery_interval",
             poll.discovery_interval.as_ref(),
@@ -724,10 +676,7 @@ fn validate(
         None => 65536,
         Some(n) if n > 0 => n as usize,
         Some(n) => {
-            c.fail(
-                "callback.max_body_bytes",
-                format!("must be positive, got {n}"),
-            );
+            c.fail("callback.max_body_bytes", format!("must be positive, got {n}"));
             65536
         }
     };
@@ -774,9 +723,7 @@ pub fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
             return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
         }
     }
-    Err(format!(
-        "expected host:port such as :9897 or 127.0.0.1:9897, got {s:?}"
-    ))
+    Err(format!("expected host:port such as :9897 or 127.0.0.1:9897, got {s:?}"))
 }
 
 /// Groups apps by the credentials and endpoint they share: Tencent's rate limit is per account and
@@ -784,10 +731,7 @@ pub fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
 pub fn credential_groups(apps: &[AppConfig]) -> BTreeMap<String, Vec<u64>> {
     let mut groups: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for app in apps {
-        groups
-            .entry(limiter_key(&app.api))
-            .or_default()
-            .push(app.sdk_app_id);
+        groups.entry(limiter_key(&app.api)).or_default().push(app.sdk_app_id);
     }
     groups
 }
@@ -802,11 +746,7 @@ mod tests {
     use super::*;
 
     fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| {
-            vars.iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        }
+        move |name| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
     }
 
     fn problems(text: &str, vars: &'static [(&'static str, &'static str)]) -> Vec<String> {
@@ -822,10 +762,7 @@ mod tests {
     fn example_config_is_valid() {
         let c = Config::from_yaml(
             EXAMPLE,
-            &env(&[
-                ("TENCENTCLOUD_SECRET_ID", "AKIDx"),
-                ("TENCENTCLOUD_SECRET_KEY", "sk"),
-            ]),
+            &env(&[("TENCENTCLOUD_SECRET_ID", "AKIDx"), ("TENCENTCLOUD_SECRET_KEY", "sk")]),
         )
         .unwrap();
         assert_eq!(c.apps[0].sdk_app_id, 1400000001);
@@ -877,10 +814,7 @@ poll:
         );
         assert!(has("tencentcloud.timeout: expected a duration"), "{p:?}");
         assert!(has("apps[0].colour: unknown key"), "{p:?}");
-        assert!(
-            has("apps[1].sdk_app_id: duplicate sdk_app_id 1400000001"),
-            "{p:?}"
-        );
+        assert!(has("apps[1].sdk_app_id: duplicate sdk_app_id 1400000001"), "{p:?}");
         assert!(has("poll.interval: expected a duration"), "{p:?}");
     }
 
@@ -905,8 +839,7 @@ apps:
 
     #[test]
     fn secrets_never_reach_errors_or_debug() {
-        let text =
-            "tencentcloud: {secret_id: a, secret_key: SUPERSECRETKEY}\napps: SUPERSECRETKEY\n";
+        let text = "tencentcloud: {secret_id: a, secret_key: SUPERSECRETKEY}\napps: SUPERSECRETKEY\n";
         let p = problems(text, &[]);
         assert!(!p.is_empty());
         assert!(p.iter().all(|l| !l.contains("SUPERSECRETKEY")), "{p:?}");
@@ -923,18 +856,12 @@ apps:
 
     #[test]
     fn listen_addresses() {
-        assert_eq!(
-            parse_listen_address(":9897").unwrap(),
-            "0.0.0.0:9897".parse().unwrap()
-        );
+        assert_eq!(parse_listen_address(":9897").unwrap(), "0.0.0.0:9897".parse().unwrap());
         assert_eq!(
             parse_listen_address("127.0.0.1:1").unwrap(),
             "127.0.0.1:1".parse().unwrap()
         );
-        assert_eq!(
-            parse_listen_address("[::1]:80").unwrap(),
-            "[::1]:80".parse().unwrap()
-        );
+        assert_eq!(parse_listen_address("[::1]:80").unwrap(), "[::1]:80".parse().unwrap());
         assert!(parse_listen_address("nope").is_err());
     }
 }

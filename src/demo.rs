@@ -9,8 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::exporter::{Exporter, ServeOptions};
 use crate::simulator::{
-    lifecycle::Generator, random_task_id, LifecyclePlan, Outcome, SimConfig, SimCredential,
-    Simulator,
+    lifecycle::Generator, random_task_id, LifecyclePlan, Outcome, SimConfig, SimCredential, Simulator,
 };
 
 /// The demo's apps.
@@ -104,8 +103,7 @@ pub async fn run(
         DEMO_APPS[1],
         state.display()
     );
-    let config =
-        Config::from_yaml(&yaml, &|_| None).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
+    let config = Config::from_yaml(&yaml, &|_| None).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
     let addr = listener.local_addr()?;
     let shown = if addr.ip().is_unspecified() {
         SocketAddr::from(([127, 0, 0, 1], addr.port()))
@@ -128,9 +126,7 @@ pub async fn run(
         serve.telemetry_path
     );
     println!("Ctrl-C stops the demo.");
-    let result = Exporter::new(config, serve)
-        .serve(listener, token.clone())
-        .await;
+    let result = Exporter::new(config, serve).serve(listener, token.clone()).await;
     token.cancel();
     server.stop().await;
     let _ = lifecycle.await;

@@ -1,4 +1,5 @@
-//! Wires config → clients → poller → registry → metrics → HTTP for `serve` (and `demo`).
+//! Wires config → clients → poller and callback receiver → registry → metrics → HTTP for `serve`
+//! (and `demo`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::callback::{self, CallbackReceiver};
 use crate::config::{limiter_key, Config};
 use crate::http::{router, HttpState};
 use crate::metrics::ExporterMetrics;
@@ -39,6 +41,7 @@ pub struct Exporter {
     pub registry: Arc<TaskRegistry>,
     pub metrics: Arc<ExporterMetrics>,
     pub poller: Arc<Poller>,
+    pub callbacks: Arc<CallbackReceiver>,
     pub clients: HashMap<u64, TiwClient>,
     options: ServeOptions,
     ready: Arc<AtomicBool>,
@@ -55,24 +58,15 @@ pub fn http_client() -> reqwest::Client {
 }
 
 /// Builds one [`TiwClient`] per app, sharing rate limiters between apps on the same credentials.
-pub fn build_clients(
-    config: &Config,
-    metrics: &Arc<ExporterMetrics>,
-    retry: RetryPolicy,
-) -> HashMap<u64, TiwClient> {
+pub fn build_clients(config: &Config, metrics: &Arc<ExporterMetrics>, retry: RetryPolicy) -> HashMap<u64, TiwClient> {
     let http = http_client();
     let limiters = Arc::new(Limiters::new(&config.apps));
     config
         .apps
         .iter()
         .map(|app| {
-            let client = Client::new(
-                http.clone(),
-                app.api.clone(),
-                limiters.clone(),
-                metrics.clone(),
-            )
-            .with_retry(retry);
+            let client =
+                Client::new(http.clone(), app.api.clone(), limiters.clone(), metrics.clone()).with_retry(retry);
             (app.sdk_app_id, TiwClient::new(app.sdk_app_id, client))
         })
         .collect()
@@ -90,12 +84,15 @@ impl Exporter {
             .apps
             .iter()
             .map(|app| {
-                let polled = PolledApp {
-                    client: clients[&app.sdk_app_id].clone(),
-                    discover: app.discover,
-                    group: limiter_key(&app.api),
-                };
-                (app.sdk_app_id, polled)
+                let client = clients[&app.sdk_app_id].clone();
+                (
+                    app.sdk_app_id,
+                    PolledApp {
+                        client,
+                        discover: app.discover,
+                        group: limiter_key(&app.api),
+                    },
+                )
             })
             .collect();
         let settings = PollSettings {
@@ -104,41 +101,89 @@ impl Exporter {
             retention: config.retention_stopped_tasks,
         };
         let poller = Poller::new(registry.clone(), metrics.clone(), apps, settings);
+        let callbacks = Arc::new(CallbackReceiver::new(&config, registry.clone(), metrics.clone()));
         Exporter {
             config,
             registry,
             metrics,
             poller,
+            callbacks,
             clients,
             options,
             ready: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    /// The HTTP router of this exporter.
+    /// The callback path must not shadow another endpoint of the listener it shares.
+    fn check_routes(&self) -> std::io::Result<()> {
+        let cb = self.config.callback.path.as_str();
+        let taken = [self.options.telemetry_path.as_str(), "/", "/-/healthy", "/-/ready"];
+        if self.config.callback.listen_address.is_none() && taken.contains(&cb) {
+            return Err(std::io::Error::other(format!(
+                "callback.path {cb} collides with another endpoint of the main listener"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The main router: metrics, health, landing page, and callbacks unless they have their own listener.
     pub fn router(&self) -> axum::Router {
-        router(HttpState {
+        let main = router(HttpState {
             metrics: self.metrics.clone(),
             ready: self.ready.clone(),
             telemetry_path: self.options.telemetry_path.clone(),
-        })
+        });
+        match self.config.callback.listen_address {
+            None => main.merge(self.callback_router()),
+            Some(_) => main,
+        }
     }
 
-    /// Tracks the configured tasks, starts polling and serves HTTP on `listener` until `token` is
-    /// cancelled; then waits for the background loops to stop.
-    pub async fn serve(
+    /// The callback route alone.
+    pub fn callback_router(&self) -> axum::Router {
+        callback::router(self.callbacks.clone(), &self.config.callback.path)
+    }
+
+    /// Like [`Exporter::serve_with`], binding `callback.listen_address` when it is set.
+    pub async fn serve(self, listener: TcpListener, token: CancellationToken) -> std::io::Result<()> {
+        let callback_listener = match self.config.callback.listen_address {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on callback.listen_address {addr}: {e}"),
+                )
+            })?),
+            None => None,
+        };
+        self.serve_with(listener, callback_listener, token).await
+    }
+
+    /// Tracks the configured tasks, starts polling, and serves HTTP on `listener` (and callbacks on
+    /// `callback_listener` when given) until `token` is cancelled; then waits for every loop to stop.
+    pub async fn serve_with(
         self,
         listener: TcpListener,
+        callback_listener: Option<TcpListener>,
         token: CancellationToken,
     ) -> std::io::Result<()> {
+        self.check_routes()?;
         for app in &self.config.apps {
             for task in &app.tasks {
-                self.registry
-                    .track(app.sdk_app_id, task, None, Source::Config);
+                self.registry.track(app.sdk_app_id, task, None, Source::Config);
             }
         }
         let tracker = TaskTracker::new();
         self.poller.spawn(&tracker, &token);
+        if let Some(cb_listener) = callback_listener {
+            let (app, stop) = (self.callback_router(), token.clone());
+            tracker.spawn(async move {
+                let served =
+                    axum::serve(cb_listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+                if let Err(e) = served.await {
+                    tracing::error!(error = %e, "callback listener failed");
+                }
+            });
+        }
         tracker.close();
         self.ready.store(true, Ordering::Release);
         let stop = token.clone();

@@ -35,11 +35,7 @@ async fn metrics(State(state): State<HttpState>) -> Response {
     // Rendering a large registry is CPU work; keep it off the async workers.
     match tokio::task::spawn_blocking(move || m.render()).await {
         Ok(body) => ([(header::CONTENT_TYPE, TEXT_CONTENT_TYPE)], body).into_response(),
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "metrics rendering failed\n",
-        )
-            .into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metrics rendering failed\n").into_response(),
     }
 }
 
@@ -105,9 +101,7 @@ mod tests {
             .get(header::CONTENT_TYPE)
             .map(|v| v.to_str().unwrap().to_string())
             .unwrap_or_default();
-        let body = axum::body::to_bytes(res.into_body(), 1 << 20)
-            .await
-            .unwrap();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 20).await.unwrap();
         (status, ct, String::from_utf8_lossy(&body).into_owned())
     }
 
@@ -116,19 +110,13 @@ mod tests {
         let (s, ct, body) = get(router(state(true)), "/custom").await;
         assert_eq!((s, ct.as_str()), (StatusCode::OK, TEXT_CONTENT_TYPE));
         assert!(body.contains("tiw_exporter_build_info"));
-        assert_eq!(
-            get(router(state(true)), "/metrics").await.0,
-            StatusCode::NOT_FOUND
-        );
+        assert_eq!(get(router(state(true)), "/metrics").await.0, StatusCode::NOT_FOUND);
         assert_eq!(
             get(router(state(false)), "/-/ready").await.0,
             StatusCode::SERVICE_UNAVAILABLE
         );
         assert_eq!(get(router(state(true)), "/-/ready").await.0, StatusCode::OK);
-        assert_eq!(
-            get(router(state(true)), "/-/healthy").await.0,
-            StatusCode::OK
-        );
+        assert_eq!(get(router(state(true)), "/-/healthy").await.0, StatusCode::OK);
         let (s, _, body) = get(router(state(true)), "/").await;
         assert_eq!(s, StatusCode::OK);
         assert!(body.contains(r#"href="/custom""#));

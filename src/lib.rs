@@ -2,11 +2,13 @@
 //! whiteboard-push tasks.
 //!
 //! Data flows one way: Tencent → [`tencentcloud`] (signed API 3.0 client) → [`poller`] (discovery
-//! and polling within the rate limit) → [`registry`] (the single source of truth) → [`metrics`]
-//! (the collector behind `/metrics`) → [`http`] (router, landing page, health). [`config`] turns
+//! and polling within the rate limit) and [`callback`] (verified TIW events) → [`registry`] (the
+//! single source of truth) → [`metrics`] (the collector behind `/metrics`) → [`http`] (router,
+//! landing page, health). [`config`] turns
 //! YAML into a validated configuration; [`exporter`] wires everything for `serve`; [`simulator`]
 //! is an embedded stand-in for Tencent that tests and `demo` run against.
 
+pub mod callback;
 pub mod config;
 pub mod demo;
 pub mod exporter;

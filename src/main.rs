@@ -30,12 +30,7 @@ struct Cli {
     #[arg(long = "log.level", global = true, value_enum, default_value = "info")]
     log_level: LogLevel,
     /// Output format of log messages.
-    #[arg(
-        long = "log.format",
-        global = true,
-        value_enum,
-        default_value = "logfmt"
-    )]
+    #[arg(long = "log.format", global = true, value_enum, default_value = "logfmt")]
     log_format: LogFormat,
 }
 
@@ -90,18 +85,10 @@ fn init_logging(level: LogLevel, format: LogFormat) {
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Logfmt => registry
-            .with(
-                tracing_logfmt::builder()
-                    .layer()
-                    .with_writer(std::io::stderr),
-            )
+            .with(tracing_logfmt::builder().layer().with_writer(std::io::stderr))
             .init(),
         LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_writer(std::io::stderr),
-            )
+            .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr))
             .init(),
     }
 }
@@ -112,16 +99,15 @@ fn cancel_on_signal(token: CancellationToken) {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot listen for SIGTERM");
-                        let _ = ctrl_c.await;
-                        token.cancel();
-                        return;
-                    }
-                };
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
             tokio::select! {
                 _ = ctrl_c => {},
                 _ = term.recv() => {},
@@ -135,8 +121,7 @@ fn cancel_on_signal(token: CancellationToken) {
 }
 
 async fn bind(address: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    let addr =
-        parse_listen_address(address).map_err(|e| anyhow::anyhow!("--web.listen-address: {e}"))?;
+    let addr = parse_listen_address(address).map_err(|e| anyhow::anyhow!("--web.listen-address: {e}"))?;
     tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))
@@ -152,15 +137,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            let config = Config::load(&cli.config_file)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", cli.config_file.display()))?;
+            let config =
+                Config::load(&cli.config_file).map_err(|e| anyhow::anyhow!("{}: {e}", cli.config_file.display()))?;
             let listener = bind(&cli.listen_address).await?;
             tracing::info!(address = %listener.local_addr()?, apps = config.apps.len(), version = env!("CARGO_PKG_VERSION"), "listening");
             let token = CancellationToken::new();
             cancel_on_signal(token.clone());
-            Exporter::new(config, options)
-                .serve(listener, token)
-                .await?;
+            Exporter::new(config, options).serve(listener, token).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { simulator_address } => {
@@ -178,11 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig => match Config::load(&cli.config_file) {
             Ok(config) => {
-                println!(
-                    "{}: OK ({} apps)",
-                    cli.config_file.display(),
-                    config.apps.len()
-                );
+                println!("{}: OK ({} apps)", cli.config_file.display(), config.apps.len());
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -193,8 +172,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Describe { app, task_id } => {
-            let config = Config::load(&cli.config_file)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", cli.config_file.display()))?;
+            let config =
+                Config::load(&cli.config_file).map_err(|e| anyhow::anyhow!("{}: {e}", cli.config_file.display()))?;
             let registry = std::sync::Arc::new(TaskRegistry::new());
             let metrics = ExporterMetrics::new(registry, false);
             let clients = build_clients(&config, &metrics, Default::default());

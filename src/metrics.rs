@@ -8,18 +8,13 @@
 use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{
-    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
-};
-use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
-};
+use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
 use crate::registry::{unix_now, FinishReason, TaskRegistry, TaskStatus, DURATION_BUCKETS};
 
 /// Event types that get their own label value; anything else is `other` (SPEC §4).
-pub const CALLBACK_EVENT_TYPES: [&str; 3] =
-    ["WhiteboardPushStarted", "WhiteboardPushStopped", "other"];
+pub const CALLBACK_EVENT_TYPES: [&str; 3] = ["WhiteboardPushStarted", "WhiteboardPushStopped", "other"];
 /// Outcomes of a received callback (SPEC §4).
 pub const CALLBACK_OUTCOMES: [&str; 8] = [
     "accepted",
@@ -57,17 +52,17 @@ impl ExporterMetrics {
         Self::build(tasks, per_task_metrics).expect("metric definitions are valid")
     }
 
-    fn build(
-        tasks: Arc<TaskRegistry>,
-        per_task_metrics: bool,
-    ) -> prometheus::Result<Arc<ExporterMetrics>> {
+    fn build(tasks: Arc<TaskRegistry>, per_task_metrics: bool) -> prometheus::Result<Arc<ExporterMetrics>> {
         let registry = Registry::new();
         let up = GaugeVec::new(
             Opts::new("tiw_up", "1 if the app's last Tencent Cloud API call got an answer from Tencent, 0 after transport failures or app-level errors (AuthFailure, ResourceUnavailable, UnauthorizedOperation)."),
             &["sdk_app_id"],
         )?;
         let api_requests = IntCounterVec::new(
-            Opts::new("tiw_exporter_api_requests_total", "Tencent Cloud API requests sent, by action and result code (OK, Tencent's error code, or transport)."),
+            Opts::new(
+                "tiw_exporter_api_requests_total",
+                "Tencent Cloud API requests sent, by action and result code (OK, Tencent's error code, or transport).",
+            ),
             &["action", "code"],
         )?;
         let api_request_duration = HistogramVec::new(
@@ -140,9 +135,7 @@ impl ExporterMetrics {
         registry.register(Box::new(config_last_reload_success_timestamp.clone()))?;
         registry.register(Box::new(TaskCollector::new(tasks, per_task_metrics)?))?;
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(Arc::new(ExporterMetrics {
             registry,
             up,
@@ -185,13 +178,7 @@ const INFO: FamilySpec = FamilySpec {
     name: "tiw_push_task_info",
     help: "Identity of a tracked whiteboard push task; always 1.",
     kind: MetricType::GAUGE,
-    labels: &[
-        "sdk_app_id",
-        "task_id",
-        "room_id",
-        "group_id",
-        "push_user_id",
-    ],
+    labels: &["sdk_app_id", "task_id", "room_id", "group_id", "push_user_id"],
 };
 const STATUS: FamilySpec = FamilySpec {
     name: "tiw_push_task_status",
@@ -231,8 +218,7 @@ const EXCEPTIONS: FamilySpec = FamilySpec {
 };
 const IM_SYNC: FamilySpec = FamilySpec {
     name: "tiw_push_task_im_sync_timestamp_seconds",
-    help:
-        "IMSyncTime of the task: IM time of the first pushed frame, for replay sync (unix seconds).",
+    help: "IMSyncTime of the task: IM time of the first pushed frame, for replay sync (unix seconds).",
     kind: MetricType::GAUGE,
     labels: TASK_LABELS,
 };
@@ -306,11 +292,7 @@ impl TaskCollector {
                 )
             })
             .collect::<prometheus::Result<Vec<_>>>()?;
-        Ok(TaskCollector {
-            tasks,
-            per_task,
-            descs,
-        })
+        Ok(TaskCollector { tasks, per_task, descs })
     }
 }
 
@@ -400,11 +382,7 @@ impl Collector for TaskCollector {
                     status.push(gauge(&STATUS, &[&app, &t.task_id, &room, s.as_str()], v));
                 }
                 if let (true, Some(r)) = (t.status.is_ended(), t.finish_reason) {
-                    reason.push(gauge(
-                        &FINISH_REASON,
-                        &[&app, &t.task_id, &room, r.as_str()],
-                        1.0,
-                    ));
+                    reason.push(gauge(&FINISH_REASON, &[&app, &t.task_id, &room, r.as_str()], 1.0));
                 }
                 if let Some(s) = t.push_start_time {
                     start.push(gauge(&START, &id, s as f64));
@@ -440,11 +418,7 @@ impl Collector for TaskCollector {
         for (app, counts) in view.status_counts() {
             let app = app.to_string();
             for s in TaskStatus::ALL {
-                tasks.push(gauge(
-                    &TASKS,
-                    &[&app, s.as_str()],
-                    counts[s as usize] as f64,
-                ));
+                tasks.push(gauge(&TASKS, &[&app, s.as_str()], counts[s as usize] as f64));
             }
         }
         let (mut started, mut finished, mut exceptions, mut durations) =

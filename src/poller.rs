@@ -76,24 +76,18 @@ impl Poller {
     }
 
     /// Spawns every loop on `tracker`; they stop when `token` is cancelled.
-    pub fn spawn(
-        self: &Arc<Self>,
-        tracker: &tokio_util::task::TaskTracker,
-        token: &CancellationToken,
-    ) {
+    pub fn spawn(self: &Arc<Self>, tracker: &tokio_util::task::TaskTracker, token: &CancellationToken) {
         let mut groups: HashMap<String, Vec<u64>> = HashMap::new();
         for (id, app) in &self.apps {
             groups.entry(app.group.clone()).or_default().push(*id);
             if app.discover {
                 let (me, token, id) = (self.clone(), token.clone(), *id);
-                tracker
-                    .spawn(async move { token.run_until_cancelled(me.discovery_loop(id)).await });
+                tracker.spawn(async move { token.run_until_cancelled(me.discovery_loop(id)).await });
             }
         }
         for (group, apps) in groups {
             let (me, token) = (self.clone(), token.clone());
-            tracker
-                .spawn(async move { token.run_until_cancelled(me.sweep_loop(group, apps)).await });
+            tracker.spawn(async move { token.run_until_cancelled(me.sweep_loop(group, apps)).await });
         }
         let (me, token) = (self.clone(), token.clone());
         // A short retention is checked more often, so series do not outlive it by much.
@@ -105,10 +99,7 @@ impl Poller {
                         tokio::time::sleep(period).await;
                         let n = me.registry.expire(me.settings.retention);
                         if n > 0 {
-                            tracing::debug!(
-                                tasks = n,
-                                "ended tasks passed retention and were removed"
-                            );
+                            tracing::debug!(tasks = n, "ended tasks passed retention and were removed");
                         }
                     }
                 })
@@ -131,11 +122,7 @@ impl Poller {
         let mut found = 0;
         let mut offset = 0;
         for _ in 0..MAX_PAGES {
-            let page = match app
-                .client
-                .describe_running_tasks(offset, RUNNING_TASKS_PAGE)
-                .await
-            {
+            let page = match app.client.describe_running_tasks(offset, RUNNING_TASKS_PAGE).await {
                 Ok(page) => page,
                 Err(e) => {
                     self.record_health(sdk_app_id, Err(&e));
@@ -149,17 +136,11 @@ impl Poller {
             let tasks = page.tasks.unwrap_or_default();
             let n = tasks.len() as i64;
             for t in tasks {
-                let is_push = t
-                    .task_type
-                    .as_deref()
-                    .is_none_or(|ty| ty == "WhiteboardPush");
+                let is_push = t.task_type.as_deref().is_none_or(|ty| ty == "WhiteboardPush");
                 let Some(id) = t.task_id.filter(|id| is_push && !id.is_empty()) else {
                     continue;
                 };
-                if self
-                    .registry
-                    .track(sdk_app_id, &id, t.room_id, Source::Discovery)
-                {
+                if self.registry.track(sdk_app_id, &id, t.room_id, Source::Discovery) {
                     found += 1;
                     tracing::debug!(sdk_app_id, task_id = %id, "discovered task");
                 }
@@ -226,16 +207,15 @@ impl Poller {
     /// Reads one task with DescribeWhiteboardPush and applies the answer.
     pub async fn poll_task(&self, sdk_app_id: u64, task_id: &str) {
         let Some(app) = self.apps.get(&sdk_app_id) else {
-            self.registry
-                .finish_poll(sdk_app_id, task_id, Instant::now());
+            self.registry.finish_poll(sdk_app_id, task_id, Instant::now());
             return;
         };
         let result = app.client.describe_whiteboard_push(task_id).await;
         match &result {
             Ok(reply) => {
-                let applied =
-                    self.registry
-                        .observe_poll(sdk_app_id, task_id, &observation_from_poll(reply));
+                let applied = self
+                    .registry
+                    .observe_poll(sdk_app_id, task_id, &observation_from_poll(reply));
                 if applied.status_changed {
                     tracing::debug!(sdk_app_id, task_id, status = ?reply.status, "task status changed");
                 }
@@ -270,8 +250,7 @@ impl Poller {
                 .set(unix_now());
         }
         self.record_health(sdk_app_id, result.as_ref().map(|_| ()));
-        self.registry
-            .finish_poll(sdk_app_id, task_id, Instant::now());
+        self.registry.finish_poll(sdk_app_id, task_id, Instant::now());
     }
 
     /// Sets `tiw_up` from a call's outcome and logs once when an app's health changes.
@@ -290,10 +269,7 @@ impl Poller {
             (None, Some(p)) => {
                 tracing::error!(sdk_app_id, error = %p, "Tencent Cloud API unusable for this app; tiw_up=0")
             }
-            (Some(_), None) => tracing::info!(
-                sdk_app_id,
-                "Tencent Cloud API answers again for this app; tiw_up=1"
-            ),
+            (Some(_), None) => tracing::info!(sdk_app_id, "Tencent Cloud API answers again for this app; tiw_up=1"),
             (Some(old), Some(new)) if old != new && kind(&old) != kind(&new) => {
                 tracing::error!(sdk_app_id, error = %new, "Tencent Cloud API still unusable for this app")
             }

@@ -15,8 +15,7 @@ pub const TOMBSTONE_TTL: Duration = Duration::from_secs(4 * 24 * 3600);
 
 /// Upper bounds (seconds) of `tiw_push_duration_seconds`: from failed starts to half-day classes.
 pub const DURATION_BUCKETS: [f64; 14] = [
-    10.0, 30.0, 60.0, 300.0, 600.0, 1200.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0, 10800.0,
-    14400.0, 21600.0,
+    10.0, 30.0, 60.0, 300.0, 600.0, 1200.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0, 10800.0, 14400.0, 21600.0,
 ];
 
 /// Status of a task as the exporter knows it (SPEC §4: the five values of the state set).
@@ -160,6 +159,9 @@ pub struct Task {
     /// Unix seconds when the exporter saw the task end (drives retention).
     pub ended_at: Option<f64>,
     pub source: Source,
+    /// A WhiteboardPushStarted / WhiteboardPushStopped callback was applied: later copies are duplicates.
+    seen_started_event: bool,
+    seen_stopped_event: bool,
     started_counted: bool,
     finished_counted: bool,
     /// A poll is owed soon: the task is new, or it ended without a poll confirming the final figures.
@@ -187,6 +189,8 @@ impl Task {
             last_update: now,
             ended_at: None,
             source,
+            seen_started_event: false,
+            seen_stopped_event: false,
             started_counted: false,
             finished_counted: false,
             needs_poll: true,
@@ -251,6 +255,22 @@ impl AppStats {
     }
 }
 
+/// The two push events TIW calls back with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushEvent {
+    Started,
+    Stopped,
+}
+
+/// How a callback was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackApplied {
+    /// First delivery: applied (it may still have changed nothing, e.g. a Started after the Stopped).
+    Accepted(Applied),
+    /// This event was applied before, or its task has expired: nothing changed.
+    Duplicate,
+}
+
 /// What changed when an observation was applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Applied {
@@ -276,8 +296,7 @@ impl View<'_> {
     }
     /// Tracked tasks per app and status, every configured app and every status present.
     pub fn status_counts(&self) -> BTreeMap<u64, [u64; 5]> {
-        let mut counts: BTreeMap<u64, [u64; 5]> =
-            self.inner.apps.keys().map(|k| (*k, [0; 5])).collect();
+        let mut counts: BTreeMap<u64, [u64; 5]> = self.inner.apps.keys().map(|k| (*k, [0; 5])).collect();
         for t in self.inner.tasks.values() {
             counts.entry(t.sdk_app_id).or_insert([0; 5])[t.status.index()] += 1;
         }
@@ -354,13 +373,7 @@ impl TaskRegistry {
     }
 
     /// Starts tracking a task. Returns false when it is tracked already or expired recently.
-    pub fn track(
-        &self,
-        sdk_app_id: u64,
-        task_id: &str,
-        room_id: Option<i64>,
-        source: Source,
-    ) -> bool {
+    pub fn track(&self, sdk_app_id: u64, task_id: &str, room_id: Option<i64>, source: Source) -> bool {
         let key = (sdk_app_id, task_id.to_string());
         {
             let mut inner = self.lock();
@@ -396,13 +409,52 @@ impl TaskRegistry {
         let applied = self.observe(sdk_app_id, task_id, obs);
         let mut inner = self.lock();
         if let Some(t) = inner.tasks.get_mut(&(sdk_app_id, task_id.to_string())) {
-            // The final read is done once the end and its reason are known; a STOPPED reply that
-            // lacks its FinishReason is read again.
-            if t.status.is_ended() && t.finish_reason.is_some() {
+            // The final read is the one where Tencent itself says the task ended, with a reason.
+            // A reply older than a Stopped callback, or a STOPPED without FinishReason, is read again.
+            if obs.status.is_some_and(TaskStatus::is_ended) && t.finish_reason.is_some() {
                 t.final_read = true;
             }
         }
         applied
+    }
+
+    /// Applies a verified push callback: tracks its task if new, applies it once, and asks for the
+    /// final DescribeWhiteboardPush when it ended the task.
+    pub fn observe_callback(
+        &self,
+        sdk_app_id: u64,
+        task_id: &str,
+        event: PushEvent,
+        obs: &Observation,
+    ) -> CallbackApplied {
+        let now = unix_now();
+        let key = (sdk_app_id, task_id.to_string());
+        let result = {
+            let mut inner = self.lock();
+            if inner.tombstones.contains_key(&key) {
+                return CallbackApplied::Duplicate;
+            }
+            let Inner { tasks, apps, .. } = &mut *inner;
+            let stats = apps.entry(sdk_app_id).or_default();
+            let task = tasks
+                .entry(key)
+                .or_insert_with(|| Task::new(sdk_app_id, task_id.to_string(), Source::Callback, now));
+            let seen = match event {
+                PushEvent::Started => &mut task.seen_started_event,
+                PushEvent::Stopped => &mut task.seen_stopped_event,
+            };
+            if *seen {
+                return CallbackApplied::Duplicate;
+            }
+            *seen = true;
+            let applied = merge(task, stats, obs, now);
+            if task.status.is_ended() && !task.final_read {
+                task.needs_poll = true;
+            }
+            CallbackApplied::Accepted(applied)
+        };
+        self.want_poll();
+        result
     }
 
     /// Marks a poll as done (whatever its outcome), releasing the task for the next sweep.
@@ -490,10 +542,7 @@ impl TaskRegistry {
 
     /// A copy of one task.
     pub fn get(&self, sdk_app_id: u64, task_id: &str) -> Option<Task> {
-        self.lock()
-            .tasks
-            .get(&(sdk_app_id, task_id.to_string()))
-            .cloned()
+        self.lock().tasks.get(&(sdk_app_id, task_id.to_string())).cloned()
     }
 
     /// A copy of one app's aggregates.
@@ -562,8 +611,8 @@ fn merge(task: &mut Task, stats: &mut AppStats, obs: &Observation, now: f64) -> 
             _ => obs.finish_reason.filter(|r| *r != FinishReason::Failed),
         };
     }
-    let did_start = task.status == TaskStatus::Pushing
-        || (task.status == TaskStatus::Stopped && task.push_start_time.is_some());
+    let did_start =
+        task.status == TaskStatus::Pushing || (task.status == TaskStatus::Stopped && task.push_start_time.is_some());
     if did_start && !task.started_counted {
         task.started_counted = true;
         stats.started_total += 1;
@@ -582,10 +631,7 @@ fn merge(task: &mut Task, stats: &mut AppStats, obs: &Observation, now: f64) -> 
 pub fn observation_from_poll(p: &crate::tencentcloud::tiw::WhiteboardPush) -> Observation {
     Observation {
         status: p.status.as_deref().and_then(TaskStatus::from_tencent),
-        finish_reason: p
-            .finish_reason
-            .as_deref()
-            .and_then(FinishReason::from_tencent),
+        finish_reason: p.finish_reason.as_deref().and_then(FinishReason::from_tencent),
         room_id: p.room_id,
         group_id: p.group_id.clone(),
         push_user_id: p.push_user_id.clone(),
@@ -709,11 +755,73 @@ mod tests {
         r.finish_poll(1, "a", t0 + Duration::from_millis(1));
         r.finish_poll(1, "c", t0 + Duration::from_millis(2));
         let later = t0 + Duration::from_secs(1);
-        let order: Vec<String> =
-            std::iter::from_fn(|| r.next_to_poll(&[1], Some(later)).map(|k| k.1)).collect();
+        let order: Vec<String> = std::iter::from_fn(|| r.next_to_poll(&[1], Some(later)).map(|k| k.1)).collect();
         assert_eq!(order, ["b", "a", "c"]);
         // Other apps are not handed out.
         assert!(r.next_to_poll(&[2], Some(later)).is_none());
+    }
+
+    #[test]
+    fn callbacks_apply_once_in_any_order() {
+        let r = TaskRegistry::new();
+        let started = Observation {
+            push_start_time: Some(100),
+            ..obs(TaskStatus::Pushing)
+        };
+        let stopped = Observation {
+            finish_reason: Some(FinishReason::Exception),
+            push_start_time: Some(100),
+            push_stop_time: Some(200),
+            exception_cnt: Some(2),
+            ..obs(TaskStatus::Stopped)
+        };
+        // Stopped first, then Started, then copies of both.
+        assert!(
+            matches!(r.observe_callback(1, "c", PushEvent::Stopped, &stopped), CallbackApplied::Accepted(a) if a.ended)
+        );
+        assert!(
+            matches!(r.observe_callback(1, "c", PushEvent::Started, &started), CallbackApplied::Accepted(a) if !a.status_changed)
+        );
+        for _ in 0..5 {
+            assert_eq!(
+                r.observe_callback(1, "c", PushEvent::Stopped, &stopped),
+                CallbackApplied::Duplicate
+            );
+            assert_eq!(
+                r.observe_callback(1, "c", PushEvent::Started, &started),
+                CallbackApplied::Duplicate
+            );
+        }
+        let t = r.get(1, "c").unwrap();
+        assert_eq!(
+            (t.status, t.finish_reason, t.source),
+            (TaskStatus::Stopped, Some(FinishReason::Exception), Source::Callback)
+        );
+        let s = r.stats(1).unwrap();
+        assert_eq!(
+            (s.started_total, s.finished(FinishReason::Exception), s.exceptions_total),
+            (1, 1, 2)
+        );
+        // The callback-ended task wants its final read; a stale PUSHING reply is not it.
+        assert_eq!(r.next_to_poll(&[1], None).map(|k| k.1).as_deref(), Some("c"));
+        r.observe_poll(1, "c", &obs(TaskStatus::Pushing));
+        r.finish_poll(1, "c", Instant::now());
+        assert!(r.get(1, "c").unwrap().is_pollable());
+        r.observe_poll(
+            1,
+            "c",
+            &Observation {
+                finish_reason: Some(FinishReason::Auto),
+                ..obs(TaskStatus::Stopped)
+            },
+        );
+        let t = r.get(1, "c").unwrap();
+        assert!(!t.is_pollable());
+        assert_eq!(
+            t.finish_reason,
+            Some(FinishReason::Exception),
+            "the first reason is kept"
+        );
     }
 
     #[test]

@@ -28,21 +28,15 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 
 async fn stats(State(shared): State<Arc<Shared>>) -> Response {
     let s = shared.stats_mut().clone();
-    axum::Json(json!({ "requests": s.requests, "rate_limited": s.rate_limited, "auth_failures": s.auth_failures })).into_response()
+    axum::Json(json!({ "requests": s.requests, "rate_limited": s.rate_limited, "auth_failures": s.auth_failures }))
+        .into_response()
 }
 
 fn request_id() -> String {
     let mut rng = rand::rng();
     let b: [u8; 16] = rng.random();
     let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
 fn envelope(mut response: Value, rid: &str) -> Response {
@@ -53,10 +47,7 @@ fn envelope(mut response: Value, rid: &str) -> Response {
 }
 
 fn error(code: &str, message: &str, rid: &str) -> Response {
-    envelope(
-        json!({ "Error": { "Code": code, "Message": message } }),
-        rid,
-    )
+    envelope(json!({ "Error": { "Code": code, "Message": message } }), rid)
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -64,11 +55,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Verifies a request as Tencent does; returns the SecretId or `(code, message)`.
-fn verify(
-    shared: &Shared,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<String, (&'static str, String)> {
+fn verify(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<String, (&'static str, String)> {
     let auth = header(headers, "Authorization").ok_or((
         "AuthFailure.InvalidAuthorization",
         "Authorization header is missing.".to_string(),
@@ -77,12 +64,10 @@ fn verify(
         "AuthFailure.InvalidAuthorization",
         "Authorization header does not follow TC3-HMAC-SHA256.".to_string(),
     ))?;
-    let timestamp: i64 = header(headers, "X-TC-Timestamp")
-        .and_then(|t| t.parse().ok())
-        .ok_or((
-            "AuthFailure.InvalidAuthorization",
-            "X-TC-Timestamp is missing or not a number.".to_string(),
-        ))?;
+    let timestamp: i64 = header(headers, "X-TC-Timestamp").and_then(|t| t.parse().ok()).ok_or((
+        "AuthFailure.InvalidAuthorization",
+        "X-TC-Timestamp is missing or not a number.".to_string(),
+    ))?;
     let cred = shared
         .config
         .credentials
@@ -100,7 +85,10 @@ fn verify(
         ));
     }
     let signature_failure = || {
-        ("AuthFailure.SignatureFailure", "The provided credentials could not be validated. Please check your signature is correct.".to_string())
+        (
+            "AuthFailure.SignatureFailure",
+            "The provided credentials could not be validated. Please check your signature is correct.".to_string(),
+        )
     };
     if parsed.service != "tiw"
         || parsed.signed_headers != SIGNED_HEADERS
@@ -123,10 +111,7 @@ fn verify(
     }
     if let Some(token) = &cred.session_token {
         if header(headers, "X-TC-Token") != Some(token.as_str()) {
-            return Err((
-                "AuthFailure.TokenFailure",
-                "Token is invalid or expired.".to_string(),
-            ));
+            return Err(("AuthFailure.TokenFailure", "Token is invalid or expired.".to_string()));
         }
     }
     Ok(cred.secret_id.clone())
@@ -140,14 +125,8 @@ fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
 async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let arrived = Instant::now();
     let rid = request_id();
-    let action = header(&headers, "X-TC-Action")
-        .unwrap_or_default()
-        .to_string();
-    *shared
-        .stats_mut()
-        .requests
-        .entry(action.clone())
-        .or_default() += 1;
+    let action = header(&headers, "X-TC-Action").unwrap_or_default().to_string();
+    *shared.stats_mut().requests.entry(action.clone()).or_default() += 1;
 
     let secret_id = match verify(&shared, &headers, &body) {
         Ok(id) => id,
@@ -189,13 +168,7 @@ async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     }
     let params: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
-        _ => {
-            return error(
-                "InvalidParameter",
-                "The request body is not a JSON object.",
-                &rid,
-            )
-        }
+        _ => return error("InvalidParameter", "The request body is not a JSON object.", &rid),
     };
     let app_key = if action == tiw::DESCRIBE_RUNNING_TASKS {
         "SdkAppID"
@@ -224,12 +197,7 @@ async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         tiw::DESCRIBE_WHITEBOARD_PUSH => describe_push(&shared, app, &params, &rid).await,
         tiw::DESCRIBE_RUNNING_TASKS => describe_running(&shared, app, &params, &rid),
         tiw::DESCRIBE_WHITEBOARD_PUSH_CALLBACK => {
-            let (url, key) = shared
-                .world()
-                .callbacks
-                .get(&app)
-                .cloned()
-                .unwrap_or_default();
+            let (url, key) = shared.world().callbacks.get(&app).cloned().unwrap_or_default();
             envelope(json!({ "Callback": url, "CallbackKey": key }), &rid)
         }
         tiw::SET_WHITEBOARD_PUSH_CALLBACK => set_callback(&shared, app, &params, &rid, true),
@@ -239,11 +207,7 @@ async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
             "The request is missing a required parameter `Action`.",
             &rid,
         ),
-        _ => error(
-            "InvalidAction",
-            "The requested action does not exist.",
-            &rid,
-        ),
+        _ => error("InvalidAction", "The requested action does not exist.", &rid),
     }
 }
 
@@ -300,11 +264,7 @@ async fn describe_push(shared: &Shared, app: u64, params: &Value, rid: &str) -> 
     let (task, fault) = {
         let world = shared.world();
         (
-            world
-                .tasks
-                .get(task_id)
-                .filter(|t| t.sdk_app_id == app)
-                .cloned(),
+            world.tasks.get(task_id).filter(|t| t.sdk_app_id == app).cloned(),
             world.task_faults.get(task_id).cloned(),
         )
     };
@@ -312,14 +272,8 @@ async fn describe_push(shared: &Shared, app: u64, params: &Value, rid: &str) -> 
         return apply_fault(shared, f, rid).await;
     }
     match task {
-        None => error(
-            "InvalidParameter.TaskNotFound",
-            "The task does not exist.",
-            rid,
-        ),
-        Some(t) if t.status == SimStatus::Failed => {
-            error("FailedOperation.WhiteboardPush", &t.failed_message, rid)
-        }
+        None => error("InvalidParameter.TaskNotFound", "The task does not exist.", rid),
+        Some(t) if t.status == SimStatus::Failed => error("FailedOperation.WhiteboardPush", &t.failed_message, rid),
         Some(t) => envelope(task_reply(&t), rid),
     }
 }
@@ -339,11 +293,7 @@ fn describe_running(shared: &Shared, app: u64, params: &Value, rid: &str) -> Res
     if params.get("TaskType").and_then(Value::as_str) != Some("WhiteboardPush") {
         return error("InvalidParameter", "TaskType must be WhiteboardPush.", rid);
     }
-    let offset = params
-        .get("Offset")
-        .and_then(Value::as_i64)
-        .unwrap_or(0)
-        .max(0) as usize;
+    let offset = params.get("Offset").and_then(Value::as_i64).unwrap_or(0).max(0) as usize;
     let limit = params.get("Limit").and_then(Value::as_i64).unwrap_or(20);
     if !(1..=tiw::RUNNING_TASKS_PAGE).contains(&limit) {
         return error("InvalidParameter", "Limit must be between 1 and 500.", rid);
@@ -352,9 +302,7 @@ fn describe_running(shared: &Shared, app: u64, params: &Value, rid: &str) -> Res
         .world()
         .tasks
         .values()
-        .filter(|t| {
-            t.sdk_app_id == app && matches!(t.status, SimStatus::Prepared | SimStatus::Pushing)
-        })
+        .filter(|t| t.sdk_app_id == app && matches!(t.status, SimStatus::Prepared | SimStatus::Pushing))
         .cloned()
         .collect();
     running.sort_by(|a, b| (a.create_time, &a.task_id).cmp(&(b.create_time, &b.task_id)));
@@ -389,20 +337,11 @@ fn set_callback(shared: &Shared, app: u64, params: &Value, rid: &str, url: bool)
             rid,
         );
     };
-    if url && !value.is_empty() && !(value.starts_with("http://") || value.starts_with("https://"))
-    {
-        return error(
-            "InvalidParameter",
-            "Callback must be an http or https URL.",
-            rid,
-        );
+    if url && !value.is_empty() && !(value.starts_with("http://") || value.starts_with("https://")) {
+        return error("InvalidParameter", "Callback must be an http or https URL.", rid);
     }
     if !url && value.chars().count() > 64 {
-        return error(
-            "InvalidParameter",
-            "CallbackKey must be at most 64 characters.",
-            rid,
-        );
+        return error("InvalidParameter", "CallbackKey must be at most 64 characters.", rid);
     }
     let mut world = shared.world();
     let entry = world.callbacks.entry(app).or_default();

@@ -69,20 +69,17 @@ impl Generator {
             if hi <= lo {
                 lo
             } else {
-                Duration::from_millis(
-                    rng.random_range(lo.as_millis() as u64..=hi.as_millis() as u64),
-                )
+                Duration::from_millis(rng.random_range(lo.as_millis() as u64..=hi.as_millis() as u64))
             }
         };
         let total: u32 = self.weights.iter().sum::<u32>().max(1);
         let mut roll = rng.random_range(0..total);
         let mut outcome = Outcome::Failed;
-        for (w, o) in self.weights.iter().zip([
-            Outcome::Auto,
-            Outcome::UserCall,
-            Outcome::Exception,
-            Outcome::Failed,
-        ]) {
+        for (w, o) in self
+            .weights
+            .iter()
+            .zip([Outcome::Auto, Outcome::UserCall, Outcome::Exception, Outcome::Failed])
+        {
             if roll < *w {
                 outcome = o;
                 break;
@@ -188,13 +185,9 @@ pub async fn run(sim: Simulator, gen: Generator) {
                 .world()
                 .tasks
                 .values()
-                .filter(|t| {
-                    t.sdk_app_id == *app
-                        && matches!(t.status, SimStatus::Prepared | SimStatus::Pushing)
-                })
+                .filter(|t| t.sdk_app_id == *app && matches!(t.status, SimStatus::Prepared | SimStatus::Pushing))
                 .count();
-            let due =
-                last_created[i].is_none_or(|t: Instant| now.duration_since(t) >= gen.create_every);
+            let due = last_created[i].is_none_or(|t: Instant| now.duration_since(t) >= gen.create_every);
             if running < gen.target_per_app && due {
                 room += 1;
                 sim.create_task_with(*app, room, Some(gen.plan()));

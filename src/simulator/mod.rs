@@ -147,9 +147,9 @@ impl SimStats {
 
     /// Admitted requests of `action` that arrived within `[from, to)`.
     pub fn admitted_between(&self, action: &str, from: Instant, to: Instant) -> usize {
-        self.admitted.get(action).map_or(0, |ts| {
-            ts.iter().filter(|t| **t >= from && **t < to).count()
-        })
+        self.admitted
+            .get(action)
+            .map_or(0, |ts| ts.iter().filter(|t| **t >= from && **t < to).count())
     }
 }
 
@@ -249,11 +249,7 @@ impl Simulator {
     }
 
     /// Serves the API on `listener` until `token` is cancelled.
-    pub async fn serve(
-        self,
-        listener: tokio::net::TcpListener,
-        token: CancellationToken,
-    ) -> std::io::Result<()> {
+    pub async fn serve(self, listener: tokio::net::TcpListener, token: CancellationToken) -> std::io::Result<()> {
         let app = api::router(self.shared.clone());
         let shared = self.shared.clone();
         let stop = token.clone();
@@ -297,12 +293,7 @@ impl Simulator {
     }
 
     /// Creates a task that runs through `plan` on its own (needs [`Simulator::spawn_lifecycle`]).
-    pub fn create_task_with(
-        &self,
-        sdk_app_id: u64,
-        room_id: i64,
-        plan: Option<LifecyclePlan>,
-    ) -> String {
+    pub fn create_task_with(&self, sdk_app_id: u64, room_id: i64, plan: Option<LifecyclePlan>) -> String {
         let task_id = random_task_id();
         let task = SimTask {
             task_id: task_id.clone(),
@@ -385,17 +376,8 @@ impl Simulator {
     }
 
     /// Runs planned tasks through their lifecycles (and creates new ones per `gen`) until cancelled.
-    pub fn spawn_lifecycle(
-        &self,
-        gen: lifecycle::Generator,
-        token: CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_lifecycle(&self, gen: lifecycle::Generator, token: CancellationToken) -> tokio::task::JoinHandle<()> {
         let sim = self.clone();
-        tokio::spawn(async move {
-            token
-                .run_until_cancelled(lifecycle::run(sim, gen))
-                .await
-                .unwrap_or(())
-        })
+        tokio::spawn(async move { token.run_until_cancelled(lifecycle::run(sim, gen)).await.unwrap_or(()) })
     }
 }

@@ -125,10 +125,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     fn delay(&self, attempt: u32) -> Duration {
-        let cap = self
-            .base_delay
-            .saturating_mul(1 << attempt.min(16))
-            .min(self.max_delay);
+        let cap = self.base_delay.saturating_mul(1 << attempt.min(16)).min(self.max_delay);
         let ms = rand::rng().random_range(0..=cap.as_millis() as u64);
         Duration::from_millis(ms)
     }
@@ -160,11 +157,7 @@ impl Limiters {
     /// The limiter of one action on one set of credentials.
     pub fn get(&self, api: &ApiConfig, action: &'static str) -> Arc<RateLimiter> {
         let key = limiter_key(api);
-        let rate = self
-            .rates
-            .get(&key)
-            .copied()
-            .unwrap_or(api.requests_per_second);
+        let rate = self.rates.get(&key).copied().unwrap_or(api.requests_per_second);
         let mut map = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
         map.entry((key, action))
             .or_insert_with(|| Arc::new(RateLimiter::new(rate)))
@@ -195,12 +188,7 @@ pub struct Client {
 const BODY_SNIPPET: usize = 120;
 
 impl Client {
-    pub fn new(
-        http: reqwest::Client,
-        api: ApiConfig,
-        limiters: Arc<Limiters>,
-        metrics: Arc<ExporterMetrics>,
-    ) -> Self {
+    pub fn new(http: reqwest::Client, api: ApiConfig, limiters: Arc<Limiters>, metrics: Arc<ExporterMetrics>) -> Self {
         let host = host_header(&api.endpoint);
         Client {
             http,
@@ -265,28 +253,16 @@ impl Client {
             Ok(_) => "OK".to_string(),
             Err(e) => e.metric_label(),
         };
-        self.metrics
-            .api_requests
-            .with_label_values(&[action, &label])
-            .inc();
+        self.metrics.api_requests.with_label_values(&[action, &label]).inc();
         match &result {
-            Err(e)
-                if e.code()
-                    .is_some_and(|c| c.starts_with("RequestLimitExceeded")) =>
-            {
-                limiter.on_rate_limited()
-            }
+            Err(e) if e.code().is_some_and(|c| c.starts_with("RequestLimitExceeded")) => limiter.on_rate_limited(),
             Ok(_) => limiter.on_success(),
             Err(_) => {}
         }
         result
     }
 
-    async fn send<Resp: DeserializeOwned>(
-        &self,
-        action: &'static str,
-        body: &[u8],
-    ) -> Result<Resp, ApiError> {
+    async fn send<Resp: DeserializeOwned>(&self, action: &'static str, body: &[u8]) -> Result<Resp, ApiError> {
         let endpoint = self.api.endpoint.to_string();
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -332,11 +308,7 @@ impl Client {
 }
 
 /// Decodes Tencent's envelope: `{"Response":{...}}` or `{"Response":{"Error":{...},"RequestId":...}}`.
-pub fn decode_reply<Resp: DeserializeOwned>(
-    endpoint: &str,
-    status: u16,
-    bytes: &[u8],
-) -> Result<Resp, ApiError> {
+pub fn decode_reply<Resp: DeserializeOwned>(endpoint: &str, status: u16, bytes: &[u8]) -> Result<Resp, ApiError> {
     let bad = |detail: String| ApiError::BadReply {
         endpoint: endpoint.to_string(),
         detail,
@@ -375,10 +347,7 @@ pub fn decode_reply<Resp: DeserializeOwned>(
 /// A short, printable piece of a body for an error message.
 fn snippet(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(BODY_SNIPPET)]);
-    let mut s: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let mut s: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     if bytes.len() > BODY_SNIPPET {
         s.push('…');
     }
@@ -429,7 +398,8 @@ mod tests {
 
     #[test]
     fn envelope_error_becomes_typed_error() {
-        let body = br#"{"Response":{"Error":{"Code":"AuthFailure.SignatureExpire","Message":"expired"},"RequestId":"r-1"}}"#;
+        let body =
+            br#"{"Response":{"Error":{"Code":"AuthFailure.SignatureExpire","Message":"expired"},"RequestId":"r-1"}}"#;
         let e = decode_reply::<Any>("e", 200, body).unwrap_err();
         assert_eq!(e.code(), Some("AuthFailure.SignatureExpire"));
         assert!(e.is_app_level());
@@ -447,8 +417,7 @@ mod tests {
         assert!(e.to_string().contains("not JSON"), "{e}");
         let e = decode_reply::<Any>("http://x", 200, b"[1,2]").unwrap_err();
         assert!(e.to_string().contains("Response"), "{e}");
-        let ok =
-            decode_reply::<Any>("http://x", 200, br#"{"Response":{"RequestId":"a"}}"#).unwrap();
+        let ok = decode_reply::<Any>("http://x", 200, br#"{"Response":{"RequestId":"a"}}"#).unwrap();
         assert_eq!(ok.request_id.as_deref(), Some("a"));
     }
 

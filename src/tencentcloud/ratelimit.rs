@@ -108,8 +108,7 @@ impl RateLimiter {
                     0 => oldest.sent_us + allowance,
                     done => done.min(oldest.sent_us + allowance),
                 };
-                earliest =
-                    earliest.max(self.origin + Duration::from_micros(seen_by_server) + WINDOW);
+                earliest = earliest.max(self.origin + Duration::from_micros(seen_by_server) + WINDOW);
             }
             if now >= earliest {
                 if slots.len() >= self.limit {
@@ -144,8 +143,7 @@ impl RateLimiter {
         let base = BASE_JITTER_ALLOWANCE.as_micros() as u64;
         let cur = self.allowance_us.load(Ordering::Relaxed);
         if cur > base {
-            self.allowance_us
-                .store((cur - cur / 100).max(base), Ordering::Relaxed);
+            self.allowance_us.store((cur - cur / 100).max(base), Ordering::Relaxed);
         }
     }
 }
@@ -183,11 +181,7 @@ mod tests {
             });
         }
         arrivals.sort();
-        assert!(
-            max_in_window(&arrivals) <= 20,
-            "{}",
-            max_in_window(&arrivals)
-        );
+        assert!(max_in_window(&arrivals) <= 20, "{}", max_in_window(&arrivals));
         // And the budget is used: 200 requests, evenly paced at 20 per 1.02 s, in about 10.1 s.
         let elapsed = Instant::now() - start;
         assert!(elapsed < Duration::from_millis(10_400), "{elapsed:?}");
@@ -206,10 +200,7 @@ mod tests {
         // Fast replies bound the server's view tightly: 100 requests = 5 windows of 20, the 100th
         // going once the 80th is a second old (plus its 1 ms reply).
         let elapsed = Instant::now() - start;
-        assert!(
-            elapsed <= Duration::from_millis(4 * 1001 + 19 * 46),
-            "{elapsed:?}"
-        );
+        assert!(elapsed <= Duration::from_millis(4 * 1001 + 19 * 46), "{elapsed:?}");
         assert!(elapsed >= Duration::from_millis(4_000), "{elapsed:?}");
     }
 

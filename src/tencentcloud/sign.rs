@@ -69,10 +69,7 @@ pub fn sign(input: &SignInput<'_>) -> Option<Signature> {
         input.timestamp,
         sha256_hex(canonical_request.as_bytes())
     );
-    let k_date = hmac_sha256(
-        format!("TC3{}", input.secret_key).as_bytes(),
-        date.as_bytes(),
-    );
+    let k_date = hmac_sha256(format!("TC3{}", input.secret_key).as_bytes(), date.as_bytes());
     let k_service = hmac_sha256(&k_date, input.service.as_bytes());
     let k_signing = hmac_sha256(&k_service, b"tc3_request");
     let signature = hex::encode(hmac_sha256(&k_signing, string_to_sign.as_bytes()));
@@ -213,13 +210,7 @@ mod tests {
         assert_eq!(p.signed_headers, SIGNED_HEADERS);
         assert_eq!(p.signature, s.signature);
         assert!(parse_authorization("Bearer x").is_none());
-        assert!(parse_authorization(
-            "TC3-HMAC-SHA256 Credential=a/b/c/d, SignedHeaders=x, Signature=y"
-        )
-        .is_none());
-        assert!(
-            parse_authorization("TC3-HMAC-SHA256 Credential=a/b/c/tc3_request, Signature=y")
-                .is_none()
-        );
+        assert!(parse_authorization("TC3-HMAC-SHA256 Credential=a/b/c/d, SignedHeaders=x, Signature=y").is_none());
+        assert!(parse_authorization("TC3-HMAC-SHA256 Credential=a/b/c/tc3_request, Signature=y").is_none());
     }
 }

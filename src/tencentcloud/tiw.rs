@@ -36,11 +36,7 @@ pub struct WhiteboardPush {
     #[serde(rename = "Status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     /// AUTO, USER_CALL or EXCEPTION.
-    #[serde(
-        rename = "FinishReason",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "FinishReason", default, skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<String>,
     #[serde(
         rename = "RoomId",
@@ -214,10 +210,7 @@ impl TiwClient {
     }
 
     /// DescribeWhiteboardPush for one task.
-    pub async fn describe_whiteboard_push(
-        &self,
-        task_id: &str,
-    ) -> Result<WhiteboardPush, ApiError> {
+    pub async fn describe_whiteboard_push(&self, task_id: &str) -> Result<WhiteboardPush, ApiError> {
         let req = DescribeWhiteboardPushRequest {
             sdk_app_id: self.sdk_app_id,
             task_id: task_id.to_string(),
@@ -226,11 +219,7 @@ impl TiwClient {
     }
 
     /// One page of DescribeRunningTasks for whiteboard-push tasks.
-    pub async fn describe_running_tasks(
-        &self,
-        offset: i64,
-        limit: i64,
-    ) -> Result<RunningTasks, ApiError> {
+    pub async fn describe_running_tasks(&self, offset: i64, limit: i64) -> Result<RunningTasks, ApiError> {
         let req = DescribeRunningTasksRequest {
             sdk_app_id: self.sdk_app_id,
             task_type: "WhiteboardPush".into(),
@@ -277,10 +266,7 @@ mod tests {
     use crate::tencentcloud::client::decode_reply;
 
     fn fixtures() -> serde_json::Value {
-        serde_json::from_str(include_str!(
-            "../../tests/fixtures/tencent-doc-examples.json"
-        ))
-        .unwrap()
+        serde_json::from_str(include_str!("../../tests/fixtures/tencent-doc-examples.json")).unwrap()
     }
 
     fn decode<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, ApiError> {
@@ -299,12 +285,10 @@ mod tests {
         let p: WhiteboardPush = decode(&f["DescribeWhiteboardPush"]["reply_backup_null"]).unwrap();
         assert_eq!(p.backup, None);
         assert_eq!(p.exception_cnt, Some(2));
-        let p: WhiteboardPush =
-            decode(&f["DescribeWhiteboardPush"]["reply_only_request_id"]).unwrap();
+        let p: WhiteboardPush = decode(&f["DescribeWhiteboardPush"]["reply_only_request_id"]).unwrap();
         assert_eq!(p.status, None);
         assert!(p.request_id.is_some());
-        let e = decode::<WhiteboardPush>(&f["DescribeWhiteboardPush"]["reply_task_failed"])
-            .unwrap_err();
+        let e = decode::<WhiteboardPush>(&f["DescribeWhiteboardPush"]["reply_task_failed"]).unwrap_err();
         assert_eq!(e.code(), Some("FailedOperation.WhiteboardPush"));
         let r: RunningTasks = decode(&f["DescribeRunningTasks"]["reply"]).unwrap();
         assert_eq!(r.total, Some(1));

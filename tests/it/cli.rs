@@ -47,18 +47,13 @@ fn check_config_lists_every_problem_with_its_key_path() {
         .env("TENCENTCLOUD_SECRET_KEY", "k")
         .output()
         .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let missing = Command::new(BIN)
         .args(["check-config", "--config.file", "/nonexistent/tiw.yaml"])
         .output()
         .unwrap();
     assert_eq!(missing.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&missing.stderr)
-        .contains("cannot read config file /nonexistent/tiw.yaml"));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read config file /nonexistent/tiw.yaml"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,24 +74,14 @@ async fn describe_prints_one_task_as_json() {
     })
     .await
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["TaskId"], task.as_str());
     assert_eq!(json["Status"], "PUSHING");
     assert_eq!(json["RoomId"], 880528);
     let out = tokio::task::spawn_blocking(move || {
         Command::new(BIN)
-            .args([
-                "describe",
-                "--app",
-                "1400000001",
-                "nosuchtask",
-                "--config.file",
-            ])
+            .args(["describe", "--app", "1400000001", "nosuchtask", "--config.file"])
             .arg(f.path())
             .output()
             .unwrap()
@@ -132,29 +117,18 @@ fn demo_shows_pushing_and_stopped_tasks_within_ten_seconds() {
         .lines()
         .map_while(Result::ok);
     let url = lines
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("metrics:")
-                .map(|u| u.trim().to_string())
-        })
+        .find_map(|l| l.trim().strip_prefix("metrics:").map(|u| u.trim().to_string()))
         .expect("demo prints its metrics URL");
     // Keep reading, so the demo never writes into a closed pipe.
     std::thread::spawn(move || lines.for_each(drop));
     let client = reqwest::blocking::Client::new();
     loop {
-        let text = client
-            .get(&url)
-            .send()
-            .and_then(|r| r.text())
-            .unwrap_or_default();
+        let text = client.get(&url).send().and_then(|r| r.text()).unwrap_or_default();
         let m = Metrics::parse(&text);
         let pushing = m.sum("tiw_push_tasks", &[("status", "PUSHING")]);
         let stopped = m.sum("tiw_push_tasks", &[("status", "STOPPED")]);
         if pushing >= 1.0 && stopped >= 1.0 {
-            assert!(
-                m.sum("tiw_push_task_finish_reason", &[("reason", "EXCEPTION")]) >= 1.0
-                    || stopped >= 1.0
-            );
+            assert!(m.sum("tiw_push_task_finish_reason", &[("reason", "EXCEPTION")]) >= 1.0 || stopped >= 1.0);
             break;
         }
         assert!(

@@ -95,9 +95,7 @@ pub async fn start_exporter(yaml: &str) -> Running {
         },
     );
     let registry = exporter.registry.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let token = CancellationToken::new();
     let handle = tokio::spawn(exporter.serve(listener, token.clone()));
@@ -119,10 +117,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn parse(text: &str) -> Metrics {
         let mut samples = Vec::new();
-        for line in text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-        {
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
             let (series, value) = line.rsplit_once(' ').expect("sample has a value");
             let value: f64 = value.parse().expect("numeric value");
             let (name, labels) = match series.split_once('{') {
@@ -141,12 +136,7 @@ impl Metrics {
     pub fn values(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
         self.samples
             .iter()
-            .filter(|(n, l, _)| {
-                n == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
-            })
+            .filter(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
             .map(|(_, _, v)| *v)
             .collect()
     }
@@ -169,9 +159,7 @@ impl Metrics {
         self.samples
             .iter()
             .find(|(n, l, v)| {
-                n == "tiw_push_task_status"
-                    && l.get("task_id").map(String::as_str) == Some(task_id)
-                    && *v == 1.0
+                n == "tiw_push_task_status" && l.get("task_id").map(String::as_str) == Some(task_id) && *v == 1.0
             })
             .and_then(|(_, l, _)| l.get("status").cloned())
     }

@@ -14,16 +14,10 @@ use crate::common::*;
 const APP: u64 = 1400000001;
 const OTHER: u64 = 1400000002;
 
-fn client_for(
-    endpoint: &str,
-    apps: &[u64],
-    app: u64,
-) -> tiw_push_exporter::tencentcloud::TiwClient {
+fn client_for(endpoint: &str, apps: &[u64], app: u64) -> tiw_push_exporter::tencentcloud::TiwClient {
     let config = Config::from_yaml(&config_yaml(endpoint, apps, "1s", ""), &|_| None).unwrap();
     let metrics = ExporterMetrics::new(std::sync::Arc::new(TaskRegistry::new()), false);
-    build_clients(&config, &metrics, fast_retry())
-        .remove(&app)
-        .unwrap()
+    build_clients(&config, &metrics, fast_retry()).remove(&app).unwrap()
 }
 
 /// Each bad reply, over real HTTP, gives an error that says what happened.
@@ -63,11 +57,7 @@ async fn each_bad_reply_is_a_clear_error() {
         assert!(!text.contains(SECRET_KEY));
         if matches!(fault, Fault::Hang) {
             // 3 attempts of a 1 s timeout each, plus short backoff.
-            assert!(
-                started.elapsed() < Duration::from_secs(6),
-                "{:?}",
-                started.elapsed()
-            );
+            assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
         }
     }
     // Missing and null fields are not errors: the reply is used for what it has.
@@ -83,8 +73,7 @@ async fn each_bad_reply_is_a_clear_error() {
         .expect("nulls are tolerated");
     assert_eq!(reply.status.as_deref(), Some("PUSHING"));
     assert_eq!(reply.room_id, None);
-    sim.sim
-        .set_task_fault(&task, Some(Fault::Response(json!({}))));
+    sim.sim.set_task_fault(&task, Some(Fault::Response(json!({}))));
     let reply = client
         .describe_whiteboard_push(&task)
         .await
@@ -107,9 +96,7 @@ async fn faults_never_stop_metrics_and_polling_recovers() {
             code: "InternalError".into(),
             message: "x".into(),
         },
-        Fault::Response(
-            json!({"Status": null, "FinishReason": null, "RoomId": null, "PushStartTime": null}),
-        ),
+        Fault::Response(json!({"Status": null, "FinishReason": null, "RoomId": null, "PushStartTime": null})),
     ];
     let mut tasks = Vec::new();
     for (i, fault) in faults.iter().enumerate() {
@@ -127,8 +114,7 @@ async fn faults_never_stop_metrics_and_polling_recovers() {
                 &[("action", "DescribeWhiteboardPush"), ("code", c)],
             )
         };
-        (code("transport") >= 3.0 && code("InternalError") >= 1.0 && code("OK") >= 1.0)
-            .then_some(())
+        (code("transport") >= 3.0 && code("InternalError") >= 1.0 && code("OK") >= 1.0).then_some(())
     })
     .await;
     for _ in 0..5 {
@@ -147,10 +133,7 @@ async fn faults_never_stop_metrics_and_polling_recovers() {
         wait_status(&exporter, t, "PUSHING").await;
     }
     assert_eq!(
-        exporter
-            .scrape()
-            .await
-            .get("tiw_up", &[("sdk_app_id", "1400000001")]),
+        exporter.scrape().await.get("tiw_up", &[("sdk_app_id", "1400000001")]),
         Some(1.0)
     );
     exporter.stop().await;
@@ -173,12 +156,7 @@ async fn app_level_error_sets_tiw_up_zero_for_that_app_only() {
         }),
     );
     wait_for(Duration::from_secs(10), "tiw_up{OTHER}=0", || async {
-        (exporter
-            .scrape()
-            .await
-            .get("tiw_up", &[("sdk_app_id", "1400000002")])
-            == Some(0.0))
-        .then_some(())
+        (exporter.scrape().await.get("tiw_up", &[("sdk_app_id", "1400000002")]) == Some(0.0)).then_some(())
     })
     .await;
     sim.sim.start_pushing(&ok_task);
@@ -193,12 +171,7 @@ async fn app_level_error_sets_tiw_up_zero_for_that_app_only() {
     sim.sim.set_app_fault(OTHER, None);
     wait_status(&exporter, &down_task, "PUSHING").await;
     wait_for(Duration::from_secs(10), "tiw_up{OTHER}=1", || async {
-        (exporter
-            .scrape()
-            .await
-            .get("tiw_up", &[("sdk_app_id", "1400000002")])
-            == Some(1.0))
-        .then_some(())
+        (exporter.scrape().await.get("tiw_up", &[("sdk_app_id", "1400000002")]) == Some(1.0)).then_some(())
     })
     .await;
     exporter.stop().await;
@@ -230,9 +203,7 @@ async fn wrong_key_is_a_signature_failure() {
     let yaml = config_yaml(&sim.endpoint(), &[APP], "1s", "").replace(SECRET_KEY, "wrongKeyValue");
     let config = Config::from_yaml(&yaml, &|_| None).unwrap();
     let metrics = ExporterMetrics::new(std::sync::Arc::new(TaskRegistry::new()), false);
-    let wrong = build_clients(&config, &metrics, fast_retry())
-        .remove(&APP)
-        .unwrap();
+    let wrong = build_clients(&config, &metrics, fast_retry()).remove(&APP).unwrap();
     let err = wrong.describe_whiteboard_push("x").await.unwrap_err();
     assert_eq!(err.code(), Some("AuthFailure.SignatureFailure"));
     assert!(!err.to_string().contains("wrongKeyValue"));

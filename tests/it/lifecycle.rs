@@ -35,10 +35,7 @@ async fn task_walks_prepared_pushing_stopped_exception() {
     });
     let m = wait_status(&exporter, &task, "PUSHING").await;
     assert_eq!(
-        m.get(
-            "tiw_push_tasks_started_total",
-            &[("sdk_app_id", "1400000001")]
-        ),
+        m.get("tiw_push_tasks_started_total", &[("sdk_app_id", "1400000001")]),
         Some(1.0)
     );
     assert!(
@@ -64,10 +61,7 @@ async fn task_walks_prepared_pushing_stopped_exception() {
         Some(finished.push_stop_time as f64)
     );
     let duration = (finished.push_stop_time - finished.push_start_time) as f64;
-    assert_eq!(
-        m.get("tiw_push_task_duration_seconds", &labels),
-        Some(duration)
-    );
+    assert_eq!(m.get("tiw_push_task_duration_seconds", &labels), Some(duration));
     assert_eq!(
         m.get("tiw_push_exceptions_total", &[("sdk_app_id", "1400000001")]),
         Some(3.0)
@@ -85,28 +79,16 @@ async fn task_walks_prepared_pushing_stopped_exception() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let m = exporter.scrape().await;
     let finished_exception = [("sdk_app_id", "1400000001"), ("reason", "EXCEPTION")];
+    assert_eq!(m.get("tiw_push_tasks_finished_total", &finished_exception), Some(1.0));
     assert_eq!(
-        m.get("tiw_push_tasks_finished_total", &finished_exception),
-        Some(1.0)
-    );
-    assert_eq!(
-        m.sum(
-            "tiw_push_tasks_finished_total",
-            &[("sdk_app_id", "1400000001")]
-        ),
+        m.sum("tiw_push_tasks_finished_total", &[("sdk_app_id", "1400000001")]),
         1.0
     );
     assert_eq!(
-        m.get(
-            "tiw_push_tasks_started_total",
-            &[("sdk_app_id", "1400000001")]
-        ),
+        m.get("tiw_push_tasks_started_total", &[("sdk_app_id", "1400000001")]),
         Some(1.0)
     );
-    assert_eq!(
-        m.get("tiw_push_duration_seconds_count", &finished_exception),
-        Some(1.0)
-    );
+    assert_eq!(m.get("tiw_push_duration_seconds_count", &finished_exception), Some(1.0));
     assert_eq!(
         m.get("tiw_push_duration_seconds_sum", &finished_exception),
         Some(duration)
@@ -149,10 +131,7 @@ async fn failed_and_unknown_tasks_and_all_statuses() {
         Some(1.0)
     );
     let m = wait_status(&exporter, &stopped, "STOPPED").await;
-    assert_eq!(
-        m.status_of("doesnotexist0000000").as_deref(),
-        Some("UNKNOWN")
-    );
+    assert_eq!(m.status_of("doesnotexist0000000").as_deref(), Some("UNKNOWN"));
     assert_eq!(m.status_of(&prepared).as_deref(), Some("PREPARED"));
     let app = [("sdk_app_id", "1400000001")];
     for status in ["PREPARED", "PUSHING", "STOPPED", "FAILED", "UNKNOWN"] {
@@ -169,17 +148,11 @@ async fn failed_and_unknown_tasks_and_all_statuses() {
         );
     }
     assert_eq!(
-        m.get(
-            "tiw_push_tasks_finished_total",
-            &[app[0], ("reason", "FAILED")]
-        ),
+        m.get("tiw_push_tasks_finished_total", &[app[0], ("reason", "FAILED")]),
         Some(1.0)
     );
     assert_eq!(
-        m.get(
-            "tiw_push_tasks_finished_total",
-            &[app[0], ("reason", "AUTO")]
-        ),
+        m.get("tiw_push_tasks_finished_total", &[app[0], ("reason", "AUTO")]),
         Some(1.0)
     );
     // Task-level answers are answers: the app is up.
@@ -195,11 +168,7 @@ async fn failed_and_unknown_tasks_and_all_statuses() {
         .unwrap()
             >= 1.0
     );
-    assert!(
-        m.get("tiw_exporter_last_poll_success_timestamp_seconds", &app)
-            .unwrap()
-            > 1.6e9
-    );
+    assert!(m.get("tiw_exporter_last_poll_success_timestamp_seconds", &app).unwrap() > 1.6e9);
     exporter.stop().await;
     sim.stop().await;
 }
@@ -211,11 +180,9 @@ async fn discovery_pages_through_running_tasks() {
         sim.sim.create_task(APP, i);
     }
     let exporter = start_exporter(&config_yaml(&sim.endpoint(), &[APP], "60s", "")).await;
-    wait_for(
-        Duration::from_secs(10),
-        "all 1100 tasks discovered",
-        || async { (exporter.registry.len() == 1100).then_some(()) },
-    )
+    wait_for(Duration::from_secs(10), "all 1100 tasks discovered", || async {
+        (exporter.registry.len() == 1100).then_some(())
+    })
     .await;
     // Limit 500: three pages, each signed and accepted.
     assert_eq!(sim.sim.stats().requests["DescribeRunningTasks"], 3);
@@ -239,35 +206,22 @@ async fn ended_tasks_leave_per_task_series_after_retention() {
     wait_status(&exporter, &task, "PUSHING").await;
     sim.sim.stop(&task, "USER_CALL");
     wait_status(&exporter, &task, "STOPPED").await;
-    let m = wait_for(
-        Duration::from_secs(10),
-        "the ended task's series to go",
-        || async {
-            let m = exporter.scrape().await;
-            m.values("tiw_push_task_info", &[("task_id", task.as_str())])
-                .is_empty()
-                .then_some(m)
-        },
-    )
+    let m = wait_for(Duration::from_secs(10), "the ended task's series to go", || async {
+        let m = exporter.scrape().await;
+        m.values("tiw_push_task_info", &[("task_id", task.as_str())])
+            .is_empty()
+            .then_some(m)
+    })
     .await;
-    assert!(
-        !m.text.contains(task.as_str()),
-        "no series of an expired task remains"
-    );
+    assert!(!m.text.contains(task.as_str()), "no series of an expired task remains");
     let app = ("sdk_app_id", "1400000001");
     assert_eq!(
-        m.get(
-            "tiw_push_tasks_finished_total",
-            &[app, ("reason", "USER_CALL")]
-        ),
+        m.get("tiw_push_tasks_finished_total", &[app, ("reason", "USER_CALL")]),
         Some(1.0),
         "aggregates stay"
     );
     assert_eq!(m.get("tiw_push_tasks_started_total", &[app]), Some(1.0));
-    assert_eq!(
-        m.get("tiw_push_tasks", &[app, ("status", "STOPPED")]),
-        Some(0.0)
-    );
+    assert_eq!(m.get("tiw_push_tasks", &[app, ("status", "STOPPED")]), Some(0.0));
     exporter.stop().await;
     sim.stop().await;
 }
@@ -280,26 +234,20 @@ async fn temporary_credentials_send_the_session_token() {
     let task = sim.sim.create_task(APP, 7);
     sim.sim.start_pushing(&task);
     let without = start_exporter(&config_yaml(&sim.endpoint(), &[APP], "200ms", "")).await;
-    wait_for(
-        Duration::from_secs(10),
-        "TokenFailure to set tiw_up=0",
-        || async {
-            let m = without.scrape().await;
-            (m.get("tiw_up", &[("sdk_app_id", "1400000001")]) == Some(0.0)
-                && m.get(
-                    "tiw_exporter_api_requests_total",
-                    &[("code", "AuthFailure.TokenFailure")],
-                )
-                .is_some())
-            .then_some(())
-        },
-    )
+    wait_for(Duration::from_secs(10), "TokenFailure to set tiw_up=0", || async {
+        let m = without.scrape().await;
+        (m.get("tiw_up", &[("sdk_app_id", "1400000001")]) == Some(0.0)
+            && m.get(
+                "tiw_exporter_api_requests_total",
+                &[("code", "AuthFailure.TokenFailure")],
+            )
+            .is_some())
+        .then_some(())
+    })
     .await;
     without.stop().await;
-    let yaml = config_yaml(&sim.endpoint(), &[APP], "200ms", "").replace(
-        "  timeout: 1s\n",
-        "  timeout: 1s\n  session_token: sessionTokenValue\n",
-    );
+    let yaml = config_yaml(&sim.endpoint(), &[APP], "200ms", "")
+        .replace("  timeout: 1s\n", "  timeout: 1s\n  session_token: sessionTokenValue\n");
     let with = start_exporter(&yaml).await;
     wait_status(&with, &task, "PUSHING").await;
     with.stop().await;

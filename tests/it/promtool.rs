@@ -29,12 +29,7 @@ async fn metrics_pass_promtool_check_metrics() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool is installed (apt-get install prometheus; .ci/run does it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(m.text.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(m.text.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     let report = format!(
         "{}{}",

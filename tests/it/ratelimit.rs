@@ -38,17 +38,12 @@ async fn uses_the_full_budget_without_ever_tripping_it() {
     assert!(rate >= 19.0, "sustained only {rate:.2} requests/s");
     let m = exporter.scrape().await;
     // Budget-bound: a sweep of 300 tasks takes about 300/20 = 15 s, more than the 5 s interval.
-    let sweep = m
-        .get("tiw_exporter_poll_sweep_duration_seconds", &[])
-        .unwrap();
+    let sweep = m.get("tiw_exporter_poll_sweep_duration_seconds", &[]).unwrap();
     assert!(sweep > 13.0 && sweep < 20.0, "sweep took {sweep}");
     // Every task got polled: the round robin is fair.
     for app in ["1400000001", "1400000002", "1400000003"] {
         assert_eq!(
-            m.get(
-                "tiw_push_tasks",
-                &[("sdk_app_id", app), ("status", "PUSHING")]
-            ),
+            m.get("tiw_push_tasks", &[("sdk_app_id", app), ("status", "PUSHING")]),
             Some(100.0)
         );
     }
@@ -66,10 +61,8 @@ async fn a_lower_configured_budget_is_honoured() {
             sim.sim.create_task(app, i);
         }
     }
-    let yaml = config_yaml(&sim.endpoint(), &apps, "1s", "").replace(
-        "  timeout: 1s\n",
-        "  timeout: 1s\n  requests_per_second: 5\n",
-    );
+    let yaml = config_yaml(&sim.endpoint(), &apps, "1s", "")
+        .replace("  timeout: 1s\n", "  timeout: 1s\n  requests_per_second: 5\n");
     let exporter = start_exporter(&yaml).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let stats = sim.sim.stats();
@@ -80,10 +73,7 @@ async fn a_lower_configured_budget_is_honoured() {
         stats.max_per_second("DescribeWhiteboardPush")
     );
     let polls = stats.requests["DescribeWhiteboardPush"];
-    assert!(
-        polls >= 20,
-        "the lower budget is still used: {polls} in 6 s"
-    );
+    assert!(polls >= 20, "the lower budget is still used: {polls} in 6 s");
     exporter.stop().await;
     sim.stop().await;
 }

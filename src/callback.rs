@@ -1,0 +1,422 @@
+//! The callback receiver: verify → parse → apply (SPEC §3).
+//!
+//! TIW POSTs `WhiteboardPushStarted` / `WhiteboardPushStopped` events. They are the fast path, but
+//! can be forged, replayed, duplicated, reordered or lost, so every event goes through the same
+//! checks, in this order, each failure with its own outcome and status and no state change:
+//! body too large (413) → not JSON or wrong field types (400 `malformed`) → SdkAppId not configured
+//! (403 `unknown_app`) → app has a key but the event is unsigned (401 `unsigned`) → Sign is not
+//! MD5(key + ExpireTime), compared in constant time (401 `bad_signature`) → now > ExpireTime (401
+//! `expired`). Then the registry applies each push event once per task (later copies are
+//! `duplicate`); other event types are `ignored`. [`CallbackReceiver::process`] is pure apart from
+//! the registry, so it is tested and fuzzed without HTTP.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use md5::{Digest, Md5};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use subtle::ConstantTimeEq;
+
+use crate::config::Config;
+use crate::metrics::ExporterMetrics;
+use crate::registry::{unix_now, CallbackApplied, FinishReason, Observation, PushEvent, TaskRegistry, TaskStatus};
+
+pub const STARTED: &str = "WhiteboardPushStarted";
+pub const STOPPED: &str = "WhiteboardPushStopped";
+
+/// Largest value accepted for unix times, room ids and counts (u32: TRTC's room ids, times to 2106).
+const MAX_U32: u64 = u32::MAX as u64;
+/// Longest task id accepted (TIW's are 20 characters); ids become label values.
+const MAX_TASK_ID: usize = 128;
+
+/// What became of one callback (the `outcome` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackOutcome {
+    Accepted,
+    Duplicate,
+    BadSignature,
+    Expired,
+    Unsigned,
+    UnknownApp,
+    Malformed,
+    /// The body was larger than `callback.max_body_bytes` (counted as `malformed`, answered 413).
+    TooLarge,
+    Ignored,
+}
+
+impl CallbackOutcome {
+    /// The `outcome` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            CallbackOutcome::Accepted => "accepted",
+            CallbackOutcome::Duplicate => "duplicate",
+            CallbackOutcome::BadSignature => "bad_signature",
+            CallbackOutcome::Expired => "expired",
+            CallbackOutcome::Unsigned => "unsigned",
+            CallbackOutcome::UnknownApp => "unknown_app",
+            CallbackOutcome::Malformed | CallbackOutcome::TooLarge => "malformed",
+            CallbackOutcome::Ignored => "ignored",
+        }
+    }
+
+    /// The HTTP status TIW gets. Only 200 stops TIW's retries.
+    pub fn status(self) -> StatusCode {
+        match self {
+            CallbackOutcome::Accepted | CallbackOutcome::Duplicate | CallbackOutcome::Ignored => StatusCode::OK,
+            CallbackOutcome::Malformed => StatusCode::BAD_REQUEST,
+            CallbackOutcome::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            CallbackOutcome::UnknownApp => StatusCode::FORBIDDEN,
+            CallbackOutcome::Unsigned | CallbackOutcome::BadSignature | CallbackOutcome::Expired => {
+                StatusCode::UNAUTHORIZED
+            }
+        }
+    }
+}
+
+/// The result of processing one body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Processed {
+    /// `WhiteboardPushStarted`, `WhiteboardPushStopped` or `other`.
+    pub event_type: &'static str,
+    pub outcome: CallbackOutcome,
+    /// Why it was refused, for the debug log and the reply (never contains a key).
+    pub reason: String,
+    /// receive time − Timestamp, for verified push events.
+    pub delay_seconds: Option<f64>,
+}
+
+/// `lowercase hex MD5(key + decimal ExpireTime)`, TIW's callback signature.
+pub fn compute_sign(key: &str, expire_time: u64) -> String {
+    let mut h = Md5::new();
+    h.update(key.as_bytes());
+    h.update(expire_time.to_string().as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Whether `sign` is the signature of `expire_time` under `key`, compared in constant time.
+pub fn verify_sign(key: &str, expire_time: u64, sign: &str) -> bool {
+    compute_sign(key, expire_time).as_bytes().ct_eq(sign.as_bytes()).into()
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "EventType")]
+    event_type: String,
+    #[serde(rename = "EventData")]
+    event_data: Map<String, Value>,
+    #[serde(rename = "SdkAppId")]
+    sdk_app_id: u64,
+    #[serde(rename = "Timestamp")]
+    timestamp: u64,
+    #[serde(rename = "ExpireTime", default)]
+    expire_time: Option<u64>,
+    #[serde(rename = "Sign", default)]
+    sign: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct EventError {
+    #[serde(rename = "Code", default)]
+    code: Option<Value>,
+    #[serde(rename = "Message", default)]
+    message: Option<String>,
+}
+
+/// EventData of both push events; which fields are required depends on the event.
+#[derive(Deserialize)]
+struct PushData {
+    #[serde(rename = "TaskId")]
+    task_id: String,
+    #[serde(rename = "RoomId", default)]
+    room_id: Option<u64>,
+    #[serde(rename = "GroupId", default)]
+    group_id: Option<String>,
+    #[serde(rename = "PushUserId", default)]
+    push_user_id: Option<String>,
+    #[serde(rename = "FinishReason", default)]
+    finish_reason: Option<String>,
+    #[serde(rename = "PushStartTime", default)]
+    push_start_time: Option<u64>,
+    #[serde(rename = "PushStopTime", default)]
+    push_stop_time: Option<u64>,
+    #[serde(rename = "IMSyncTime", default)]
+    im_sync_time: Option<u64>,
+    #[serde(rename = "ExceptionCnt", default)]
+    exception_cnt: Option<u64>,
+    #[serde(rename = "Error", default)]
+    error: Option<EventError>,
+}
+
+/// A push event that parsed and passed the field checks.
+struct PushEventData {
+    kind: PushEvent,
+    task_id: String,
+    observation: Observation,
+    error: Option<(String, String)>,
+}
+
+fn parse_push(kind: PushEvent, data: Map<String, Value>) -> Result<PushEventData, String> {
+    let d: PushData = serde_json::from_value(Value::Object(data)).map_err(|e| format!("EventData: {e}"))?;
+    if d.task_id.is_empty() || d.task_id.len() > MAX_TASK_ID || !d.task_id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("EventData.TaskId: expected a task id of 1 to 128 printable characters".into());
+    }
+    for (name, v) in [
+        ("RoomId", d.room_id),
+        ("PushStartTime", d.push_start_time),
+        ("PushStopTime", d.push_stop_time),
+        ("IMSyncTime", d.im_sync_time),
+        ("ExceptionCnt", d.exception_cnt),
+    ] {
+        if v.is_some_and(|v| v > MAX_U32) {
+            return Err(format!("EventData.{name}: out of range"));
+        }
+    }
+    let finish_reason = match (kind, d.finish_reason.as_deref()) {
+        (PushEvent::Stopped, Some(r)) => match FinishReason::from_tencent(r) {
+            Some(r) => Some(r),
+            None => {
+                return Err(format!(
+                    "EventData.FinishReason: expected AUTO, USER_CALL or EXCEPTION, got {:?}",
+                    truncate(r, 32)
+                ))
+            }
+        },
+        (PushEvent::Stopped, None) => return Err("EventData.FinishReason: missing".into()),
+        (PushEvent::Started, _) => None,
+    };
+    let as_i64 = |v: Option<u64>| v.map(|v| v as i64);
+    let error = d.error.and_then(|e| {
+        let code = match e.code? {
+            Value::String(s) => s,
+            Value::Number(n) => n.to_string(),
+            _ => return None,
+        };
+        Some((code, e.message.unwrap_or_default()))
+    });
+    Ok(PushEventData {
+        kind,
+        task_id: d.task_id,
+        observation: Observation {
+            status: Some(match kind {
+                PushEvent::Started => TaskStatus::Pushing,
+                PushEvent::Stopped => TaskStatus::Stopped,
+            }),
+            finish_reason,
+            room_id: as_i64(d.room_id),
+            group_id: d.group_id,
+            push_user_id: d.push_user_id,
+            push_start_time: as_i64(d.push_start_time),
+            push_stop_time: as_i64(d.push_stop_time),
+            exception_cnt: d.exception_cnt,
+            im_sync_time: as_i64(d.im_sync_time),
+        },
+        error,
+    })
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+/// Receives callbacks for the configured apps.
+pub struct CallbackReceiver {
+    registry: Arc<TaskRegistry>,
+    metrics: Arc<ExporterMetrics>,
+    /// SdkAppId → callback key (`None`: unsigned callbacks accepted).
+    keys: HashMap<u64, Option<SecretString>>,
+    pub max_body_bytes: usize,
+}
+
+impl CallbackReceiver {
+    pub fn new(config: &Config, registry: Arc<TaskRegistry>, metrics: Arc<ExporterMetrics>) -> Self {
+        let keys = config
+            .apps
+            .iter()
+            .map(|a| (a.sdk_app_id, a.callback_key.clone()))
+            .collect();
+        CallbackReceiver {
+            registry,
+            metrics,
+            keys,
+            max_body_bytes: config.callback.max_body_bytes,
+        }
+    }
+
+    /// Verifies, parses and applies one body received at unix time `now`.
+    pub fn process(&self, body: &[u8], now: f64) -> Processed {
+        let refuse = |event_type, outcome, reason: String| Processed {
+            event_type,
+            outcome,
+            reason,
+            delay_seconds: None,
+        };
+        if body.len() > self.max_body_bytes {
+            return refuse(
+                "other",
+                CallbackOutcome::TooLarge,
+                format!("body larger than {} bytes", self.max_body_bytes),
+            );
+        }
+        // Label from a best-effort look at EventType, so even a malformed push event is counted as one.
+        let value: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => return refuse("other", CallbackOutcome::Malformed, format!("not JSON: {e}")),
+        };
+        let event_type = match value.get("EventType").and_then(Value::as_str) {
+            Some(STARTED) => STARTED,
+            Some(STOPPED) => STOPPED,
+            _ => "other",
+        };
+        let envelope: Envelope = match serde_json::from_value(value) {
+            Ok(e) => e,
+            Err(e) => return refuse(event_type, CallbackOutcome::Malformed, format!("{e}")),
+        };
+        let kind = match envelope.event_type.as_str() {
+            STARTED => Some(PushEvent::Started),
+            STOPPED => Some(PushEvent::Stopped),
+            _ => None,
+        };
+        let push = match kind.map(|k| parse_push(k, envelope.event_data)) {
+            Some(Ok(p)) => Some(p),
+            Some(Err(reason)) => return refuse(event_type, CallbackOutcome::Malformed, reason),
+            None => None,
+        };
+        let Some(key) = self.keys.get(&envelope.sdk_app_id) else {
+            return refuse(
+                event_type,
+                CallbackOutcome::UnknownApp,
+                format!("SdkAppId {} is not configured", envelope.sdk_app_id),
+            );
+        };
+        if let Some(key) = key {
+            let (Some(expire_time), Some(sign)) = (envelope.expire_time, envelope.sign.as_deref()) else {
+                return refuse(
+                    event_type,
+                    CallbackOutcome::Unsigned,
+                    "the app has a callback key but the event has no Sign/ExpireTime".into(),
+                );
+            };
+            if !verify_sign(key.expose_secret(), expire_time, sign) {
+                return refuse(
+                    event_type,
+                    CallbackOutcome::BadSignature,
+                    "Sign does not match MD5(key + ExpireTime)".into(),
+                );
+            }
+            if now > expire_time as f64 {
+                return refuse(
+                    event_type,
+                    CallbackOutcome::Expired,
+                    format!("ExpireTime {expire_time} has passed"),
+                );
+            }
+        }
+        let Some(push) = push else {
+            return Processed {
+                event_type,
+                outcome: CallbackOutcome::Ignored,
+                reason: String::new(),
+                delay_seconds: None,
+            };
+        };
+        let app = envelope.sdk_app_id;
+        if let Some((code, message)) = &push.error {
+            tracing::warn!(sdk_app_id = app, task_id = %push.task_id, code = %truncate(code, 64), message = %truncate(message, 200), "WhiteboardPushStopped reports an error");
+        }
+        let outcome = match self
+            .registry
+            .observe_callback(app, &push.task_id, push.kind, &push.observation)
+        {
+            CallbackApplied::Accepted(applied) => {
+                if applied.ended {
+                    tracing::debug!(sdk_app_id = app, task_id = %push.task_id, reason = ?push.observation.finish_reason, "task ended (callback)");
+                }
+                CallbackOutcome::Accepted
+            }
+            CallbackApplied::Duplicate => CallbackOutcome::Duplicate,
+        };
+        Processed {
+            event_type,
+            outcome,
+            reason: String::new(),
+            delay_seconds: Some((now - envelope.timestamp as f64).max(0.0)),
+        }
+    }
+
+    /// Counts a processed callback on `/metrics`.
+    fn record(&self, p: &Processed) {
+        self.metrics
+            .callbacks
+            .with_label_values(&[p.event_type, p.outcome.label()])
+            .inc();
+        if let Some(delay) = p.delay_seconds {
+            self.metrics
+                .callback_delay
+                .with_label_values(&[p.event_type])
+                .observe(delay);
+        }
+    }
+}
+
+/// The callback route alone, mounted on the main router or on its own listener.
+pub fn router(receiver: Arc<CallbackReceiver>, path: &str) -> Router {
+    Router::new().route(path, post(handle)).with_state(receiver)
+}
+
+async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Response {
+    let processed = match axum::body::to_bytes(body, receiver.max_body_bytes).await {
+        Ok(bytes) => receiver.process(&bytes, unix_now()),
+        Err(_) => Processed {
+            event_type: "other",
+            outcome: CallbackOutcome::TooLarge,
+            reason: format!("body larger than {} bytes or broken off", receiver.max_body_bytes),
+            delay_seconds: None,
+        },
+    };
+    receiver.record(&processed);
+    let status = processed.outcome.status();
+    if status == StatusCode::OK {
+        (status, [("content-type", "application/json")], r#"{"error_code":0}"#).into_response()
+    } else {
+        tracing::debug!(event_type = processed.event_type, outcome = processed.outcome.label(), reason = %processed.reason, "callback refused");
+        let body = serde_json::json!({ "error_code": status.as_u16(), "error_msg": processed.outcome.label() });
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tencent_documented_sign_vector() {
+        assert_eq!(
+            compute_sign("Xz4ZgayTr7rMgWQrH", 1588040109),
+            "a2dabb362a9b811c0e26953a6276a41c"
+        );
+        assert!(verify_sign(
+            "Xz4ZgayTr7rMgWQrH",
+            1588040109,
+            "a2dabb362a9b811c0e26953a6276a41c"
+        ));
+        assert!(!verify_sign(
+            "Xz4ZgayTr7rMgWQrH",
+            1588040110,
+            "a2dabb362a9b811c0e26953a6276a41c"
+        ));
+        assert!(!verify_sign(
+            "Xz4ZgayTr7rMgWQrH",
+            1588040109,
+            "A2DABB362A9B811C0E26953A6276A41C"
+        ));
+        assert!(!verify_sign("Xz4ZgayTr7rMgWQrH", 1588040109, ""));
+    }
+}
