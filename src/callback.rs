@@ -34,6 +34,9 @@ pub const STOPPED: &str = "WhiteboardPushStopped";
 
 /// Largest value accepted for unix times, room ids and counts (u32: TRTC's room ids, times to 2106).
 const MAX_U32: u64 = u32::MAX as u64;
+/// An oversized body is read (and thrown away) up to this size before the 413, so that the
+/// sender, still writing, gets the answer rather than a broken pipe; beyond it the connection closes.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 /// Longest task id accepted (TIW's are 20 characters); ids become label values.
 const MAX_TASK_ID: usize = 128;
 
@@ -371,13 +374,36 @@ pub fn router(receiver: Arc<CallbackReceiver>, path: &str) -> Router {
     Router::new().route(path, post(handle)).with_state(receiver)
 }
 
+/// Reads at most `max` bytes; a longer body is drained up to [`DRAIN_LIMIT`] and refused.
+async fn read_limited(body: Body, max: usize) -> Result<Vec<u8>, String> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("body broken off: {e}"))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= max {
+                buf.extend_from_slice(&data);
+            } else if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    if seen > max {
+        return Err(format!("body of {seen} bytes or more, larger than {max}"));
+    }
+    Ok(buf)
+}
+
 async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Response {
-    let processed = match axum::body::to_bytes(body, receiver.max_body_bytes).await {
+    let processed = match read_limited(body, receiver.max_body_bytes).await {
         Ok(bytes) => receiver.process(&bytes, unix_now()),
-        Err(_) => Processed {
+        Err(reason) => Processed {
             event_type: "other",
             outcome: CallbackOutcome::TooLarge,
-            reason: format!("body larger than {} bytes or broken off", receiver.max_body_bytes),
+            reason,
             delay_seconds: None,
         },
     };

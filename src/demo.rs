@@ -91,11 +91,22 @@ pub async fn run(
         },
         token.clone(),
     );
+    // TIW calls the exporter back, signed, as an operator would register with `callback set-url`.
+    let callback_key = random_task_id();
+    let addr = listener.local_addr()?;
+    let shown = if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    for app in DEMO_APPS {
+        sim.set_callback(app, &format!("http://{shown}/callback"), &callback_key);
+    }
     let state = std::env::temp_dir().join(format!("tiw-push-exporter-demo-{}", std::process::id()));
     let interval = humantime::format_duration(options.poll_interval);
     let yaml = format!(
         "tencentcloud:\n  endpoint: {}\n  secret_id: {secret_id}\n  secret_key: {secret_key}\n  session_token: ''\n\
-         apps:\n  - sdk_app_id: {}\n  - sdk_app_id: {}\n\
+         apps:\n  - sdk_app_id: {}\n    callback_key: {callback_key}\n  - sdk_app_id: {}\n    callback_key: {callback_key}\n\
          poll:\n  interval: {interval}\n  discovery_interval: {interval}\n\
          state:\n  path: {}\nretention:\n  stopped_tasks: 10m\n",
         server.endpoint(),
@@ -104,12 +115,6 @@ pub async fn run(
         state.display()
     );
     let config = Config::from_yaml(&yaml, &|_| None).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
-    let addr = listener.local_addr()?;
-    let shown = if addr.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], addr.port()))
-    } else {
-        addr
-    };
     println!(
         "tiw-push-exporter demo: a simulated TIW with apps {} and {}",
         DEMO_APPS[0], DEMO_APPS[1]

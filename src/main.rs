@@ -7,8 +7,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use secrecy::ExposeSecret;
 use tiw_push_exporter::config::{parse_listen_address, Config};
 use tiw_push_exporter::exporter::{build_clients, Exporter, ServeOptions};
+use tiw_push_exporter::tencentcloud::{ApiError, TiwClient};
 use tiw_push_exporter::{demo, metrics::ExporterMetrics, registry::TaskRegistry};
 
 /// Prometheus exporter for Tencent Cloud Interactive Whiteboard (TIW) whiteboard-push tasks.
@@ -46,6 +48,11 @@ enum Command {
     },
     /// Validate the configuration file and print every problem with its key path.
     CheckConfig,
+    /// Show or change the callback URL and key registered with TIW for an app.
+    Callback {
+        #[command(subcommand)]
+        action: CallbackCommand,
+    },
     /// Call DescribeWhiteboardPush for one task and print the reply as JSON.
     Describe {
         /// The task's SdkAppId (must be in the configuration).
@@ -53,6 +60,38 @@ enum Command {
         app: u64,
         /// The task id.
         task_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CallbackCommand {
+    /// DescribeWhiteboardPushCallback: the registered URL and key (masked).
+    Show {
+        /// SdkAppId (may be left out when the configuration has one app).
+        #[arg(long)]
+        app: Option<u64>,
+    },
+    /// SetWhiteboardPushCallback: register URL (http or https) as the app's callback.
+    SetUrl {
+        #[arg(long)]
+        app: Option<u64>,
+        /// The exporter's callback URL as TIW reaches it, e.g. https://exporter.example.com/callback.
+        url: String,
+    },
+    /// SetWhiteboardPushCallbackKey: the key from the config's callback_key, --from-env or --stdin
+    /// (never an argument, where ps would show it).
+    SetKey {
+        #[arg(long)]
+        app: Option<u64>,
+        /// Read the key from this environment variable.
+        #[arg(long = "from-env", value_name = "VAR", conflicts_with = "stdin")]
+        from_env: Option<String>,
+        /// Read the key from the first line of standard input.
+        #[arg(long)]
+        stdin: bool,
+        /// Delete the key: TIW then sends unsigned callbacks.
+        #[arg(long, conflicts_with_all = ["from_env", "stdin"])]
+        delete: bool,
     },
 }
 
@@ -171,15 +210,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+        Command::Callback { action } => callback_command(&cli.config_file, action).await,
         Command::Describe { app, task_id } => {
-            let config =
-                Config::load(&cli.config_file).map_err(|e| anyhow::anyhow!("{}: {e}", cli.config_file.display()))?;
-            let registry = std::sync::Arc::new(TaskRegistry::new());
-            let metrics = ExporterMetrics::new(registry, false);
-            let clients = build_clients(&config, &metrics, Default::default());
-            let client = clients
-                .get(&app)
-                .with_context(|| format!("app {app} is not in {}", cli.config_file.display()))?;
+            let (_, client) = app_client(&cli.config_file, Some(app))?;
             match client.describe_whiteboard_push(&task_id).await {
                 Ok(reply) => {
                     println!("{}", serde_json::to_string_pretty(&reply)?);
@@ -190,6 +223,120 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+    }
+}
+
+/// The config and the API client of one app (`None`: the only app).
+fn app_client(path: &std::path::Path, app: Option<u64>) -> anyhow::Result<(Config, TiwClient)> {
+    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let app = match (app, config.apps.as_slice()) {
+        (Some(app), _) => app,
+        (None, [only]) => only.sdk_app_id,
+        (None, _) => anyhow::bail!("{} has several apps: choose one with --app", path.display()),
+    };
+    let metrics = ExporterMetrics::new(std::sync::Arc::new(TaskRegistry::new()), false);
+    let mut clients = build_clients(&config, &metrics, Default::default());
+    let client = clients
+        .remove(&app)
+        .with_context(|| format!("app {app} is not in {}", path.display()))?;
+    Ok((config, client))
+}
+
+/// `6v****Fd`: enough to tell keys apart, not enough to use one.
+fn mask(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    match chars.len() {
+        0 => "(none)".into(),
+        n if n < 8 => "****".into(),
+        n => format!("{}{}****{}{}", chars[0], chars[1], chars[n - 2], chars[n - 1]),
+    }
+}
+
+async fn callback_command(path: &std::path::Path, action: CallbackCommand) -> anyhow::Result<ExitCode> {
+    let report = |what: &str, result: Result<Option<String>, ApiError>| match result {
+        Ok(request_id) => {
+            println!("{what}: OK (RequestId {})", request_id.unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{what} failed: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    };
+    match action {
+        CallbackCommand::Show { app } => {
+            let (_, client) = app_client(path, app)?;
+            match client.describe_callback().await {
+                Ok(reply) => {
+                    println!("SdkAppId:    {}", client.sdk_app_id);
+                    println!(
+                        "Callback:    {}",
+                        reply
+                            .callback
+                            .filter(|u| !u.is_empty())
+                            .unwrap_or_else(|| "(none)".into())
+                    );
+                    println!("CallbackKey: {}", mask(reply.callback_key.as_deref().unwrap_or("")));
+                    println!("RequestId:   {}", reply.request_id.unwrap_or_default());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("DescribeWhiteboardPushCallback failed: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        CallbackCommand::SetUrl { app, url } => {
+            let parsed = url::Url::parse(&url).map_err(|e| anyhow::anyhow!("{url:?} is not a URL: {e}"))?;
+            anyhow::ensure!(
+                matches!(parsed.scheme(), "http" | "https"),
+                "the callback URL must be http or https"
+            );
+            let (_, client) = app_client(path, app)?;
+            report(
+                "SetWhiteboardPushCallback",
+                client.set_callback(&url).await.map(|r| r.request_id),
+            )
+        }
+        CallbackCommand::SetKey {
+            app,
+            from_env,
+            stdin,
+            delete,
+        } => {
+            let (config, client) = app_client(path, app)?;
+            let key = if delete {
+                String::new()
+            } else if let Some(var) = from_env {
+                std::env::var(&var)
+                    .ok()
+                    .filter(|k| !k.is_empty())
+                    .with_context(|| format!("environment variable {var} is not set"))?
+            } else if stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("cannot read the key from standard input")?;
+                let key = line.trim_end_matches(['\r', '\n']).to_string();
+                anyhow::ensure!(
+                    !key.is_empty(),
+                    "standard input held no key (use --delete to remove the key)"
+                );
+                key
+            } else {
+                let app = config.app(client.sdk_app_id).and_then(|a| a.callback_key.as_ref());
+                app.map(|k| k.expose_secret().to_string())
+                    .context("this app has no callback_key in the config: set it there, or use --from-env or --stdin")?
+            };
+            anyhow::ensure!(
+                key.chars().count() <= 64,
+                "the key is longer than 64 characters (Tencent's limit)"
+            );
+            report(
+                "SetWhiteboardPushCallbackKey",
+                client.set_callback_key(&key).await.map(|r| r.request_id),
+            )
         }
     }
 }

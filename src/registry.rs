@@ -540,6 +540,14 @@ impl TaskRegistry {
         View { inner: self.lock() }
     }
 
+    /// A copy of every task (sorted by app and id) and every app's aggregates.
+    pub fn snapshot(&self) -> (Vec<Task>, BTreeMap<u64, AppStats>) {
+        let inner = self.lock();
+        let mut tasks: Vec<Task> = inner.tasks.values().cloned().collect();
+        tasks.sort_by(|a, b| (a.sdk_app_id, &a.task_id).cmp(&(b.sdk_app_id, &b.task_id)));
+        (tasks, inner.apps.clone())
+    }
+
     /// A copy of one task.
     pub fn get(&self, sdk_app_id: u64, task_id: &str) -> Option<Task> {
         self.lock().tasks.get(&(sdk_app_id, task_id.to_string())).cloned()

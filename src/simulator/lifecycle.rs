@@ -167,7 +167,9 @@ pub async fn run(sim: Simulator, gen: Generator) {
         {
             let mut world = sim.shared.world();
             for t in world.tasks.values_mut() {
+                let before = t.status;
                 advance(t, now);
+                sim.shared.emit(before, t);
             }
             world.tasks.retain(|_, t| {
                 let ended_at = if t.status == SimStatus::Failed {

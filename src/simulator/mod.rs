@@ -6,6 +6,7 @@
 //! push tasks through their lifecycles ([`lifecycle`]). Knobs inject faults per task or per app.
 
 pub mod api;
+pub mod callbacks;
 pub mod lifecycle;
 
 use std::collections::{HashMap, VecDeque};
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
+pub use callbacks::{CallbackKnobs, CallbackStats};
 pub use lifecycle::{LifecyclePlan, Outcome};
 
 /// Credentials the simulator accepts.
@@ -157,6 +159,10 @@ pub(crate) struct Shared {
     pub config: SimConfig,
     world: Mutex<World>,
     stats: Mutex<SimStats>,
+    knobs: Mutex<CallbackKnobs>,
+    callback_stats: Mutex<CallbackStats>,
+    /// Events of task transitions go here once the sender runs.
+    outbox: Mutex<Option<tokio::sync::mpsc::UnboundedSender<callbacks::Pending>>>,
     pub shutdown: CancellationToken,
 }
 
@@ -166,6 +172,21 @@ impl Shared {
     }
     pub(crate) fn stats_mut(&self) -> MutexGuard<'_, SimStats> {
         self.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn callback_stats_mut(&self) -> MutexGuard<'_, CallbackStats> {
+        self.callback_stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn callback_knobs(&self) -> CallbackKnobs {
+        self.knobs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Queues the callback a task's transition from `before` produces.
+    pub(crate) fn emit(&self, before: SimStatus, task: &SimTask) {
+        if let Some(event) = callbacks::event_for(before, task) {
+            if let Some(tx) = self.outbox.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                let _ = tx.send(event);
+            }
+        }
     }
 
     /// Sliding-window admission for one SecretId and action. Every authenticated request counts,
@@ -239,6 +260,9 @@ impl Simulator {
                 config,
                 world: Mutex::new(World::default()),
                 stats: Mutex::new(SimStats::default()),
+                knobs: Mutex::new(CallbackKnobs::default()),
+                callback_stats: Mutex::new(CallbackStats::default()),
+                outbox: Mutex::new(None),
                 shutdown,
             }),
         }
@@ -271,6 +295,14 @@ impl Simulator {
         tokio::spawn(async move {
             t.cancelled().await;
             shutdown.cancel();
+        });
+        let (tx, rx) = callbacks::channel();
+        *self.shared.outbox.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        let sender = tokio::spawn(callbacks::run(self.shared.clone(), rx));
+        let stop_sender = token.clone();
+        tokio::spawn(async move {
+            stop_sender.cancelled().await;
+            sender.abort();
         });
         let sim = self.clone();
         let t = token.clone();
@@ -318,13 +350,42 @@ impl Simulator {
 
     /// Changes a task by hand; returns false when there is no such task.
     pub fn update_task(&self, task_id: &str, f: impl FnOnce(&mut SimTask)) -> bool {
-        match self.shared.world().tasks.get_mut(task_id) {
-            Some(t) => {
-                f(t);
-                true
-            }
-            None => false,
-        }
+        let mut world = self.shared.world();
+        let Some(t) = world.tasks.get_mut(task_id) else {
+            return false;
+        };
+        let before = t.status;
+        f(t);
+        self.shared.emit(before, t);
+        true
+    }
+
+    /// Registers the callback URL and key of an app, as SetWhiteboardPushCallback(Key) would.
+    pub fn set_callback(&self, sdk_app_id: u64, url: &str, key: &str) {
+        self.shared
+            .world()
+            .callbacks
+            .insert(sdk_app_id, (url.to_string(), key.to_string()));
+    }
+
+    /// The callback URL and key registered for an app.
+    pub fn callback(&self, sdk_app_id: u64) -> (String, String) {
+        self.shared
+            .world()
+            .callbacks
+            .get(&sdk_app_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Changes how callbacks are delivered from now on.
+    pub fn set_callback_knobs(&self, knobs: CallbackKnobs) {
+        *self.shared.knobs.lock().unwrap_or_else(|e| e.into_inner()) = knobs;
+    }
+
+    /// What the callback sender has done so far.
+    pub fn callback_stats(&self) -> CallbackStats {
+        self.shared.callback_stats_mut().clone()
     }
 
     /// PREPARED → PUSHING now.

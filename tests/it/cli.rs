@@ -138,3 +138,73 @@ fn demo_shows_pushing_and_stopped_tasks_within_ten_seconds() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Runs the binary with `args` and `stdin`, off the async workers.
+async fn run_bin(args: Vec<String>, stdin: &str) -> std::process::Output {
+    let stdin = stdin.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_commands_register_url_and_key_without_showing_the_key() {
+    let app = 1400000001;
+    let sim = start_sim(sim_config(&[app])).await;
+    let f = write_config(&config_yaml(&sim.endpoint(), &[app], "1s", "").replace(
+        &format!("  - sdk_app_id: {app}\n"),
+        &format!("  - sdk_app_id: {app}\n    callback_key: keyFromConfig0001\n"),
+    ));
+    let cfg = f.path().to_string_lossy().to_string();
+    let args = |a: &[&str]| {
+        a.iter()
+            .map(|s| s.to_string())
+            .chain(["--config.file".to_string(), cfg.clone()])
+            .collect::<Vec<_>>()
+    };
+
+    let out = run_bin(
+        args(&["callback", "set-url", "https://exporter.example.com/callback"]),
+        "",
+    )
+    .await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("RequestId"));
+    assert_eq!(sim.sim.callback(app).0, "https://exporter.example.com/callback");
+
+    let out = run_bin(args(&["callback", "set-key"]), "").await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(sim.sim.callback(app).1, "keyFromConfig0001", "from the config");
+
+    let out = run_bin(args(&["callback", "set-key", "--stdin"]), "keyFromStdin0002\n").await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(sim.sim.callback(app).1, "keyFromStdin0002", "from stdin");
+
+    let out = run_bin(args(&["callback", "show"]), "").await;
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        shown.contains("https://exporter.example.com/callback") && shown.contains("ke****02"),
+        "{shown}"
+    );
+    assert!(!shown.contains("keyFromStdin0002"), "the key is masked: {shown}");
+
+    // The key is never an argument.
+    let out = run_bin(args(&["callback", "set-key", "keyOnTheCommandLine"]), "").await;
+    assert!(!out.status.success());
+    assert_eq!(sim.sim.callback(app).1, "keyFromStdin0002");
+
+    let out = run_bin(args(&["callback", "set-url", "ftp://nope"]), "").await;
+    assert!(!out.status.success());
+    sim.stop().await;
+}
