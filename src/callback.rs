@@ -422,6 +422,58 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Re
 mod tests {
     use super::*;
 
+    fn receiver(registry: Arc<TaskRegistry>) -> CallbackReceiver {
+        let yaml =
+            "tencentcloud: {secret_id: a, secret_key: b}\napps: [{sdk_app_id: 7, callback_key: k}, {sdk_app_id: 8}]\n";
+        let config = Config::from_yaml(yaml, &|_| None).unwrap();
+        let metrics = ExporterMetrics::new(registry.clone(), true);
+        CallbackReceiver::new(&config, registry, metrics)
+    }
+
+    #[test]
+    fn stopped_with_an_error_keeps_its_reason() {
+        let registry = Arc::new(TaskRegistry::new());
+        let r = receiver(registry.clone());
+        let body = serde_json::json!({
+            "EventType": STOPPED, "SdkAppId": 8, "Timestamp": 1_700_000_000u64,
+            "EventData": {"TaskId": "t1", "FinishReason": "EXCEPTION", "PushStartTime": 1_699_999_000u64,
+                          "PushStopTime": 1_700_000_000u64, "ExceptionCnt": 3,
+                          "Error": {"Code": "InternalError", "Message": "render process crashed"}}
+        });
+        let p = r.process(body.to_string().as_bytes(), 1_700_000_002.0);
+        assert_eq!((p.event_type, p.outcome), (STOPPED, CallbackOutcome::Accepted));
+        assert_eq!(p.delay_seconds, Some(2.0));
+        let t = registry.get(8, "t1").unwrap();
+        assert_eq!(
+            (t.status, t.finish_reason, t.exception_cnt),
+            (TaskStatus::Stopped, Some(FinishReason::Exception), 3)
+        );
+    }
+
+    #[test]
+    fn checks_run_in_the_documented_order() {
+        let r = receiver(Arc::new(TaskRegistry::new()));
+        // Malformed beats unknown app; unknown app beats unsigned; unsigned beats everything after.
+        let bad_app_and_shape = r#"{"EventType":"WhiteboardPushStarted","SdkAppId":99,"Timestamp":1,"EventData":{}}"#;
+        assert_eq!(
+            r.process(bad_app_and_shape.as_bytes(), 0.0).outcome,
+            CallbackOutcome::Malformed
+        );
+        let unknown = r#"{"EventType":"X","SdkAppId":99,"Timestamp":1,"EventData":{}}"#;
+        assert_eq!(r.process(unknown.as_bytes(), 0.0).outcome, CallbackOutcome::UnknownApp);
+        let unsigned = r#"{"EventType":"X","SdkAppId":7,"Timestamp":1,"EventData":{}}"#;
+        assert_eq!(r.process(unsigned.as_bytes(), 0.0).outcome, CallbackOutcome::Unsigned);
+        // A wrong signature on an expired event is a bad signature, not merely expired.
+        let wrong = r#"{"EventType":"X","SdkAppId":7,"Timestamp":1,"EventData":{},"ExpireTime":5,"Sign":"00"}"#;
+        assert_eq!(r.process(wrong.as_bytes(), 10.0).outcome, CallbackOutcome::BadSignature);
+        let expired = format!(
+            r#"{{"EventType":"X","SdkAppId":7,"Timestamp":1,"EventData":{{}},"ExpireTime":5,"Sign":"{}"}}"#,
+            compute_sign("k", 5)
+        );
+        assert_eq!(r.process(expired.as_bytes(), 10.0).outcome, CallbackOutcome::Expired);
+        assert_eq!(r.process(expired.as_bytes(), 5.0).outcome, CallbackOutcome::Ignored);
+    }
+
     #[test]
     fn tencent_documented_sign_vector() {
         assert_eq!(
