@@ -28,6 +28,7 @@ use subtle::ConstantTimeEq;
 use crate::config::Config;
 use crate::metrics::ExporterMetrics;
 use crate::registry::{unix_now, CallbackApplied, FinishReason, Observation, PushEvent, TaskRegistry, TaskStatus};
+use crate::store::StoreHandle;
 
 pub const STARTED: &str = "WhiteboardPushStarted";
 pub const STOPPED: &str = "WhiteboardPushStopped";
@@ -236,6 +237,8 @@ pub struct CallbackReceiver {
     /// SdkAppId → callback key (`None`: unsigned callbacks accepted).
     keys: HashMap<u64, Option<SecretString>>,
     pub max_body_bytes: usize,
+    /// Where a taken event is made durable before it is answered 200.
+    store: std::sync::OnceLock<StoreHandle>,
 }
 
 impl CallbackReceiver {
@@ -250,7 +253,13 @@ impl CallbackReceiver {
             metrics,
             keys,
             max_body_bytes: config.callback.max_body_bytes,
+            store: Default::default(),
         }
+    }
+
+    /// From now on, an event is answered 200 only once the store has it on disk.
+    pub fn set_store(&self, store: StoreHandle) {
+        let _ = self.store.set(store);
     }
 
     /// Verifies, parses and applies one body received at unix time `now`.
@@ -408,6 +417,19 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Re
         },
     };
     receiver.record(&processed);
+    // Accepted or duplicate, the reply promises durability: a duplicate may be the retry of an
+    // event whose first write failed.
+    if matches!(
+        processed.outcome,
+        CallbackOutcome::Accepted | CallbackOutcome::Duplicate
+    ) {
+        if let Some(store) = receiver.store.get() {
+            if store.flush().await.is_err() {
+                let body = serde_json::json!({ "error_code": 503, "error_msg": "store unavailable, retry later" });
+                return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+            }
+        }
+    }
     let status = processed.outcome.status();
     if status == StatusCode::OK {
         (status, [("content-type", "application/json")], r#"{"error_code":0}"#).into_response()

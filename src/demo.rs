@@ -131,9 +131,17 @@ pub async fn run(
         serve.telemetry_path
     );
     println!("Ctrl-C stops the demo.");
-    let result = Exporter::new(config, serve).serve(listener, token.clone()).await;
+    let result = match Exporter::new(config, serve) {
+        Ok(exporter) => exporter
+            .serve(listener, token.clone())
+            .await
+            .map_err(anyhow::Error::from),
+        Err(e) => Err(e.into()),
+    };
     token.cancel();
     server.stop().await;
     let _ = lifecycle.await;
-    result.map_err(Into::into)
+    // The demo's store is scratch space.
+    let _ = std::fs::remove_dir_all(&state);
+    result
 }

@@ -16,6 +16,7 @@ use crate::http::{router, HttpState};
 use crate::metrics::ExporterMetrics;
 use crate::poller::{PollSettings, PolledApp, Poller};
 use crate::registry::{unix_now, Source, TaskRegistry};
+use crate::store::{spawn_writer, Store, StoreError};
 use crate::tencentcloud::{Client, Limiters, RetryPolicy, TiwClient};
 
 /// Options that come from flags rather than the config file.
@@ -43,6 +44,7 @@ pub struct Exporter {
     pub poller: Arc<Poller>,
     pub callbacks: Arc<CallbackReceiver>,
     pub clients: HashMap<u64, TiwClient>,
+    pub store: Arc<Store>,
     options: ServeOptions,
     ready: Arc<AtomicBool>,
 }
@@ -73,8 +75,17 @@ pub fn build_clients(config: &Config, metrics: &Arc<ExporterMetrics>, retry: Ret
 }
 
 impl Exporter {
-    pub fn new(config: Config, options: ServeOptions) -> Exporter {
+    /// Opens the store at `state.path`, restores the registry from it, and builds every component.
+    /// A store that cannot be opened or read is an error: the exporter never starts empty by accident.
+    pub fn new(config: Config, options: ServeOptions) -> Result<Exporter, StoreError> {
+        let store = Arc::new(Store::open(&config.state_path)?);
+        let restored = store.load()?;
         let registry = Arc::new(TaskRegistry::new());
+        let (tasks, apps) = (restored.tasks.len(), restored.apps.len());
+        registry.restore(restored);
+        if tasks > 0 || apps > 0 {
+            tracing::info!(path = %store.path().display(), tasks, apps, "restored state");
+        }
         registry.ensure_apps(config.apps.iter().map(|a| a.sdk_app_id));
         let metrics = ExporterMetrics::new(registry.clone(), config.per_task_metrics);
         metrics.config_last_reload_successful.set(1.0);
@@ -102,16 +113,17 @@ impl Exporter {
         };
         let poller = Poller::new(registry.clone(), metrics.clone(), apps, settings);
         let callbacks = Arc::new(CallbackReceiver::new(&config, registry.clone(), metrics.clone()));
-        Exporter {
+        Ok(Exporter {
             config,
             registry,
             metrics,
             poller,
             callbacks,
             clients,
+            store,
             options,
             ready: Arc::new(AtomicBool::new(false)),
-        }
+        })
     }
 
     /// The callback path must not shadow another endpoint of the listener it shares.
@@ -173,6 +185,17 @@ impl Exporter {
             }
         }
         let tracker = TaskTracker::new();
+        // The writer outlives the HTTP servers, so callbacks still in flight at shutdown are made
+        // durable and answered; it writes a last batch when it stops.
+        let writer_token = CancellationToken::new();
+        let store = spawn_writer(
+            self.store.clone(),
+            self.registry.clone(),
+            self.metrics.clone(),
+            &tracker,
+            writer_token.clone(),
+        );
+        self.callbacks.set_store(store);
         self.poller.spawn(&tracker, &token);
         if let Some(cb_listener) = callback_listener {
             let (app, stop) = (self.callback_router(), token.clone());
@@ -191,6 +214,7 @@ impl Exporter {
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
         token.cancel();
+        writer_token.cancel();
         tracker.wait().await;
         result
     }

@@ -17,4 +17,5 @@ pub mod metrics;
 pub mod poller;
 pub mod registry;
 pub mod simulator;
+pub mod store;
 pub mod tencentcloud;

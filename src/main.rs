@@ -182,7 +182,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tracing::info!(address = %listener.local_addr()?, apps = config.apps.len(), version = env!("CARGO_PKG_VERSION"), "listening");
             let token = CancellationToken::new();
             cancel_on_signal(token.clone());
-            Exporter::new(config, options).serve(listener, token).await?;
+            Exporter::new(config, options)?.serve(listener, token).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { simulator_address } => {

@@ -43,6 +43,9 @@ pub struct ExporterMetrics {
     pub poll_sweep_duration: prometheus::Gauge,
     pub config_last_reload_successful: prometheus::Gauge,
     pub config_last_reload_success_timestamp: prometheus::Gauge,
+    pub store_write_duration: prometheus::Histogram,
+    pub store_errors: IntCounterVec,
+    pub store_last_write_successful: prometheus::Gauge,
 }
 
 impl ExporterMetrics {
@@ -115,6 +118,26 @@ impl ExporterMetrics {
             "tiw_exporter_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful configuration load.",
         )?;
+        let store_write_duration = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "tiw_exporter_store_write_duration_seconds",
+                "Duration of one store transaction (group commit, fsync included).",
+            )
+            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0]),
+        )?;
+        let store_errors = IntCounterVec::new(
+            Opts::new(
+                "tiw_exporter_store_errors_total",
+                "Store operations that failed, by operation.",
+            ),
+            &["op"],
+        )?;
+        store_errors.with_label_values(&["write"]);
+        let store_last_write_successful = prometheus::Gauge::new(
+            "tiw_exporter_store_last_write_successful",
+            "1 if the last store write succeeded; 0 while writes fail (callbacks are then answered 503).",
+        )?;
+        store_last_write_successful.set(1.0);
         for event_type in CALLBACK_EVENT_TYPES {
             for outcome in CALLBACK_OUTCOMES {
                 callbacks.with_label_values(&[event_type, outcome]);
@@ -133,6 +156,9 @@ impl ExporterMetrics {
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(config_last_reload_successful.clone()))?;
         registry.register(Box::new(config_last_reload_success_timestamp.clone()))?;
+        registry.register(Box::new(store_write_duration.clone()))?;
+        registry.register(Box::new(store_errors.clone()))?;
+        registry.register(Box::new(store_last_write_successful.clone()))?;
         registry.register(Box::new(TaskCollector::new(tasks, per_task_metrics)?))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
@@ -147,6 +173,9 @@ impl ExporterMetrics {
             poll_sweep_duration,
             config_last_reload_successful,
             config_last_reload_success_timestamp,
+            store_write_duration,
+            store_errors,
+            store_last_write_successful,
         }))
     }
 

@@ -5,7 +5,9 @@
 //! decreases, the first finish reason is kept) and every counter moves exactly once per task.
 //! The metrics collector reads it under a short lock at scrape time.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -19,7 +21,7 @@ pub const DURATION_BUCKETS: [f64; 14] = [
 ];
 
 /// Status of a task as the exporter knows it (SPEC §4: the five values of the state set).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum TaskStatus {
     Prepared,
     Pushing,
@@ -78,7 +80,7 @@ impl TaskStatus {
 }
 
 /// Why a task ended (SPEC §4); `Failed` for a task that failed outright.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum FinishReason {
     Auto,
     UserCall,
@@ -119,7 +121,7 @@ impl FinishReason {
 }
 
 /// Where the exporter first heard of a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Source {
     Config,
     Discovery,
@@ -140,8 +142,8 @@ pub struct Observation {
     pub im_sync_time: Option<i64>,
 }
 
-/// One tracked task.
-#[derive(Debug, Clone, PartialEq)]
+/// One tracked task. Everything but the poller's bookkeeping is persisted by the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub sdk_app_id: u64,
     pub task_id: String,
@@ -165,10 +167,13 @@ pub struct Task {
     started_counted: bool,
     finished_counted: bool,
     /// A poll is owed soon: the task is new, or it ended without a poll confirming the final figures.
+    #[serde(skip)]
     needs_poll: bool,
     /// The final DescribeWhiteboardPush after the end has been read: never poll again.
     final_read: bool,
+    #[serde(skip)]
     polling: bool,
+    #[serde(skip)]
     last_polled: Option<Instant>,
 }
 
@@ -217,7 +222,7 @@ impl Task {
 }
 
 /// A cumulative histogram kept in the registry, so it can be persisted with the counters.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct DurationHistogram {
     /// Count per bucket of [`DURATION_BUCKETS`] (not cumulative).
     pub counts: [u64; DURATION_BUCKETS.len()],
@@ -236,7 +241,7 @@ impl DurationHistogram {
 }
 
 /// Aggregates of one app. Counters never go down and never disappear.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct AppStats {
     pub started_total: u64,
     /// Indexed by [`FinishReason`].
@@ -310,7 +315,40 @@ impl View<'_> {
     }
 }
 
-type Key = (u64, String);
+/// A task's identity: SdkAppId and TaskId.
+pub type Key = (u64, String);
+
+/// Changes not yet written to the store, taken as one consistent cut under the registry lock.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    /// Tasks to write (their state at the cut).
+    pub tasks: Vec<Task>,
+    /// Tasks removed by retention.
+    pub removed: Vec<Key>,
+    /// Tombstones to add (unix seconds of expiry) and to forget.
+    pub tombstones_added: Vec<(Key, f64)>,
+    pub tombstones_pruned: Vec<Key>,
+    /// Every app's aggregates at the cut.
+    pub apps: Vec<(u64, AppStats)>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+            && self.removed.is_empty()
+            && self.tombstones_added.is_empty()
+            && self.tombstones_pruned.is_empty()
+            && self.apps.is_empty()
+    }
+}
+
+/// What the store holds, handed back at start.
+#[derive(Debug, Clone, Default)]
+pub struct Restored {
+    pub tasks: Vec<Task>,
+    pub apps: Vec<(u64, AppStats)>,
+    pub tombstones: Vec<(Key, f64)>,
+}
 
 #[derive(Default)]
 struct Inner {
@@ -318,6 +356,19 @@ struct Inner {
     apps: BTreeMap<u64, AppStats>,
     /// Expired task ids and when they expired (unix seconds).
     tombstones: HashMap<Key, f64>,
+    /// Changes since the last batch.
+    dirty: HashSet<Key>,
+    apps_dirty: bool,
+    removed: HashSet<Key>,
+    tombstones_added: Vec<(Key, f64)>,
+    tombstones_pruned: Vec<Key>,
+}
+
+impl Inner {
+    fn touch(&mut self, key: &Key) {
+        self.dirty.insert(key.clone());
+        self.apps_dirty = true;
+    }
 }
 
 /// The registry. Cheap to share behind an `Arc`; every method takes a short std lock.
@@ -359,8 +410,71 @@ impl TaskRegistry {
     pub fn ensure_apps(&self, ids: impl IntoIterator<Item = u64>) {
         let mut inner = self.lock();
         for id in ids {
-            inner.apps.entry(id).or_default();
+            if !inner.apps.contains_key(&id) {
+                inner.apps.insert(id, AppStats::default());
+                inner.apps_dirty = true;
+            }
         }
+    }
+
+    /// Loads what the store held: tasks, aggregates and tombstones. Every task that has not had
+    /// its final read is polled again at once.
+    pub fn restore(&self, restored: Restored) {
+        let mut inner = self.lock();
+        for (id, stats) in restored.apps {
+            inner.apps.insert(id, stats);
+        }
+        for mut task in restored.tasks {
+            task.needs_poll = !task.final_read;
+            inner.apps.entry(task.sdk_app_id).or_default();
+            inner.tasks.insert((task.sdk_app_id, task.task_id.clone()), task);
+        }
+        inner.tombstones.extend(restored.tombstones);
+        drop(inner);
+        self.want_poll();
+    }
+
+    /// Takes every change since the last batch, for the store.
+    pub fn take_batch(&self) -> Batch {
+        let mut inner = self.lock();
+        let dirty = std::mem::take(&mut inner.dirty);
+        let tasks = dirty.iter().filter_map(|k| inner.tasks.get(k).cloned()).collect();
+        let apps = if std::mem::take(&mut inner.apps_dirty) {
+            inner.apps.iter().map(|(k, v)| (*k, v.clone())).collect()
+        } else {
+            Vec::new()
+        };
+        Batch {
+            tasks,
+            removed: std::mem::take(&mut inner.removed).into_iter().collect(),
+            tombstones_added: std::mem::take(&mut inner.tombstones_added),
+            tombstones_pruned: std::mem::take(&mut inner.tombstones_pruned),
+            apps,
+        }
+    }
+
+    /// A batch the store could not write: mark its changes dirty again, so the next write has them.
+    pub fn return_batch(&self, batch: Batch) {
+        let mut inner = self.lock();
+        for t in batch.tasks {
+            let key = (t.sdk_app_id, t.task_id);
+            if inner.tasks.contains_key(&key) {
+                inner.dirty.insert(key);
+            }
+        }
+        inner.apps_dirty |= !batch.apps.is_empty();
+        for key in batch.removed {
+            if !inner.tasks.contains_key(&key) {
+                inner.removed.insert(key);
+            }
+        }
+        // Newer entries win: what was taken is older than what is there now.
+        let mut added = batch.tombstones_added;
+        added.append(&mut inner.tombstones_added);
+        inner.tombstones_added = added;
+        let mut pruned = batch.tombstones_pruned;
+        pruned.append(&mut inner.tombstones_pruned);
+        inner.tombstones_pruned = pruned;
     }
 
     /// Subscribes to "a task wants an early poll".
@@ -379,13 +493,17 @@ impl TaskRegistry {
             let mut inner = self.lock();
             if inner.tasks.contains_key(&key) || inner.tombstones.contains_key(&key) {
                 if let (Some(t), Some(room)) = (inner.tasks.get_mut(&key), room_id) {
-                    t.room_id.get_or_insert(room);
+                    if t.room_id.is_none() {
+                        t.room_id = Some(room);
+                        inner.touch(&key);
+                    }
                 }
                 return false;
             }
             let mut task = Task::new(sdk_app_id, task_id.to_string(), source, unix_now());
             task.room_id = room_id;
             inner.apps.entry(sdk_app_id).or_default();
+            inner.touch(&key);
             inner.tasks.insert(key, task);
         }
         self.want_poll();
@@ -395,13 +513,16 @@ impl TaskRegistry {
     /// Applies an observation from a poll or a callback.
     pub fn observe(&self, sdk_app_id: u64, task_id: &str, obs: &Observation) -> Applied {
         let now = unix_now();
+        let key = (sdk_app_id, task_id.to_string());
         let mut inner = self.lock();
         let Inner { tasks, apps, .. } = &mut *inner;
-        let Some(task) = tasks.get_mut(&(sdk_app_id, task_id.to_string())) else {
+        let Some(task) = tasks.get_mut(&key) else {
             return Applied::default();
         };
         let stats = apps.entry(sdk_app_id).or_default();
-        merge(task, stats, obs, now)
+        let applied = merge(task, stats, obs, now);
+        inner.touch(&key);
+        applied
     }
 
     /// Applies a DescribeWhiteboardPush answer and records the poll.
@@ -437,7 +558,7 @@ impl TaskRegistry {
             let Inner { tasks, apps, .. } = &mut *inner;
             let stats = apps.entry(sdk_app_id).or_default();
             let task = tasks
-                .entry(key)
+                .entry(key.clone())
                 .or_insert_with(|| Task::new(sdk_app_id, task_id.to_string(), Source::Callback, now));
             let seen = match event {
                 PushEvent::Started => &mut task.seen_started_event,
@@ -451,6 +572,7 @@ impl TaskRegistry {
             if task.status.is_ended() && !task.final_read {
                 task.needs_poll = true;
             }
+            inner.touch(&key);
             CallbackApplied::Accepted(applied)
         };
         self.want_poll();
@@ -528,10 +650,22 @@ impl TaskRegistry {
             .collect();
         for key in &expired {
             inner.tasks.remove(key);
+            inner.dirty.remove(key);
+            inner.removed.insert(key.clone());
             inner.tombstones.insert(key.clone(), now);
+            inner.tombstones_added.push((key.clone(), now));
         }
         let tomb_cutoff = now - TOMBSTONE_TTL.as_secs_f64();
-        inner.tombstones.retain(|_, at| *at > tomb_cutoff);
+        let pruned: Vec<Key> = inner
+            .tombstones
+            .iter()
+            .filter(|(_, at)| **at <= tomb_cutoff)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in pruned {
+            inner.tombstones.remove(&key);
+            inner.tombstones_pruned.push(key);
+        }
         expired.len()
     }
 

@@ -50,6 +50,8 @@ pub fn config_yaml(endpoint: &str, apps: &[u64], poll_interval: &str, extra: &st
 
 /// A running exporter.
 pub struct Running {
+    /// The store's directory, removed with the exporter.
+    pub state: tempfile::TempDir,
     pub addr: SocketAddr,
     pub token: CancellationToken,
     pub registry: std::sync::Arc<TaskRegistry>,
@@ -86,20 +88,21 @@ pub fn fast_retry() -> RetryPolicy {
 }
 
 pub async fn start_exporter(yaml: &str) -> Running {
-    let config = Config::from_yaml(yaml, &|_| None).expect("test config is valid");
-    let exporter = Exporter::new(
-        config,
-        ServeOptions {
-            retry: fast_retry(),
-            ..Default::default()
-        },
-    );
+    let state = tempfile::tempdir().expect("temp dir");
+    let yaml = format!("{yaml}state:\n  path: {}\n", state.path().display());
+    let config = Config::from_yaml(&yaml, &|_| None).expect("test config is valid");
+    let options = ServeOptions {
+        retry: fast_retry(),
+        ..Default::default()
+    };
+    let exporter = Exporter::new(config, options).expect("store opens");
     let registry = exporter.registry.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let token = CancellationToken::new();
     let handle = tokio::spawn(exporter.serve(listener, token.clone()));
     Running {
+        state,
         addr,
         token,
         registry,
