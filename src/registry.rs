@@ -410,8 +410,8 @@ impl TaskRegistry {
     pub fn ensure_apps(&self, ids: impl IntoIterator<Item = u64>) {
         let mut inner = self.lock();
         for id in ids {
-            if !inner.apps.contains_key(&id) {
-                inner.apps.insert(id, AppStats::default());
+            if let std::collections::btree_map::Entry::Vacant(e) = inner.apps.entry(id) {
+                e.insert(AppStats::default());
                 inner.apps_dirty = true;
             }
         }
