@@ -626,11 +626,17 @@ impl TaskRegistry {
     pub fn mark_not_found(&self, sdk_app_id: u64, task_id: &str) -> Applied {
         let now = unix_now();
         let mut inner = self.lock();
-        let Some(t) = inner.tasks.get_mut(&(sdk_app_id, task_id.to_string())) else {
+        let key = (sdk_app_id, task_id.to_string());
+        let Some(t) = inner.tasks.get_mut(&key) else {
             return Applied::default();
         };
         // A task that was known once keeps what it was; UNKNOWN is only for ids Tencent never knew.
         t.last_update = now;
+        // An ended task Tencent no longer knows has nothing more to tell: that was its final read.
+        if t.status.is_ended() && t.finish_reason.is_some() {
+            t.final_read = true;
+        }
+        inner.touch(&key);
         Applied {
             tracked: true,
             ..Default::default()

@@ -55,6 +55,7 @@ pub struct Running {
     pub addr: SocketAddr,
     pub token: CancellationToken,
     pub registry: std::sync::Arc<TaskRegistry>,
+    pub store: std::sync::Arc<tiw_push_exporter::store::Store>,
     pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -74,8 +75,15 @@ impl Running {
     }
 
     pub async fn stop(self) {
+        self.stop_keeping_state().await;
+    }
+
+    /// Stops gracefully and hands back the store's directory, to start again on it.
+    pub async fn stop_keeping_state(self) -> tempfile::TempDir {
         self.token.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.handle).await;
+        drop(self.store);
+        self.state
     }
 }
 
@@ -88,7 +96,11 @@ pub fn fast_retry() -> RetryPolicy {
 }
 
 pub async fn start_exporter(yaml: &str) -> Running {
-    let state = tempfile::tempdir().expect("temp dir");
+    start_exporter_with_state(yaml, tempfile::tempdir().expect("temp dir")).await
+}
+
+/// Starts an exporter whose store lives in `state` (to restart on the same store).
+pub async fn start_exporter_with_state(yaml: &str, state: tempfile::TempDir) -> Running {
     let yaml = format!("{yaml}state:\n  path: {}\n", state.path().display());
     let config = Config::from_yaml(&yaml, &|_| None).expect("test config is valid");
     let options = ServeOptions {
@@ -96,7 +108,7 @@ pub async fn start_exporter(yaml: &str) -> Running {
         ..Default::default()
     };
     let exporter = Exporter::new(config, options).expect("store opens");
-    let registry = exporter.registry.clone();
+    let (registry, store) = (exporter.registry.clone(), exporter.store.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let token = CancellationToken::new();
@@ -106,6 +118,7 @@ pub async fn start_exporter(yaml: &str) -> Running {
         addr,
         token,
         registry,
+        store,
         handle,
     }
 }
@@ -155,6 +168,24 @@ impl Metrics {
     /// Sum over every matching series.
     pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.values(name, labels).iter().sum()
+    }
+
+    /// Task id → status (the state-set series that is 1), for checks over many tasks.
+    pub fn statuses(&self) -> HashMap<String, String> {
+        self.samples
+            .iter()
+            .filter(|(n, _, v)| n == "tiw_push_task_status" && *v == 1.0)
+            .filter_map(|(_, l, _)| Some((l.get("task_id")?.clone(), l.get("status")?.clone())))
+            .collect()
+    }
+
+    /// Task id → finish reason.
+    pub fn finish_reasons(&self) -> HashMap<String, String> {
+        self.samples
+            .iter()
+            .filter(|(n, _, _)| n == "tiw_push_task_finish_reason")
+            .filter_map(|(_, l, _)| Some((l.get("task_id")?.clone(), l.get("reason")?.clone())))
+            .collect()
     }
 
     /// The status whose state-set series is 1 for `task_id`.

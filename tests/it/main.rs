@@ -3,6 +3,7 @@
 mod callbacks;
 mod cli;
 mod common;
+mod durability;
 mod faults;
 mod lifecycle;
 mod promtool;
