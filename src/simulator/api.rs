@@ -23,6 +23,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/", post(handle))
         .route("/sim/stats", get(stats))
+        .route("/sim/tasks", get(tasks))
         .with_state(shared)
 }
 
@@ -30,6 +31,26 @@ async fn stats(State(shared): State<Arc<Shared>>) -> Response {
     let s = shared.stats_mut().clone();
     axum::Json(json!({ "requests": s.requests, "rate_limited": s.rate_limited, "auth_failures": s.auth_failures }))
         .into_response()
+}
+
+/// The simulator's truth, for tests and curious demo users: every task with its state.
+async fn tasks(State(shared): State<Arc<Shared>>) -> Response {
+    let tasks: Vec<Value> = shared
+        .world()
+        .tasks
+        .values()
+        .map(|t| {
+            let status = match t.status {
+                SimStatus::Prepared => "PREPARED",
+                SimStatus::Pushing => "PUSHING",
+                SimStatus::Stopped => "STOPPED",
+                SimStatus::Failed => "FAILED",
+            };
+            json!({"SdkAppId": t.sdk_app_id, "TaskId": t.task_id, "RoomId": t.room_id, "Status": status,
+                   "FinishReason": t.finish_reason, "ExceptionCnt": t.exception_cnt})
+        })
+        .collect();
+    axum::Json(tasks).into_response()
 }
 
 fn request_id() -> String {

@@ -6,5 +6,6 @@ mod common;
 mod durability;
 mod faults;
 mod lifecycle;
+mod observability;
 mod promtool;
 mod ratelimit;
