@@ -235,26 +235,40 @@ pub struct CallbackReceiver {
     registry: Arc<TaskRegistry>,
     metrics: Arc<ExporterMetrics>,
     /// SdkAppId → callback key (`None`: unsigned callbacks accepted).
-    keys: HashMap<u64, Option<SecretString>>,
-    pub max_body_bytes: usize,
+    keys: std::sync::RwLock<HashMap<u64, Option<SecretString>>>,
+    max_body_bytes: std::sync::atomic::AtomicUsize,
     /// Where a taken event is made durable before it is answered 200.
     store: std::sync::OnceLock<StoreHandle>,
 }
 
 impl CallbackReceiver {
     pub fn new(config: &Config, registry: Arc<TaskRegistry>, metrics: Arc<ExporterMetrics>) -> Self {
+        let receiver = CallbackReceiver {
+            registry,
+            metrics,
+            keys: Default::default(),
+            max_body_bytes: Default::default(),
+            store: Default::default(),
+        };
+        receiver.reconfigure(config);
+        receiver
+    }
+
+    /// Takes the apps, keys and body limit of a (re)loaded config.
+    pub fn reconfigure(&self, config: &Config) {
         let keys = config
             .apps
             .iter()
             .map(|a| (a.sdk_app_id, a.callback_key.clone()))
             .collect();
-        CallbackReceiver {
-            registry,
-            metrics,
-            keys,
-            max_body_bytes: config.callback.max_body_bytes,
-            store: Default::default(),
-        }
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+        self.max_body_bytes
+            .store(config.callback.max_body_bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The largest body accepted.
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// From now on, an event is answered 200 only once the store has it on disk.
@@ -270,11 +284,12 @@ impl CallbackReceiver {
             reason,
             delay_seconds: None,
         };
-        if body.len() > self.max_body_bytes {
+        let max_body_bytes = self.max_body_bytes();
+        if body.len() > max_body_bytes {
             return refuse(
                 "other",
                 CallbackOutcome::TooLarge,
-                format!("body larger than {} bytes", self.max_body_bytes),
+                format!("body larger than {max_body_bytes} bytes"),
             );
         }
         // Label from a best-effort look at EventType, so even a malformed push event is counted as one.
@@ -301,7 +316,13 @@ impl CallbackReceiver {
             Some(Err(reason)) => return refuse(event_type, CallbackOutcome::Malformed, reason),
             None => None,
         };
-        let Some(key) = self.keys.get(&envelope.sdk_app_id) else {
+        let key = self
+            .keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&envelope.sdk_app_id)
+            .cloned();
+        let Some(key) = key else {
             return refuse(
                 event_type,
                 CallbackOutcome::UnknownApp,
@@ -407,7 +428,7 @@ async fn read_limited(body: Body, max: usize) -> Result<Vec<u8>, String> {
 }
 
 async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Response {
-    let processed = match read_limited(body, receiver.max_body_bytes).await {
+    let processed = match read_limited(body, receiver.max_body_bytes()).await {
         Ok(bytes) => receiver.process(&bytes, unix_now()),
         Err(reason) => Processed {
             event_type: "other",

@@ -1,12 +1,14 @@
-//! Wires config → clients → poller and callback receiver → registry → metrics → HTTP for `serve`
-//! (and `demo`).
+//! Wires config → clients → poller and callback receiver → registry → store and metrics → HTTP for
+//! `serve` (and `demo`), and applies reloads.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -19,12 +21,17 @@ use crate::registry::{unix_now, Source, TaskRegistry};
 use crate::store::{spawn_writer, Store, StoreError};
 use crate::tencentcloud::{Client, Limiters, RetryPolicy, TiwClient};
 
+/// How long a graceful shutdown waits for open connections before it stops them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
 /// Options that come from flags rather than the config file.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub telemetry_path: String,
     /// Retry policy of API calls (tests shorten it).
     pub retry: RetryPolicy,
+    /// Where a reload reads the configuration from; `None`: reloads are refused.
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for ServeOptions {
@@ -32,7 +39,28 @@ impl Default for ServeOptions {
         ServeOptions {
             telemetry_path: "/metrics".into(),
             retry: RetryPolicy::default(),
+            config_file: None,
         }
+    }
+}
+
+type ReloadReply = oneshot::Sender<Result<String, String>>;
+
+/// Asks a running exporter to reload its configuration file (SIGHUP, `POST /-/reload`).
+#[derive(Clone)]
+pub struct ReloadHandle {
+    tx: mpsc::Sender<ReloadReply>,
+}
+
+impl ReloadHandle {
+    /// Reloads; `Ok` says what changed, `Err` why the new config was refused (the old one stays).
+    pub async fn reload(&self) -> Result<String, String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(tx)
+            .await
+            .map_err(|_| "the exporter is shutting down".to_string())?;
+        rx.await.map_err(|_| "the exporter is shutting down".to_string())?
     }
 }
 
@@ -41,12 +69,12 @@ pub struct Exporter {
     pub config: Config,
     pub registry: Arc<TaskRegistry>,
     pub metrics: Arc<ExporterMetrics>,
-    pub poller: Arc<Poller>,
     pub callbacks: Arc<CallbackReceiver>,
-    pub clients: HashMap<u64, TiwClient>,
     pub store: Arc<Store>,
     options: ServeOptions,
     ready: Arc<AtomicBool>,
+    reload_tx: mpsc::Sender<ReloadReply>,
+    reload_rx: mpsc::Receiver<ReloadReply>,
 }
 
 /// One HTTP client for every app: connection pooling across apps on the same endpoint.
@@ -74,6 +102,44 @@ pub fn build_clients(config: &Config, metrics: &Arc<ExporterMetrics>, retry: Ret
         .collect()
 }
 
+fn build_poller(
+    config: &Config,
+    registry: &Arc<TaskRegistry>,
+    metrics: &Arc<ExporterMetrics>,
+    retry: RetryPolicy,
+) -> Arc<Poller> {
+    let clients = build_clients(config, metrics, retry);
+    let apps = config
+        .apps
+        .iter()
+        .map(|app| {
+            let client = clients[&app.sdk_app_id].clone();
+            (
+                app.sdk_app_id,
+                PolledApp {
+                    client,
+                    discover: app.discover,
+                    group: limiter_key(&app.api),
+                },
+            )
+        })
+        .collect();
+    let settings = PollSettings {
+        interval: config.poll.interval,
+        discovery_interval: config.poll.discovery_interval,
+        retention: config.retention_stopped_tasks,
+    };
+    Poller::new(registry.clone(), metrics.clone(), apps, settings)
+}
+
+fn track_configured_tasks(config: &Config, registry: &TaskRegistry) {
+    for app in &config.apps {
+        for task in &app.tasks {
+            registry.track(app.sdk_app_id, task, None, Source::Config);
+        }
+    }
+}
+
 impl Exporter {
     /// Opens the store at `state.path`, restores the registry from it, and builds every component.
     /// A store that cannot be opened or read is an error: the exporter never starts empty by accident.
@@ -86,50 +152,49 @@ impl Exporter {
         if tasks > 0 || apps > 0 {
             tracing::info!(path = %store.path().display(), tasks, apps, "restored state");
         }
-        registry.ensure_apps(config.apps.iter().map(|a| a.sdk_app_id));
+        // Apps dropped from the configuration while the exporter was down go now.
+        let configured: BTreeSet<u64> = config.apps.iter().map(|a| a.sdk_app_id).collect();
+        for (id, _) in registry.snapshot().1 {
+            if !configured.contains(&id) {
+                registry.remove_app(id);
+            }
+        }
+        registry.ensure_apps(configured);
         let metrics = ExporterMetrics::new(registry.clone(), config.per_task_metrics);
         metrics.config_last_reload_successful.set(1.0);
         metrics.config_last_reload_success_timestamp.set(unix_now());
-        let clients = build_clients(&config, &metrics, options.retry);
-        let apps = config
-            .apps
-            .iter()
-            .map(|app| {
-                let client = clients[&app.sdk_app_id].clone();
-                (
-                    app.sdk_app_id,
-                    PolledApp {
-                        client,
-                        discover: app.discover,
-                        group: limiter_key(&app.api),
-                    },
-                )
-            })
-            .collect();
-        let settings = PollSettings {
-            interval: config.poll.interval,
-            discovery_interval: config.poll.discovery_interval,
-            retention: config.retention_stopped_tasks,
-        };
-        let poller = Poller::new(registry.clone(), metrics.clone(), apps, settings);
         let callbacks = Arc::new(CallbackReceiver::new(&config, registry.clone(), metrics.clone()));
+        let (reload_tx, reload_rx) = mpsc::channel(4);
         Ok(Exporter {
             config,
             registry,
             metrics,
-            poller,
             callbacks,
-            clients,
             store,
             options,
             ready: Arc::new(AtomicBool::new(false)),
+            reload_tx,
+            reload_rx,
         })
+    }
+
+    /// A handle that reloads this exporter once it serves.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle {
+            tx: self.reload_tx.clone(),
+        }
     }
 
     /// The callback path must not shadow another endpoint of the listener it shares.
     fn check_routes(&self) -> std::io::Result<()> {
         let cb = self.config.callback.path.as_str();
-        let taken = [self.options.telemetry_path.as_str(), "/", "/-/healthy", "/-/ready"];
+        let taken = [
+            self.options.telemetry_path.as_str(),
+            "/",
+            "/-/healthy",
+            "/-/ready",
+            "/-/reload",
+        ];
         if self.config.callback.listen_address.is_none() && taken.contains(&cb) {
             return Err(std::io::Error::other(format!(
                 "callback.path {cb} collides with another endpoint of the main listener"
@@ -138,12 +203,14 @@ impl Exporter {
         Ok(())
     }
 
-    /// The main router: metrics, health, landing page, and callbacks unless they have their own listener.
+    /// The main router: metrics, health, reload, landing page, and callbacks unless they have their
+    /// own listener.
     pub fn router(&self) -> axum::Router {
         let main = router(HttpState {
             metrics: self.metrics.clone(),
             ready: self.ready.clone(),
             telemetry_path: self.options.telemetry_path.clone(),
+            reload: Some(self.reload_handle()),
         });
         match self.config.callback.listen_address {
             None => main.merge(self.callback_router()),
@@ -171,7 +238,8 @@ impl Exporter {
     }
 
     /// Tracks the configured tasks, starts polling, and serves HTTP on `listener` (and callbacks on
-    /// `callback_listener` when given) until `token` is cancelled; then waits for every loop to stop.
+    /// `callback_listener` when given) until `token` is cancelled; then lets open requests finish
+    /// (at most [`SHUTDOWN_GRACE`]), writes the store a last time and waits for every loop to stop.
     pub async fn serve_with(
         self,
         listener: TcpListener,
@@ -179,11 +247,7 @@ impl Exporter {
         token: CancellationToken,
     ) -> std::io::Result<()> {
         self.check_routes()?;
-        for app in &self.config.apps {
-            for task in &app.tasks {
-                self.registry.track(app.sdk_app_id, task, None, Source::Config);
-            }
-        }
+        track_configured_tasks(&self.config, &self.registry);
         let tracker = TaskTracker::new();
         // The writer outlives the HTTP servers, so callbacks still in flight at shutdown are made
         // durable and answered; it writes a last batch when it stops.
@@ -196,26 +260,172 @@ impl Exporter {
             writer_token.clone(),
         );
         self.callbacks.set_store(store);
-        self.poller.spawn(&tracker, &token);
+        let main_router = self.router();
+        let callback_router = self.callback_router();
+        let Exporter {
+            config,
+            registry,
+            metrics,
+            callbacks,
+            options,
+            ready,
+            mut reload_rx,
+            ..
+        } = self;
+
+        let mut supervisor = Supervisor {
+            config,
+            registry,
+            metrics,
+            callbacks,
+            options,
+            poller: None,
+        };
+        supervisor.start_poller(&token);
+        let stop = token.clone();
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    req = reload_rx.recv() => match req {
+                        Some(reply) => {
+                            let result = supervisor.reload(&stop).await;
+                            let _ = reply.send(result);
+                        }
+                        None => break,
+                    },
+                    _ = stop.cancelled() => break,
+                }
+            }
+            supervisor.stop_poller().await;
+        });
+
         if let Some(cb_listener) = callback_listener {
-            let (app, stop) = (self.callback_router(), token.clone());
+            let stop = token.clone();
             tracker.spawn(async move {
-                let served =
-                    axum::serve(cb_listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+                let served = axum::serve(cb_listener, callback_router).with_graceful_shutdown(graceful(stop));
                 if let Err(e) = served.await {
                     tracing::error!(error = %e, "callback listener failed");
                 }
             });
         }
         tracker.close();
-        self.ready.store(true, Ordering::Release);
+        ready.store(true, Ordering::Release);
         let stop = token.clone();
-        let result = axum::serve(listener, self.router())
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
+        let server = axum::serve(listener, main_router).with_graceful_shutdown(graceful(stop));
+        let result = tokio::select! {
+            served = std::future::IntoFuture::into_future(server) => served,
+            _ = async { token.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+                tracing::warn!("open connections did not finish within {SHUTDOWN_GRACE:?}; closing them");
+                Ok(())
+            }
+        };
         token.cancel();
         writer_token.cancel();
         tracker.wait().await;
         result
+    }
+}
+
+/// Resolves when `token` is cancelled: axum then stops accepting and lets open requests finish.
+async fn graceful(token: CancellationToken) {
+    token.cancelled().await;
+}
+
+/// Owns what a reload replaces: the configuration and the poller.
+struct Supervisor {
+    config: Config,
+    registry: Arc<TaskRegistry>,
+    metrics: Arc<ExporterMetrics>,
+    callbacks: Arc<CallbackReceiver>,
+    options: ServeOptions,
+    poller: Option<(CancellationToken, TaskTracker)>,
+}
+
+impl Supervisor {
+    fn start_poller(&mut self, parent: &CancellationToken) {
+        let poller = build_poller(&self.config, &self.registry, &self.metrics, self.options.retry);
+        let (token, tracker) = (parent.child_token(), TaskTracker::new());
+        poller.spawn(&tracker, &token);
+        tracker.close();
+        self.poller = Some((token, tracker));
+    }
+
+    async fn stop_poller(&mut self) {
+        if let Some((token, tracker)) = self.poller.take() {
+            token.cancel();
+            tracker.wait().await;
+            // Polls cut off mid-flight will not report back.
+            self.registry.clear_polling();
+        }
+    }
+
+    /// Loads the config file again and swaps it in; on any problem the old one stays.
+    async fn reload(&mut self, parent: &CancellationToken) -> Result<String, String> {
+        let result = self.try_reload(parent).await;
+        match &result {
+            Ok(summary) => {
+                self.metrics.config_last_reload_successful.set(1.0);
+                self.metrics.config_last_reload_success_timestamp.set(unix_now());
+                tracing::info!(changes = %summary, "configuration reloaded");
+            }
+            Err(e) => {
+                self.metrics.config_last_reload_successful.set(0.0);
+                tracing::error!(error = %e, "configuration reload refused; the previous configuration stays in force");
+            }
+        }
+        result
+    }
+
+    async fn try_reload(&mut self, parent: &CancellationToken) -> Result<String, String> {
+        let path = self
+            .options
+            .config_file
+            .clone()
+            .ok_or("started without a configuration file: nothing to reload")?;
+        let new = Config::load(&path).map_err(|e| format!("{}:\n{e}", path.display()))?;
+        let restart_only = [
+            ("state.path", self.config.state_path != new.state_path),
+            ("callback.path", self.config.callback.path != new.callback.path),
+            (
+                "callback.listen_address",
+                self.config.callback.listen_address != new.callback.listen_address,
+            ),
+        ];
+        let needs_restart: Vec<&str> = restart_only
+            .iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(k, _)| *k)
+            .collect();
+        if !needs_restart.is_empty() {
+            return Err(format!(
+                "{} changed: that takes a restart, not a reload",
+                needs_restart.join(", ")
+            ));
+        }
+        let old: BTreeSet<u64> = self.config.apps.iter().map(|a| a.sdk_app_id).collect();
+        let new_ids: BTreeSet<u64> = new.apps.iter().map(|a| a.sdk_app_id).collect();
+        self.stop_poller().await;
+        let mut removed_tasks = 0;
+        for id in old.difference(&new_ids) {
+            removed_tasks += self.registry.remove_app(*id);
+            let label = id.to_string();
+            let _ = self.metrics.up.remove_label_values(&[&label]);
+            let _ = self.metrics.last_poll_success.remove_label_values(&[&label]);
+        }
+        self.registry.ensure_apps(new_ids.iter().copied());
+        track_configured_tasks(&new, &self.registry);
+        self.callbacks.reconfigure(&new);
+        self.metrics
+            .per_task_metrics
+            .store(new.per_task_metrics, Ordering::Relaxed);
+        let summary = format!(
+            "{} apps (added {:?}, removed {:?} with {removed_tasks} tasks)",
+            new_ids.len(),
+            new_ids.difference(&old).collect::<Vec<_>>(),
+            old.difference(&new_ids).collect::<Vec<_>>()
+        );
+        self.config = new;
+        self.start_poller(parent);
+        Ok(summary)
     }
 }

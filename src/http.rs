@@ -9,6 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::exporter::ReloadHandle;
 use crate::metrics::{ExporterMetrics, REVISION, TEXT_CONTENT_TYPE, VERSION};
 
 /// What the handlers share.
@@ -18,6 +19,8 @@ pub struct HttpState {
     /// Set once the registry is loaded and the poller runs.
     pub ready: Arc<AtomicBool>,
     pub telemetry_path: String,
+    /// Where `POST /-/reload` goes; `None` answers 503.
+    pub reload: Option<ReloadHandle>,
 }
 
 /// The router, apart from any socket so that tests can drive it with `oneshot`.
@@ -27,6 +30,7 @@ pub fn router(state: HttpState) -> Router {
         .route(&state.telemetry_path, get(metrics))
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(ready))
+        .route("/-/reload", axum::routing::post(reload).get(reload_hint))
         .with_state(state)
 }
 
@@ -37,6 +41,29 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         Ok(body) => ([(header::CONTENT_TYPE, TEXT_CONTENT_TYPE)], body).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metrics rendering failed\n").into_response(),
     }
+}
+
+async fn reload(State(state): State<HttpState>) -> Response {
+    let Some(handle) = state.reload else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "reload is not available here\n").into_response();
+    };
+    match handle.reload().await {
+        Ok(summary) => (StatusCode::OK, format!("configuration reloaded: {summary}\n")).into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("configuration refused, the previous one stays in force:\n{e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn reload_hint() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "POST")],
+        "Only POST reloads the configuration: curl -X POST http://<exporter>/-/reload\n",
+    )
+        .into_response()
 }
 
 async fn ready(State(state): State<HttpState>) -> Response {
@@ -68,6 +95,7 @@ Version <code>{VERSION}</code>, revision <code>{REVISION}</code>.</p>
 <li><a href="{path}">Metrics</a> — task status, durations, exceptions and exporter health (polled in the background; a scrape never calls Tencent)</li>
 <li><a href="/-/healthy">Health</a></li>
 <li><a href="/-/ready">Readiness</a></li>
+<li><code>POST /-/reload</code> (or SIGHUP) reloads the configuration file</li>
 </ul>
 </body></html>
 "#
@@ -87,6 +115,7 @@ mod tests {
             metrics: ExporterMetrics::new(Arc::new(TaskRegistry::new()), true),
             ready: Arc::new(AtomicBool::new(ready)),
             telemetry_path: "/custom".into(),
+            reload: None,
         }
     }
 
@@ -117,6 +146,9 @@ mod tests {
         );
         assert_eq!(get(router(state(true)), "/-/ready").await.0, StatusCode::OK);
         assert_eq!(get(router(state(true)), "/-/healthy").await.0, StatusCode::OK);
+        let (s, _, hint) = get(router(state(true)), "/-/reload").await;
+        assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(hint.contains("POST"));
         let (s, _, body) = get(router(state(true)), "/").await;
         assert_eq!(s, StatusCode::OK);
         assert!(body.contains(r#"href="/custom""#));

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use secrecy::ExposeSecret;
 use tiw_push_exporter::config::{parse_listen_address, Config};
-use tiw_push_exporter::exporter::{build_clients, Exporter, ServeOptions};
+use tiw_push_exporter::exporter::{build_clients, Exporter, ReloadHandle, ServeOptions};
 use tiw_push_exporter::tencentcloud::{ApiError, TiwClient};
 use tiw_push_exporter::{demo, metrics::ExporterMetrics, registry::TaskRegistry};
 
@@ -159,6 +159,23 @@ fn cancel_on_signal(token: CancellationToken) {
     });
 }
 
+/// Reloads the configuration on every SIGHUP (the outcome is logged by the exporter).
+fn reload_on_sighup(handle: ReloadHandle) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::error!("cannot listen for SIGHUP; reload with POST /-/reload");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            let _ = handle.reload().await;
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = handle;
+}
+
 async fn bind(address: &str) -> anyhow::Result<tokio::net::TcpListener> {
     let addr = parse_listen_address(address).map_err(|e| anyhow::anyhow!("--web.listen-address: {e}"))?;
     tokio::net::TcpListener::bind(addr)
@@ -178,11 +195,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => {
             let config =
                 Config::load(&cli.config_file).map_err(|e| anyhow::anyhow!("{}: {e}", cli.config_file.display()))?;
+            let apps = config.apps.len();
+            let options = ServeOptions {
+                config_file: Some(cli.config_file.clone()),
+                ..options
+            };
+            let exporter = Exporter::new(config, options)?;
             let listener = bind(&cli.listen_address).await?;
-            tracing::info!(address = %listener.local_addr()?, apps = config.apps.len(), version = env!("CARGO_PKG_VERSION"), "listening");
+            tracing::info!(address = %listener.local_addr()?, apps, version = env!("CARGO_PKG_VERSION"), "listening");
             let token = CancellationToken::new();
             cancel_on_signal(token.clone());
-            Exporter::new(config, options)?.serve(listener, token).await?;
+            reload_on_sighup(exporter.reload_handle());
+            exporter.serve(listener, token).await?;
+            tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { simulator_address } => {

@@ -5,6 +5,7 @@
 //! time under a short lock, with no I/O and no `.await`. Polling happens in the background because
 //! the API is rate limited; a scrape never calls Tencent.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
@@ -46,6 +47,8 @@ pub struct ExporterMetrics {
     pub store_write_duration: prometheus::Histogram,
     pub store_errors: IntCounterVec,
     pub store_last_write_successful: prometheus::Gauge,
+    /// Whether per-task series are rendered (`per_task_metrics`).
+    pub per_task_metrics: Arc<AtomicBool>,
 }
 
 impl ExporterMetrics {
@@ -159,7 +162,8 @@ impl ExporterMetrics {
         registry.register(Box::new(store_write_duration.clone()))?;
         registry.register(Box::new(store_errors.clone()))?;
         registry.register(Box::new(store_last_write_successful.clone()))?;
-        registry.register(Box::new(TaskCollector::new(tasks, per_task_metrics)?))?;
+        let per_task_metrics = Arc::new(AtomicBool::new(per_task_metrics));
+        registry.register(Box::new(TaskCollector::new(tasks, per_task_metrics.clone())?))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(Arc::new(ExporterMetrics {
@@ -176,6 +180,7 @@ impl ExporterMetrics {
             store_write_duration,
             store_errors,
             store_last_write_successful,
+            per_task_metrics,
         }))
     }
 
@@ -304,13 +309,14 @@ const AGGREGATE: [&FamilySpec; 5] = [&TASKS, &STARTED, &FINISHED, &EXCEPTIONS_TO
 /// Renders the registry as metric families at scrape time.
 pub struct TaskCollector {
     tasks: Arc<TaskRegistry>,
-    per_task: bool,
+    /// `per_task_metrics`, switchable by a reload.
+    per_task: Arc<AtomicBool>,
     descs: Vec<Desc>,
 }
 
 impl TaskCollector {
-    pub fn new(tasks: Arc<TaskRegistry>, per_task: bool) -> prometheus::Result<TaskCollector> {
-        let specs = PER_TASK.iter().filter(|_| per_task).chain(AGGREGATE.iter());
+    pub fn new(tasks: Arc<TaskRegistry>, per_task: Arc<AtomicBool>) -> prometheus::Result<TaskCollector> {
+        let specs = PER_TASK.iter().chain(AGGREGATE.iter());
         let descs = specs
             .map(|s| {
                 Desc::new(
@@ -374,7 +380,7 @@ impl Collector for TaskCollector {
         let view = self.tasks.view();
         let mut out = Vec::with_capacity(14);
 
-        if self.per_task {
+        if self.per_task.load(Ordering::Relaxed) {
             let n = view.len();
             let (
                 mut info,

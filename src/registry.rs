@@ -330,6 +330,8 @@ pub struct Batch {
     pub tombstones_pruned: Vec<Key>,
     /// Every app's aggregates at the cut.
     pub apps: Vec<(u64, AppStats)>,
+    /// Apps taken out of the configuration: their aggregates go too.
+    pub apps_removed: Vec<u64>,
 }
 
 impl Batch {
@@ -339,6 +341,7 @@ impl Batch {
             && self.tombstones_added.is_empty()
             && self.tombstones_pruned.is_empty()
             && self.apps.is_empty()
+            && self.apps_removed.is_empty()
     }
 }
 
@@ -360,6 +363,7 @@ struct Inner {
     dirty: HashSet<Key>,
     apps_dirty: bool,
     removed: HashSet<Key>,
+    apps_removed: Vec<u64>,
     tombstones_added: Vec<(Key, f64)>,
     tombstones_pruned: Vec<Key>,
 }
@@ -434,6 +438,31 @@ impl TaskRegistry {
         self.want_poll();
     }
 
+    /// Forgets that polls were in flight: their poller was stopped (a reload) and will not finish them.
+    pub fn clear_polling(&self) {
+        let mut inner = self.lock();
+        for t in inner.tasks.values_mut() {
+            t.polling = false;
+        }
+    }
+
+    /// Removes an app taken out of the configuration: its tasks and aggregates, here and in the
+    /// store. Returns how many tasks went.
+    pub fn remove_app(&self, sdk_app_id: u64) -> usize {
+        let mut inner = self.lock();
+        let keys: Vec<Key> = inner.tasks.keys().filter(|k| k.0 == sdk_app_id).cloned().collect();
+        for key in &keys {
+            inner.tasks.remove(key);
+            inner.dirty.remove(key);
+            inner.removed.insert(key.clone());
+        }
+        inner.tombstones.retain(|k, _| k.0 != sdk_app_id);
+        if inner.apps.remove(&sdk_app_id).is_some() {
+            inner.apps_removed.push(sdk_app_id);
+        }
+        keys.len()
+    }
+
     /// Takes every change since the last batch, for the store.
     pub fn take_batch(&self) -> Batch {
         let mut inner = self.lock();
@@ -450,6 +479,7 @@ impl TaskRegistry {
             tombstones_added: std::mem::take(&mut inner.tombstones_added),
             tombstones_pruned: std::mem::take(&mut inner.tombstones_pruned),
             apps,
+            apps_removed: std::mem::take(&mut inner.apps_removed),
         }
     }
 
@@ -463,6 +493,11 @@ impl TaskRegistry {
             }
         }
         inner.apps_dirty |= !batch.apps.is_empty();
+        for id in batch.apps_removed {
+            if !inner.apps.contains_key(&id) && !inner.apps_removed.contains(&id) {
+                inner.apps_removed.push(id);
+            }
+        }
         for key in batch.removed {
             if !inner.tasks.contains_key(&key) {
                 inner.removed.insert(key);

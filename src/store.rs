@@ -206,6 +206,9 @@ impl Store {
                     .map_err(|e| self.write_err(e))?;
             }
             let mut apps = txn.open_table(APPS).map_err(|e| self.write_err(e))?;
+            for id in &batch.apps_removed {
+                apps.remove(*id).map_err(|e| self.write_err(e))?;
+            }
             for (id, stats) in &batch.apps {
                 let value = serde_json::to_vec(stats).map_err(|e| self.write_err(e))?;
                 apps.insert(*id, value.as_slice()).map_err(|e| self.write_err(e))?;
