@@ -7,5 +7,6 @@ mod durability;
 mod faults;
 mod lifecycle;
 mod observability;
+mod operation;
 mod promtool;
 mod ratelimit;
