@@ -20,6 +20,7 @@ use crate::poller::{PollSettings, PolledApp, Poller};
 use crate::registry::{unix_now, Source, TaskRegistry};
 use crate::store::{spawn_writer, Store, StoreError};
 use crate::tencentcloud::{Client, Limiters, RetryPolicy, TiwClient};
+use crate::webconfig::{require_auth, TlsListener, WebConfig};
 
 /// How long a graceful shutdown waits for open connections before it stops them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
@@ -32,6 +33,8 @@ pub struct ServeOptions {
     pub retry: RetryPolicy,
     /// Where a reload reads the configuration from; `None`: reloads are refused.
     pub config_file: Option<PathBuf>,
+    /// TLS and basic auth (`--web.config.file`).
+    pub web: WebConfig,
 }
 
 impl Default for ServeOptions {
@@ -40,6 +43,7 @@ impl Default for ServeOptions {
             telemetry_path: "/metrics".into(),
             retry: RetryPolicy::default(),
             config_file: None,
+            web: WebConfig::default(),
         }
     }
 }
@@ -212,6 +216,18 @@ impl Exporter {
             telemetry_path: self.options.telemetry_path.clone(),
             reload: Some(self.reload_handle()),
         });
+        let main = match &self.options.web.auth {
+            // Basic auth guards metrics, reload and the landing page; probes stay open, and
+            // callbacks carry their own signature.
+            Some(auth) => {
+                let open = vec!["/-/healthy".to_string(), "/-/ready".to_string()];
+                main.layer(axum::middleware::from_fn_with_state(
+                    (auth.clone(), Arc::new(open)),
+                    require_auth,
+                ))
+            }
+            None => main,
+        };
         match self.config.callback.listen_address {
             None => main.merge(self.callback_router()),
             Some(_) => main,
@@ -262,6 +278,7 @@ impl Exporter {
         self.callbacks.set_store(store);
         let main_router = self.router();
         let callback_router = self.callback_router();
+        let tls = self.options.web.tls.clone();
         let Exporter {
             config,
             registry,
@@ -300,25 +317,16 @@ impl Exporter {
         });
 
         if let Some(cb_listener) = callback_listener {
-            let stop = token.clone();
+            let (stop, tls) = (token.clone(), tls.clone());
             tracker.spawn(async move {
-                let served = axum::serve(cb_listener, callback_router).with_graceful_shutdown(graceful(stop));
-                if let Err(e) = served.await {
+                if let Err(e) = serve_http(cb_listener, tls, callback_router, stop).await {
                     tracing::error!(error = %e, "callback listener failed");
                 }
             });
         }
         tracker.close();
         ready.store(true, Ordering::Release);
-        let stop = token.clone();
-        let server = axum::serve(listener, main_router).with_graceful_shutdown(graceful(stop));
-        let result = tokio::select! {
-            served = std::future::IntoFuture::into_future(server) => served,
-            _ = async { token.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
-                tracing::warn!("open connections did not finish within {SHUTDOWN_GRACE:?}; closing them");
-                Ok(())
-            }
-        };
+        let result = serve_http(listener, tls, main_router, token.clone()).await;
         token.cancel();
         writer_token.cancel();
         tracker.wait().await;
@@ -326,9 +334,37 @@ impl Exporter {
     }
 }
 
-/// Resolves when `token` is cancelled: axum then stops accepting and lets open requests finish.
-async fn graceful(token: CancellationToken) {
-    token.cancelled().await;
+/// Serves `router` on `listener` (over TLS when `tls` is set) until `token` is cancelled, then
+/// lets open requests finish for at most [`SHUTDOWN_GRACE`].
+async fn serve_http(
+    listener: TcpListener,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    router: axum::Router,
+    token: CancellationToken,
+) -> std::io::Result<()> {
+    match tls {
+        Some(tls) => {
+            let listener = TlsListener::new(listener, tls, token.clone())?;
+            serve_bounded(listener, router, token).await
+        }
+        None => serve_bounded(listener, router, token).await,
+    }
+}
+
+async fn serve_bounded<L>(listener: L, router: axum::Router, token: CancellationToken) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let stop = token.clone();
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
+    tokio::select! {
+        served = std::future::IntoFuture::into_future(server) => served,
+        _ = async { token.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::warn!("open connections did not finish within {SHUTDOWN_GRACE:?}; closing them");
+            Ok(())
+        }
+    }
 }
 
 /// Owns what a reload replaces: the configuration and the poller.

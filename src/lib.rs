@@ -19,3 +19,4 @@ pub mod registry;
 pub mod simulator;
 pub mod store;
 pub mod tencentcloud;
+pub mod webconfig;

@@ -11,6 +11,7 @@ use secrecy::ExposeSecret;
 use tiw_push_exporter::config::{parse_listen_address, Config};
 use tiw_push_exporter::exporter::{build_clients, Exporter, ReloadHandle, ServeOptions};
 use tiw_push_exporter::tencentcloud::{ApiError, TiwClient};
+use tiw_push_exporter::webconfig::WebConfig;
 use tiw_push_exporter::{demo, metrics::ExporterMetrics, registry::TaskRegistry};
 
 /// Prometheus exporter for Tencent Cloud Interactive Whiteboard (TIW) whiteboard-push tasks.
@@ -25,6 +26,9 @@ struct Cli {
     /// Address to listen on for metrics, health and callbacks.
     #[arg(long = "web.listen-address", global = true, default_value = ":9897")]
     listen_address: String,
+    /// TLS and basic auth, in the Prometheus exporter-toolkit format (tls_server_config, basic_auth_users).
+    #[arg(long = "web.config.file", global = true)]
+    web_config_file: Option<PathBuf>,
     /// Path under which metrics are exposed.
     #[arg(long = "web.telemetry-path", global = true, default_value = "/metrics")]
     telemetry_path: String,
@@ -48,6 +52,8 @@ enum Command {
     },
     /// Validate the configuration file and print every problem with its key path.
     CheckConfig,
+    /// Exit 0 when the exporter at --web.listen-address answers /-/healthy (for container health checks).
+    Healthcheck,
     /// Show or change the callback URL and key registered with TIW for an app.
     Callback {
         #[command(subcommand)]
@@ -159,6 +165,33 @@ fn cancel_on_signal(token: CancellationToken) {
     });
 }
 
+/// GET /-/healthy on this machine's listener; exit 0 when it answers 200.
+async fn healthcheck(listen_address: &str, tls: bool) -> anyhow::Result<ExitCode> {
+    let addr = parse_listen_address(listen_address).map_err(|e| anyhow::anyhow!("--web.listen-address: {e}"))?;
+    let host = if addr.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    let url = format!("{}://{host}/-/healthy", if tls { "https" } else { "http" });
+    // Our own loopback listener: its certificate is for the outside name, not 127.0.0.1.
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .danger_accept_invalid_certs(true)
+        .build()?;
+    match client.get(&url).send().await {
+        Ok(r) if r.status().is_success() => Ok(ExitCode::SUCCESS),
+        Ok(r) => {
+            eprintln!("{url}: HTTP {}", r.status());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 /// Reloads the configuration on every SIGHUP (the outcome is logged by the exporter).
 fn reload_on_sighup(handle: ReloadHandle) {
     #[cfg(unix)]
@@ -191,7 +224,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if !options.telemetry_path.starts_with('/') {
         anyhow::bail!("--web.telemetry-path must start with '/'");
     }
+    let web = match &cli.web_config_file {
+        Some(path) => WebConfig::load(path)?,
+        None => WebConfig::default(),
+    };
+    let options = ServeOptions { web, ..options };
     match cli.command.unwrap_or(Command::Serve) {
+        Command::Healthcheck => healthcheck(&cli.listen_address, options.web.tls.is_some()).await,
         Command::Serve => {
             let config =
                 Config::load(&cli.config_file).map_err(|e| anyhow::anyhow!("{}: {e}", cli.config_file.display()))?;

@@ -101,11 +101,16 @@ pub async fn start_exporter(yaml: &str) -> Running {
 
 /// Starts an exporter whose store lives in `state` (to restart on the same store).
 pub async fn start_exporter_with_state(yaml: &str, state: tempfile::TempDir) -> Running {
+    start_exporter_with(yaml, state, ServeOptions::default()).await
+}
+
+/// Starts an exporter with `options` (retries shortened) and its store in `state`.
+pub async fn start_exporter_with(yaml: &str, state: tempfile::TempDir, options: ServeOptions) -> Running {
     let yaml = format!("{yaml}state:\n  path: {}\n", state.path().display());
     let config = Config::from_yaml(&yaml, &|_| None).expect("test config is valid");
     let options = ServeOptions {
         retry: fast_retry(),
-        ..Default::default()
+        ..options
     };
     let exporter = Exporter::new(config, options).expect("store opens");
     let (registry, store) = (exporter.registry.clone(), exporter.store.clone());

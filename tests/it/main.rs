@@ -10,3 +10,4 @@ mod observability;
 mod operation;
 mod promtool;
 mod ratelimit;
+mod tls;

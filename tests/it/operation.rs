@@ -16,7 +16,10 @@ const B: u64 = 1400000002;
 const C: u64 = 1400000003;
 
 fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 pub struct Proc {
@@ -42,9 +45,14 @@ pub fn spawn(config: &Path, extra: &[&str]) -> Proc {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok);
+    let mut lines = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
     let addr = lines
-        .find_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("address=").map(str::to_string)))
+        .find_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("address=").map(str::to_string))
+        })
         .expect("the exporter logs its address");
     std::thread::spawn(move || lines.for_each(drop));
     Proc { child, addr }
@@ -55,11 +63,21 @@ fn apps_yaml(endpoint: &str, apps: &[(u64, &str)], state: &Path, tail: &str) -> 
     for (id, key) in apps {
         s.push_str(&format!("  - sdk_app_id: {id}\n    callback_key: \"{key}\"\n"));
     }
-    s + &format!("poll:\n  interval: 300ms\n  discovery_interval: 300ms\nstate:\n  path: {}\n{tail}", state.display())
+    s + &format!(
+        "poll:\n  interval: 300ms\n  discovery_interval: 300ms\nstate:\n  path: {}\n{tail}",
+        state.display()
+    )
 }
 
 async fn scrape(addr: &str) -> Metrics {
-    Metrics::parse(&reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap())
+    Metrics::parse(
+        &reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
 }
 
 async fn wait_metrics(addr: &str, what: &str, check: impl Fn(&Metrics) -> bool) -> Metrics {
@@ -78,7 +96,11 @@ async fn post_callback(addr: &str, app: u64, key: &str, task: &str) -> u16 {
     let body = json!({"EventType": "WhiteboardPushStarted", "SdkAppId": app, "Timestamp": now(),
                       "EventData": {"TaskId": task, "PushStartTime": now()}});
     let body = sign_event(body, key, now() + 300).to_string();
-    let sent = reqwest::Client::new().post(format!("http://{addr}/callback")).body(body).send().await;
+    let sent = reqwest::Client::new()
+        .post(format!("http://{addr}/callback"))
+        .body(body)
+        .send()
+        .await;
     sent.map(|r| r.status().as_u16()).unwrap_or(0)
 }
 
@@ -92,46 +114,113 @@ async fn reload_adds_and_removes_apps_rotates_keys_and_refuses_a_broken_config()
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let config: PathBuf = dir.path().join("config.yaml");
-    std::fs::write(&config, apps_yaml(&sim.endpoint(), &[(A, "keyOne"), (B, "keyB")], &state, "")).unwrap();
+    std::fs::write(
+        &config,
+        apps_yaml(&sim.endpoint(), &[(A, "keyOne"), (B, "keyB")], &state, ""),
+    )
+    .unwrap();
     let proc = spawn(&config, &[]);
     let addr = proc.addr.clone();
-    wait_metrics(&addr, "apps A and B polled", |m| m.sum("tiw_push_tasks", &[("status", "PUSHING")]) == 2.0).await;
-    let loaded_at = scrape(&addr).await.get("tiw_exporter_config_last_reload_success_timestamp_seconds", &[]).unwrap();
+    wait_metrics(&addr, "apps A and B polled", |m| {
+        m.sum("tiw_push_tasks", &[("status", "PUSHING")]) == 2.0
+    })
+    .await;
+    let loaded_at = scrape(&addr)
+        .await
+        .get("tiw_exporter_config_last_reload_success_timestamp_seconds", &[])
+        .unwrap();
     assert_eq!(post_callback(&addr, A, "keyOne", "cbtask1").await, 200);
 
     // SIGHUP: B out, C in, A's callback key rotated.
-    std::fs::write(&config, apps_yaml(&sim.endpoint(), &[(A, "keyTwo"), (C, "keyC")], &state, "")).unwrap();
-    assert!(Command::new("kill").args(["-HUP", &proc.child.id().to_string()]).status().unwrap().success());
-    let m = wait_metrics(&addr, "C polled and B gone after SIGHUP", |m| tasks_of(m, C) == 1.0 && tasks_of(m, B) == 0.0).await;
-    assert!(m.values("tiw_up", &[("sdk_app_id", "1400000002")]).is_empty(), "a removed app has no series left");
+    std::fs::write(
+        &config,
+        apps_yaml(&sim.endpoint(), &[(A, "keyTwo"), (C, "keyC")], &state, ""),
+    )
+    .unwrap();
+    assert!(Command::new("kill")
+        .args(["-HUP", &proc.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let m = wait_metrics(&addr, "C polled and B gone after SIGHUP", |m| {
+        tasks_of(m, C) == 1.0 && tasks_of(m, B) == 0.0
+    })
+    .await;
+    assert!(
+        m.values("tiw_up", &[("sdk_app_id", "1400000002")]).is_empty(),
+        "a removed app has no series left"
+    );
     assert_eq!(m.get("tiw_exporter_config_last_reload_successful", &[]), Some(1.0));
-    assert!(m.get("tiw_exporter_config_last_reload_success_timestamp_seconds", &[]).unwrap() >= loaded_at);
-    assert_eq!(post_callback(&addr, A, "keyOne", "cbtask2").await, 401, "the old key is refused");
-    assert_eq!(post_callback(&addr, A, "keyTwo", "cbtask3").await, 200, "the new key is taken");
-    assert_eq!(post_callback(&addr, B, "keyB", "cbtask4").await, 403, "a removed app is unknown");
+    assert!(
+        m.get("tiw_exporter_config_last_reload_success_timestamp_seconds", &[])
+            .unwrap()
+            >= loaded_at
+    );
+    assert_eq!(
+        post_callback(&addr, A, "keyOne", "cbtask2").await,
+        401,
+        "the old key is refused"
+    );
+    assert_eq!(
+        post_callback(&addr, A, "keyTwo", "cbtask3").await,
+        200,
+        "the new key is taken"
+    );
+    assert_eq!(
+        post_callback(&addr, B, "keyB", "cbtask4").await,
+        403,
+        "a removed app is unknown"
+    );
 
     // POST /-/reload: B back.
-    std::fs::write(&config, apps_yaml(&sim.endpoint(), &[(A, "keyTwo"), (B, "keyB"), (C, "keyC")], &state, "")).unwrap();
+    std::fs::write(
+        &config,
+        apps_yaml(&sim.endpoint(), &[(A, "keyTwo"), (B, "keyB"), (C, "keyC")], &state, ""),
+    )
+    .unwrap();
     let client = reqwest::Client::new();
     let r = client.post(format!("http://{addr}/-/reload")).send().await.unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     wait_metrics(&addr, "B polled again", |m| tasks_of(m, B) == 1.0).await;
 
     // A broken config is refused; the old one keeps working.
-    std::fs::write(&config, apps_yaml(&sim.endpoint(), &[(A, "keyTwo")], &state, "").replace("interval: 300ms", "interval: soon")).unwrap();
+    std::fs::write(
+        &config,
+        apps_yaml(&sim.endpoint(), &[(A, "keyTwo")], &state, "").replace("interval: 300ms", "interval: soon"),
+    )
+    .unwrap();
     let r = client.post(format!("http://{addr}/-/reload")).send().await.unwrap();
     assert_eq!(r.status(), 400);
     let text = r.text().await.unwrap();
-    assert!(text.contains("poll.interval") && text.contains("previous one stays"), "{text}");
+    assert!(
+        text.contains("poll.interval") && text.contains("previous one stays"),
+        "{text}"
+    );
     let m = scrape(&addr).await;
     assert_eq!(m.get("tiw_exporter_config_last_reload_successful", &[]), Some(0.0));
     let fresh = sim.sim.create_task(C, 77);
     sim.sim.start_pushing(&fresh);
-    wait_metrics(&addr, "C still discovered after the refused reload", |m| m.status_of(&fresh).as_deref() == Some("PUSHING")).await;
-    assert_eq!(post_callback(&addr, B, "keyB", "cbtask5").await, 200, "B is still configured");
+    wait_metrics(&addr, "C still discovered after the refused reload", |m| {
+        m.status_of(&fresh).as_deref() == Some("PUSHING")
+    })
+    .await;
+    assert_eq!(
+        post_callback(&addr, B, "keyB", "cbtask5").await,
+        200,
+        "B is still configured"
+    );
 
     // A change that needs a restart is refused with that reason; GET only hints.
-    std::fs::write(&config, apps_yaml(&sim.endpoint(), &[(A, "keyTwo"), (B, "keyB"), (C, "keyC")], &state, "callback:\n  path: /elsewhere\n")).unwrap();
+    std::fs::write(
+        &config,
+        apps_yaml(
+            &sim.endpoint(),
+            &[(A, "keyTwo"), (B, "keyB"), (C, "keyC")],
+            &state,
+            "callback:\n  path: /elsewhere\n",
+        ),
+    )
+    .unwrap();
     let r = client.post(format!("http://{addr}/-/reload")).send().await.unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("callback.path changed"));
@@ -158,7 +247,8 @@ async fn sigterm_during_a_burst_keeps_every_acknowledged_callback() {
         senders.spawn(async move {
             for i in 0.. {
                 let task = format!("term{s}n{i:05}");
-                let status = tokio::time::timeout(Duration::from_secs(12), post_callback(&addr, A, "termKey", &task)).await;
+                let status =
+                    tokio::time::timeout(Duration::from_secs(12), post_callback(&addr, A, "termKey", &task)).await;
                 match status {
                     Ok(200) => acked.lock().unwrap().push(task),
                     _ => return,
@@ -168,20 +258,40 @@ async fn sigterm_during_a_burst_keeps_every_acknowledged_callback() {
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
     let started = std::time::Instant::now();
-    assert!(Command::new("kill").args(["-TERM", &proc.child.id().to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &proc.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
     let mut proc = proc;
-    let (status, _exited) = tokio::task::spawn_blocking(move || (proc.child.wait().unwrap(), proc)).await.unwrap();
+    let (status, _exited) = tokio::task::spawn_blocking(move || (proc.child.wait().unwrap(), proc))
+        .await
+        .unwrap();
     // Senders stop at their first refused or failed request.
     let _ = tokio::time::timeout(Duration::from_secs(15), senders.join_all()).await;
     assert!(status.success(), "exit status {status:?}");
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?} to stop", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?} to stop",
+        started.elapsed()
+    );
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() > 50, "only {} callbacks before SIGTERM", acked.len());
     let again = spawn(&config, &[]);
     let m = wait_metrics(&again.addr, "the restarted exporter", |_| true).await;
     let statuses = m.statuses();
     let lost: Vec<&String> = acked.iter().filter(|t| !statuses.contains_key(*t)).collect();
-    println!("SIGTERM after {} acknowledged callbacks; {} lost; stopped in {:?}", acked.len(), lost.len(), started.elapsed());
-    assert!(lost.is_empty(), "{} acknowledged callbacks lost: {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    println!(
+        "SIGTERM after {} acknowledged callbacks; {} lost; stopped in {:?}",
+        acked.len(),
+        lost.len(),
+        started.elapsed()
+    );
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged callbacks lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
     sim.stop().await;
 }
