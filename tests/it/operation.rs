@@ -295,3 +295,165 @@ async fn sigterm_during_a_burst_keeps_every_acknowledged_callback() {
     );
     sim.stop().await;
 }
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn yaml_docs(path: &str) -> Vec<serde_yaml::Value> {
+    let text = std::fs::read_to_string(repo(path)).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
+}
+
+/// What can be checked of the image without a container engine: the build command, the user, the port.
+#[test]
+fn dockerfile_builds_with_its_own_command_as_non_root_on_the_default_port() {
+    let dockerfile = std::fs::read_to_string(repo("Dockerfile")).unwrap();
+    let build = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("RUN cargo build"))
+        .expect("a RUN cargo build line");
+    let args: Vec<&str> = build.split_whitespace().collect();
+    assert!(args.contains(&"--release") && args.contains(&"--locked"), "{build}");
+    let out = Command::new(env!("CARGO"))
+        .arg("build")
+        .args(&args)
+        .current_dir(repo(""))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo build{build}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(repo("target/release/tiw-push-exporter").exists());
+    let user = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER line")
+        .trim();
+    assert_eq!(user.split(':').next(), Some("65534"), "runs as nobody");
+    let port = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("EXPOSE "))
+        .expect("an EXPOSE line")
+        .trim();
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains(&format!("[default: :{port}]")),
+        "EXPOSE {port} is not the default listen address:\n{help}"
+    );
+    assert!(dockerfile.contains("VOLUME /data") && dockerfile.contains("\"healthcheck\""));
+    // The image's default command reads the file the Kubernetes ConfigMap is mounted as.
+    assert!(dockerfile.contains("--config.file=/etc/tiw-push-exporter/config.yaml"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_subcommand_tells_up_from_down() {
+    let sim = start_sim(sim_config(&[A])).await;
+    let exporter = start_exporter(&config_yaml(&sim.endpoint(), &[A], "1s", "")).await;
+    let addr = exporter.addr.to_string();
+    let up = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["healthcheck", "--web.listen-address", &addr])
+            .status()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(up.success());
+    let port = exporter.addr.port();
+    exporter.stop().await;
+    let down = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["healthcheck", "--web.listen-address", &format!("127.0.0.1:{port}")])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!down.success());
+    sim.stop().await;
+}
+
+/// The Kubernetes copies of the alert rules and the dashboard are the files themselves.
+#[test]
+fn kubernetes_manifests_carry_the_same_rules_and_dashboard() {
+    let rules: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo("prometheus/alerts.yml")).unwrap()).unwrap();
+    let rule = &yaml_docs("deploy/kubernetes/prometheusrule.yaml")[0];
+    assert_eq!(rule["kind"], "PrometheusRule");
+    assert_eq!(rule["spec"]["groups"], rules["groups"], "run scripts/sync-deploy");
+    let cm = &yaml_docs("deploy/kubernetes/grafana-dashboard.yaml")[0];
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let in_cm: serde_json::Value =
+        serde_json::from_str(cm["data"]["tiw-push-exporter.json"].as_str().unwrap()).unwrap();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo("grafana/dashboard.json")).unwrap()).unwrap();
+    assert_eq!(in_cm, dashboard, "run scripts/sync-deploy");
+
+    let deployment = &yaml_docs("deploy/kubernetes/deployment.yaml")[0];
+    let spec = &deployment["spec"]["template"]["spec"];
+    let container = &spec["containers"][0];
+    assert_eq!(deployment["spec"]["replicas"], 1);
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/-/ready");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/-/healthy");
+    assert!(spec["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|v| v["persistentVolumeClaim"].is_mapping()));
+    // The ConfigMap's config is valid, with secrets from the environment the Secret provides.
+    let cmap = &yaml_docs("deploy/kubernetes/configmap.yaml")[0];
+    let env = |name: &str| Some(format!("value-of-{name}"));
+    let config =
+        tiw_push_exporter::config::Config::from_yaml(cmap["data"]["config.yaml"].as_str().unwrap(), &env).unwrap();
+    assert_eq!(config.state_path, PathBuf::from("/data"));
+    let secret = &yaml_docs("deploy/kubernetes/secret.example.yaml")[0];
+    for key in [
+        "TENCENTCLOUD_SECRET_ID",
+        "TENCENTCLOUD_SECRET_KEY",
+        "TIW_PUSH_CALLBACK_KEY",
+    ] {
+        assert!(secret["stringData"][key].is_string(), "{key}");
+    }
+}
+
+/// Compose runs the demo with the Prometheus and Grafana files the end-to-end test uses.
+#[test]
+fn compose_uses_the_tested_prometheus_and_grafana_files() {
+    let compose = &yaml_docs("deploy/compose/docker-compose.yml")[0];
+    let services = &compose["services"];
+    assert_eq!(services["tiw-push-exporter"]["command"][0], "demo");
+    let mounts = |s: &str| {
+        services[s]["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(mounts("prometheus").iter().any(|m| m.starts_with("../../prometheus:")));
+    assert!(mounts("grafana")
+        .iter()
+        .any(|m| m.starts_with("../../grafana:/etc/grafana/tiw")));
+    assert_eq!(
+        services["grafana"]["environment"]["GF_PATHS_PROVISIONING"],
+        "/etc/grafana/tiw/provisioning"
+    );
+    // Prometheus in compose reaches the exporter by its service name, the example's target.
+    let prom: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo("prometheus/prometheus.yml")).unwrap()).unwrap();
+    assert_eq!(
+        prom["scrape_configs"][0]["static_configs"][0]["targets"][0],
+        "tiw-push-exporter:9897"
+    );
+    let provider = std::fs::read_to_string(repo("grafana/provisioning/dashboards/tiw-push-exporter.yml")).unwrap();
+    assert!(provider.contains("path: /etc/grafana/tiw"));
+}
