@@ -317,12 +317,16 @@ fn dockerfile_builds_with_its_own_command_as_non_root_on_the_default_port() {
         .expect("a RUN cargo build line");
     let args: Vec<&str> = build.split_whitespace().collect();
     assert!(args.contains(&"--release") && args.contains(&"--locked"), "{build}");
-    let out = Command::new(env!("CARGO"))
-        .arg("build")
-        .args(&args)
-        .current_dir(repo(""))
-        .output()
-        .unwrap();
+    // Run it as a shell would: without what cargo gives test processes (CARGO_PKG_* and friends,
+    // OUT_DIR, build-script variables), which build scripts watch and would make a fresh build stale.
+    let mut cargo = Command::new(env!("CARGO"));
+    for (key, _) in std::env::vars() {
+        let from_cargo = key.starts_with("CARGO_") && !matches!(key.as_str(), "CARGO_HOME" | "CARGO_TARGET_DIR");
+        if from_cargo || key == "OUT_DIR" || key == "TIW_BUILD_REVISION" {
+            cargo.env_remove(key);
+        }
+    }
+    let out = cargo.arg("build").args(&args).current_dir(repo("")).output().unwrap();
     assert!(
         out.status.success(),
         "cargo build{build}:\n{}",
