@@ -366,9 +366,36 @@ struct Inner {
     apps_removed: Vec<u64>,
     tombstones_added: Vec<(Key, f64)>,
     tombstones_pruned: Vec<Key>,
+    /// Every pollable task that is not in flight, in poll order: wanted-now first, then never
+    /// polled, then least recently polled. Picking the next task is O(log n), and ended tasks cost
+    /// nothing. Invariant: a task is here, under [`order_key`], iff it is pollable and not polling.
+    queue: std::collections::BTreeSet<OrderKey>,
+}
+
+/// (not wanted now, last polled, SdkAppId, TaskId): the poll order.
+type OrderKey = (bool, Option<Instant>, u64, String);
+
+fn order_key(t: &Task) -> OrderKey {
+    (!t.needs_poll, t.last_polled, t.sdk_app_id, t.task_id.clone())
 }
 
 impl Inner {
+    /// Takes a task out of the poll order; call before changing what [`order_key`] reads.
+    fn unqueue(&mut self, key: &Key) {
+        if let Some(t) = self.tasks.get(key) {
+            self.queue.remove(&order_key(t));
+        }
+    }
+
+    /// Puts a task back in the poll order if it belongs there.
+    fn requeue(&mut self, key: &Key) {
+        if let Some(t) = self.tasks.get(key) {
+            if t.is_pollable() && !t.polling {
+                self.queue.insert(order_key(t));
+            }
+        }
+    }
+
     fn touch(&mut self, key: &Key) {
         self.dirty.insert(key.clone());
         self.apps_dirty = true;
@@ -431,7 +458,9 @@ impl TaskRegistry {
         for mut task in restored.tasks {
             task.needs_poll = !task.final_read;
             inner.apps.entry(task.sdk_app_id).or_default();
-            inner.tasks.insert((task.sdk_app_id, task.task_id.clone()), task);
+            let key = (task.sdk_app_id, task.task_id.clone());
+            inner.tasks.insert(key.clone(), task);
+            inner.requeue(&key);
         }
         inner.tombstones.extend(restored.tombstones);
         drop(inner);
@@ -441,8 +470,17 @@ impl TaskRegistry {
     /// Forgets that polls were in flight: their poller was stopped (a reload) and will not finish them.
     pub fn clear_polling(&self) {
         let mut inner = self.lock();
-        for t in inner.tasks.values_mut() {
-            t.polling = false;
+        let in_flight: Vec<Key> = inner
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.polling)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in in_flight {
+            if let Some(t) = inner.tasks.get_mut(&key) {
+                t.polling = false;
+            }
+            inner.requeue(&key);
         }
     }
 
@@ -452,6 +490,7 @@ impl TaskRegistry {
         let mut inner = self.lock();
         let keys: Vec<Key> = inner.tasks.keys().filter(|k| k.0 == sdk_app_id).cloned().collect();
         for key in &keys {
+            inner.unqueue(key);
             inner.tasks.remove(key);
             inner.dirty.remove(key);
             inner.removed.insert(key.clone());
@@ -539,7 +578,8 @@ impl TaskRegistry {
             task.room_id = room_id;
             inner.apps.entry(sdk_app_id).or_default();
             inner.touch(&key);
-            inner.tasks.insert(key, task);
+            inner.tasks.insert(key.clone(), task);
+            inner.requeue(&key);
         }
         self.want_poll();
         true
@@ -564,13 +604,16 @@ impl TaskRegistry {
     pub fn observe_poll(&self, sdk_app_id: u64, task_id: &str, obs: &Observation) -> Applied {
         let applied = self.observe(sdk_app_id, task_id, obs);
         let mut inner = self.lock();
-        if let Some(t) = inner.tasks.get_mut(&(sdk_app_id, task_id.to_string())) {
+        let key = (sdk_app_id, task_id.to_string());
+        inner.unqueue(&key);
+        if let Some(t) = inner.tasks.get_mut(&key) {
             // The final read is the one where Tencent itself says the task ended, with a reason.
             // A reply older than a Stopped callback, or a STOPPED without FinishReason, is read again.
             if obs.status.is_some_and(TaskStatus::is_ended) && t.finish_reason.is_some() {
                 t.final_read = true;
             }
         }
+        inner.requeue(&key);
         applied
     }
 
@@ -590,6 +633,7 @@ impl TaskRegistry {
             if inner.tombstones.contains_key(&key) {
                 return CallbackApplied::Duplicate;
             }
+            inner.unqueue(&key);
             let Inner { tasks, apps, .. } = &mut *inner;
             let stats = apps.entry(sdk_app_id).or_default();
             let task = tasks
@@ -600,6 +644,7 @@ impl TaskRegistry {
                 PushEvent::Stopped => &mut task.seen_stopped_event,
             };
             if *seen {
+                inner.requeue(&key);
                 return CallbackApplied::Duplicate;
             }
             *seen = true;
@@ -608,6 +653,7 @@ impl TaskRegistry {
                 task.needs_poll = true;
             }
             inner.touch(&key);
+            inner.requeue(&key);
             CallbackApplied::Accepted(applied)
         };
         self.want_poll();
@@ -617,11 +663,14 @@ impl TaskRegistry {
     /// Marks a poll as done (whatever its outcome), releasing the task for the next sweep.
     pub fn finish_poll(&self, sdk_app_id: u64, task_id: &str, at: Instant) {
         let mut inner = self.lock();
-        if let Some(t) = inner.tasks.get_mut(&(sdk_app_id, task_id.to_string())) {
+        let key = (sdk_app_id, task_id.to_string());
+        inner.unqueue(&key);
+        if let Some(t) = inner.tasks.get_mut(&key) {
             t.polling = false;
             t.needs_poll = false;
             t.last_polled = Some(at);
         }
+        inner.requeue(&key);
     }
 
     /// Picks the next task of `apps` to poll and marks it in flight.
@@ -631,20 +680,23 @@ impl TaskRegistry {
     /// so a sweep that the budget cannot finish in time degrades to a fair round robin.
     pub fn next_to_poll(&self, apps: &[u64], since: Option<Instant>) -> Option<(u64, String)> {
         let mut inner = self.lock();
-        let best = inner
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.is_pollable() && !t.polling && apps.contains(&t.sdk_app_id))
-            .filter(|(_, t)| match since {
-                Some(since) => t.needs_poll || t.last_polled.is_none_or(|p| p < since),
-                None => t.needs_poll,
-            })
-            .min_by_key(|(_, t)| (!t.needs_poll, t.last_polled))
-            .map(|(k, _)| k.clone())?;
-        if let Some(t) = inner.tasks.get_mut(&best) {
+        // The queue is in poll order, so the first entry of these apps is the best candidate; if
+        // it is not due, none after it is.
+        let first = inner.queue.iter().find(|(_, _, app, _)| apps.contains(app)).cloned()?;
+        let (not_wanted, last_polled, app, task_id) = first.clone();
+        let due = match since {
+            Some(since) => !not_wanted || last_polled.is_none_or(|p| p < since),
+            None => !not_wanted,
+        };
+        if !due {
+            return None;
+        }
+        inner.queue.remove(&first);
+        let key = (app, task_id);
+        if let Some(t) = inner.tasks.get_mut(&key) {
             t.polling = true;
         }
-        Some(best)
+        Some(key)
     }
 
     /// DescribeWhiteboardPush answered `FailedOperation.WhiteboardPush`: the task failed.
@@ -662,6 +714,7 @@ impl TaskRegistry {
         let now = unix_now();
         let mut inner = self.lock();
         let key = (sdk_app_id, task_id.to_string());
+        inner.unqueue(&key);
         let Some(t) = inner.tasks.get_mut(&key) else {
             return Applied::default();
         };
@@ -672,6 +725,7 @@ impl TaskRegistry {
             t.final_read = true;
         }
         inner.touch(&key);
+        inner.requeue(&key);
         Applied {
             tracked: true,
             ..Default::default()
@@ -690,6 +744,7 @@ impl TaskRegistry {
             .map(|(k, _)| k.clone())
             .collect();
         for key in &expired {
+            inner.unqueue(key);
             inner.tasks.remove(key);
             inner.dirty.remove(key);
             inner.removed.insert(key.clone());
@@ -1005,6 +1060,65 @@ mod tests {
             Some(FinishReason::Exception),
             "the first reason is kept"
         );
+    }
+
+    /// The poll order index holds exactly the pollable tasks that are not in flight.
+    #[test]
+    fn poll_queue_stays_consistent() {
+        let r = TaskRegistry::new();
+        let check = |r: &TaskRegistry| {
+            let inner = r.lock();
+            let expected: std::collections::BTreeSet<OrderKey> = inner
+                .tasks
+                .values()
+                .filter(|t| t.is_pollable() && !t.polling)
+                .map(order_key)
+                .collect();
+            assert_eq!(inner.queue, expected);
+        };
+        for i in 0..20 {
+            r.track(1 + i % 2, &format!("t{i}"), None, Source::Discovery);
+        }
+        check(&r);
+        let t0 = Instant::now();
+        let mut picked = vec![];
+        while let Some(k) = r.next_to_poll(&[1], Some(t0)) {
+            picked.push(k);
+        }
+        assert_eq!(picked.len(), 10);
+        check(&r);
+        for (i, (app, id)) in picked.iter().enumerate() {
+            if i % 3 == 0 {
+                r.observe_poll(
+                    *app,
+                    id,
+                    &Observation {
+                        finish_reason: Some(FinishReason::Auto),
+                        ..obs(TaskStatus::Stopped)
+                    },
+                );
+            }
+            r.finish_poll(*app, id, t0 + Duration::from_millis(i as u64));
+        }
+        check(&r);
+        r.observe_callback(
+            2,
+            "t1",
+            PushEvent::Stopped,
+            &Observation {
+                finish_reason: Some(FinishReason::Exception),
+                ..obs(TaskStatus::Stopped)
+            },
+        );
+        r.observe_callback(2, "fresh", PushEvent::Started, &obs(TaskStatus::Pushing));
+        check(&r);
+        assert_eq!(r.next_to_poll(&[2], None).map(|k| k.1).as_deref(), Some("fresh"));
+        r.mark_not_found(2, "t1");
+        r.clear_polling();
+        check(&r);
+        r.expire(Duration::ZERO);
+        r.remove_app(2);
+        check(&r);
     }
 
     #[test]

@@ -1,0 +1,563 @@
+//! `bench/run`: every benchmark workload, ending with one `name: value` line per figure.
+//! Ratios are measured within one run on one machine, since absolute times on shared machines are
+//! noisy. `--smoke` runs tiny sizes (CI runs it so the benchmarks never rot).
+
+#[path = "../benches/common.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tiw_push_exporter::callback::compute_sign;
+use tiw_push_exporter::config::Config;
+use tiw_push_exporter::exporter::{Exporter, ServeOptions};
+use tiw_push_exporter::metrics::ExporterMetrics;
+use tiw_push_exporter::registry::{FinishReason, Observation, Source, TaskRegistry, TaskStatus};
+use tiw_push_exporter::simulator::{SimConfig, SimCredential, SimServer, Simulator};
+use tiw_push_exporter::store::Store;
+use tokio_util::sync::CancellationToken;
+
+const SECRET_ID: &str = "AKIDbenchSecretId00000000000000000";
+const SECRET_KEY: &str = "benchSecretKey000000000000000000";
+
+struct Sizes {
+    render: Vec<(usize, usize)>,
+    poll_tasks: usize,
+    poll_window: Duration,
+    /// Short enough that polling is bound by the budget, not by the interval.
+    poll_interval: &'static str,
+    fresh_samples: usize,
+    footprint_tasks: usize,
+    idle_window: Duration,
+    ingest_seconds: u64,
+}
+
+fn out(name: &str, value: impl std::fmt::Display) {
+    println!("{name}: {value}");
+}
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[((s.len() - 1) as f64 * p).round() as usize]
+}
+
+fn time_ms(f: &mut dyn FnMut() -> usize, reps: usize) -> (Vec<f64>, usize) {
+    let mut times = Vec::with_capacity(reps);
+    let mut bytes = 0;
+    for _ in 0..reps {
+        let t = Instant::now();
+        bytes = f();
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    (times, bytes)
+}
+
+/// render: /metrics at several fleet sizes, against the GaugeVec + TextEncoder baseline.
+fn render(sizes: &[(usize, usize)]) {
+    for &(n, reps) in sizes {
+        let fleet = common::fleet(n);
+        let ours = ExporterMetrics::new(fleet.clone(), true);
+        let baseline = common::Baseline::new(&fleet);
+        let (mine, bytes) = time_ms(&mut || ours.render().len(), reps);
+        let (base, base_bytes) = time_ms(&mut || baseline.render().len(), reps);
+        out(
+            &format!("render_{n}_median_ms"),
+            format!("{:.3}", percentile(&mine, 0.5)),
+        );
+        out(&format!("render_{n}_p99_ms"), format!("{:.3}", percentile(&mine, 0.99)));
+        out(&format!("render_{n}_bytes"), bytes);
+        out(
+            &format!("render_{n}_baseline_median_ms"),
+            format!("{:.3}", percentile(&base, 0.5)),
+        );
+        out(
+            &format!("render_{n}_baseline_p99_ms"),
+            format!("{:.3}", percentile(&base, 0.99)),
+        );
+        out(&format!("render_{n}_baseline_bytes"), base_bytes);
+        out(
+            &format!("render_{n}_ratio"),
+            format!("{:.3}", percentile(&mine, 0.5) / percentile(&base, 0.5)),
+        );
+    }
+}
+
+fn sim_config(apps: Vec<u64>, latency: Duration) -> SimConfig {
+    SimConfig {
+        credentials: vec![SimCredential {
+            secret_id: SECRET_ID.into(),
+            secret_key: SECRET_KEY.into(),
+            session_token: None,
+        }],
+        apps,
+        requests_per_second: 20,
+        latency,
+        latency_jitter: Duration::ZERO,
+        clock_offset_secs: 0,
+    }
+}
+
+fn yaml(endpoint: &str, apps: &[u64], key: Option<&str>, poll: &str, state: &Path, discover: bool) -> String {
+    let mut s =
+        format!("tencentcloud:\n  endpoint: {endpoint}\n  secret_id: {SECRET_ID}\n  secret_key: {SECRET_KEY}\napps:\n");
+    for app in apps {
+        s.push_str(&format!("  - sdk_app_id: {app}\n    discover: {discover}\n"));
+        if let Some(k) = key {
+            s.push_str(&format!("    callback_key: {k}\n"));
+        }
+    }
+    s + &format!(
+        "poll:\n  interval: {poll}\n  discovery_interval: 60s\nstate:\n  path: {}\n",
+        state.display()
+    )
+}
+
+async fn start_sim(config: SimConfig) -> SimServer {
+    Simulator::new(config)
+        .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("simulator binds")
+}
+
+/// poll: N active tasks, 20/s, 200 ms replies: the achieved rate against the budget.
+async fn poll(n: usize, window: Duration, interval: &str) {
+    let app = 1400000001;
+    let sim = start_sim(sim_config(vec![app], Duration::from_millis(200))).await;
+    for i in 0..n {
+        let t = sim.sim.create_task(app, i as i64);
+        sim.sim.start_pushing(&t);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_yaml(
+        &yaml(&sim.endpoint(), &[app], None, interval, dir.path(), true),
+        &|_| None,
+    )
+    .unwrap();
+    let exporter = Exporter::new(config, ServeOptions::default()).unwrap();
+    let metrics = exporter.metrics.clone();
+    let interval = humantime::parse_duration(interval).unwrap();
+    let token = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let served = tokio::spawn(exporter.serve(listener, token.clone()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let from = Instant::now();
+    tokio::time::sleep(window).await;
+    let to = Instant::now();
+    let stats = sim.sim.stats();
+    let rate = stats.admitted_between("DescribeWhiteboardPush", from, to) as f64 / (to - from).as_secs_f64();
+    let expected = n as f64 / 20.0;
+    // The first sweep starts before discovery has found anything; wait for one that covered the tasks.
+    let deadline = Instant::now() + interval + Duration::from_secs_f64(expected * 2.0 + 10.0);
+    while metrics.poll_sweep_duration.get() < expected / 2.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    out("poll_tasks", n);
+    out("poll_rate_per_second", format!("{rate:.2}"));
+    out("poll_rate_ratio", format!("{:.3}", rate / 20.0));
+    out("poll_rate_limited", sim.sim.stats().rate_limited);
+    out("poll_max_in_any_second", stats.max_per_second("DescribeWhiteboardPush"));
+    out(
+        "poll_sweep_seconds",
+        format!("{:.1}", metrics.poll_sweep_duration.get()),
+    );
+    out("poll_sweep_expected_seconds", format!("{expected:.1}"));
+    token.cancel();
+    let _ = served.await;
+    sim.stop().await;
+}
+
+/// freshness: the simulator ends a task with EXCEPTION (and calls back); how long until /metrics says so.
+async fn freshness(samples: usize) {
+    let app = 1400000001;
+    let sim = start_sim(sim_config(vec![app], Duration::from_millis(50))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_yaml(
+        &yaml(&sim.endpoint(), &[app], Some("freshKey"), "15s", dir.path(), true),
+        &|_| None,
+    )
+    .unwrap();
+    let exporter = Exporter::new(config, ServeOptions::default()).unwrap();
+    let token = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = tokio::spawn(exporter.serve(listener, token.clone()));
+    sim.sim
+        .set_callback(app, &format!("http://{addr}/callback"), "freshKey");
+    let client = reqwest::Client::new();
+    let mut delays = Vec::new();
+    for i in 0..samples {
+        let task = sim.sim.create_task(app, 1000 + i as i64);
+        sim.sim.start_pushing(&task);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t0 = Instant::now();
+        sim.sim.stop(&task, "EXCEPTION");
+        let needle = format!("task_id=\"{task}\"");
+        loop {
+            let text = client
+                .get(format!("http://{addr}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if text.lines().any(|l| {
+                l.starts_with("tiw_push_task_finish_reason{")
+                    && l.contains(&needle)
+                    && l.contains("reason=\"EXCEPTION\"")
+            }) {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "{task} never showed");
+        }
+        delays.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    out("freshness_samples", samples);
+    out("freshness_p50_ms", format!("{:.1}", percentile(&delays, 0.5)));
+    out("freshness_p99_ms", format!("{:.1}", percentile(&delays, 0.99)));
+    token.cancel();
+    let _ = served.await;
+    sim.stop().await;
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn binary() -> PathBuf {
+    std::env::var_os("TIW_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target/release/tiw-push-exporter"))
+}
+
+/// Starts the release binary on `config`; returns it, its address, and when it was started.
+fn spawn(config: &Path) -> (Proc, String, Instant) {
+    let started = Instant::now();
+    let mut child = Command::new(binary())
+        .args(["--config.file"])
+        .arg(config)
+        .args(["--web.listen-address", "127.0.0.1:0", "--log.level", "warn"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the release binary (bench/run builds it)");
+    // --log.level warn hides the "listening" line: find the port from /proc instead.
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || BufReader::new(stderr).lines().map_while(Result::ok).for_each(drop));
+    let pid = child.id();
+    let addr = loop {
+        if let Some(a) = listening_address(pid) {
+            break a;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the exporter did not start"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    (Proc(child), addr, started)
+}
+
+/// The loopback address a process listens on, from /proc/net/tcp and its file descriptors.
+fn listening_address(pid: u32) -> Option<String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            l.to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')
+                .map(str::to_string)
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // state 0A = LISTEN; local address 0100007F:PORT = 127.0.0.1
+        (f.get(3) == Some(&"0A") && f[1].starts_with("0100007F:") && inodes.iter().any(|i| i == f[9]))
+            .then(|| format!("127.0.0.1:{}", u16::from_str_radix(&f[1][9..], 16).unwrap_or(0)))
+    })
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, s)| s).unwrap_or("");
+    let f: Vec<f64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+    let ticks = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0);
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / ticks
+}
+
+async fn wait_ready(client: &reqwest::Client, addr: &str) {
+    loop {
+        if client
+            .get(format!("http://{addr}/-/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// footprint: start with N ended tasks in the store: time to ready, RSS, idle CPU.
+async fn footprint(n: usize, idle: Duration) {
+    let apps: Vec<u64> = (0..n.div_ceil(100) as u64).map(|i| 1_400_000_000 + i).collect();
+    let sim = start_sim(sim_config(apps.clone(), Duration::ZERO)).await;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let registry = TaskRegistry::new();
+        registry.ensure_apps(apps.iter().copied());
+        let fleet = common::fleet(n);
+        let now = tiw_push_exporter::registry::unix_now() as i64;
+        for t in fleet.snapshot().0 {
+            registry.track(t.sdk_app_id, &t.task_id, t.room_id, Source::Discovery);
+            let ended = Observation {
+                status: Some(TaskStatus::Stopped),
+                finish_reason: Some(FinishReason::Auto),
+                push_start_time: Some(now - 3600),
+                push_stop_time: Some(now - 60),
+                group_id: Some(t.group_id.clone()),
+                push_user_id: Some(t.push_user_id.clone()),
+                ..Default::default()
+            };
+            registry.observe_poll(t.sdk_app_id, &t.task_id, &ended);
+        }
+        Store::open(dir.path()).unwrap().write(&registry.take_batch()).unwrap();
+    }
+    let config = dir.path().join("config.yaml");
+    // Retention longer than the run, so the ended tasks stay tracked.
+    std::fs::write(
+        &config,
+        yaml(&sim.endpoint(), &apps, None, "15s", dir.path(), false) + "retention:\n  stopped_tasks: 24h\n",
+    )
+    .unwrap();
+    let (proc, addr, started) = spawn(&config);
+    let client = reqwest::Client::new();
+    wait_ready(&client, &addr).await;
+    let ready = started.elapsed();
+    let mut bytes = 0;
+    for _ in 0..5 {
+        bytes = client
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .len();
+    }
+    let pid = proc.0.id();
+    let rss = rss_mib(pid);
+    let cpu0 = cpu_seconds(pid);
+    let t0 = Instant::now();
+    tokio::time::sleep(idle).await;
+    let cpu_per_minute = (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64() * 60.0;
+    out("footprint_tasks", n);
+    out("footprint_ready_seconds", format!("{:.3}", ready.as_secs_f64()));
+    out("footprint_rss_mib", format!("{rss:.1}"));
+    out("footprint_scrape_bytes", bytes);
+    out("footprint_idle_cpu_seconds_per_minute", format!("{cpu_per_minute:.3}"));
+    drop(proc);
+    sim.stop().await;
+}
+
+fn wrk(args: &[String]) -> String {
+    let o = Command::new("wrk")
+        .args(args)
+        .output()
+        .expect("wrk is installed (apt-get install wrk)");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn wrk_field(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(prefix))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// wrk's latency, e.g. `3.21ms`, in milliseconds.
+fn wrk_latency_ms(text: &str, percentile: &str) -> f64 {
+    let v = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(percentile))
+        .map(str::trim)
+        .unwrap_or("0us");
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+    let n: f64 = num.parse().unwrap_or(0.0);
+    match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => n,
+    }
+}
+
+fn metric_sum(text: &str, name: &str, contains: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(contains))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// ingest: signed callbacks with distinct task ids from wrk, the durable store on; against the same
+/// server's /-/healthy.
+async fn ingest(seconds: u64) {
+    let app = 1400000001u64;
+    let sim = start_sim(sim_config(vec![app], Duration::ZERO)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        yaml(
+            &sim.endpoint(),
+            &[app],
+            Some("ingestKey"),
+            "15s",
+            &dir.path().join("state"),
+            false,
+        ),
+    )
+    .unwrap();
+    let (proc, addr, _) = spawn(&config);
+    let client = reqwest::Client::new();
+    wait_ready(&client, &addr).await;
+    let expire = tiw_push_exporter::registry::unix_now() as u64 + 3600;
+    let sign = compute_sign("ingestKey", expire);
+    let duration = format!("{seconds}s");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/ingest.lua");
+    let base = |extra: &[&str]| -> Vec<String> {
+        ["-t2", "-c32", "-d", &duration, "--latency"]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let url = format!("http://{addr}");
+    let events = wrk(&[
+        base(&["-s", script.to_str().unwrap(), &url, "--"]),
+        vec![app.to_string(), expire.to_string(), sign],
+    ]
+    .concat());
+    let health = wrk(&base(&[&format!("{url}/-/healthy")]));
+    let events_rps = wrk_field(&events, "Requests/sec:");
+    let health_rps = wrk_field(&health, "Requests/sec:");
+    let completed: f64 = events
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or(0.0);
+    let non200 = wrk_field(&events, "ingest_script_non200:") + wrk_field(&events, "Non-2xx or 3xx responses:");
+    let errors = events.lines().any(|l| l.trim().starts_with("Socket errors:"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let accepted = metric_sum(&text, "tiw_exporter_callbacks_total", "outcome=\"accepted\"");
+    let tracked = metric_sum(&text, "tiw_push_tasks", "sdk_app_id=");
+    out("ingest_seconds", seconds);
+    out("ingest_events_per_second", format!("{events_rps:.0}"));
+    out("ingest_p99_ms", format!("{:.2}", wrk_latency_ms(&events, "99%")));
+    out("ingest_healthy_requests_per_second", format!("{health_rps:.0}"));
+    out("ingest_ratio", format!("{:.3}", events_rps / health_rps.max(1.0)));
+    out("ingest_events_completed", completed);
+    out("ingest_non200", non200);
+    out("ingest_socket_errors", errors as u8);
+    out("ingest_events_accepted", accepted);
+    // Every event is its own task: each accepted one must be tracked, and wrk saw no more 200s than that.
+    out(
+        "ingest_all_reflected",
+        (tracked == accepted && accepted >= completed - non200) as u8,
+    );
+    drop(proc);
+    sim.stop().await;
+}
+
+#[tokio::main]
+async fn main() {
+    let smoke = std::env::args().any(|a| a == "--smoke");
+    let s = if smoke {
+        Sizes {
+            render: vec![(100, 21), (1_000, 11)],
+            poll_tasks: 100,
+            poll_window: Duration::from_secs(5),
+            poll_interval: "2s",
+            fresh_samples: 5,
+            footprint_tasks: 1_000,
+            idle_window: Duration::from_secs(3),
+            ingest_seconds: 2,
+        }
+    } else {
+        Sizes {
+            render: vec![(100, 201), (1_000, 101), (10_000, 31)],
+            poll_tasks: 1_000,
+            poll_window: Duration::from_secs(30),
+            poll_interval: "15s",
+            fresh_samples: 50,
+            footprint_tasks: 10_000,
+            idle_window: Duration::from_secs(60),
+            ingest_seconds: 20,
+        }
+    };
+    // --only NAME[,NAME]: run just those workloads (render, ingest, freshness, footprint, poll).
+    let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let run = |name: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == name));
+    out("mode", if smoke { "smoke" } else { "full" });
+    out(
+        "cores",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+    );
+    if run("render") {
+        render(&s.render);
+    }
+    if run("ingest") {
+        ingest(s.ingest_seconds).await;
+    }
+    if run("freshness") {
+        freshness(s.fresh_samples).await;
+    }
+    if run("footprint") {
+        footprint(s.footprint_tasks, s.idle_window).await;
+    }
+    if run("poll") {
+        poll(s.poll_tasks, s.poll_window, s.poll_interval).await;
+    }
+}

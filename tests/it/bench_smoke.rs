@@ -1,0 +1,62 @@
+//! `bench/run --smoke` in CI, so the benchmarks never rot. It checks that every figure is there
+//! and what must hold whatever the machine's speed (no refused request, nothing lost); speed
+//! targets are read from the full run's ratios in BENCHMARKS.md, never asserted here.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn bench_run_smoke_reports_every_figure() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Run it as a shell would (see the Dockerfile test): cargo's variables for test processes
+    // would make the release build look stale.
+    let mut cmd = Command::new(root.join("bench/run"));
+    for (key, _) in std::env::vars() {
+        let from_cargo = key.starts_with("CARGO_") && !matches!(key.as_str(), "CARGO_HOME" | "CARGO_TARGET_DIR");
+        if from_cargo || key == "OUT_DIR" || key == "TIW_BUILD_REVISION" {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd.arg("--smoke").current_dir(root).output().expect("bench/run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench/run --smoke failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let figures: HashMap<&str, f64> = text
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .filter_map(|(k, v)| Some((k, v.trim().parse().ok()?)))
+        .collect();
+    for name in [
+        "render_100_median_ms",
+        "render_100_p99_ms",
+        "render_100_bytes",
+        "render_100_ratio",
+        "render_1000_ratio",
+        "ingest_events_per_second",
+        "ingest_p99_ms",
+        "ingest_healthy_requests_per_second",
+        "ingest_ratio",
+        "freshness_p50_ms",
+        "freshness_p99_ms",
+        "footprint_ready_seconds",
+        "footprint_rss_mib",
+        "footprint_idle_cpu_seconds_per_minute",
+        "poll_rate_ratio",
+        "poll_sweep_seconds",
+    ] {
+        assert!(
+            figures.get(name).is_some_and(|v| v.is_finite() && *v >= 0.0),
+            "{name} missing or not a number:\n{text}"
+        );
+    }
+    assert_eq!(figures["ingest_non200"], 0.0, "{text}");
+    assert_eq!(figures["ingest_socket_errors"], 0.0, "{text}");
+    assert_eq!(figures["ingest_all_reflected"], 1.0, "{text}");
+    assert_eq!(figures["poll_rate_limited"], 0.0, "{text}");
+    assert!(figures["poll_max_in_any_second"] <= 20.0, "{text}");
+    println!("{text}");
+}
