@@ -22,7 +22,7 @@ use axum::Router;
 use md5::{Digest, Md5};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
@@ -110,12 +110,13 @@ pub fn verify_sign(key: &str, expire_time: u64, sign: &str) -> bool {
     compute_sign(key, expire_time).as_bytes().ct_eq(sign.as_bytes()).into()
 }
 
+/// The envelope, parsed in one pass; EventData is kept as raw JSON until the type is known.
 #[derive(Deserialize)]
-struct Envelope {
+struct Envelope<'a> {
     #[serde(rename = "EventType")]
     event_type: String,
-    #[serde(rename = "EventData")]
-    event_data: Map<String, Value>,
+    #[serde(rename = "EventData", borrow)]
+    event_data: &'a serde_json::value::RawValue,
     #[serde(rename = "SdkAppId")]
     sdk_app_id: u64,
     #[serde(rename = "Timestamp")]
@@ -167,8 +168,8 @@ struct PushEventData {
     error: Option<(String, String)>,
 }
 
-fn parse_push(kind: PushEvent, data: Map<String, Value>) -> Result<PushEventData, String> {
-    let d: PushData = serde_json::from_value(Value::Object(data)).map_err(|e| format!("EventData: {e}"))?;
+fn parse_push(kind: PushEvent, data: &serde_json::value::RawValue) -> Result<PushEventData, String> {
+    let d: PushData = serde_json::from_str(data.get()).map_err(|e| format!("EventData: {e}"))?;
     if d.task_id.is_empty() || d.task_id.len() > MAX_TASK_ID || !d.task_id.bytes().all(|b| b.is_ascii_graphic()) {
         return Err("EventData.TaskId: expected a task id of 1 to 128 printable characters".into());
     }
@@ -293,24 +294,34 @@ impl CallbackReceiver {
             );
         }
         // Label from a best-effort look at EventType, so even a malformed push event is counted as one.
-        let value: Value = match serde_json::from_slice(body) {
-            Ok(v) => v,
-            Err(e) => return refuse("other", CallbackOutcome::Malformed, format!("not JSON: {e}")),
-        };
-        let event_type = match value.get("EventType").and_then(Value::as_str) {
-            Some(STARTED) => STARTED,
-            Some(STOPPED) => STOPPED,
-            _ => "other",
-        };
-        let envelope: Envelope = match serde_json::from_value(value) {
+        // One typed pass for the common case; only a body that fails it is looked at again, to
+        // label a malformed push event with its type.
+        let envelope: Envelope = match serde_json::from_slice(body) {
             Ok(e) => e,
-            Err(e) => return refuse(event_type, CallbackOutcome::Malformed, format!("{e}")),
+            Err(e) => {
+                let event_type = match serde_json::from_slice::<Value>(body) {
+                    Ok(v) => match v.get("EventType").and_then(Value::as_str) {
+                        Some(STARTED) => STARTED,
+                        Some(STOPPED) => STOPPED,
+                        _ => "other",
+                    },
+                    Err(_) => return refuse("other", CallbackOutcome::Malformed, format!("not JSON: {e}")),
+                };
+                return refuse(event_type, CallbackOutcome::Malformed, format!("{e}"));
+            }
         };
-        let kind = match envelope.event_type.as_str() {
-            STARTED => Some(PushEvent::Started),
-            STOPPED => Some(PushEvent::Stopped),
-            _ => None,
+        let (event_type, kind) = match envelope.event_type.as_str() {
+            STARTED => (STARTED, Some(PushEvent::Started)),
+            STOPPED => (STOPPED, Some(PushEvent::Stopped)),
+            _ => ("other", None),
         };
+        if !envelope.event_data.get().starts_with('{') {
+            return refuse(
+                event_type,
+                CallbackOutcome::Malformed,
+                "EventData: expected an object".into(),
+            );
+        }
         let push = match kind.map(|k| parse_push(k, envelope.event_data)) {
             Some(Ok(p)) => Some(p),
             Some(Err(reason)) => return refuse(event_type, CallbackOutcome::Malformed, reason),

@@ -162,7 +162,8 @@ async fn dashboard_is_importable_and_queries_only_served_metrics() {
     // Families set just after a poll's answer is applied (the scrape may fall in between).
     let m = wait_for(Duration::from_secs(10), "the poll's own metrics", || async {
         let m = exporter.scrape().await;
-        (m.text.contains("tiw_exporter_last_poll_success_timestamp_seconds{") && m.text.contains("tiw_up{")).then_some(m)
+        (m.text.contains("tiw_exporter_last_poll_success_timestamp_seconds{") && m.text.contains("tiw_up{"))
+            .then_some(m)
     })
     .await;
     let mut served: BTreeSet<String> = m
