@@ -455,7 +455,9 @@ async fn ingest(seconds: u64) {
     let duration = format!("{seconds}s");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/ingest.lua");
     let base = |extra: &[&str]| -> Vec<String> {
-        ["-t2", "-c32", "-d", &duration, "--latency"]
+        // 128 concurrent senders for both: TIW delivers every event on its own request, and group
+        // commit makes one fsync serve every event waiting for it (BENCHMARKS.md shows the scaling).
+        ["-t2", "-c128", "-d", &duration, "--latency"]
             .iter()
             .chain(extra)
             .map(|s| s.to_string())
