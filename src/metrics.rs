@@ -407,7 +407,7 @@ impl TaskCollector {
         let view = self.tasks.view();
         if self.per_task.load(Ordering::Relaxed) {
             // Each task's shared labels, escaped once: `sdk_app_id="..",task_id="..",room_id=".."`.
-            let tasks: Vec<(&Task, String)> = view
+            let mut tasks: Vec<(&Task, String)> = view
                 .tasks()
                 .map(|t| {
                     let mut l = String::with_capacity(64);
@@ -421,6 +421,8 @@ impl TaskCollector {
                     (t, l)
                 })
                 .collect();
+            // Stable order (as the prometheus crate's gather gives): diffs and greps stay readable.
+            tasks.sort_unstable_by(|(a, _), (b, _)| (a.sdk_app_id, &a.task_id).cmp(&(b.sdk_app_id, &b.task_id)));
             out.reserve(tasks.len() * 1200);
             push_header(out, &INFO);
             for (t, l) in &tasks {

@@ -4,20 +4,11 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 
 #[test]
 fn bench_run_smoke_reports_every_figure() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // Run it as a shell would (see the Dockerfile test): cargo's variables for test processes
-    // would make the release build look stale.
-    let mut cmd = Command::new(root.join("bench/run"));
-    for (key, _) in std::env::vars() {
-        let from_cargo = key.starts_with("CARGO_") && !matches!(key.as_str(), "CARGO_HOME" | "CARGO_TARGET_DIR");
-        if from_cargo || key == "OUT_DIR" || key == "TIW_BUILD_REVISION" {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = crate::common::shell_command(root.join("bench/run"));
     let out = cmd.arg("--smoke").current_dir(root).output().expect("bench/run");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -261,3 +261,57 @@ pub async fn wait_status(exporter: &Running, task_id: &str, status: &str) -> Met
     )
     .await
 }
+
+/// A running exporter process, killed and reaped when dropped.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub addr: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary `bin` on `config` (with `extra` flags) listening on a free loopback port;
+/// returns once it logs the address it listens on.
+pub fn spawn_exporter(bin: &std::path::Path, config: &std::path::Path, extra: &[&str]) -> Proc {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(bin)
+        .arg("--config.file")
+        .arg(config)
+        .args(["--web.listen-address", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the exporter binary starts");
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr is piped"))
+        .lines()
+        .map_while(Result::ok);
+    let addr = lines
+        .find_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("address=").map(str::to_string))
+        })
+        .expect("the exporter logs its address");
+    // Keep reading, so the exporter never writes into a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    Proc { child, addr }
+}
+
+/// `program` as a shell would run it: without what cargo gives test processes (CARGO_PKG_* and
+/// friends, OUT_DIR, build-script variables). Build scripts watch those, so a nested cargo build
+/// would otherwise find an up-to-date release build stale and rebuild it.
+pub fn shell_command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program);
+    for (key, _) in std::env::vars() {
+        let from_cargo = key.starts_with("CARGO_") && !matches!(key.as_str(), "CARGO_HOME" | "CARGO_TARGET_DIR");
+        if from_cargo || key == "OUT_DIR" || key == "TIW_BUILD_REVISION" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}

@@ -1,9 +1,8 @@
 //! Durable state: restarts, kill -9, bad stores, a full disk, bounded growth.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,19 +49,6 @@ fn event(kind: &str, task: &str) -> serde_json::Value {
     )
 }
 
-/// A running exporter process; killed when dropped.
-struct Proc {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn write_config(dir: &Path, endpoint: &str, state: &Path) -> PathBuf {
     let path = dir.join("config.yaml");
     let yaml = config_yaml(endpoint, &[], "1h", "").replace(
@@ -73,27 +59,9 @@ fn write_config(dir: &Path, endpoint: &str, state: &Path) -> PathBuf {
     path
 }
 
-/// Starts `bin` on `config`, returns once it listens (the address comes from its log).
+/// Starts `bin` on `config`, returns once it listens.
 fn spawn(bin: &Path, config: &Path) -> Proc {
-    let mut child = Command::new(bin)
-        .args(["--config.file"])
-        .arg(config)
-        .args(["--web.listen-address", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap())
-        .lines()
-        .map_while(Result::ok);
-    let addr = lines
-        .find_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("address=").map(str::to_string))
-        })
-        .expect("the exporter logs its address");
-    std::thread::spawn(move || lines.for_each(drop));
-    Proc { child, addr }
+    spawn_exporter(bin, config, &[])
 }
 
 async fn wait_ready(addr: &str) {

@@ -1,8 +1,7 @@
 //! Running it as operators do: reload, graceful shutdown, the container image's promises.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
@@ -22,40 +21,9 @@ fn now() -> u64 {
         .as_secs()
 }
 
-pub struct Proc {
-    pub child: Child,
-    pub addr: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the exporter binary on `config` with `extra` flags; returns once it logs its address.
+/// Starts the exporter binary on `config` with `extra` flags; returns once it listens.
 pub fn spawn(config: &Path, extra: &[&str]) -> Proc {
-    let mut child = Command::new(BIN)
-        .arg("--config.file")
-        .arg(config)
-        .args(["--web.listen-address", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap())
-        .lines()
-        .map_while(Result::ok);
-    let addr = lines
-        .find_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("address=").map(str::to_string))
-        })
-        .expect("the exporter logs its address");
-    std::thread::spawn(move || lines.for_each(drop));
-    Proc { child, addr }
+    spawn_exporter(Path::new(BIN), config, extra)
 }
 
 fn apps_yaml(endpoint: &str, apps: &[(u64, &str)], state: &Path, tail: &str) -> String {
@@ -317,15 +285,7 @@ fn dockerfile_builds_with_its_own_command_as_non_root_on_the_default_port() {
         .expect("a RUN cargo build line");
     let args: Vec<&str> = build.split_whitespace().collect();
     assert!(args.contains(&"--release") && args.contains(&"--locked"), "{build}");
-    // Run it as a shell would: without what cargo gives test processes (CARGO_PKG_* and friends,
-    // OUT_DIR, build-script variables), which build scripts watch and would make a fresh build stale.
-    let mut cargo = Command::new(env!("CARGO"));
-    for (key, _) in std::env::vars() {
-        let from_cargo = key.starts_with("CARGO_") && !matches!(key.as_str(), "CARGO_HOME" | "CARGO_TARGET_DIR");
-        if from_cargo || key == "OUT_DIR" || key == "TIW_BUILD_REVISION" {
-            cargo.env_remove(key);
-        }
-    }
+    let mut cargo = shell_command(env!("CARGO"));
     let out = cargo.arg("build").args(&args).current_dir(repo("")).output().unwrap();
     assert!(
         out.status.success(),
