@@ -315,3 +315,9 @@ pub fn shell_command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Comm
     }
     cmd
 }
+
+/// One scrape of the exporter listening at `addr` (host:port).
+pub async fn scrape(addr: &str) -> Metrics {
+    let res = reqwest::get(format!("http://{addr}/metrics")).await.expect("scrape");
+    Metrics::parse(&res.text().await.expect("body"))
+}

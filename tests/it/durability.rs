@@ -72,17 +72,6 @@ async fn wait_ready(addr: &str) {
     .await
 }
 
-async fn scrape(addr: &str) -> Metrics {
-    Metrics::parse(
-        &reqwest::get(format!("http://{addr}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-}
-
 #[derive(Default, Debug, Clone, Copy)]
 struct Acked {
     started: bool,

@@ -37,17 +37,6 @@ fn apps_yaml(endpoint: &str, apps: &[(u64, &str)], state: &Path, tail: &str) -> 
     )
 }
 
-async fn scrape(addr: &str) -> Metrics {
-    Metrics::parse(
-        &reqwest::get(format!("http://{addr}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-}
-
 async fn wait_metrics(addr: &str, what: &str, check: impl Fn(&Metrics) -> bool) -> Metrics {
     wait_for(Duration::from_secs(15), what, || async {
         let m = scrape(addr).await;

@@ -56,6 +56,18 @@ fn setup(dir: &Path, client_auth: Option<&str>) -> (WebConfig, Pki) {
     )
 }
 
+/// A simulator and an exporter serving with `web`.
+async fn start_with_web(web: WebConfig) -> (tiw_push_exporter::simulator::SimServer, Running) {
+    let sim = start_sim(sim_config(&[1400000001])).await;
+    let options = ServeOptions {
+        web,
+        ..Default::default()
+    };
+    let yaml = config_yaml(&sim.endpoint(), &[1400000001], "1s", "");
+    let exporter = start_exporter_with(&yaml, tempfile::tempdir().unwrap(), options).await;
+    (sim, exporter)
+}
+
 fn client(pki: &Pki, identity: Option<(String, String)>) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap())
@@ -70,17 +82,7 @@ fn client(pki: &Pki, identity: Option<(String, String)>) -> reqwest::Client {
 async fn tls_and_basic_auth() {
     let dir = tempfile::tempdir().unwrap();
     let (web, pki) = setup(dir.path(), None);
-    let sim = start_sim(sim_config(&[1400000001])).await;
-    let options = ServeOptions {
-        web,
-        ..Default::default()
-    };
-    let exporter = start_exporter_with(
-        &config_yaml(&sim.endpoint(), &[1400000001], "1s", ""),
-        tempfile::tempdir().unwrap(),
-        options,
-    )
-    .await;
+    let (sim, exporter) = start_with_web(web).await;
     let https = format!("https://localhost:{}", exporter.addr.port());
     let c = client(&pki, None);
 
@@ -155,17 +157,7 @@ async fn tls_and_basic_auth() {
 async fn mutual_tls_requires_a_certificate_from_the_client_ca() {
     let dir = tempfile::tempdir().unwrap();
     let (web, pki) = setup(dir.path(), Some("RequireAndVerifyClientCert"));
-    let sim = start_sim(sim_config(&[1400000001])).await;
-    let options = ServeOptions {
-        web,
-        ..Default::default()
-    };
-    let exporter = start_exporter_with(
-        &config_yaml(&sim.endpoint(), &[1400000001], "1s", ""),
-        tempfile::tempdir().unwrap(),
-        options,
-    )
-    .await;
+    let (sim, exporter) = start_with_web(web).await;
     let url = format!("https://localhost:{}/-/healthy", exporter.addr.port());
     assert!(
         client(&pki, None).get(&url).send().await.is_err(),
