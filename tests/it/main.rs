@@ -11,4 +11,5 @@ mod observability;
 mod operation;
 mod promtool;
 mod ratelimit;
+mod secrets;
 mod tls;
