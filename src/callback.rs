@@ -236,7 +236,9 @@ pub struct CallbackReceiver {
     registry: Arc<TaskRegistry>,
     metrics: Arc<ExporterMetrics>,
     /// SdkAppId → callback key (`None`: unsigned callbacks accepted).
-    keys: std::sync::RwLock<HashMap<u64, Option<SecretString>>>,
+    /// SdkAppId → keys a signature may match (the key, and during a rotation the previous one);
+    /// empty: unsigned callbacks accepted.
+    keys: std::sync::RwLock<HashMap<u64, Vec<SecretString>>>,
     max_body_bytes: std::sync::atomic::AtomicUsize,
     /// Where a taken event is made durable before it is answered 200.
     store: std::sync::OnceLock<StoreHandle>,
@@ -260,7 +262,12 @@ impl CallbackReceiver {
         let keys = config
             .apps
             .iter()
-            .map(|a| (a.sdk_app_id, a.callback_key.clone()))
+            .map(|a| {
+                (
+                    a.sdk_app_id,
+                    a.callback_key.iter().chain(&a.callback_key_previous).cloned().collect(),
+                )
+            })
             .collect();
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
         self.max_body_bytes
@@ -340,7 +347,7 @@ impl CallbackReceiver {
                 format!("SdkAppId {} is not configured", envelope.sdk_app_id),
             );
         };
-        if let Some(key) = key {
+        if !key.is_empty() {
             let (Some(expire_time), Some(sign)) = (envelope.expire_time, envelope.sign.as_deref()) else {
                 return refuse(
                     event_type,
@@ -348,7 +355,7 @@ impl CallbackReceiver {
                     "the app has a callback key but the event has no Sign/ExpireTime".into(),
                 );
             };
-            if !verify_sign(key.expose_secret(), expire_time, sign) {
+            if !key.iter().any(|k| verify_sign(k.expose_secret(), expire_time, sign)) {
                 return refuse(
                     event_type,
                     CallbackOutcome::BadSignature,
@@ -501,6 +508,50 @@ mod tests {
         assert_eq!(
             (t.status, t.finish_reason, t.exception_cnt),
             (TaskStatus::Stopped, Some(FinishReason::Exception), 3)
+        );
+    }
+
+    /// During a key rotation both keys are taken; afterwards only the new one.
+    #[test]
+    fn a_rotation_accepts_the_previous_key_until_it_is_removed() {
+        let registry = Arc::new(TaskRegistry::new());
+        let rotating = "tencentcloud: {secret_id: a, secret_key: b}\napps: [{sdk_app_id: 7, callback_key: new, callback_key_previous: old}]\n";
+        let config = Config::from_yaml(rotating, &|_| None).unwrap();
+        let r = CallbackReceiver::new(&config, registry.clone(), ExporterMetrics::new(registry, true));
+        let event = |key: &str, task: &str| {
+            format!(
+                r#"{{"EventType":"WhiteboardPushStarted","SdkAppId":7,"Timestamp":1,"EventData":{{"TaskId":"{task}"}},"ExpireTime":9,"Sign":"{}"}}"#,
+                compute_sign(key, 9)
+            )
+        };
+        assert_eq!(
+            r.process(event("old", "a").as_bytes(), 1.0).outcome,
+            CallbackOutcome::Accepted
+        );
+        assert_eq!(
+            r.process(event("new", "b").as_bytes(), 1.0).outcome,
+            CallbackOutcome::Accepted
+        );
+        assert_eq!(
+            r.process(event("other", "c").as_bytes(), 1.0).outcome,
+            CallbackOutcome::BadSignature
+        );
+        let done = Config::from_yaml(&rotating.replace(", callback_key_previous: old", ""), &|_| None).unwrap();
+        r.reconfigure(&done);
+        assert_eq!(
+            r.process(event("old", "d").as_bytes(), 1.0).outcome,
+            CallbackOutcome::BadSignature
+        );
+        assert_eq!(
+            r.process(event("new", "e").as_bytes(), 1.0).outcome,
+            CallbackOutcome::Accepted
+        );
+        let orphan = Config::from_yaml(&rotating.replace("callback_key: new, ", ""), &|_| None).unwrap_err();
+        assert!(
+            orphan
+                .to_string()
+                .contains("apps[0].callback_key_previous: set without callback_key"),
+            "{orphan}"
         );
     }
 

@@ -41,6 +41,8 @@ pub struct AppConfig {
     pub sdk_app_id: u64,
     /// Key that signs this app's callbacks; `None` accepts unsigned callbacks.
     pub callback_key: Option<SecretString>,
+    /// The key before a rotation, accepted too while events signed with it are still in flight.
+    pub callback_key_previous: Option<SecretString>,
     /// Find running tasks with DescribeRunningTasks.
     pub discover: bool,
     /// Task ids to follow in any case.
@@ -343,6 +345,7 @@ struct RawApi {
 struct RawApp {
     sdk_app_id: Option<Value>,
     callback_key: Option<Value>,
+    callback_key_previous: Option<Value>,
     discover: Option<Value>,
     tasks: Option<Vec<Value>>,
     tencentcloud: Option<RawApi>,
@@ -613,6 +616,17 @@ fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, problems: &mut V
                 "longer than 64 characters (Tencent's limit)",
             );
         }
+        let previous_path = format!("{path}.callback_key_previous");
+        let callback_key_previous = c.secret(&previous_path, app.callback_key_previous.as_ref());
+        if callback_key_previous.as_ref().is_some_and(|k| k.chars().count() > 64) {
+            c.fail(&previous_path, "longer than 64 characters (Tencent's limit)");
+        }
+        if callback_key_previous.is_some() && callback_key.is_none() {
+            c.fail(
+                &previous_path,
+                "set without callback_key: during a rotation both are set",
+            );
+        }
         let discover = c.boolean(&format!("{path}.discover"), app.discover.as_ref(), true);
         let mut tasks = Vec::new();
         for (j, t) in app.tasks.iter().flatten().enumerate() {
@@ -630,6 +644,7 @@ fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, problems: &mut V
             apps.push(AppConfig {
                 sdk_app_id,
                 callback_key: callback_key.map(SecretString::from),
+                callback_key_previous: callback_key_previous.map(SecretString::from),
                 discover,
                 tasks,
                 api,
