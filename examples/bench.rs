@@ -197,14 +197,7 @@ async fn freshness(samples: usize) {
         sim.sim.stop(&task, "EXCEPTION");
         let needle = format!("task_id=\"{task}\"");
         loop {
-            let text = client
-                .get(format!("http://{addr}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let text = get_text(&client, &format!("http://{addr}/metrics")).await;
             if text.lines().any(|l| {
                 l.starts_with("tiw_push_task_finish_reason{")
                     && l.contains(&needle)
@@ -222,6 +215,16 @@ async fn freshness(samples: usize) {
     token.cancel();
     let _ = served.await;
     sim.stop().await;
+}
+
+/// The body of a GET; a failure ends the run.
+async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    let res = client
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    res.text().await.unwrap_or_else(|e| panic!("GET {url}: {e}"))
 }
 
 /// A child process killed when dropped.
@@ -363,15 +366,7 @@ async fn footprint(n: usize, idle: Duration) {
     let ready = started.elapsed();
     let mut bytes = 0;
     for _ in 0..5 {
-        bytes = client
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-            .len();
+        bytes = get_text(&client, &format!("http://{addr}/metrics")).await.len();
     }
     let pid = proc.0.id();
     let rss = rss_mib(pid);
@@ -480,14 +475,7 @@ async fn ingest(seconds: u64) {
     let non200 = wrk_field(&events, "ingest_script_non200:") + wrk_field(&events, "Non-2xx or 3xx responses:");
     let errors = events.lines().any(|l| l.trim().starts_with("Socket errors:"));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let text = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&client, &format!("{url}/metrics")).await;
     let accepted = metric_sum(&text, "tiw_exporter_callbacks_total", "outcome=\"accepted\"");
     let tracked = metric_sum(&text, "tiw_push_tasks", "sdk_app_id=");
     out("ingest_seconds", seconds);

@@ -93,19 +93,10 @@ async fn describe_prints_one_task_as_json() {
     sim.stop().await;
 }
 
-/// Kills the child when dropped, so a failing test leaves no demo running.
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn demo_shows_pushing_and_stopped_tasks_within_ten_seconds() {
     let started = Instant::now();
-    let mut child = Child(
+    let mut child = KillOnDrop(
         Command::new(BIN)
             .args(["demo", "--web.listen-address", "127.0.0.1:0"])
             .stdout(Stdio::piped())

@@ -262,17 +262,33 @@ pub async fn wait_status(exporter: &Running, task_id: &str, status: &str) -> Met
     .await
 }
 
-/// A running exporter process, killed and reaped when dropped.
-pub struct Proc {
-    pub child: std::process::Child,
-    pub addr: String,
+/// A child process killed and reaped when dropped, so a failing test leaves nothing running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+/// A running exporter process and the address it listens on; killed and reaped when dropped.
+pub struct Proc {
+    pub child: KillOnDrop,
+    pub addr: String,
 }
 
 /// Starts the binary `bin` on `config` (with `extra` flags) listening on a free loopback port;
@@ -299,7 +315,10 @@ pub fn spawn_exporter(bin: &std::path::Path, config: &std::path::Path, extra: &[
         .expect("the exporter logs its address");
     // Keep reading, so the exporter never writes into a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    Proc { child, addr }
+    Proc {
+        child: KillOnDrop(child),
+        addr,
+    }
 }
 
 /// `program` as a shell would run it: without what cargo gives test processes (CARGO_PKG_* and

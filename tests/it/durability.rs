@@ -207,13 +207,9 @@ async fn restart_keeps_counters_and_task_series() {
     let pid = proc.child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let mut proc = proc;
-    let status = tokio::task::spawn_blocking(move || {
-        let s = proc.child.wait().unwrap();
-        std::mem::forget(proc);
-        s
-    })
-    .await
-    .unwrap();
+    let (status, _exited) = tokio::task::spawn_blocking(move || (proc.child.wait().unwrap(), proc))
+        .await
+        .unwrap();
     assert!(status.success(), "SIGTERM exits 0: {status:?}");
     let proc = spawn(Path::new(DEBUG_BIN), &config);
     wait_ready(&proc.addr).await;

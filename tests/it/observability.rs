@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -203,16 +203,6 @@ async fn dashboard_is_importable_and_queries_only_served_metrics() {
     sim.stop().await;
 }
 
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -268,7 +258,7 @@ async fn demo_to_prometheus_end_to_end() {
         }
     }
     std::thread::spawn(move || lines.for_each(drop));
-    let _demo = Proc(demo);
+    let _demo = KillOnDrop(demo);
     let target = metrics_url
         .trim_start_matches("http://")
         .trim_end_matches("/metrics")
@@ -290,7 +280,7 @@ async fn demo_to_prometheus_end_to_end() {
     .unwrap();
     let port = free_port();
     let prom = format!("http://127.0.0.1:{port}");
-    let _prometheus = Proc(
+    let _prometheus = KillOnDrop(
         Command::new("prometheus")
             .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
             .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
