@@ -11,7 +11,9 @@
 //! the registry, so it is tested and fuzzed without HTTP.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -239,7 +241,12 @@ pub struct CallbackReceiver {
     /// SdkAppId → keys a signature may match (the key, and during a rotation the previous one);
     /// empty: unsigned callbacks accepted.
     keys: std::sync::RwLock<HashMap<u64, Vec<SecretString>>>,
-    max_body_bytes: std::sync::atomic::AtomicUsize,
+    max_body_bytes: AtomicUsize,
+    /// `callback.max_in_flight`, and how many are being handled now.
+    max_in_flight: AtomicUsize,
+    in_flight: AtomicUsize,
+    /// How long a body may take to arrive, in milliseconds (`--web.read-timeout`).
+    read_timeout_ms: AtomicU64,
     /// Where a taken event is made durable before it is answered 200.
     store: std::sync::OnceLock<StoreHandle>,
 }
@@ -251,6 +258,9 @@ impl CallbackReceiver {
             metrics,
             keys: Default::default(),
             max_body_bytes: Default::default(),
+            max_in_flight: Default::default(),
+            in_flight: Default::default(),
+            read_timeout_ms: AtomicU64::new(10_000),
             store: Default::default(),
         };
         receiver.reconfigure(config);
@@ -271,12 +281,31 @@ impl CallbackReceiver {
             .collect();
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
         self.max_body_bytes
-            .store(config.callback.max_body_bytes, std::sync::atomic::Ordering::Relaxed);
+            .store(config.callback.max_body_bytes, Ordering::Relaxed);
+        self.max_in_flight
+            .store(config.callback.max_in_flight, Ordering::Relaxed);
     }
 
     /// The largest body accepted.
     pub fn max_body_bytes(&self) -> usize {
-        self.max_body_bytes.load(std::sync::atomic::Ordering::Relaxed)
+        self.max_body_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Sets how long a body may take to arrive before the request is answered 408.
+    pub fn set_read_timeout(&self, timeout: Duration) {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.read_timeout_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// A slot among `callback.max_in_flight`, or `None` when all are taken.
+    fn admit(&self) -> Option<InFlight<'_>> {
+        let max = self.max_in_flight.load(Ordering::Relaxed);
+        let admitted = self
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then(|| n + 1))
+            .is_ok();
+        // `then`, not `then_some`: a guard built and dropped on refusal would free a slot it never took.
+        admitted.then(|| InFlight(&self.in_flight))
     }
 
     /// From now on, an event is answered 200 only once the store has it on disk.
@@ -417,6 +446,15 @@ impl CallbackReceiver {
     }
 }
 
+/// One admitted callback; gives its slot back when dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The callback route alone, mounted on the main router or on its own listener.
 pub fn router(receiver: Arc<CallbackReceiver>, path: &str) -> Router {
     Router::new().route(path, post(handle)).with_state(receiver)
@@ -446,7 +484,29 @@ async fn read_limited(body: Body, max: usize) -> Result<Vec<u8>, String> {
 }
 
 async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Response {
-    let processed = match read_limited(body, receiver.max_body_bytes()).await {
+    // Past the cap, shed load at once: TIW delivers a refused event again, and the rest of the
+    // server (scrapes above all) keeps its share of the machine.
+    let Some(_slot) = receiver.admit() else {
+        refused(&receiver.metrics, "overloaded");
+        let body = serde_json::json!({ "error_code": 503, "error_msg": "too many callbacks at once, retry later" });
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "1")],
+            axum::Json(body),
+        )
+            .into_response();
+    };
+    let deadline = Duration::from_millis(receiver.read_timeout_ms.load(Ordering::Relaxed));
+    let read = match tokio::time::timeout(deadline, read_limited(body, receiver.max_body_bytes())).await {
+        Ok(read) => read,
+        Err(_) => {
+            refused(&receiver.metrics, "body_timeout");
+            tracing::debug!(timeout = ?deadline, "callback body did not arrive in time");
+            let body = serde_json::json!({ "error_code": 408, "error_msg": "body did not arrive in time" });
+            return (StatusCode::REQUEST_TIMEOUT, [("connection", "close")], axum::Json(body)).into_response();
+        }
+    };
+    let processed = match read {
         Ok(bytes) => receiver.process(&bytes, unix_now()),
         Err(reason) => Processed {
             event_type: "other",
@@ -477,6 +537,10 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Re
         let body = serde_json::json!({ "error_code": status.as_u16(), "error_msg": processed.outcome.label() });
         (status, axum::Json(body)).into_response()
     }
+}
+
+fn refused(metrics: &ExporterMetrics, reason: &str) {
+    metrics.http_refused.with_label_values(&["callback", reason]).inc();
 }
 
 #[cfg(test)]

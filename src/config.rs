@@ -95,12 +95,17 @@ pub struct PollConfig {
     pub discovery_interval: Duration,
 }
 
+/// `callback.max_in_flight` unless set: far above what group commit needs to keep up with TIW.
+pub const DEFAULT_CALLBACKS_IN_FLIGHT: usize = 256;
+
 #[derive(Debug, Clone)]
 pub struct CallbackConfig {
     pub path: String,
     /// `None`: served on the main listener.
     pub listen_address: Option<SocketAddr>,
     pub max_body_bytes: usize,
+    /// Callbacks handled at once; more are answered 503 so that TIW retries them.
+    pub max_in_flight: usize,
 }
 
 /// One problem found in a config file, with the key path it concerns.
@@ -362,6 +367,7 @@ struct RawCallback {
     path: Option<Value>,
     listen_address: Option<Value>,
     max_body_bytes: Option<Value>,
+    max_in_flight: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -696,6 +702,15 @@ fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, problems: &mut V
         }
     };
 
+    let max_in_flight = match c.integer("callback.max_in_flight", cb.max_in_flight.as_ref()) {
+        None => DEFAULT_CALLBACKS_IN_FLIGHT,
+        Some(n) if n > 0 => n as usize,
+        Some(n) => {
+            c.fail("callback.max_in_flight", format!("must be positive, got {n}"));
+            DEFAULT_CALLBACKS_IN_FLIGHT
+        }
+    };
+
     let state_path = c
         .string("state.path", raw.state.unwrap_or_default().path.as_ref())
         .filter(|s| !s.is_empty())
@@ -715,6 +730,7 @@ fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, problems: &mut V
             path: cb_path,
             listen_address,
             max_body_bytes,
+            max_in_flight,
         },
         state_path: PathBuf::from(state_path),
         retention_stopped_tasks,

@@ -20,7 +20,7 @@ use crate::poller::{PollSettings, PolledApp, Poller};
 use crate::registry::{unix_now, Source, TaskRegistry};
 use crate::store::{spawn_writer, Store, StoreError};
 use crate::tencentcloud::{Client, Limiters, RetryPolicy, TiwClient};
-use crate::webconfig::{require_auth, TlsListener, WebConfig};
+use crate::webconfig::{require_auth, WebConfig};
 
 /// How long a graceful shutdown waits for open connections before it stops them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
@@ -35,6 +35,8 @@ pub struct ServeOptions {
     pub config_file: Option<PathBuf>,
     /// TLS and basic auth (`--web.config.file`).
     pub web: WebConfig,
+    /// Connection, timeout and concurrency limits (`--web.*`).
+    pub limits: crate::server::Limits,
 }
 
 impl Default for ServeOptions {
@@ -44,6 +46,7 @@ impl Default for ServeOptions {
             retry: RetryPolicy::default(),
             config_file: None,
             web: WebConfig::default(),
+            limits: Default::default(),
         }
     }
 }
@@ -168,6 +171,7 @@ impl Exporter {
         metrics.config_last_reload_successful.set(1.0);
         metrics.config_last_reload_success_timestamp.set(unix_now());
         let callbacks = Arc::new(CallbackReceiver::new(&config, registry.clone(), metrics.clone()));
+        callbacks.set_read_timeout(options.limits.read_timeout);
         let (reload_tx, reload_rx) = mpsc::channel(4);
         Ok(Exporter {
             config,
@@ -215,6 +219,10 @@ impl Exporter {
             ready: self.ready.clone(),
             telemetry_path: self.options.telemetry_path.clone(),
             reload: Some(self.reload_handle()),
+            scrapes: match self.options.limits.max_requests {
+                0 => None,
+                n => Some(Arc::new(tokio::sync::Semaphore::new(n))),
+            },
         });
         let main = match &self.options.web.auth {
             // Basic auth guards metrics, reload and the landing page; probes stay open, and
@@ -279,6 +287,7 @@ impl Exporter {
         let main_router = self.router();
         let callback_router = self.callback_router();
         let tls = self.options.web.tls.clone();
+        let limits = self.options.limits.clone();
         let Exporter {
             config,
             registry,
@@ -317,53 +326,20 @@ impl Exporter {
         });
 
         if let Some(cb_listener) = callback_listener {
-            let (stop, tls) = (token.clone(), tls.clone());
+            let (stop, tls, limits) = (token.clone(), tls.clone(), limits.clone());
             tracker.spawn(async move {
-                if let Err(e) = serve_http(cb_listener, tls, callback_router, stop).await {
+                if let Err(e) = crate::server::serve(cb_listener, tls, callback_router, &limits, stop).await {
                     tracing::error!(error = %e, "callback listener failed");
                 }
             });
         }
         tracker.close();
         ready.store(true, Ordering::Release);
-        let result = serve_http(listener, tls, main_router, token.clone()).await;
+        let result = crate::server::serve(listener, tls, main_router, &limits, token.clone()).await;
         token.cancel();
         writer_token.cancel();
         tracker.wait().await;
         result
-    }
-}
-
-/// Serves `router` on `listener` (over TLS when `tls` is set) until `token` is cancelled, then
-/// lets open requests finish for at most [`SHUTDOWN_GRACE`].
-async fn serve_http(
-    listener: TcpListener,
-    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
-    router: axum::Router,
-    token: CancellationToken,
-) -> std::io::Result<()> {
-    match tls {
-        Some(tls) => {
-            let listener = TlsListener::new(listener, tls, token.clone())?;
-            serve_bounded(listener, router, token).await
-        }
-        None => serve_bounded(listener, router, token).await,
-    }
-}
-
-async fn serve_bounded<L>(listener: L, router: axum::Router, token: CancellationToken) -> std::io::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    let stop = token.clone();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
-    tokio::select! {
-        served = std::future::IntoFuture::into_future(server) => served,
-        _ = async { token.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
-            tracing::warn!("open connections did not finish within {SHUTDOWN_GRACE:?}; closing them");
-            Ok(())
-        }
     }
 }
 

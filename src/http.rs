@@ -21,7 +21,12 @@ pub struct HttpState {
     pub telemetry_path: String,
     /// Where `POST /-/reload` goes; `None` answers 503.
     pub reload: Option<ReloadHandle>,
+    /// Scrapes answered at once (`--web.max-requests`); `None`: no limit.
+    pub scrapes: Option<Arc<tokio::sync::Semaphore>>,
 }
+
+/// The largest body these routes let through; none of them reads a body.
+pub const MAX_UNREAD_BODY: u64 = 1024;
 
 /// The router, apart from any socket so that tests can drive it with `oneshot`.
 pub fn router(state: HttpState) -> Router {
@@ -31,10 +36,50 @@ pub fn router(state: HttpState) -> Router {
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(ready))
         .route("/-/reload", axum::routing::post(reload).get(reload_hint))
+        .layer(axum::middleware::from_fn(refuse_bodies))
         .with_state(state)
 }
 
+/// These routes read no body: one declared larger than [`MAX_UNREAD_BODY`] is refused with 413
+/// before any handler runs. (A body sent without a length is never read; the connection closes
+/// after the reply.)
+async fn refuse_bodies(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > MAX_UNREAD_BODY => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            [(header::CONNECTION, "close")],
+            format!("this endpoint takes no body (at most {MAX_UNREAD_BODY} bytes are ignored)\n"),
+        )
+            .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
 async fn metrics(State(state): State<HttpState>) -> Response {
+    let _permit = match &state.scrapes {
+        Some(scrapes) => match scrapes.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                state
+                    .metrics
+                    .http_refused
+                    .with_label_values(&["metrics", "overloaded"])
+                    .inc();
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, "1")],
+                    "too many concurrent scrapes; see --web.max-requests\n",
+                )
+                    .into_response();
+            }
+        },
+        None => None,
+    };
     let m = state.metrics.clone();
     // Rendering a large registry is CPU work; keep it off the async workers.
     match tokio::task::spawn_blocking(move || m.render()).await {
@@ -116,6 +161,7 @@ mod tests {
             ready: Arc::new(AtomicBool::new(ready)),
             telemetry_path: "/custom".into(),
             reload: None,
+            scrapes: None,
         }
     }
 

@@ -4,7 +4,7 @@
 //! Data flows one way: Tencent → [`tencentcloud`] (signed API 3.0 client) → [`poller`] (discovery
 //! and polling within the rate limit) and [`callback`] (verified TIW events) → [`registry`] (the
 //! single source of truth) → [`metrics`] (the collector behind `/metrics`) → [`http`] (router,
-//! landing page, health). [`config`] turns
+//! landing page, health), served by [`server`] under connection and timeout limits. [`config`] turns
 //! YAML into a validated configuration; [`exporter`] wires everything for `serve`; [`simulator`]
 //! is an embedded stand-in for Tencent that tests and `demo` run against.
 
@@ -16,6 +16,7 @@ pub mod http;
 pub mod metrics;
 pub mod poller;
 pub mod registry;
+pub mod server;
 pub mod simulator;
 pub mod store;
 pub mod tencentcloud;

@@ -42,6 +42,7 @@ pub struct ExporterMetrics {
     pub api_request_duration: HistogramVec,
     pub callbacks: IntCounterVec,
     pub callback_delay: HistogramVec,
+    pub http_refused: IntCounterVec,
     pub last_poll_success: GaugeVec,
     pub poll_sweep_duration: prometheus::Gauge,
     pub config_last_reload_successful: prometheus::Gauge,
@@ -97,6 +98,13 @@ impl ExporterMetrics {
             .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
             &["event_type"],
         )?;
+        let http_refused = IntCounterVec::new(
+            Opts::new(
+                "tiw_exporter_http_requests_refused_total",
+                "Requests refused by the HTTP server's limits, by handler and reason (overloaded, body_timeout).",
+            ),
+            &["handler", "reason"],
+        )?;
         let last_poll_success = GaugeVec::new(
             Opts::new(
                 "tiw_exporter_last_poll_success_timestamp_seconds",
@@ -144,6 +152,14 @@ impl ExporterMetrics {
             "1 if the last store write succeeded; 0 while writes fail (callbacks are then answered 503).",
         )?;
         store_last_write_successful.set(1.0);
+        // Present from the start, so that rate() and alerts see the first refusal.
+        for (handler, reason) in [
+            ("metrics", "overloaded"),
+            ("callback", "overloaded"),
+            ("callback", "body_timeout"),
+        ] {
+            http_refused.with_label_values(&[handler, reason]);
+        }
         for event_type in CALLBACK_EVENT_TYPES {
             for outcome in CALLBACK_OUTCOMES {
                 callbacks.with_label_values(&[event_type, outcome]);
@@ -157,6 +173,7 @@ impl ExporterMetrics {
         registry.register(Box::new(api_request_duration.clone()))?;
         registry.register(Box::new(callbacks.clone()))?;
         registry.register(Box::new(callback_delay.clone()))?;
+        registry.register(Box::new(http_refused.clone()))?;
         registry.register(Box::new(last_poll_success.clone()))?;
         registry.register(Box::new(poll_sweep_duration.clone()))?;
         registry.register(Box::new(build_info))?;
@@ -177,6 +194,7 @@ impl ExporterMetrics {
             api_request_duration,
             callbacks,
             callback_delay,
+            http_refused,
             last_poll_success,
             poll_sweep_duration,
             config_last_reload_successful,
@@ -211,6 +229,11 @@ impl ExporterMetrics {
     /// the text [`ExporterMetrics::render`] writes).
     pub fn task_families(&self) -> Vec<MetricFamily> {
         self.task_collector.collect()
+    }
+
+    /// The task families alone, as [`ExporterMetrics::render`] writes them.
+    pub fn encode_task_families(&self, out: &mut String) {
+        self.task_collector.encode_text(out);
     }
 }
 

@@ -7,6 +7,7 @@ mod common;
 mod durability;
 mod faults;
 mod lifecycle;
+mod limits;
 mod observability;
 mod operation;
 mod promtool;
