@@ -97,7 +97,7 @@ fn sim_config(apps: Vec<u64>, latency: Duration) -> SimConfig {
         requests_per_second: 20,
         latency,
         latency_jitter: Duration::ZERO,
-        clock_offset_secs: 0,
+        ..Default::default()
     }
 }
 

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::exporter::{Exporter, ServeOptions};
 use crate::simulator::{
-    lifecycle::Generator, random_task_id, LifecyclePlan, Outcome, SimConfig, SimCredential, Simulator,
+    lifecycle::Generator, random_task_id, FaultRates, LifecyclePlan, Outcome, SimConfig, SimCredential, Simulator,
 };
 
 /// The demo's apps.
@@ -23,6 +23,8 @@ pub struct DemoOptions {
     /// Running tasks the simulator keeps per app.
     pub tasks_per_app: usize,
     pub poll_interval: Duration,
+    /// Random API faults from the start (`--simulator.faults`).
+    pub fault_rates: FaultRates,
 }
 
 impl Default for DemoOptions {
@@ -31,6 +33,7 @@ impl Default for DemoOptions {
             simulator_address: SocketAddr::from(([127, 0, 0, 1], 0)),
             tasks_per_app: 6,
             poll_interval: Duration::from_secs(2),
+            fault_rates: FaultRates::default(),
         }
     }
 }
@@ -55,6 +58,7 @@ pub async fn run(
         latency: Duration::from_millis(30),
         latency_jitter: Duration::from_millis(20),
         clock_offset_secs: 0,
+        fault_rates: options.fault_rates.clone(),
     });
     // A few short tasks at once, so every status shows within seconds.
     for (i, app) in DEMO_APPS.iter().enumerate() {
@@ -129,6 +133,10 @@ pub async fn run(
     println!(
         "  curl -s http://{shown}{} | grep -E '^tiw_push_(tasks|task_status)'",
         serve.telemetry_path
+    );
+    println!(
+        "Break the API on purpose (a share of requests gets 5xx, resets, hangs, errors...):\n  curl -X PUT {}/sim/faults -d '{{\"http_5xx\":0.1,\"connection_reset\":0.05,\"slow\":0.05}}'",
+        server.endpoint()
     );
     println!("Ctrl-C stops the demo.");
     let result = match Exporter::new(config, serve) {

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use secrecy::ExposeSecret;
 use tiw_push_exporter::config::{parse_listen_address, Config};
 use tiw_push_exporter::exporter::{build_clients, Exporter, ReloadHandle, ServeOptions};
+use tiw_push_exporter::server::Limits;
 use tiw_push_exporter::tencentcloud::{ApiError, TiwClient};
 use tiw_push_exporter::webconfig::WebConfig;
 use tiw_push_exporter::{demo, metrics::ExporterMetrics, registry::TaskRegistry};
@@ -32,6 +34,18 @@ struct Cli {
     /// Path under which metrics are exposed.
     #[arg(long = "web.telemetry-path", global = true, default_value = "/metrics")]
     telemetry_path: String,
+    /// Open connections at most, per listener; further clients wait to be accepted.
+    #[arg(long = "web.max-connections", global = true, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Time a client has to send a request's headers; also closes connections idle for as long.
+    #[arg(long = "web.read-header-timeout", global = true, default_value = "10s", value_parser = parse_duration)]
+    read_header_timeout: Duration,
+    /// Time a client has to send a request's body (callbacks); 408 after it.
+    #[arg(long = "web.read-timeout", global = true, default_value = "10s", value_parser = parse_duration)]
+    read_timeout: Duration,
+    /// Scrapes answered at once; more get 503 (0: no limit).
+    #[arg(long = "web.max-requests", global = true, default_value_t = 40)]
+    max_requests: u32,
     /// Only log messages with the given severity or above.
     #[arg(long = "log.level", global = true, value_enum, default_value = "info")]
     log_level: LogLevel,
@@ -49,6 +63,11 @@ enum Command {
         /// Address of the embedded simulator's API.
         #[arg(long = "simulator.listen-address", default_value = "127.0.0.1:0")]
         simulator_address: String,
+        /// Share of the simulator's API requests that fail, spread over every kind of fault
+        /// (5xx, reset, hang, truncated or non-JSON body, InternalError, RequestLimitExceeded,
+        /// 3 s late, SignatureExpire). Change it live with PUT /sim/faults.
+        #[arg(long = "simulator.fault-rate", default_value_t = 0.0, value_parser = parse_share)]
+        fault_rate: f64,
     },
     /// Validate the configuration file and print every problem with its key path.
     CheckConfig,
@@ -216,9 +235,32 @@ async fn bind(address: &str) -> anyhow::Result<tokio::net::TcpListener> {
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
+/// A share between 0 and 1.
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("{s:?} is not a number between 0 and 1")),
+    }
+}
+
+/// A positive duration such as `500ms`, `10s` or `1m`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e} (examples: 500ms, 10s, 1m)")),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let options = ServeOptions {
         telemetry_path: cli.telemetry_path.clone(),
+        limits: Limits {
+            max_connections: cli.max_connections as usize,
+            read_header_timeout: cli.read_header_timeout,
+            read_timeout: cli.read_timeout,
+            max_requests: cli.max_requests as usize,
+        },
         ..Default::default()
     };
     if !options.telemetry_path.starts_with('/') {
@@ -249,7 +291,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { simulator_address } => {
+        Command::Demo {
+            simulator_address,
+            fault_rate,
+        } => {
             let simulator_address = parse_listen_address(&simulator_address)
                 .map_err(|e| anyhow::anyhow!("--simulator.listen-address: {e}"))?;
             let listener = bind(&cli.listen_address).await?;
@@ -257,6 +302,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cancel_on_signal(token.clone());
             let demo_options = demo::DemoOptions {
                 simulator_address,
+                fault_rates: tiw_push_exporter::simulator::FaultRates::uniform(fault_rate),
                 ..Default::default()
             };
             demo::run(listener, demo_options, options, token).await?;

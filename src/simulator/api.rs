@@ -12,6 +12,7 @@ use axum::Router;
 use rand::Rng;
 use serde_json::{json, Value};
 
+use super::faults::{FaultRates, RandomFault, ResetFlag, SLOW_REPLY};
 use super::{unix_now, Fault, Shared, SimStatus, SimTask};
 use crate::tencentcloud::sign::{parse_authorization, sign, utc_date, SignInput, SIGNED_HEADERS};
 use crate::tencentcloud::tiw;
@@ -24,13 +25,34 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/", post(handle))
         .route("/sim/stats", get(stats))
         .route("/sim/tasks", get(tasks))
+        .route("/sim/faults", get(get_faults).put(put_faults))
         .with_state(shared)
 }
 
 async fn stats(State(shared): State<Arc<Shared>>) -> Response {
     let s = shared.stats_mut().clone();
-    axum::Json(json!({ "requests": s.requests, "rate_limited": s.rate_limited, "auth_failures": s.auth_failures }))
-        .into_response()
+    axum::Json(
+        json!({ "requests": s.requests, "rate_limited": s.rate_limited, "auth_failures": s.auth_failures,
+                       "faults_injected": s.faults_injected }),
+    )
+    .into_response()
+}
+
+/// `GET /sim/faults`: the random fault rates; `PUT` with a JSON object of rates sets them, e.g.
+/// `curl -X PUT localhost:18080/sim/faults -d '{"http_5xx":0.1,"slow":0.05}'` (omitted: 0).
+async fn get_faults(State(shared): State<Arc<Shared>>) -> Response {
+    axum::Json(shared.fault_rates()).into_response()
+}
+
+async fn put_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let rates: FaultRates = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    match shared.set_fault_rates(rates.clone()) {
+        Ok(()) => axum::Json(rates).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
 }
 
 /// The simulator's truth, for tests and curious demo users: every task with its state.
@@ -143,11 +165,26 @@ fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    extensions: axum::http::Extensions,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let arrived = Instant::now();
     let rid = request_id();
     let action = header(&headers, "X-TC-Action").unwrap_or_default().to_string();
     *shared.stats_mut().requests.entry(action.clone()).or_default() += 1;
+    let drawn = shared.fault_rates().draw(&mut rand::rng());
+    if let Some(fault) = drawn {
+        *shared.stats_mut().faults_injected.entry(fault.label()).or_default() += 1;
+        let reset = extensions
+            .get::<axum::extract::ConnectInfo<ResetFlag>>()
+            .map(|c| c.0.clone());
+        if let Some(reply) = random_fault(&shared, fault, reset, &rid).await {
+            return reply;
+        }
+    }
 
     let secret_id = match verify(&shared, &headers, &body) {
         Ok(id) => id,
@@ -230,6 +267,69 @@ async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         ),
         _ => error("InvalidAction", "The requested action does not exist.", &rid),
     }
+}
+
+/// The reply for a drawn fault; `None` to go on with the true reply (after a delay).
+async fn random_fault(shared: &Shared, fault: RandomFault, reset: Option<ResetFlag>, rid: &str) -> Option<Response> {
+    Some(match fault {
+        RandomFault::Http5xx => {
+            let status = if rand::rng().random_bool(0.5) {
+                StatusCode::BAD_GATEWAY
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let page = format!("<html><head><title>{status}</title></head><body><center><h1>{status}</h1></center><hr><center>stgw</center></body></html>");
+            (status, [("content-type", "text/html")], page).into_response()
+        }
+        RandomFault::ConnectionReset => match reset {
+            Some(flag) => {
+                flag.raise();
+                StatusCode::OK.into_response()
+            }
+            // Served without the resetting listener (a router in a test): the nearest thing.
+            None => apply_fault(shared, Fault::Http500, rid).await,
+        },
+        RandomFault::Hang => apply_fault(shared, Fault::Hang, rid).await,
+        RandomFault::Truncated => {
+            let whole = json!({"Response": {"Status": "PUSHING", "RoomId": 1, "RequestId": rid}}).to_string();
+            (
+                StatusCode::OK,
+                [("content-type", "application/json")],
+                whole[..whole.len() / 2].to_string(),
+            )
+                .into_response()
+        }
+        RandomFault::NotJson => apply_fault(shared, Fault::NotJson, rid).await,
+        RandomFault::InternalError => error(
+            "InternalError",
+            "An internal error has occurred. Retry your request.",
+            rid,
+        ),
+        RandomFault::RateLimited => {
+            shared.stats_mut().rate_limited += 1;
+            let limit = shared.config.requests_per_second;
+            error(
+                "RequestLimitExceeded",
+                &format!("Your current request times exceeds the frequency limit `{limit}` for a second. Please reduce the frequency of calls."),
+                rid,
+            )
+        }
+        RandomFault::Slow => {
+            tokio::select! {
+                _ = tokio::time::sleep(SLOW_REPLY) => return None,
+                _ = shared.shutdown.cancelled() => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+            }
+        }
+        RandomFault::ClockSkew => {
+            shared.stats_mut().auth_failures += 1;
+            let server_now = unix_now() + MAX_CLOCK_SKEW + 60;
+            error(
+                "AuthFailure.SignatureExpire",
+                &format!("Signature expired. Timestamp comparing to the server time deviates more than 5 minutes (server time {server_now})."),
+                rid,
+            )
+        }
+    })
 }
 
 async fn apply_fault(shared: &Shared, fault: Fault, rid: &str) -> Response {

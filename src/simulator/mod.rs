@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod callbacks;
+pub mod faults;
 pub mod lifecycle;
 
 use std::collections::{HashMap, VecDeque};
@@ -18,6 +19,7 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 pub use callbacks::{CallbackKnobs, CallbackStats};
+pub use faults::{FaultRates, RandomFault};
 pub use lifecycle::{LifecyclePlan, Outcome};
 
 /// Credentials the simulator accepts.
@@ -42,6 +44,8 @@ pub struct SimConfig {
     pub latency_jitter: Duration,
     /// Seconds the simulator's clock is ahead of the machine's (to provoke SignatureExpire).
     pub clock_offset_secs: i64,
+    /// Random faults on API requests, from the start; [`Simulator::set_fault_rates`] changes them.
+    pub fault_rates: FaultRates,
 }
 
 impl Default for SimConfig {
@@ -57,6 +61,7 @@ impl Default for SimConfig {
             latency: Duration::ZERO,
             latency_jitter: Duration::ZERO,
             clock_offset_secs: 0,
+            fault_rates: FaultRates::default(),
         }
     }
 }
@@ -128,6 +133,8 @@ pub struct SimStats {
     pub auth_failures: u64,
     /// Arrival instants of admitted requests, per action (for rate checks in tests).
     pub admitted: HashMap<String, Vec<Instant>>,
+    /// Random faults injected, by kind (`http_5xx`, `connection_reset`, ...).
+    pub faults_injected: HashMap<&'static str, u64>,
 }
 
 impl SimStats {
@@ -160,6 +167,7 @@ pub(crate) struct Shared {
     world: Mutex<World>,
     stats: Mutex<SimStats>,
     knobs: Mutex<CallbackKnobs>,
+    fault_rates: Mutex<FaultRates>,
     callback_stats: Mutex<CallbackStats>,
     /// Events of task transitions go here once the sender runs.
     outbox: Mutex<Option<tokio::sync::mpsc::UnboundedSender<callbacks::Pending>>>,
@@ -175,6 +183,14 @@ impl Shared {
     }
     pub(crate) fn callback_stats_mut(&self) -> MutexGuard<'_, CallbackStats> {
         self.callback_stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub(crate) fn fault_rates(&self) -> FaultRates {
+        self.fault_rates.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    pub(crate) fn set_fault_rates(&self, rates: FaultRates) -> Result<(), String> {
+        rates.validate()?;
+        *self.fault_rates.lock().unwrap_or_else(|e| e.into_inner()) = rates;
+        Ok(())
     }
     pub(crate) fn callback_knobs(&self) -> CallbackKnobs {
         self.knobs.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -257,6 +273,7 @@ impl Simulator {
         let shutdown = CancellationToken::new();
         Simulator {
             shared: Arc::new(Shared {
+                fault_rates: Mutex::new(config.fault_rates.clone()),
                 config,
                 world: Mutex::new(World::default()),
                 stats: Mutex::new(SimStats::default()),
@@ -277,7 +294,8 @@ impl Simulator {
         let app = api::router(self.shared.clone());
         let shared = self.shared.clone();
         let stop = token.clone();
-        let result = axum::serve(listener, app)
+        let app = app.into_make_service_with_connect_info::<faults::ResetFlag>();
+        let result = axum::serve(faults::ResetListener(listener), app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
         shared.shutdown.cancel();
@@ -429,6 +447,16 @@ impl Simulator {
             Some(f) => world.app_faults.insert(sdk_app_id, f),
             None => world.app_faults.remove(&sdk_app_id),
         };
+    }
+
+    /// Sets the random fault rates of API requests (all zero: none); refuses invalid rates.
+    pub fn set_fault_rates(&self, rates: FaultRates) -> Result<(), String> {
+        self.shared.set_fault_rates(rates)
+    }
+
+    /// The random fault rates in force.
+    pub fn fault_rates(&self) -> FaultRates {
+        self.shared.fault_rates()
     }
 
     /// What the simulator has counted so far.

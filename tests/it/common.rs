@@ -289,6 +289,15 @@ impl std::ops::DerefMut for KillOnDrop {
 pub struct Proc {
     pub child: KillOnDrop,
     pub addr: String,
+    /// Every line the exporter has logged so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    /// The log so far, one string.
+    pub fn log_text(&self) -> String {
+        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
 }
 
 /// Starts the binary `bin` on `config` (with `extra` flags) listening on a free loopback port;
@@ -307,17 +316,32 @@ pub fn spawn_exporter(bin: &std::path::Path, config: &std::path::Path, extra: &[
     let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr is piped"))
         .lines()
         .map_while(Result::ok);
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = |l: &String| {
+        if let Ok(mut log) = log.lock() {
+            log.push(l.clone());
+        }
+    };
     let addr = lines
         .find_map(|l| {
+            keep(&l);
             l.split_whitespace()
                 .find_map(|w| w.strip_prefix("address=").map(str::to_string))
         })
         .expect("the exporter logs its address");
     // Keep reading, so the exporter never writes into a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+    let shared = log.clone();
+    std::thread::spawn(move || {
+        for l in lines {
+            if let Ok(mut log) = shared.lock() {
+                log.push(l);
+            }
+        }
+    });
     Proc {
         child: KillOnDrop(child),
         addr,
+        log,
     }
 }
 
