@@ -40,8 +40,6 @@ const MAX_U32: u64 = u32::MAX as u64;
 /// An oversized body is read (and thrown away) up to this size before the 413, so that the
 /// sender, still writing, gets the answer rather than a broken pipe; beyond it the connection closes.
 const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
-/// Longest task id accepted (TIW's are 20 characters); ids become label values.
-const MAX_TASK_ID: usize = 128;
 
 /// What became of one callback (the `outcome` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +170,7 @@ struct PushEventData {
 
 fn parse_push(kind: PushEvent, data: &serde_json::value::RawValue) -> Result<PushEventData, String> {
     let d: PushData = serde_json::from_str(data.get()).map_err(|e| format!("EventData: {e}"))?;
-    if d.task_id.is_empty() || d.task_id.len() > MAX_TASK_ID || !d.task_id.bytes().all(|b| b.is_ascii_graphic()) {
+    if !crate::registry::is_task_id(&d.task_id) {
         return Err("EventData.TaskId: expected a task id of 1 to 128 printable characters".into());
     }
     for (name, v) in [

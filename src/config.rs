@@ -638,9 +638,16 @@ fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, problems: &mut V
         for (j, t) in app.tasks.iter().flatten().enumerate() {
             let tpath = format!("{path}.tasks[{j}]");
             match c.string(&tpath, Some(t)) {
-                Some(s) if !s.trim().is_empty() && tasks.contains(&s) => {}
-                Some(s) if !s.trim().is_empty() => tasks.push(s),
-                Some(_) => c.fail(&tpath, "empty task id"),
+                Some(s) if s.trim().is_empty() => c.fail(&tpath, "empty task id"),
+                Some(s) if !crate::registry::is_task_id(&s) => c.fail(
+                    &tpath,
+                    format!(
+                        "not a task id: expected 1 to {} printable characters without spaces",
+                        crate::registry::MAX_TASK_ID
+                    ),
+                ),
+                Some(s) if tasks.contains(&s) => {}
+                Some(s) => tasks.push(s),
                 None => {}
             }
         }

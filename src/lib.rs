@@ -12,6 +12,8 @@ pub mod callback;
 pub mod config;
 pub mod demo;
 pub mod exporter;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod poller;

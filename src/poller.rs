@@ -140,6 +140,10 @@ impl Poller {
                 let Some(id) = t.task_id.filter(|id| is_push && !id.is_empty()) else {
                     continue;
                 };
+                if !crate::registry::is_task_id(&id) {
+                    tracing::warn!(sdk_app_id, task_id = ?truncate(&id, 64), "DescribeRunningTasks listed something that is not a task id; skipped");
+                    continue;
+                }
                 if self.registry.track(sdk_app_id, &id, t.room_id, Source::Discovery) {
                     found += 1;
                     tracing::debug!(sdk_app_id, task_id = %id, "discovered task");

@@ -865,6 +865,16 @@ fn merge(task: &mut Task, stats: &mut AppStats, obs: &Observation, now: f64) -> 
     applied
 }
 
+/// The longest task id taken; Tencent's are 20 characters.
+pub const MAX_TASK_ID: usize = 128;
+
+/// Whether `id` can be a task id: 1 to [`MAX_TASK_ID`] printable ASCII characters, no spaces.
+/// Ids from callbacks and from DescribeRunningTasks alike must pass before they are tracked, so
+/// a hostile or broken sender cannot put newlines or megabytes into label values.
+pub fn is_task_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_TASK_ID && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// Turns a DescribeWhiteboardPush reply into an observation.
 pub fn observation_from_poll(p: &crate::tencentcloud::tiw::WhiteboardPush) -> Observation {
     Observation {

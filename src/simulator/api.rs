@@ -350,6 +350,12 @@ async fn apply_fault(shared: &Shared, fault: Fault, rid: &str) -> Response {
         }
         Fault::Error { code, message } => error(&code, &message, rid),
         Fault::Response(v) => envelope(v, rid),
+        Fault::Raw { status, body } => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            [("content-type", "application/json")],
+            body,
+        )
+            .into_response(),
     }
 }
 

@@ -111,6 +111,8 @@ pub enum Fault {
     Error { code: String, message: String },
     /// This `Response` object (RequestId is added), e.g. with fields missing or null.
     Response(serde_json::Value),
+    /// Exactly this status and body (`application/json`), for replies no envelope can describe.
+    Raw { status: u16, body: Vec<u8> },
 }
 
 #[derive(Default)]

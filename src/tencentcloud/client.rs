@@ -186,6 +186,8 @@ pub struct Client {
 
 /// Longest piece of an unexpected body quoted in an error.
 const BODY_SNIPPET: usize = 120;
+/// The largest reply read. A full DescribeRunningTasks page (500 tasks) is about 100 KB.
+pub const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
 
 impl Client {
     pub fn new(http: reqwest::Client, api: ApiConfig, limiters: Arc<Limiters>, metrics: Arc<ExporterMetrics>) -> Self {
@@ -300,9 +302,23 @@ impl Client {
             endpoint: endpoint.clone(),
             detail: describe_reqwest(&e),
         };
-        let reply = req.body(body.to_vec()).send().await.map_err(transport)?;
+        let mut reply = req.body(body.to_vec()).send().await.map_err(transport)?;
         let status = reply.status();
-        let bytes = reply.bytes().await.map_err(transport)?;
+        // Read at most MAX_REPLY_BYTES: a broken proxy must not make the exporter buffer gigabytes.
+        let too_large = || ApiError::BadReply {
+            endpoint: endpoint.clone(),
+            detail: format!("HTTP {}: reply larger than {MAX_REPLY_BYTES} bytes", status.as_u16()),
+        };
+        if reply.content_length().is_some_and(|n| n > MAX_REPLY_BYTES as u64) {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = reply.chunk().await.map_err(transport)? {
+            if bytes.len() + chunk.len() > MAX_REPLY_BYTES {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         decode_reply(&endpoint, status.as_u16(), &bytes)
     }
 }
@@ -331,10 +347,11 @@ pub fn decode_reply<Resp: DeserializeOwned>(endpoint: &str, status: u16, bytes: 
             code: None,
             message: None,
         });
+        // Whatever the wire says ends up in logs and errors: bounded, one line.
         return Err(ApiError::Tencent {
-            code: err.code.unwrap_or_else(|| "UnknownError".into()),
-            message: err.message.unwrap_or_default(),
-            request_id,
+            code: printable(&err.code.unwrap_or_else(|| "UnknownError".into()), MAX_CODE_CHARS),
+            message: printable(&err.message.unwrap_or_default(), MAX_MESSAGE_CHARS),
+            request_id: printable(&request_id, MAX_CODE_CHARS),
         });
     }
     serde_json::from_value(response).map_err(|e| {
@@ -342,6 +359,24 @@ pub fn decode_reply<Resp: DeserializeOwned>(endpoint: &str, status: u16, bytes: 
             "Response does not match the documented fields: {e} (RequestId {request_id})"
         ))
     })
+}
+
+/// Longest error code and RequestId kept from a reply; Tencent's are under 64 characters.
+const MAX_CODE_CHARS: usize = 128;
+/// Longest error message kept from a reply.
+const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// `s` on one line (control characters become spaces), cut to `max` characters with `…`.
+fn printable(s: &str, max: usize) -> String {
+    let mut out: String = s
+        .chars()
+        .take(max)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if s.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// A short, printable piece of a body for an error message.

@@ -14,8 +14,19 @@ use crate::common::*;
 const APP: u64 = 1400000001;
 const OTHER: u64 = 1400000002;
 
-fn client_for(endpoint: &str, apps: &[u64], app: u64) -> tiw_push_exporter::tencentcloud::TiwClient {
-    let config = Config::from_yaml(&config_yaml(endpoint, apps, "1s", ""), &|_| None).unwrap();
+/// A client of `app` on the test credentials, with each `(from, to)` replaced in its config.
+pub fn client_for(
+    endpoint: &str,
+    apps: &[u64],
+    app: u64,
+    replace: &[(&str, &str)],
+) -> tiw_push_exporter::tencentcloud::TiwClient {
+    let yaml = replace
+        .iter()
+        .fold(config_yaml(endpoint, apps, "1s", ""), |y, (from, to)| {
+            y.replace(from, to)
+        });
+    let config = Config::from_yaml(&yaml, &|_| None).unwrap();
     let metrics = ExporterMetrics::new(std::sync::Arc::new(TaskRegistry::new()), false);
     build_clients(&config, &metrics, fast_retry()).remove(&app).unwrap()
 }
@@ -24,7 +35,7 @@ fn client_for(endpoint: &str, apps: &[u64], app: u64) -> tiw_push_exporter::tenc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_bad_reply_is_a_clear_error() {
     let sim = start_sim(sim_config(&[APP])).await;
-    let client = client_for(&sim.endpoint(), &[APP], APP);
+    let client = client_for(&sim.endpoint(), &[APP], APP, &[]);
     let task = sim.sim.create_task(APP, 1);
     let cases: Vec<(Fault, &str)> = vec![
         (Fault::Http500, "HTTP 500"),
@@ -184,7 +195,7 @@ async fn clock_skew_is_named_and_not_retried() {
     let mut config = sim_config(&[APP]);
     config.clock_offset_secs = 600;
     let sim = start_sim(config).await;
-    let client = client_for(&sim.endpoint(), &[APP], APP);
+    let client = client_for(&sim.endpoint(), &[APP], APP, &[]);
     let err = client.describe_whiteboard_push("x").await.unwrap_err();
     assert_eq!(err.code(), Some("AuthFailure.SignatureExpire"));
     assert!(err.to_string().contains("clock"), "{err}");

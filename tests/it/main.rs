@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod durability;
 mod faults;
+mod hostile;
 mod lifecycle;
 mod limits;
 mod observability;
