@@ -487,9 +487,10 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Re
     let Some(_slot) = receiver.admit() else {
         refused(&receiver.metrics, "overloaded");
         let body = serde_json::json!({ "error_code": 503, "error_msg": "too many callbacks at once, retry later" });
+        // Closing the connection gives its slot (--web.max-connections) back at once.
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            [("retry-after", "1")],
+            [("retry-after", "1"), ("connection", "close")],
             axum::Json(body),
         )
             .into_response();

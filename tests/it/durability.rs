@@ -403,12 +403,15 @@ async fn retention_keeps_the_store_bounded() {
     let exporter = start_exporter(&yaml).await;
     let client = reqwest::Client::new();
     let mut sizes = Vec::new();
+    // 128 senders at a time: below callback.max_in_flight, so none is shed (limits.rs tests that).
+    let senders = std::sync::Arc::new(tokio::sync::Semaphore::new(128));
     for round in 0..4 {
         let mut sends = tokio::task::JoinSet::new();
         for i in 0..1000 {
-            let (client, url) = (client.clone(), exporter.url("/callback"));
+            let (client, url, senders) = (client.clone(), exporter.url("/callback"), senders.clone());
             let body = without_sign(event("WhiteboardPushStopped", &format!("cycle{round}n{i:05}")));
             sends.spawn(async move {
+                let _sender = senders.acquire().await;
                 client
                     .post(url)
                     .body(body)
