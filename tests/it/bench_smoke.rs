@@ -51,3 +51,44 @@ fn bench_run_smoke_reports_every_figure() {
     assert!(figures["poll_max_in_any_second"] <= 20.0, "{text}");
     println!("{text}");
 }
+
+/// `bench/soak` for 20 s: faults, callbacks, hostile callbacks and scrapes together, and the final
+/// registry against the simulator's truth. The full run (10 minutes and more) is in BENCHMARKS.md.
+#[test]
+fn bench_soak_smoke_passes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = crate::common::shell_command(root.join("bench/soak"));
+    let out = cmd
+        .args([
+            "--duration",
+            "20s",
+            "--sample",
+            "5s",
+            "--poll-interval",
+            "2s",
+            "--tasks-per-app",
+            "5",
+        ])
+        .current_dir(root)
+        .output()
+        .expect("bench/soak");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench/soak failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in [
+        "rss_start_mib",
+        "rss_end_mib",
+        "scrapes",
+        "api_faults_injected",
+        "tasks_total",
+        "tasks_wrong",
+        "log_panics",
+    ] {
+        assert!(text.contains(&format!("\n{name}: ")), "{name} missing:\n{text}");
+    }
+    assert!(text.contains("\nverdict: PASS"), "{text}");
+    println!("{text}");
+}

@@ -324,6 +324,10 @@ async fn hostile_config_files_are_refused_by_reload() {
     wait_status(&exporter, &task, "PUSHING").await;
     let before = visible(&exporter.registry);
     let base = |extra: &str| config_yaml(&sim.endpoint(), &[APP], "1h", extra);
+    // The good file with one piece replaced.
+    let with = |from: &str, to: &str| base("").replace(from, to).into_bytes();
+    let app_line = format!("sdk_app_id: {APP}");
+    let apps_block = format!("apps:\n  - {app_line}\n");
     let laughs = {
         let mut s = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
         for (x, y) in ["b", "c", "d", "e", "f", "g", "h", "i"]
@@ -349,90 +353,62 @@ async fn hostile_config_files_are_refused_by_reload() {
             ("x: ".to_string() + &"[".repeat(10_000) + &"]".repeat(10_000) + "\n").into_bytes(),
             "not valid YAML",
         ),
-        (
-            "apps a number",
-            base("")
-                .replace(&format!("apps:\n  - sdk_app_id: {APP}\n"), "apps: 5\n")
-                .into_bytes(),
-            "apps",
-        ),
-        (
-            "no apps",
-            base("")
-                .replace(&format!("apps:\n  - sdk_app_id: {APP}\n"), "apps: []\n")
-                .into_bytes(),
-            "apps",
-        ),
+        ("apps a number", with(&apps_block, "apps: 5\n"), "apps"),
+        ("no apps", with(&apps_block, "apps: []\n"), "apps"),
         (
             "sdk_app_id negative",
-            base("")
-                .replace(&format!("sdk_app_id: {APP}"), "sdk_app_id: -1")
-                .into_bytes(),
+            with(&app_line, "sdk_app_id: -1"),
             "apps[0].sdk_app_id",
         ),
         (
             "sdk_app_id a word",
-            base("")
-                .replace(&format!("sdk_app_id: {APP}"), "sdk_app_id: twelve")
-                .into_bytes(),
+            with(&app_line, "sdk_app_id: twelve"),
             "apps[0].sdk_app_id",
         ),
         (
             "sdk_app_id 1e30",
-            base("")
-                .replace(&format!("sdk_app_id: {APP}"), "sdk_app_id: 1e30")
-                .into_bytes(),
+            with(&app_line, "sdk_app_id: 1e30"),
             "apps[0].sdk_app_id",
         ),
-        (
-            "a duplicate app",
-            base("")
-                .replace("apps:\n", &format!("apps:\n  - sdk_app_id: {APP}\n"))
-                .into_bytes(),
-            "duplicate sdk_app_id",
-        ),
+        ("a duplicate app", with("apps:\n", &apps_block), "duplicate sdk_app_id"),
         (
             "an unset variable",
-            base("").replace(SECRET_KEY, "${TIW_HOSTILE_UNSET}").into_bytes(),
+            with(SECRET_KEY, "${TIW_HOSTILE_UNSET}"),
             "TIW_HOSTILE_UNSET is not set",
         ),
         (
             "an unclosed ${",
-            base("").replace(SECRET_KEY, "${TIW_HOSTILE").into_bytes(),
+            with(SECRET_KEY, "${TIW_HOSTILE"),
             "tencentcloud.secret_key",
         ),
         (
             "requests_per_second 21",
-            base("")
-                .replace("  timeout: 1s\n", "  timeout: 1s\n  requests_per_second: 21\n")
-                .into_bytes(),
+            with("  timeout: 1s\n", "  timeout: 1s\n  requests_per_second: 21\n"),
             "tencentcloud.requests_per_second",
         ),
         (
             "requests_per_second 0",
-            base("")
-                .replace("  timeout: 1s\n", "  timeout: 1s\n  requests_per_second: 0\n")
-                .into_bytes(),
+            with("  timeout: 1s\n", "  timeout: 1s\n  requests_per_second: 0\n"),
             "tencentcloud.requests_per_second",
         ),
         (
             "timeout forever",
-            base("").replace("timeout: 1s", "timeout: forever").into_bytes(),
+            with("timeout: 1s", "timeout: forever"),
             "tencentcloud.timeout",
         ),
         (
             "endpoint ftp",
-            base("").replace(&sim.endpoint(), "ftp://example.com").into_bytes(),
+            with(&sim.endpoint(), "ftp://example.com"),
             "tencentcloud.endpoint",
         ),
         (
             "endpoint not a URL",
-            base("").replace(&sim.endpoint(), "not a url").into_bytes(),
+            with(&sim.endpoint(), "not a url"),
             "tencentcloud.endpoint",
         ),
         (
             "poll.interval zero",
-            base("").replace("interval: 1h\n", "interval: 0s\n").into_bytes(),
+            with("interval: 1h\n", "interval: 0s\n"),
             "poll.interval",
         ),
         (
@@ -452,22 +428,18 @@ async fn hostile_config_files_are_refused_by_reload() {
         ),
         (
             "a task id with a space",
-            base("")
-                .replace(
-                    &format!("sdk_app_id: {APP}\n"),
-                    &format!("sdk_app_id: {APP}\n    tasks: [\"a b\"]\n"),
-                )
-                .into_bytes(),
+            with(
+                &format!("sdk_app_id: {APP}\n"),
+                &format!("sdk_app_id: {APP}\n    tasks: [\"a b\"]\n"),
+            ),
             "apps[0].tasks[0]",
         ),
         (
             "a 200-character task id",
-            base("")
-                .replace(
-                    &format!("sdk_app_id: {APP}\n"),
-                    &format!("sdk_app_id: {APP}\n    tasks: [{}]\n", "t".repeat(200)),
-                )
-                .into_bytes(),
+            with(
+                &format!("sdk_app_id: {APP}\n"),
+                &format!("sdk_app_id: {APP}\n    tasks: [{}]\n", "t".repeat(200)),
+            ),
             "apps[0].tasks[0]",
         ),
         (

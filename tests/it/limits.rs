@@ -236,13 +236,16 @@ async fn callbacks_beyond_max_in_flight_are_shed() {
         s.write_all(head.as_bytes()).await.unwrap();
         held.push((s, body));
     }
-    let res = wait_for(Duration::from_secs(10), "the third callback to be shed", || async {
-        let res = reqwest::Client::new()
+    let post = || async {
+        reqwest::Client::new()
             .post(exporter.url("/callback"))
             .body(callback_body("shedtask000000000001"))
             .send()
             .await
-            .unwrap();
+            .expect("callback POST")
+    };
+    let res = wait_for(Duration::from_secs(10), "the third callback to be shed", || async {
+        let res = post().await;
         (res.status() == 503).then_some(res)
     })
     .await;
@@ -257,13 +260,7 @@ async fn callbacks_beyond_max_in_flight_are_shed() {
     }
     assert!(exporter.registry.get(APP, "heldtask000000000000").is_some());
     // With the slots free again, the shed event is taken when TIW delivers it again.
-    let res = reqwest::Client::new()
-        .post(exporter.url("/callback"))
-        .body(callback_body("shedtask000000000001"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(post().await.status(), 200);
     assert!(refused(&exporter.scrape().await, "callback", "overloaded") >= 1.0);
     exporter.stop().await;
 }
