@@ -238,11 +238,20 @@ fn scrub(message: &str) -> String {
     while let Some(i) = rest.find("string \"") {
         out.push_str(&rest[..i]);
         out.push_str("a string");
+        // serde quotes the value as Rust's Debug does: `\"` and `\\` inside do not end it.
+        let mut chars = rest[i + "string \"".len()..].char_indices();
         let after = &rest[i + "string \"".len()..];
-        match after.find('"') {
-            Some(end) => rest = &after[end + 1..],
-            None => {
-                rest = "";
+        rest = "";
+        while let Some((j, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => {
+                    rest = &after[j + 1..];
+                    break;
+                }
+                _ => {}
             }
         }
     }
@@ -890,6 +899,20 @@ apps:
         for s in ["SUPERSECRETKEY", "TOKENVALUE", "CBKEYVALUE"] {
             assert!(!dbg.contains(s), "{dbg}");
         }
+    }
+
+    /// Found by `cargo fuzz` (fuzz/regressions/config): a whole file that is one YAML string with
+    /// quotes in it, the secret expanded inside. serde quotes it with `\"` escapes; the scrub
+    /// used to stop at the first one and echo the rest, secret included.
+    #[test]
+    fn a_quoted_string_with_escapes_is_scrubbed_whole() {
+        let p = problems(r#"abc",${SK}"def"#, &[("SK", "SUPERSECRETKEY")]);
+        assert!(!p.is_empty());
+        assert!(p.iter().all(|l| !l.contains("SUPERSECRETKEY")), "{p:?}");
+        assert_eq!(
+            scrub(r#"invalid type: string "a\"b\\\"c" here, string "x", expected y"#),
+            "invalid type: a string here, a string, expected y"
+        );
     }
 
     #[test]
