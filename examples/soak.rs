@@ -9,7 +9,10 @@
 //! panic.
 //!
 //! Flags: --duration 10m  --fault-rate 0.3  --apps 2  --tasks-per-app 20  --sample 30s
-//!        --junk-per-second 20  --poll-interval 5s
+//!        --junk-per-second 20  --poll-interval 5s  --retention 3m
+//!
+//! `--retention` is both the exporter's `retention.stopped_tasks` and how long the simulator
+//! remembers an ended task, so after a few minutes the registry holds steady and RSS should too.
 
 #[path = "support/process.rs"]
 mod process;
@@ -39,6 +42,7 @@ struct Options {
     sample: Duration,
     junk_per_second: u64,
     poll_interval: Duration,
+    retention: Duration,
 }
 
 fn options() -> Options {
@@ -65,6 +69,7 @@ fn options() -> Options {
         sample: duration("--sample", "30s"),
         junk_per_second: number("--junk-per-second", "20") as u64,
         poll_interval: duration("--poll-interval", "5s"),
+        retention: duration("--retention", "3m"),
     }
 }
 
@@ -146,8 +151,9 @@ async fn main() {
         yaml += &format!("  - sdk_app_id: {app}\n    callback_key: {CALLBACK_KEY}\n");
     }
     yaml += &format!(
-        "poll:\n  interval: {interval}\n  discovery_interval: {interval}\nstate:\n  path: {}\nretention:\n  stopped_tasks: 24h\n",
-        dir.path().join("state").display()
+        "poll:\n  interval: {interval}\n  discovery_interval: {interval}\nstate:\n  path: {}\nretention:\n  stopped_tasks: {}\n",
+        dir.path().join("state").display(),
+        humantime::format_duration(o.retention)
     );
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, yaml).expect("write config");
@@ -170,6 +176,7 @@ async fn main() {
             create_every: Duration::from_secs(1),
             prepare_for: (Duration::from_secs(1), Duration::from_secs(4)),
             push_for: (Duration::from_secs(5), Duration::from_secs(90)),
+            keep_ended: o.retention,
             ..Default::default()
         },
         world.clone(),
@@ -272,10 +279,10 @@ async fn main() {
     let _ = lifecycle.await;
     let stopped = Instant::now();
     let truth = sim.sim.tasks();
-    let (mut wrong, mut unreachable) = (Vec::new(), 0);
+    let (mut wrong, mut unreachable, mut compared) = (Vec::new(), 0, 0);
     while stopped.elapsed() < 2 * o.poll_interval {
         let text = get_text(&client, &format!("http://{addr}/metrics")).await;
-        (wrong, unreachable) = compare(&truth, &text);
+        (wrong, unreachable, compared) = compare(&truth, &text, o.retention);
         if wrong.is_empty() {
             break;
         }
@@ -309,6 +316,7 @@ async fn main() {
     out("hostile_callbacks", load.junk.load(Ordering::Relaxed));
     out("hostile_callbacks_taken", load.junk_taken.load(Ordering::Relaxed));
     out("tasks_total", truth.len());
+    out("tasks_compared", compared);
     out("tasks_unreachable", unreachable);
     out("tasks_wrong", wrong.len());
     out("caught_up_ms", stopped.elapsed().as_millis());
@@ -340,7 +348,15 @@ fn label<'a>(line: &'a str, name: &str) -> Option<&'a str> {
 /// Tasks whose series differ from the simulator's truth, and how many failed tasks nothing ever
 /// named (failed before pushing while every discovery of their life was faulted: no callback
 /// exists for them and no API lists them afterwards).
-fn compare(truth: &[tiw_push_exporter::simulator::SimTask], text: &str) -> (Vec<String>, usize) {
+///
+/// A task that ended about `retention` ago may already be gone from the exporter (its clock of
+/// the end is its own): those within 30 s of it are not compared.
+fn compare(
+    truth: &[tiw_push_exporter::simulator::SimTask],
+    text: &str,
+    retention: Duration,
+) -> (Vec<String>, usize, usize) {
+    let wall = now() as i64;
     let mut status: HashMap<&str, &str> = HashMap::new();
     let mut reason: HashMap<&str, &str> = HashMap::new();
     let mut exceptions: HashMap<&str, f64> = HashMap::new();
@@ -360,9 +376,18 @@ fn compare(truth: &[tiw_push_exporter::simulator::SimTask], text: &str) -> (Vec<
         }
     }
     let mut wrong = Vec::new();
-    let mut unreachable = 0;
+    let (mut unreachable, mut compared) = (0, 0);
     for t in truth {
         let id = t.task_id.as_str();
+        let ended_at = match t.status {
+            SimStatus::Stopped => Some(t.push_stop_time),
+            SimStatus::Failed => Some(t.create_time),
+            _ => None,
+        };
+        if ended_at.is_some_and(|e| wall - e + 30 >= retention.as_secs() as i64) {
+            continue;
+        }
+        compared += 1;
         let (want_status, want_reason) = match t.status {
             SimStatus::Prepared => ("PREPARED", None),
             SimStatus::Pushing => ("PUSHING", None),
@@ -386,5 +411,5 @@ fn compare(truth: &[tiw_push_exporter::simulator::SimTask], text: &str) -> (Vec<
             ));
         }
     }
-    (wrong, unreachable)
+    (wrong, unreachable, compared)
 }
