@@ -160,16 +160,44 @@ impl Config {
     }
 
     /// Parses and validates config text; `env` resolves `${VAR}` and the `TENCENTCLOUD_*` fallbacks.
+    ///
+    /// No message shows a value that came from the environment: it may be a secret that landed
+    /// under the wrong key, so the variable's name stands in for it (`got "${VAR}"`).
     pub fn from_yaml(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let given = std::cell::RefCell::new(Vec::new());
+        let recording = |name: &str| {
+            let value = env(name);
+            if let Some(v) = &value {
+                given.borrow_mut().push((name.to_string(), v.clone()));
+            }
+            value
+        };
+        let parsed = Config::parse(text, &recording);
+        parsed.map_err(|mut problems| {
+            let mut given = given.take();
+            // Longest first, so that a value inside another is not half replaced.
+            given.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+            for p in &mut problems {
+                for (name, value) in &given {
+                    if value.chars().count() >= MIN_REDACTED_CHARS {
+                        p.message = p.message.replace(value.as_str(), &format!("${{{name}}}"));
+                    }
+                }
+            }
+            ConfigError::Invalid(problems)
+        })
+    }
+
+    fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<Problem>> {
         let mut problems = Vec::new();
         let mut tree: Value = match serde_yaml::from_str(text) {
             Ok(Value::Null) => Value::Mapping(Default::default()),
             Ok(v) => v,
             Err(e) => {
-                return Err(ConfigError::Invalid(vec![Problem {
+                return Err(vec![Problem {
                     path: String::new(),
                     message: format!("not valid YAML: {}", scrub(&e.to_string())),
-                }]))
+                }])
             }
         };
         expand_tree(&mut tree, &mut String::new(), env, &mut problems);
@@ -185,7 +213,7 @@ impl Config {
                         path: if path == "." { String::new() } else { path },
                         message: scrub(&e.inner().to_string()),
                     });
-                    return Err(ConfigError::Invalid(problems));
+                    return Err(problems);
                 }
             }
         };
@@ -202,7 +230,7 @@ impl Config {
         if problems.is_empty() {
             Ok(config)
         } else {
-            Err(ConfigError::Invalid(problems))
+            Err(problems)
         }
     }
 
@@ -229,6 +257,10 @@ fn key_path(path: &serde_ignored::Path<'_>) -> String {
         Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => key_path(parent),
     }
 }
+
+/// Values from the environment at least this long are kept out of messages; shorter ones cannot
+/// be secrets, and replacing them would garble messages (`1` in `apps[1]`).
+const MIN_REDACTED_CHARS: usize = 4;
 
 /// Removes quoted string values from serde's messages: an expanded secret in the wrong place must
 /// not be echoed back in an error.
@@ -899,6 +931,23 @@ apps:
         for s in ["SUPERSECRETKEY", "TOKENVALUE", "CBKEYVALUE"] {
             assert!(!dbg.contains(s), "{dbg}");
         }
+    }
+
+    /// Found by `cargo fuzz` (fuzz/regressions/config): a value from the environment under a key
+    /// whose check echoes what it got. The variable's name is shown instead.
+    #[test]
+    fn values_from_the_environment_are_never_echoed() {
+        let p = problems(
+            "tencentcloud: {endpoint: \"https://x ${SK}\", region: \"${SK}\", secret_id: a, secret_key: b}\napps: [{sdk_app_id: 1}]\n",
+            &[("SK", "SUPERSECRETKEY")],
+        );
+        assert!(!p.is_empty());
+        assert!(p.iter().all(|l| !l.contains("SUPERSECRETKEY")), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|l| l.contains("tencentcloud.endpoint") && l.contains("${SK}")),
+            "{p:?}"
+        );
     }
 
     /// Found by `cargo fuzz` (fuzz/regressions/config): a whole file that is one YAML string with
