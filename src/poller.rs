@@ -136,15 +136,10 @@ impl Poller {
             let tasks = page.tasks.unwrap_or_default();
             let n = tasks.len() as i64;
             for t in tasks {
-                let is_push = t.task_type.as_deref().is_none_or(|ty| ty == "WhiteboardPush");
-                let Some(id) = t.task_id.filter(|id| is_push && !id.is_empty()) else {
+                let Some((id, room_id)) = discovered(sdk_app_id, t) else {
                     continue;
                 };
-                if !crate::registry::is_task_id(&id) {
-                    tracing::warn!(sdk_app_id, task_id = ?truncate(&id, 64), "DescribeRunningTasks listed something that is not a task id; skipped");
-                    continue;
-                }
-                if self.registry.track(sdk_app_id, &id, t.room_id, Source::Discovery) {
+                if self.registry.track(sdk_app_id, &id, room_id, Source::Discovery) {
                     found += 1;
                     tracing::debug!(sdk_app_id, task_id = %id, "discovered task");
                 }
@@ -295,4 +290,17 @@ fn truncate(s: &str, max: usize) -> String {
         t.push('…');
         t
     }
+}
+
+/// The task one entry of a DescribeRunningTasks page names, with its room: only whiteboard
+/// pushes, only ids that can be Tencent's (a broken or hostile page cannot put newlines or
+/// megabytes into label values), only plausible room ids.
+pub fn discovered(sdk_app_id: u64, t: crate::tencentcloud::tiw::RunningTask) -> Option<(String, Option<i64>)> {
+    let is_push = t.task_type.as_deref().is_none_or(|ty| ty == "WhiteboardPush");
+    let id = t.task_id.filter(|id| is_push && !id.is_empty())?;
+    if !crate::registry::is_task_id(&id) {
+        tracing::warn!(sdk_app_id, task_id = ?truncate(&id, 64), "DescribeRunningTasks listed something that is not a task id; skipped");
+        return None;
+    }
+    Some((id, crate::registry::plausible(t.room_id)))
 }

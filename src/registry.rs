@@ -875,24 +875,48 @@ pub fn is_task_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_TASK_ID && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// Turns a DescribeWhiteboardPush reply into an observation.
+/// `v` if it can be one of Tencent's room ids, unix times or counts (0 to 2³²−1, the range
+/// callbacks are held to); anything else is unknown. Beyond 2⁵³ a value would not even survive
+/// Prometheus' float64 samples.
+pub fn plausible(v: Option<i64>) -> Option<i64> {
+    v.filter(|v| (0..=i64::from(u32::MAX)).contains(v))
+}
+
+/// Turns a DescribeWhiteboardPush reply into an observation; implausible numbers are unknown.
 pub fn observation_from_poll(p: &crate::tencentcloud::tiw::WhiteboardPush) -> Observation {
     Observation {
         status: p.status.as_deref().and_then(TaskStatus::from_tencent),
         finish_reason: p.finish_reason.as_deref().and_then(FinishReason::from_tencent),
-        room_id: p.room_id,
+        room_id: plausible(p.room_id),
         group_id: p.group_id.clone(),
         push_user_id: p.push_user_id.clone(),
-        push_start_time: p.push_start_time,
-        push_stop_time: p.push_stop_time,
-        exception_cnt: p.exception_cnt.and_then(|n| u64::try_from(n).ok()),
-        im_sync_time: p.im_sync_time,
+        push_start_time: plausible(p.push_start_time),
+        push_stop_time: plausible(p.push_stop_time),
+        exception_cnt: plausible(p.exception_cnt).map(|n| n as u64),
+        im_sync_time: plausible(p.im_sync_time),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by `cargo fuzz` (fuzz/regressions/api_reply): a PushStartTime beyond 2⁵³ was
+    /// exported as an integer no float64 sample can hold.
+    #[test]
+    fn implausible_numbers_from_a_poll_are_unknown() {
+        let reply: crate::tencentcloud::tiw::WhiteboardPush = serde_json::from_value(serde_json::json!({
+            "Status": "PUSHING", "PushStartTime": 16105911610591759i64, "RoomId": -3, "ExceptionCnt": 5_000_000_000i64,
+            "IMSyncTime": 1610591726
+        }))
+        .unwrap();
+        let obs = observation_from_poll(&reply);
+        assert_eq!(
+            (obs.push_start_time, obs.room_id, obs.exception_cnt, obs.im_sync_time),
+            (None, None, None, Some(1610591726))
+        );
+        assert_eq!(obs.status, Some(TaskStatus::Pushing));
+    }
 
     fn obs(status: TaskStatus) -> Observation {
         Observation {
