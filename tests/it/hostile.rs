@@ -270,24 +270,19 @@ async fn hostile_discovery_pages_add_nothing() {
         ("Total a word", reply(json!({"Total": "lots", "Tasks": []}))),
         ("a page that is not JSON", raw(200, "<xml/>")),
     ];
-    for (name, fault) in cases {
-        sim.sim.set_app_fault(APP, Some(fault));
-        let n0 = sim
-            .sim
+    let discoveries = || {
+        sim.sim
             .stats()
             .requests
             .get("DescribeRunningTasks")
             .copied()
-            .unwrap_or(0);
+            .unwrap_or(0)
+    };
+    for (name, fault) in cases {
+        sim.sim.set_app_fault(APP, Some(fault));
+        let n0 = discoveries();
         wait_for(Duration::from_secs(10), name, || async {
-            let n = sim
-                .sim
-                .stats()
-                .requests
-                .get("DescribeRunningTasks")
-                .copied()
-                .unwrap_or(0);
-            (n >= n0 + 2).then_some(())
+            (discoveries() >= n0 + 2).then_some(())
         })
         .await;
         assert_eq!(exporter.registry.len(), 0, "{name} added a task");
@@ -326,6 +321,8 @@ async fn hostile_config_files_are_refused_by_reload() {
     let base = |extra: &str| config_yaml(&sim.endpoint(), &[APP], "1h", extra);
     // The good file with one piece replaced.
     let with = |from: &str, to: &str| base("").replace(from, to).into_bytes();
+    // The good file with `extra` appended.
+    let plus = |extra: &str| base(extra).into_bytes();
     let app_line = format!("sdk_app_id: {APP}");
     let apps_block = format!("apps:\n  - {app_line}\n");
     let laughs = {
@@ -413,23 +410,23 @@ async fn hostile_config_files_are_refused_by_reload() {
         ),
         (
             "callback.path without a slash",
-            base("callback:\n  path: callback\n").into_bytes(),
+            plus("callback:\n  path: callback\n"),
             "callback.path",
         ),
         (
             "callback.max_body_bytes negative",
-            base("callback:\n  max_body_bytes: -1\n").into_bytes(),
+            plus("callback:\n  max_body_bytes: -1\n"),
             "callback.max_body_bytes",
         ),
         (
             "callback.max_in_flight zero",
-            base("callback:\n  max_in_flight: 0\n").into_bytes(),
+            plus("callback:\n  max_in_flight: 0\n"),
             "callback.max_in_flight",
         ),
         (
             "a task id with a space",
             with(
-                &format!("sdk_app_id: {APP}\n"),
+                &format!("{app_line}\n"),
                 &format!("sdk_app_id: {APP}\n    tasks: [\"a b\"]\n"),
             ),
             "apps[0].tasks[0]",
@@ -437,29 +434,25 @@ async fn hostile_config_files_are_refused_by_reload() {
         (
             "a 200-character task id",
             with(
-                &format!("sdk_app_id: {APP}\n"),
+                &format!("{app_line}\n"),
                 &format!("sdk_app_id: {APP}\n    tasks: [{}]\n", "t".repeat(200)),
             ),
             "apps[0].tasks[0]",
         ),
-        (
-            "an unknown key",
-            base("colour: red\n").into_bytes(),
-            "colour: unknown key",
-        ),
+        ("an unknown key", plus("colour: red\n"), "colour: unknown key"),
         (
             "per_task_metrics maybe",
-            base("per_task_metrics: maybe\n").into_bytes(),
+            plus("per_task_metrics: maybe\n"),
             "per_task_metrics",
         ),
         (
             "retention a fortnight",
-            base("retention:\n  stopped_tasks: 1 fortnight\n").into_bytes(),
+            plus("retention:\n  stopped_tasks: 1 fortnight\n"),
             "retention.stopped_tasks",
         ),
         (
             "state.path moved",
-            base("state:\n  path: /elsewhere\n").into_bytes(),
+            plus("state:\n  path: /elsewhere\n"),
             "state.path changed: that takes a restart",
         ),
     ];
