@@ -18,13 +18,14 @@ fn repo(path: &str) -> PathBuf {
 }
 
 /// Alerts that must stay quiet while the demo runs normally.
-const QUIET_IN_DEMO: [&str; 7] = [
+const QUIET_IN_DEMO: [&str; 8] = [
     "TiwApiDown",
     "TiwApiRateLimited",
     "TiwCallbacksRejected",
     "TiwCallbacksMissing",
     "TiwStoreWriteFailing",
     "TiwExporterDown",
+    "TiwExporterOverloaded",
     "TiwPushStuckPreparing",
 ];
 
