@@ -181,6 +181,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn scrapes_past_max_requests_get_503_and_are_counted() {
+        let mut full = state(true);
+        full.scrapes = Some(Arc::new(tokio::sync::Semaphore::new(0)));
+        let metrics = full.metrics.clone();
+        let (s, _, body) = get(router(full), "/custom").await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("--web.max-requests"), "{body}");
+        let refused = metrics.http_refused.with_label_values(&["metrics", "overloaded"]).get();
+        assert_eq!(refused, 1);
+        let mut free = state(true);
+        free.scrapes = Some(Arc::new(tokio::sync::Semaphore::new(1)));
+        assert_eq!(get(router(free), "/custom").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
     async fn routes() {
         let (s, ct, body) = get(router(state(true)), "/custom").await;
         assert_eq!((s, ct.as_str()), (StatusCode::OK, TEXT_CONTENT_TYPE));
