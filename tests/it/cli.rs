@@ -199,3 +199,27 @@ async fn callback_commands_register_url_and_key_without_showing_the_key() {
     assert!(!out.status.success());
     sim.stop().await;
 }
+
+/// Bad values for the server-limit flags and the demo's fault rate stop the binary with exit 2
+/// and a message naming the flag, before anything starts.
+#[test]
+fn bad_limit_flags_name_the_flag() {
+    for (args, flag) in [
+        (
+            vec!["--web.read-header-timeout", "0s", "check-config"],
+            "--web.read-header-timeout",
+        ),
+        (vec!["--web.read-timeout", "soon", "check-config"], "--web.read-timeout"),
+        (
+            vec!["--web.max-connections", "0", "check-config"],
+            "--web.max-connections",
+        ),
+        (vec!["--web.max-requests", "lots", "check-config"], "--web.max-requests"),
+        (vec!["demo", "--simulator.fault-rate", "1.5"], "--simulator.fault-rate"),
+    ] {
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag), "{args:?}: {err}");
+    }
+}
