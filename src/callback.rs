@@ -486,12 +486,13 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Re
     // server (scrapes above all) keeps its share of the machine.
     let Some(_slot) = receiver.admit() else {
         refused(&receiver.metrics, "overloaded");
-        let body = serde_json::json!({ "error_code": 503, "error_msg": "too many callbacks at once, retry later" });
         // Closing the connection gives its slot (--web.max-connections) back at once.
         return (
-            StatusCode::SERVICE_UNAVAILABLE,
             [("retry-after", "1"), ("connection", "close")],
-            axum::Json(body),
+            error_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many callbacks at once, retry later",
+            ),
         )
             .into_response();
     };
@@ -501,8 +502,11 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Re
         Err(_) => {
             refused(&receiver.metrics, "body_timeout");
             tracing::debug!(timeout = ?deadline, "callback body did not arrive in time");
-            let body = serde_json::json!({ "error_code": 408, "error_msg": "body did not arrive in time" });
-            return (StatusCode::REQUEST_TIMEOUT, [("connection", "close")], axum::Json(body)).into_response();
+            return (
+                [("connection", "close")],
+                error_reply(StatusCode::REQUEST_TIMEOUT, "body did not arrive in time"),
+            )
+                .into_response();
         }
     };
     let processed = match read {
@@ -523,8 +527,7 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Re
     ) {
         if let Some(store) = receiver.store.get() {
             if store.flush().await.is_err() {
-                let body = serde_json::json!({ "error_code": 503, "error_msg": "store unavailable, retry later" });
-                return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+                return error_reply(StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry later");
             }
         }
     }
@@ -533,9 +536,14 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Re
         (status, [("content-type", "application/json")], r#"{"error_code":0}"#).into_response()
     } else {
         tracing::debug!(event_type = processed.event_type, outcome = processed.outcome.label(), reason = %processed.reason, "callback refused");
-        let body = serde_json::json!({ "error_code": status.as_u16(), "error_msg": processed.outcome.label() });
-        (status, axum::Json(body)).into_response()
+        error_reply(status, processed.outcome.label())
     }
+}
+
+/// A refusal as TIW's callback replies are shaped: `{"error_code": <HTTP status>, "error_msg": ...}`.
+fn error_reply(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "error_code": status.as_u16(), "error_msg": message });
+    (status, axum::Json(body)).into_response()
 }
 
 fn refused(metrics: &ExporterMetrics, reason: &str) {
