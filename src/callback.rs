@@ -485,7 +485,7 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Re
     // Past the cap, shed load at once: TIW delivers a refused event again, and the rest of the
     // server (scrapes above all) keeps its share of the machine.
     let Some(_slot) = receiver.admit() else {
-        refused(&receiver.metrics, "overloaded");
+        receiver.metrics.count_refused("callback", "overloaded");
         // Closing the connection gives its slot (--web.max-connections) back at once.
         return (
             [("retry-after", "1"), ("connection", "close")],
@@ -500,7 +500,7 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Re
     let read = match tokio::time::timeout(deadline, read_limited(body, receiver.max_body_bytes())).await {
         Ok(read) => read,
         Err(_) => {
-            refused(&receiver.metrics, "body_timeout");
+            receiver.metrics.count_refused("callback", "body_timeout");
             tracing::debug!(timeout = ?deadline, "callback body did not arrive in time");
             return (
                 [("connection", "close")],
@@ -544,10 +544,6 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Re
 fn error_reply(status: StatusCode, message: &str) -> Response {
     let body = serde_json::json!({ "error_code": status.as_u16(), "error_msg": message });
     (status, axum::Json(body)).into_response()
-}
-
-fn refused(metrics: &ExporterMetrics, reason: &str) {
-    metrics.http_refused.with_label_values(&["callback", reason]).inc();
 }
 
 #[cfg(test)]

@@ -65,11 +65,7 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         Some(scrapes) => match scrapes.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
             Err(_) => {
-                state
-                    .metrics
-                    .http_refused
-                    .with_label_values(&["metrics", "overloaded"])
-                    .inc();
+                state.metrics.count_refused("metrics", "overloaded");
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,
                     [(header::RETRY_AFTER, "1")],

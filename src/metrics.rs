@@ -231,6 +231,11 @@ impl ExporterMetrics {
         self.task_collector.collect()
     }
 
+    /// Counts one request refused by the server's limits (`handler`: `metrics` or `callback`).
+    pub fn count_refused(&self, handler: &str, reason: &str) {
+        self.http_refused.with_label_values(&[handler, reason]).inc();
+    }
+
     /// The task families alone, as [`ExporterMetrics::render`] writes them.
     pub fn encode_task_families(&self, out: &mut String) {
         self.task_collector.encode_text(out);
