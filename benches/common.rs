@@ -111,7 +111,6 @@ impl Baseline {
         ] {
             registry.register(c).unwrap();
         }
-        let now = tiw_push_exporter::registry::unix_now();
         let view = fleet.view();
         for t in view.tasks() {
             let (app, room) = (
@@ -135,7 +134,7 @@ impl Baseline {
             if let (true, Some(s)) = (t.status.is_ended(), t.push_stop_time) {
                 stop.with_label_values(&l).set(s as f64);
             }
-            if let Some(d) = t.duration(now) {
+            if let Some(d) = t.duration() {
                 duration.with_label_values(&l).set(d);
             }
             exceptions.with_label_values(&l).set(t.exception_cnt as f64);

@@ -2,13 +2,17 @@
 //!
 //! TIW POSTs `WhiteboardPushStarted` / `WhiteboardPushStopped` events. They are the fast path, but
 //! can be forged, replayed, duplicated, reordered or lost, so every event goes through the same
-//! checks, in this order, each failure with its own outcome and status and no state change:
-//! body too large (413) → not JSON or wrong field types (400 `malformed`) → SdkAppId not configured
-//! (403 `unknown_app`) → app has a key but the event is unsigned (401 `unsigned`) → Sign is not
+//! checks, in SPEC §3's order, each failure with its own outcome and status and no state change:
+//! body too large (413) → not the JSON envelope (400 `malformed`) → SdkAppId not configured (403
+//! `unknown_app`) → event type: any other TIW feature's event is answered 200 `ignored` *before*
+//! any signature check (each feature signs with its own key) → the app has no key and does not
+//! allow unsigned events, or has a key and the event is unsigned (401 `unsigned`) → Sign is not
 //! MD5(key + ExpireTime), compared in constant time (401 `bad_signature`) → now > ExpireTime (401
-//! `expired`). Then the registry applies each push event once per task (later copies are
-//! `duplicate`); other event types are `ignored`. [`CallbackReceiver::process`] is pure apart from
-//! the registry, so it is tested and fuzzed without HTTP.
+//! `expired`) → push fields (400 `malformed`) → the registry applies each push event once per task
+//! (later copies are `duplicate`) as a *claim* that the next poll confirms. A new task when
+//! `retention.max_tasks` are tracked is answered 503 so TIW retries it.
+//! [`CallbackReceiver::process`] is pure apart from the registry, so it is tested and fuzzed
+//! without HTTP.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -29,8 +33,9 @@ use subtle::ConstantTimeEq;
 
 use crate::config::Config;
 use crate::metrics::ExporterMetrics;
-use crate::registry::{unix_now, CallbackApplied, FinishReason, Observation, PushEvent, TaskRegistry, TaskStatus};
+use crate::registry::{CallbackApplied, TaskRegistry};
 use crate::store::StoreHandle;
+use crate::task::{is_task_id, truncate, unix_now, FinishReason, Observation, PushEvent, TaskStatus};
 
 pub const STARTED: &str = "WhiteboardPushStarted";
 pub const STOPPED: &str = "WhiteboardPushStopped";
@@ -54,6 +59,9 @@ pub enum CallbackOutcome {
     /// The body was larger than `callback.max_body_bytes` (counted as `malformed`, answered 413).
     TooLarge,
     Ignored,
+    /// A new task while `retention.max_tasks` are tracked: answered 503 so TIW retries; counted in
+    /// `tiw_exporter_tasks_dropped_total{reason="limit"}`, not as a callback outcome.
+    Full,
 }
 
 impl CallbackOutcome {
@@ -68,6 +76,7 @@ impl CallbackOutcome {
             CallbackOutcome::UnknownApp => "unknown_app",
             CallbackOutcome::Malformed | CallbackOutcome::TooLarge => "malformed",
             CallbackOutcome::Ignored => "ignored",
+            CallbackOutcome::Full => "",
         }
     }
 
@@ -81,6 +90,7 @@ impl CallbackOutcome {
             CallbackOutcome::Unsigned | CallbackOutcome::BadSignature | CallbackOutcome::Expired => {
                 StatusCode::UNAUTHORIZED
             }
+            CallbackOutcome::Full => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -88,6 +98,8 @@ impl CallbackOutcome {
 /// The result of processing one body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Processed {
+    /// The configured app the body names, or 0 when it names none (`sdk_app_id=""`).
+    pub sdk_app_id: u64,
     /// `WhiteboardPushStarted`, `WhiteboardPushStopped` or `other`.
     pub event_type: &'static str,
     pub outcome: CallbackOutcome,
@@ -170,7 +182,7 @@ struct PushEventData {
 
 fn parse_push(kind: PushEvent, data: &serde_json::value::RawValue) -> Result<PushEventData, String> {
     let d: PushData = serde_json::from_str(data.get()).map_err(|e| format!("EventData: {e}"))?;
-    if !crate::registry::is_task_id(&d.task_id) {
+    if !is_task_id(&d.task_id) {
         return Err("EventData.TaskId: expected a task id of 1 to 128 printable characters".into());
     }
     for (name, v) in [
@@ -184,18 +196,11 @@ fn parse_push(kind: PushEvent, data: &serde_json::value::RawValue) -> Result<Pus
             return Err(format!("EventData.{name}: out of range"));
         }
     }
-    let finish_reason = match (kind, d.finish_reason.as_deref()) {
-        (PushEvent::Stopped, Some(r)) => match FinishReason::from_tencent(r) {
-            Some(r) => Some(r),
-            None => {
-                return Err(format!(
-                    "EventData.FinishReason: expected AUTO, USER_CALL or EXCEPTION, got {:?}",
-                    truncate(r, 32)
-                ))
-            }
-        },
-        (PushEvent::Stopped, None) => return Err("EventData.FinishReason: missing".into()),
-        (PushEvent::Started, _) => None,
+    // SPEC §3: only TaskId is required. A Stopped without FinishReason, or with a value Tencent
+    // does not document, still ends the task: OTHER until the confirming poll says better.
+    let finish_reason = match kind {
+        PushEvent::Stopped => Some(FinishReason::of_stop(d.finish_reason.as_deref())),
+        PushEvent::Started => None,
     };
     let as_i64 = |v: Option<u64>| v.map(|v| v as i64);
     let error = d.error.and_then(|e| {
@@ -227,18 +232,21 @@ fn parse_push(kind: PushEvent, data: &serde_json::value::RawValue) -> Result<Pus
     })
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
+/// How one app's push events are verified.
+#[derive(Clone, Default)]
+struct AppKeys {
+    /// Keys a signature may match: the key, and during a rotation the previous one.
+    keys: Vec<SecretString>,
+    /// No key: accept unsigned push events (`allow_unsigned_callbacks`).
+    allow_unsigned: bool,
 }
 
 /// Receives callbacks for the configured apps.
 pub struct CallbackReceiver {
     registry: Arc<TaskRegistry>,
     metrics: Arc<ExporterMetrics>,
-    /// SdkAppId → callback key (`None`: unsigned callbacks accepted).
-    /// SdkAppId → keys a signature may match (the key, and during a rotation the previous one);
-    /// empty: unsigned callbacks accepted.
-    keys: std::sync::RwLock<HashMap<u64, Vec<SecretString>>>,
+    /// How each configured app's push events are verified.
+    keys: std::sync::RwLock<HashMap<u64, AppKeys>>,
     max_body_bytes: AtomicUsize,
     /// `callback.max_in_flight`, and how many are being handled now.
     max_in_flight: AtomicUsize,
@@ -271,10 +279,11 @@ impl CallbackReceiver {
             .apps
             .iter()
             .map(|a| {
-                (
-                    a.sdk_app_id,
-                    a.callback_key.iter().chain(&a.callback_key_previous).cloned().collect(),
-                )
+                let keys = AppKeys {
+                    keys: a.callback_key.iter().chain(&a.callback_key_previous).cloned().collect(),
+                    allow_unsigned: a.allow_unsigned_callbacks,
+                };
+                (a.sdk_app_id, keys)
             })
             .collect();
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
@@ -313,7 +322,8 @@ impl CallbackReceiver {
 
     /// Verifies, parses and applies one body received at unix time `now`.
     pub fn process(&self, body: &[u8], now: f64) -> Processed {
-        let refuse = |event_type, outcome, reason: String| Processed {
+        let refuse = |sdk_app_id, event_type, outcome, reason: String| Processed {
+            sdk_app_id,
             event_type,
             outcome,
             reason,
@@ -322,12 +332,12 @@ impl CallbackReceiver {
         let max_body_bytes = self.max_body_bytes();
         if body.len() > max_body_bytes {
             return refuse(
+                0,
                 "other",
                 CallbackOutcome::TooLarge,
                 format!("body larger than {max_body_bytes} bytes"),
             );
         }
-        // Label from a best-effort look at EventType, so even a malformed push event is counted as one.
         // One typed pass for the common case; only a body that fails it is looked at again, to
         // label a malformed push event with its type.
         let envelope: Envelope = match serde_json::from_slice(body) {
@@ -339,9 +349,9 @@ impl CallbackReceiver {
                         Some(STOPPED) => STOPPED,
                         _ => "other",
                     },
-                    Err(_) => return refuse("other", CallbackOutcome::Malformed, format!("not JSON: {e}")),
+                    Err(_) => return refuse(0, "other", CallbackOutcome::Malformed, format!("not JSON: {e}")),
                 };
-                return refuse(event_type, CallbackOutcome::Malformed, format!("{e}"));
+                return refuse(0, event_type, CallbackOutcome::Malformed, format!("{e}"));
             }
         };
         let (event_type, kind) = match envelope.event_type.as_str() {
@@ -351,77 +361,98 @@ impl CallbackReceiver {
         };
         if !envelope.event_data.get().starts_with('{') {
             return refuse(
+                0,
                 event_type,
                 CallbackOutcome::Malformed,
                 "EventData: expected an object".into(),
             );
         }
-        let push = match kind.map(|k| parse_push(k, envelope.event_data)) {
-            Some(Ok(p)) => Some(p),
-            Some(Err(reason)) => return refuse(event_type, CallbackOutcome::Malformed, reason),
-            None => None,
-        };
-        let key = self
+        let app = envelope.sdk_app_id;
+        let keys = self
             .keys
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&envelope.sdk_app_id)
+            .get(&app)
             .cloned();
-        let Some(key) = key else {
+        let Some(keys) = keys else {
             return refuse(
+                0,
                 event_type,
                 CallbackOutcome::UnknownApp,
-                format!("SdkAppId {} is not configured", envelope.sdk_app_id),
+                format!("SdkAppId {app} is not configured"),
             );
         };
-        if !key.is_empty() {
-            let (Some(expire_time), Some(sign)) = (envelope.expire_time, envelope.sign.as_deref()) else {
+        // Another TIW feature's event (transcoding, recording, ...) is signed with that feature's
+        // own key (SetTranscodeCallbackKey, ...): taken and ignored without a signature check.
+        let Some(kind) = kind else {
+            return refuse(app, event_type, CallbackOutcome::Ignored, String::new());
+        };
+        match (keys.keys.is_empty(), envelope.expire_time, envelope.sign.as_deref()) {
+            (true, _, _) if keys.allow_unsigned => {}
+            (true, _, _) => {
                 return refuse(
+                    app,
+                    event_type,
+                    CallbackOutcome::Unsigned,
+                    "the app has no callback_key and does not set allow_unsigned_callbacks".into(),
+                )
+            }
+            (false, Some(expire_time), Some(sign)) => {
+                if !keys.keys.iter().any(|k| verify_sign(k.expose_secret(), expire_time, sign)) {
+                    return refuse(
+                        app,
+                        event_type,
+                        CallbackOutcome::BadSignature,
+                        "Sign does not match MD5(key + ExpireTime)".into(),
+                    );
+                }
+                if now > expire_time as f64 {
+                    return refuse(
+                        app,
+                        event_type,
+                        CallbackOutcome::Expired,
+                        format!("ExpireTime {expire_time} has passed"),
+                    );
+                }
+            }
+            (false, _, _) => {
+                return refuse(
+                    app,
                     event_type,
                     CallbackOutcome::Unsigned,
                     "the app has a callback key but the event has no Sign/ExpireTime".into(),
-                );
-            };
-            if !key.iter().any(|k| verify_sign(k.expose_secret(), expire_time, sign)) {
-                return refuse(
-                    event_type,
-                    CallbackOutcome::BadSignature,
-                    "Sign does not match MD5(key + ExpireTime)".into(),
-                );
-            }
-            if now > expire_time as f64 {
-                return refuse(
-                    event_type,
-                    CallbackOutcome::Expired,
-                    format!("ExpireTime {expire_time} has passed"),
-                );
+                )
             }
         }
-        let Some(push) = push else {
-            return Processed {
-                event_type,
-                outcome: CallbackOutcome::Ignored,
-                reason: String::new(),
-                delay_seconds: None,
-            };
+        let push = match parse_push(kind, envelope.event_data) {
+            Ok(p) => p,
+            Err(reason) => return refuse(app, event_type, CallbackOutcome::Malformed, reason),
         };
-        let app = envelope.sdk_app_id;
         if let Some((code, message)) = &push.error {
-            tracing::warn!(sdk_app_id = app, task_id = %push.task_id, code = %truncate(code, 64), message = %truncate(message, 200), "WhiteboardPushStopped reports an error");
+            tracing::warn!(sdk_app_id = app, task_id = %push.task_id, code = %truncate(code, 64), error_message = %truncate(message, 200), "WhiteboardPushStopped reports an error");
         }
         let outcome = match self
             .registry
             .observe_callback(app, &push.task_id, push.kind, &push.observation)
         {
-            CallbackApplied::Accepted(applied) => {
-                if applied.ended {
-                    tracing::debug!(sdk_app_id = app, task_id = %push.task_id, reason = ?push.observation.finish_reason, "task ended (callback)");
+            CallbackApplied::Accepted { ended } => {
+                if ended {
+                    tracing::debug!(sdk_app_id = app, task_id = %push.task_id, reason = ?push.observation.finish_reason, "task ended (callback claim, to be confirmed)");
                 }
                 CallbackOutcome::Accepted
             }
             CallbackApplied::Duplicate => CallbackOutcome::Duplicate,
+            CallbackApplied::Full => {
+                return refuse(
+                    app,
+                    event_type,
+                    CallbackOutcome::Full,
+                    "retention.max_tasks tasks are tracked".into(),
+                )
+            }
         };
         Processed {
+            sdk_app_id: app,
             event_type,
             outcome,
             reason: String::new(),
@@ -431,10 +462,11 @@ impl CallbackReceiver {
 
     /// Counts a processed callback on `/metrics`.
     fn record(&self, p: &Processed) {
-        self.metrics
-            .callbacks
-            .with_label_values(&[p.event_type, p.outcome.label()])
-            .inc();
+        if p.outcome == CallbackOutcome::Full {
+            self.metrics.count_dropped(p.sdk_app_id, "limit");
+        } else {
+            self.metrics.count_callback(p.sdk_app_id, p.event_type, p.outcome.label());
+        }
         if let Some(delay) = p.delay_seconds {
             self.metrics
                 .callback_delay
@@ -512,6 +544,7 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Re
     let processed = match read {
         Ok(bytes) => receiver.process(&bytes, unix_now()),
         Err(reason) => Processed {
+            sdk_app_id: 0,
             event_type: "other",
             outcome: CallbackOutcome::TooLarge,
             reason,
@@ -532,6 +565,13 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Re
         }
     }
     let status = processed.outcome.status();
+    if processed.outcome == CallbackOutcome::Full {
+        return (
+            [("retry-after", "5")],
+            error_reply(status, "too many tracked tasks (retention.max_tasks), retry later"),
+        )
+            .into_response();
+    }
     if status == StatusCode::OK {
         (status, [("content-type", "application/json")], r#"{"error_code":0}"#).into_response()
     } else {
@@ -551,8 +591,7 @@ mod tests {
     use super::*;
 
     fn receiver(registry: Arc<TaskRegistry>) -> CallbackReceiver {
-        let yaml =
-            "tencentcloud: {secret_id: a, secret_key: b}\napps: [{sdk_app_id: 7, callback_key: k}, {sdk_app_id: 8}]\n";
+        let yaml = "tencentcloud: {secret_id: a, secret_key: b}\napps: [{sdk_app_id: 7, callback_key: k}, {sdk_app_id: 8, allow_unsigned_callbacks: true}, {sdk_app_id: 9}]\n";
         let config = Config::from_yaml(yaml, &|_| None).unwrap();
         let metrics = ExporterMetrics::new(registry.clone(), true);
         CallbackReceiver::new(&config, registry, metrics)
@@ -625,25 +664,53 @@ mod tests {
     #[test]
     fn checks_run_in_the_documented_order() {
         let r = receiver(Arc::new(TaskRegistry::new()));
-        // Malformed beats unknown app; unknown app beats unsigned; unsigned beats everything after.
+        let outcome = |body: &str, now: f64| r.process(body.as_bytes(), now).outcome;
+        assert_eq!(outcome("{not json", 0.0), CallbackOutcome::Malformed);
+        // The envelope comes first, then the app: an unknown app's push fields are never read.
         let bad_app_and_shape = r#"{"EventType":"WhiteboardPushStarted","SdkAppId":99,"Timestamp":1,"EventData":{}}"#;
-        assert_eq!(
-            r.process(bad_app_and_shape.as_bytes(), 0.0).outcome,
-            CallbackOutcome::Malformed
-        );
-        let unknown = r#"{"EventType":"X","SdkAppId":99,"Timestamp":1,"EventData":{}}"#;
-        assert_eq!(r.process(unknown.as_bytes(), 0.0).outcome, CallbackOutcome::UnknownApp);
-        let unsigned = r#"{"EventType":"X","SdkAppId":7,"Timestamp":1,"EventData":{}}"#;
-        assert_eq!(r.process(unsigned.as_bytes(), 0.0).outcome, CallbackOutcome::Unsigned);
+        assert_eq!(outcome(bad_app_and_shape, 0.0), CallbackOutcome::UnknownApp);
+        // Another feature's event is ignored before any signature check, signed or not.
+        let other = r#"{"EventType":"TranscodeFinished","SdkAppId":7,"Timestamp":1,"EventData":{},"ExpireTime":5,"Sign":"00"}"#;
+        assert_eq!(outcome(other, 0.0), CallbackOutcome::Ignored);
+        let unsigned = r#"{"EventType":"WhiteboardPushStarted","SdkAppId":7,"Timestamp":1,"EventData":{}}"#;
+        assert_eq!(outcome(unsigned, 0.0), CallbackOutcome::Unsigned);
+        // An app without a key refuses unsigned push events unless it allows them.
+        let no_key = r#"{"EventType":"WhiteboardPushStarted","SdkAppId":9,"Timestamp":1,"EventData":{"TaskId":"a"}}"#;
+        assert_eq!(outcome(no_key, 0.0), CallbackOutcome::Unsigned);
+        let allowed = no_key.replace("\"SdkAppId\":9", "\"SdkAppId\":8");
+        assert_eq!(outcome(&allowed, 0.0), CallbackOutcome::Accepted);
         // A wrong signature on an expired event is a bad signature, not merely expired.
-        let wrong = r#"{"EventType":"X","SdkAppId":7,"Timestamp":1,"EventData":{},"ExpireTime":5,"Sign":"00"}"#;
-        assert_eq!(r.process(wrong.as_bytes(), 10.0).outcome, CallbackOutcome::BadSignature);
-        let expired = format!(
-            r#"{{"EventType":"X","SdkAppId":7,"Timestamp":1,"EventData":{{}},"ExpireTime":5,"Sign":"{}"}}"#,
-            compute_sign("k", 5)
-        );
-        assert_eq!(r.process(expired.as_bytes(), 10.0).outcome, CallbackOutcome::Expired);
-        assert_eq!(r.process(expired.as_bytes(), 5.0).outcome, CallbackOutcome::Ignored);
+        let wrong = r#"{"EventType":"WhiteboardPushStarted","SdkAppId":7,"Timestamp":1,"EventData":{},"ExpireTime":5,"Sign":"00"}"#;
+        assert_eq!(outcome(wrong, 10.0), CallbackOutcome::BadSignature);
+        let signed = |data: &str| {
+            format!(
+                r#"{{"EventType":"WhiteboardPushStopped","SdkAppId":7,"Timestamp":1,"EventData":{data},"ExpireTime":5,"Sign":"{}"}}"#,
+                compute_sign("k", 5)
+            )
+        };
+        assert_eq!(outcome(&signed("{}"), 10.0), CallbackOutcome::Expired);
+        // Push fields are read only once the signature holds.
+        assert_eq!(outcome(&signed("{}"), 5.0), CallbackOutcome::Malformed);
+        assert_eq!(outcome(&signed(r#"{"TaskId":"t"}"#), 5.0), CallbackOutcome::Accepted);
+        assert_eq!(outcome(&signed(r#"{"TaskId":"t"}"#), 5.0), CallbackOutcome::Duplicate);
+    }
+
+    /// SPEC §3: only TaskId is required; a Stopped without FinishReason, or with one Tencent does
+    /// not document, ends the task with reason OTHER.
+    #[test]
+    fn a_stop_without_a_documented_reason_is_other() {
+        let registry = Arc::new(TaskRegistry::new());
+        let r = receiver(registry.clone());
+        for (id, data) in [
+            ("n1", r#"{"TaskId":"n1"}"#),
+            ("n2", r#"{"TaskId":"n2","FinishReason":"RENDER_CRASHED"}"#),
+            ("n3", r#"{"TaskId":"n3","FinishReason":""}"#),
+        ] {
+            let body = format!(r#"{{"EventType":"WhiteboardPushStopped","SdkAppId":8,"Timestamp":1,"EventData":{data}}}"#);
+            assert_eq!(r.process(body.as_bytes(), 1.0).outcome, CallbackOutcome::Accepted, "{data}");
+            let t = registry.get(8, id).unwrap();
+            assert_eq!((t.status, t.finish_reason), (TaskStatus::Stopped, Some(FinishReason::Other)));
+        }
     }
 
     #[test]

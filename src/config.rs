@@ -6,7 +6,7 @@
 //! *every* problem at once, each with its key path, instead of stopping at serde's first error.
 //! Unknown keys are collected with `serde_ignored` for the same reason.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,6 +32,8 @@ pub struct Config {
     pub state_path: PathBuf,
     /// How long an ended task keeps its per-task series.
     pub retention_stopped_tasks: Duration,
+    /// Tracked tasks at most (`retention.max_tasks`): the bound on memory and cardinality.
+    pub max_tasks: usize,
     pub per_task_metrics: bool,
 }
 
@@ -39,10 +41,14 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct AppConfig {
     pub sdk_app_id: u64,
-    /// Key that signs this app's callbacks; `None` accepts unsigned callbacks.
+    /// Key that signs this app's callbacks; `None`: push callbacks are refused as `unsigned`
+    /// unless [`AppConfig::allow_unsigned_callbacks`].
     pub callback_key: Option<SecretString>,
     /// The key before a rotation, accepted too while events signed with it are still in flight.
     pub callback_key_previous: Option<SecretString>,
+    /// Accept unsigned push events for an app without a key (anyone who finds the URL can then
+    /// claim tasks: SPEC §3).
+    pub allow_unsigned_callbacks: bool,
     /// Find running tasks with DescribeRunningTasks.
     pub discover: bool,
     /// Task ids to follow in any case.
@@ -56,8 +62,10 @@ pub struct ApiConfig {
     pub endpoint: Url,
     pub region: String,
     pub credentials: Credentials,
-    /// Per action and credentials; 1..=20.
+    /// Per action and account; 1..=20.
     pub requests_per_second: u32,
+    /// Names the account the credentials belong to: SecretIds of one account share one budget.
+    pub account: Option<String>,
     pub timeout: Duration,
 }
 
@@ -106,6 +114,9 @@ pub struct CallbackConfig {
     pub max_body_bytes: usize,
     /// Callbacks handled at once; more are answered 503 so that TIW retries them.
     pub max_in_flight: usize,
+    /// Aggregates follow a callback's unconfirmed claim only once the app's API could not be
+    /// reached for this long (SPEC §3).
+    pub confirm_timeout: Duration,
 }
 
 /// One problem found in a config file, with the key path it concerns.
@@ -234,7 +245,29 @@ impl Config {
         }
     }
 
-    /// A minimal config for one app, used by `demo` and tests.
+    /// What is valid but probably not meant, one line each with its key path (`check-config`).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, app) in self.apps.iter().enumerate() {
+            match (&app.callback_key, app.allow_unsigned_callbacks) {
+                (None, false) => out.push(format!(
+                    "apps[{i}].callback_key: not set, so app {} can receive no push callback (they are refused as unsigned) and is watched by polling alone; set a key (callback set-key), or allow_unsigned_callbacks: true",
+                    app.sdk_app_id
+                )),
+                (None, true) => out.push(format!(
+                    "apps[{i}].allow_unsigned_callbacks: app {} accepts unsigned push callbacks: anyone who finds the callback URL can claim tasks for it; set a callback_key",
+                    app.sdk_app_id
+                )),
+                (Some(_), true) => out.push(format!(
+                    "apps[{i}].allow_unsigned_callbacks: has no effect while callback_key is set (signed events are required)"
+                )),
+                (Some(_), false) => {}
+            }
+        }
+        out
+    }
+
+    /// The configuration of one app.
     pub fn app(&self, sdk_app_id: u64) -> Option<&AppConfig> {
         self.apps.iter().find(|a| a.sdk_app_id == sdk_app_id)
     }
@@ -384,6 +417,7 @@ struct RawApi {
     secret_key: Option<Value>,
     session_token: Option<Value>,
     requests_per_second: Option<Value>,
+    account: Option<Value>,
     timeout: Option<Value>,
 }
 
@@ -392,6 +426,7 @@ struct RawApp {
     sdk_app_id: Option<Value>,
     callback_key: Option<Value>,
     callback_key_previous: Option<Value>,
+    allow_unsigned_callbacks: Option<Value>,
     discover: Option<Value>,
     tasks: Option<Vec<Value>>,
     tencentcloud: Option<RawApi>,
@@ -409,6 +444,7 @@ struct RawCallback {
     listen_address: Option<Value>,
     max_body_bytes: Option<Value>,
     max_in_flight: Option<Value>,
+    confirm_timeout: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -419,6 +455,7 @@ struct RawState {
 #[derive(Deserialize, Default)]
 struct RawRetention {
     stopped_tasks: Option<Value>,
+    max_tasks: Option<Value>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -517,9 +554,9 @@ fn describe(v: &Value) -> String {
 }
 
 /// Layers an app's `tencentcloud` override over the defaults, key by key.
-fn merge(base: &RawApi, over: Option<&RawApi>) -> (RawApi, [bool; 7]) {
+fn merge(base: &RawApi, over: Option<&RawApi>) -> (RawApi, [bool; 8]) {
     let Some(o) = over else {
-        return (base.clone(), [false; 7]);
+        return (base.clone(), [false; 8]);
     };
     let pick = |a: &Option<Value>, b: &Option<Value>| b.clone().or_else(|| a.clone());
     let from_app = [
@@ -530,6 +567,7 @@ fn merge(base: &RawApi, over: Option<&RawApi>) -> (RawApi, [bool; 7]) {
         o.session_token.is_some(),
         o.requests_per_second.is_some(),
         o.timeout.is_some(),
+        o.account.is_some(),
     ];
     (
         RawApi {
@@ -540,6 +578,7 @@ fn merge(base: &RawApi, over: Option<&RawApi>) -> (RawApi, [bool; 7]) {
             session_token: pick(&base.session_token, &o.session_token),
             requests_per_second: pick(&base.requests_per_second, &o.requests_per_second),
             timeout: pick(&base.timeout, &o.timeout),
+            account: pick(&base.account, &o.account),
         },
         from_app,
     )
@@ -548,7 +587,7 @@ fn merge(base: &RawApi, over: Option<&RawApi>) -> (RawApi, [bool; 7]) {
 fn validate_api(
     c: &mut Check<'_>,
     raw: &RawApi,
-    from_app: [bool; 7],
+    from_app: [bool; 8],
     app_path: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Option<ApiConfig> {
@@ -614,6 +653,10 @@ fn validate_api(
         }
     };
     let timeout = c.duration(&key(6, "timeout"), raw.timeout.as_ref(), Duration::from_secs(5));
+    let account = c
+        .string(&key(7, "account"), raw.account.as_ref())
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty());
     Some(ApiConfig {
         endpoint: endpoint?,
         region,
@@ -623,6 +666,7 @@ fn validate_api(
             session_token: session_token.map(SecretString::from),
         },
         requests_per_second,
+        account,
         timeout,
     })
 }
@@ -674,17 +718,22 @@ fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, problems: &mut V
                 "set without callback_key: during a rotation both are set",
             );
         }
+        let allow_unsigned_callbacks = c.boolean(
+            &format!("{path}.allow_unsigned_callbacks"),
+            app.allow_unsigned_callbacks.as_ref(),
+            false,
+        );
         let discover = c.boolean(&format!("{path}.discover"), app.discover.as_ref(), true);
         let mut tasks = Vec::new();
         for (j, t) in app.tasks.iter().flatten().enumerate() {
             let tpath = format!("{path}.tasks[{j}]");
             match c.string(&tpath, Some(t)) {
                 Some(s) if s.trim().is_empty() => c.fail(&tpath, "empty task id"),
-                Some(s) if !crate::registry::is_task_id(&s) => c.fail(
+                Some(s) if !crate::task::is_task_id(&s) => c.fail(
                     &tpath,
                     format!(
                         "not a task id: expected 1 to {} printable characters without spaces",
-                        crate::registry::MAX_TASK_ID
+                        crate::task::MAX_TASK_ID
                     ),
                 ),
                 Some(s) if tasks.contains(&s) => {}
@@ -699,6 +748,7 @@ fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, problems: &mut V
                 sdk_app_id,
                 callback_key: callback_key.map(SecretString::from),
                 callback_key_previous: callback_key_previous.map(SecretString::from),
+                allow_unsigned_callbacks,
                 discover,
                 tasks,
                 api,
@@ -707,7 +757,7 @@ fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, problems: &mut V
     }
     if raw_apps.is_empty() {
         // Still check the defaults, so a missing secret is reported together with the missing apps.
-        validate_api(&mut c, &defaults, [false; 7], "", env);
+        validate_api(&mut c, &defaults, [false; 8], "", env);
     }
 
     let poll = raw.poll.unwrap_or_default();
@@ -769,6 +819,19 @@ fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, problems: &mut V
         retention.stopped_tasks.as_ref(),
         Duration::from_secs(3600),
     );
+    let max_tasks = match c.integer("retention.max_tasks", retention.max_tasks.as_ref()) {
+        None => crate::registry::DEFAULT_MAX_TASKS,
+        Some(n) if n > 0 => n as usize,
+        Some(n) => {
+            c.fail("retention.max_tasks", format!("must be positive, got {n}"));
+            crate::registry::DEFAULT_MAX_TASKS
+        }
+    };
+    let confirm_timeout = c.duration(
+        "callback.confirm_timeout",
+        cb.confirm_timeout.as_ref(),
+        Duration::from_secs(300),
+    );
     let per_task_metrics = c.boolean("per_task_metrics", raw.per_task_metrics.as_ref(), true);
 
     Config {
@@ -779,9 +842,11 @@ fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, problems: &mut V
             listen_address,
             max_body_bytes,
             max_in_flight,
+            confirm_timeout,
         },
         state_path: PathBuf::from(state_path),
         retention_stopped_tasks,
+        max_tasks,
         per_task_metrics,
     }
 }
@@ -803,21 +868,6 @@ pub fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
         }
     }
     Err(format!("expected host:port such as :9897 or 127.0.0.1:9897, got {s:?}"))
-}
-
-/// Groups apps by the credentials and endpoint they share: Tencent's rate limit is per account and
-/// action, so every app in a group draws from one budget.
-pub fn credential_groups(apps: &[AppConfig]) -> BTreeMap<String, Vec<u64>> {
-    let mut groups: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for app in apps {
-        groups.entry(limiter_key(&app.api)).or_default().push(app.sdk_app_id);
-    }
-    groups
-}
-
-/// The key of the rate-limit budget an app draws from: endpoint and SecretId (never the key).
-pub fn limiter_key(api: &ApiConfig) -> String {
-    format!("{}|{}", api.endpoint, api.credentials.secret_id)
 }
 
 #[cfg(test)]
@@ -913,7 +963,10 @@ apps:
         assert_eq!(c.apps[0].api.region, "ap-singapore");
         assert_eq!(c.apps[1].api.credentials.secret_id, "a");
         assert_eq!(c.apps[1].api.region, "ap-guangzhou");
-        assert_eq!(credential_groups(&c.apps).len(), 2);
+        assert_ne!(
+            crate::tencentcloud::ratelimit::budget_key(&c.apps[0].api),
+            crate::tencentcloud::ratelimit::budget_key(&c.apps[1].api)
+        );
     }
 
     #[test]

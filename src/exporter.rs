@@ -13,11 +13,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::callback::{self, CallbackReceiver};
-use crate::config::{limiter_key, Config};
+use crate::config::Config;
 use crate::http::{router, HttpState};
 use crate::metrics::ExporterMetrics;
 use crate::poller::{PollSettings, PolledApp, Poller};
-use crate::registry::{unix_now, Source, TaskRegistry};
+use crate::registry::{Source, TaskRegistry};
+use crate::task::unix_now;
+use crate::tencentcloud::ratelimit::budget_key;
 use crate::store::{spawn_writer, Store, StoreError};
 use crate::tencentcloud::{Client, Limiters, RetryPolicy, TiwClient};
 use crate::webconfig::{require_auth, WebConfig};
@@ -126,7 +128,7 @@ fn build_poller(
                 PolledApp {
                     client,
                     discover: app.discover,
-                    group: limiter_key(&app.api),
+                    group: budget_key(&app.api),
                 },
             )
         })
@@ -135,8 +137,26 @@ fn build_poller(
         interval: config.poll.interval,
         discovery_interval: config.poll.discovery_interval,
         retention: config.retention_stopped_tasks,
+        confirm_timeout: config.callback.confirm_timeout,
     };
     Poller::new(registry.clone(), metrics.clone(), apps, settings)
+}
+
+/// Says which apps take unsigned push events, and which can take no callback at all.
+fn log_callback_trust(config: &Config) {
+    for app in &config.apps {
+        match (&app.callback_key, app.allow_unsigned_callbacks) {
+            (Some(_), _) => {}
+            (None, true) => tracing::warn!(
+                sdk_app_id = app.sdk_app_id,
+                "this app accepts unsigned push callbacks (allow_unsigned_callbacks): anyone who finds the callback URL can claim tasks for it"
+            ),
+            (None, false) => tracing::info!(
+                sdk_app_id = app.sdk_app_id,
+                "this app has no callback_key: its push callbacks are refused as unsigned and it is watched by polling alone"
+            ),
+        }
+    }
 }
 
 fn track_configured_tasks(config: &Config, registry: &TaskRegistry) {
@@ -153,7 +173,7 @@ impl Exporter {
     pub fn new(config: Config, options: ServeOptions) -> Result<Exporter, StoreError> {
         let store = Arc::new(Store::open(&config.state_path)?);
         let restored = store.load()?;
-        let registry = Arc::new(TaskRegistry::new());
+        let registry = Arc::new(TaskRegistry::with_max_tasks(config.max_tasks));
         let (tasks, apps) = (restored.tasks.len(), restored.apps.len());
         registry.restore(restored);
         if tasks > 0 || apps > 0 {
@@ -168,6 +188,8 @@ impl Exporter {
         }
         registry.ensure_apps(configured);
         let metrics = ExporterMetrics::new(registry.clone(), config.per_task_metrics);
+        metrics.register_apps(config.apps.iter().map(|a| a.sdk_app_id));
+        log_callback_trust(&config);
         metrics.config_last_reload_successful.set(1.0);
         metrics.config_last_reload_success_timestamp.set(unix_now());
         let callbacks = Arc::new(CallbackReceiver::new(&config, registry.clone(), metrics.clone()));
@@ -425,6 +447,9 @@ impl Supervisor {
             let _ = self.metrics.last_poll_success.remove_label_values(&[&label]);
         }
         self.registry.ensure_apps(new_ids.iter().copied());
+        self.registry.set_max_tasks(new.max_tasks);
+        self.metrics.register_apps(new_ids.iter().copied());
+        log_callback_trust(&new);
         track_configured_tasks(&new, &self.registry);
         self.callbacks.reconfigure(&new);
         self.metrics

@@ -9,17 +9,18 @@ use prometheus::{Encoder, TextEncoder};
 use crate::callback::{CallbackOutcome, CallbackReceiver};
 use crate::config::Config;
 use crate::metrics::ExporterMetrics;
-use crate::registry::{observation_from_poll, Source, TaskRegistry};
+use crate::registry::{Answer, Source, TaskRegistry};
 use crate::tencentcloud::client::decode_reply;
-use crate::tencentcloud::tiw::{RunningTasks, WhiteboardPush};
+use crate::tencentcloud::tiw::{PushAnswer, RunningTasks, WhiteboardPush};
 
-/// App 1400000001 signs with a key; 1400000002 takes unsigned callbacks, so the fuzzer reaches
-/// the parser and the registry without having to forge an MD5.
+/// App 1400000001 signs with a key; 1400000002 allows unsigned callbacks, so the fuzzer reaches
+/// the parser and the registry without having to forge an MD5; 1400000003 has no key and refuses them.
 const CALLBACK_CONFIG: &str = "
 tencentcloud: {secret_id: AKIDfuzz, secret_key: fuzz-secret-key}
 apps:
   - {sdk_app_id: 1400000001, callback_key: fuzz-callback-key}
-  - {sdk_app_id: 1400000002}
+  - {sdk_app_id: 1400000002, allow_unsigned_callbacks: true}
+  - {sdk_app_id: 1400000003}
 ";
 
 /// Raw callback bytes → verify → parse → apply to a registry → `/metrics`.
@@ -72,10 +73,26 @@ pub fn api_reply(data: &[u8]) {
         registry.track(APP, "task-1", None, Source::Config);
         match decode_reply::<WhiteboardPush>(ENDPOINT, status, body) {
             Ok(reply) => {
-                registry.observe_poll(APP, "task-1", &observation_from_poll(&reply));
+                let answer = match reply.answer() {
+                    PushAnswer::State(obs) => Answer::State(obs),
+                    PushAnswer::NoStatus => Answer::NoStatus(reply.request_id.clone().unwrap_or_default()),
+                    PushAnswer::Failed { .. } => Answer::Failed,
+                    PushAnswer::NotFound => Answer::NotFound,
+                };
+                let before = registry.stats(APP).unwrap_or_default();
+                registry.apply_answer(APP, "task-1", &answer, std::time::Duration::ZERO);
+                let again = registry.stats(APP).unwrap_or_default();
+                registry.apply_answer(APP, "task-1", &answer, std::time::Duration::ZERO);
+                let after = registry.stats(APP).unwrap_or_default();
+                assert!(
+                    after.started_total == again.started_total
+                        && after.finished_total == again.finished_total
+                        && again.started_total >= before.started_total,
+                    "the same answer twice moved a counter twice"
+                );
             }
             Err(e) => {
-                let _ = (e.to_string(), e.metric_label(), e.is_retryable(), e.is_app_level());
+                let _ = (e.to_string(), e.metric_label(), e.is_retryable(), e.is_app_down(), e.kind());
             }
         }
     } else {
@@ -153,12 +170,7 @@ fn check_rendering(metrics: &ExporterMetrics) {
         .encode(&families, &mut slow)
         .expect("families encode");
     let samples = |t: &str| {
-        // A running task's duration is read off the clock at each render, so it is left out.
-        let mut v: Vec<String> = t
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.starts_with("tiw_push_task_duration_seconds{"))
-            .map(String::from)
-            .collect();
+        let mut v: Vec<String> = t.lines().filter(|l| !l.starts_with('#')).map(String::from).collect();
         v.sort();
         v
     };

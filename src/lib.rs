@@ -21,5 +21,6 @@ pub mod registry;
 pub mod server;
 pub mod simulator;
 pub mod store;
+pub mod task;
 pub mod tencentcloud;
 pub mod webconfig;

@@ -96,12 +96,17 @@ enum CallbackCommand {
         #[arg(long)]
         app: Option<u64>,
     },
-    /// SetWhiteboardPushCallback: register URL (http or https) as the app's callback.
+    /// SetWhiteboardPushCallback: register URL (http or https) as the app's callback, or delete it.
     SetUrl {
         #[arg(long)]
         app: Option<u64>,
         /// The exporter's callback URL as TIW reaches it, e.g. https://exporter.example.com/callback.
-        url: String,
+        #[arg(required_unless_present = "delete")]
+        url: Option<String>,
+        /// Delete the callback URL (sends the empty URL, which Tencent documents as delete): TIW
+        /// then sends no push callbacks.
+        #[arg(long, conflicts_with = "url")]
+        delete: bool,
     },
     /// SetWhiteboardPushCallbackKey: the key from the config's callback_key, --from-env or --stdin
     /// (never an argument, where ps would show it).
@@ -310,6 +315,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig => match Config::load(&cli.config_file) {
             Ok(config) => {
+                for warning in config.warnings() {
+                    eprintln!("{}: warning: {warning}", cli.config_file.display());
+                }
                 println!("{}: OK ({} apps)", cli.config_file.display(), config.apps.len());
                 Ok(ExitCode::SUCCESS)
             }
@@ -397,12 +405,19 @@ async fn callback_command(path: &std::path::Path, action: CallbackCommand) -> an
                 }
             }
         }
-        CallbackCommand::SetUrl { app, url } => {
-            let parsed = url::Url::parse(&url).map_err(|e| anyhow::anyhow!("{url:?} is not a URL: {e}"))?;
-            anyhow::ensure!(
-                matches!(parsed.scheme(), "http" | "https"),
-                "the callback URL must be http or https"
-            );
+        CallbackCommand::SetUrl { app, url, delete } => {
+            let url = match (url, delete) {
+                (_, true) => String::new(),
+                (Some(url), false) => {
+                    let parsed = url::Url::parse(&url).map_err(|e| anyhow::anyhow!("{url:?} is not a URL: {e}"))?;
+                    anyhow::ensure!(
+                        matches!(parsed.scheme(), "http" | "https"),
+                        "the callback URL must be http or https"
+                    );
+                    url
+                }
+                (None, false) => anyhow::bail!("give the callback URL, or --delete"),
+            };
             let (_, client) = app_client(path, app)?;
             report(
                 "SetWhiteboardPushCallback",

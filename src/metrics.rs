@@ -14,12 +14,13 @@ use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, 
 
 use std::fmt::Write as _;
 
-use crate::registry::{unix_now, AppStats, FinishReason, Task, TaskRegistry, TaskStatus, DURATION_BUCKETS};
+use crate::registry::{AppStats, FinishReason, Task, TaskRegistry, TaskStatus, DURATION_BUCKETS};
 
 /// Event types that get their own label value; anything else is `other` (SPEC §4).
 pub const CALLBACK_EVENT_TYPES: [&str; 3] = ["WhiteboardPushStarted", "WhiteboardPushStopped", "other"];
-/// Outcomes of a received callback (SPEC §4).
-pub const CALLBACK_OUTCOMES: [&str; 8] = [
+/// Outcomes of a received callback (SPEC §4); `contradicted` is counted when the confirming poll
+/// answers against an accepted callback.
+pub const CALLBACK_OUTCOMES: [&str; 9] = [
     "accepted",
     "duplicate",
     "bad_signature",
@@ -28,7 +29,10 @@ pub const CALLBACK_OUTCOMES: [&str; 8] = [
     "unknown_app",
     "malformed",
     "ignored",
+    "contradicted",
 ];
+/// Why a task was let go before it ended (`tiw_exporter_tasks_dropped_total{reason}`).
+pub const DROP_REASONS: [&str; 2] = ["not_found", "limit"];
 
 /// Version and git revision baked in at build time.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -41,6 +45,7 @@ pub struct ExporterMetrics {
     pub api_requests: IntCounterVec,
     pub api_request_duration: HistogramVec,
     pub callbacks: IntCounterVec,
+    pub tasks_dropped: IntCounterVec,
     pub callback_delay: HistogramVec,
     pub http_refused: IntCounterVec,
     pub last_poll_success: GaugeVec,
@@ -86,9 +91,16 @@ impl ExporterMetrics {
         let callbacks = IntCounterVec::new(
             Opts::new(
                 "tiw_exporter_callbacks_total",
-                "TIW callbacks received, by event type and outcome.",
+                "TIW callbacks received, by app (a configured SdkAppId, or \"\" when the body names none), event type and outcome; contradicted: the API's answer overruled an accepted callback.",
             ),
-            &["event_type", "outcome"],
+            &["sdk_app_id", "event_type", "outcome"],
+        )?;
+        let tasks_dropped = IntCounterVec::new(
+            Opts::new(
+                "tiw_exporter_tasks_dropped_total",
+                "Tasks let go before they ended: not_found (Tencent answered TaskNotFound 3 times in a row), limit (retention.max_tasks reached; the task was refused).",
+            ),
+            &["sdk_app_id", "reason"],
         )?;
         let callback_delay = HistogramVec::new(
             HistogramOpts::new(
@@ -160,11 +172,6 @@ impl ExporterMetrics {
         ] {
             http_refused.with_label_values(&[handler, reason]);
         }
-        for event_type in CALLBACK_EVENT_TYPES {
-            for outcome in CALLBACK_OUTCOMES {
-                callbacks.with_label_values(&[event_type, outcome]);
-            }
-        }
         for event_type in &CALLBACK_EVENT_TYPES[..2] {
             callback_delay.with_label_values(&[event_type]);
         }
@@ -172,6 +179,7 @@ impl ExporterMetrics {
         registry.register(Box::new(api_requests.clone()))?;
         registry.register(Box::new(api_request_duration.clone()))?;
         registry.register(Box::new(callbacks.clone()))?;
+        registry.register(Box::new(tasks_dropped.clone()))?;
         registry.register(Box::new(callback_delay.clone()))?;
         registry.register(Box::new(http_refused.clone()))?;
         registry.register(Box::new(last_poll_success.clone()))?;
@@ -193,6 +201,7 @@ impl ExporterMetrics {
             api_requests,
             api_request_duration,
             callbacks,
+            tasks_dropped,
             callback_delay,
             http_refused,
             last_poll_success,
@@ -229,6 +238,41 @@ impl ExporterMetrics {
     /// the text [`ExporterMetrics::render`] writes).
     pub fn task_families(&self) -> Vec<MetricFamily> {
         self.task_collector.collect()
+    }
+
+    /// Creates the per-app series of the exporter's own counters, so that `rate()` and alerts see
+    /// the first increase of a configured app (and of `sdk_app_id=""`).
+    pub fn register_apps(&self, apps: impl IntoIterator<Item = u64>) {
+        let ids: Vec<String> = apps.into_iter().map(|a| a.to_string()).collect();
+        for app in ids.iter().map(String::as_str).chain([""]) {
+            for event_type in CALLBACK_EVENT_TYPES {
+                for outcome in CALLBACK_OUTCOMES {
+                    self.callbacks.with_label_values(&[app, event_type, outcome]);
+                }
+            }
+        }
+        for app in &ids {
+            for reason in DROP_REASONS {
+                self.tasks_dropped.with_label_values(&[app, reason]);
+            }
+        }
+    }
+
+    /// Counts one callback: `sdk_app_id` 0 stands for a body that names no configured app.
+    pub fn count_callback(&self, sdk_app_id: u64, event_type: &str, outcome: &str) {
+        let app = if sdk_app_id == 0 {
+            String::new()
+        } else {
+            sdk_app_id.to_string()
+        };
+        self.callbacks.with_label_values(&[&app, event_type, outcome]).inc();
+    }
+
+    /// Counts one task let go before it ended (`reason`: one of [`DROP_REASONS`]).
+    pub fn count_dropped(&self, sdk_app_id: u64, reason: &str) {
+        self.tasks_dropped
+            .with_label_values(&[&sdk_app_id.to_string(), reason])
+            .inc();
     }
 
     /// Counts one request refused by the server's limits (`handler`: `metrics` or `callback`).
@@ -268,7 +312,7 @@ const STATUS: FamilySpec = FamilySpec {
 };
 const FINISH_REASON: FamilySpec = FamilySpec {
     name: "tiw_push_task_finish_reason",
-    help: "Why an ended push task ended (AUTO, USER_CALL, EXCEPTION, or FAILED for a task that failed); always 1.",
+    help: "Why an ended push task ended (AUTO, USER_CALL, EXCEPTION; FAILED for a task that failed; OTHER for a stop whose reason is missing or undocumented); always 1.",
     kind: MetricType::GAUGE,
     labels: &["sdk_app_id", "task_id", "room_id", "reason"],
 };
@@ -286,7 +330,7 @@ const STOP: FamilySpec = FamilySpec {
 };
 const DURATION: FamilySpec = FamilySpec {
     name: "tiw_push_task_duration_seconds",
-    help: "Push duration: stop - start once ended, now - start while pushing.",
+    help: "Push duration of an ended task: stop - start (a running task's age is time() - tiw_push_task_start_timestamp_seconds).",
     kind: MetricType::GAUGE,
     labels: TASK_LABELS,
 };
@@ -431,7 +475,6 @@ fn push_series(out: &mut String, name: &str, labels: &str, extra: Option<(&str, 
 impl TaskCollector {
     /// Writes every task family in the text exposition format, under one short registry lock.
     pub fn encode_text(&self, out: &mut String) {
-        let now = unix_now();
         let view = self.tasks.view();
         if self.per_task.load(Ordering::Relaxed) {
             // Each task's shared labels, escaped once: `sdk_app_id="..",task_id="..",room_id=".."`.
@@ -495,7 +538,7 @@ impl TaskCollector {
             }
             push_header(out, &DURATION);
             for (t, l) in &tasks {
-                if let Some(d) = t.duration(now) {
+                if let Some(d) = t.duration() {
                     push_float(out, DURATION.name, l, None, d);
                 }
             }
@@ -629,7 +672,6 @@ impl Collector for TaskCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let now = unix_now();
         let view = self.tasks.view();
         let mut out = Vec::with_capacity(14);
 
@@ -678,7 +720,7 @@ impl Collector for TaskCollector {
                 if let (true, Some(s)) = (t.status.is_ended(), t.push_stop_time) {
                     stop.push(gauge(&STOP, &id, s as f64));
                 }
-                if let Some(d) = t.duration(now) {
+                if let Some(d) = t.duration() {
                     duration.push(gauge(&DURATION, &id, d));
                 }
                 exceptions.push(gauge(&EXCEPTIONS, &id, t.exception_cnt as f64));
@@ -760,7 +802,7 @@ mod tests {
         let tasks = Arc::new(TaskRegistry::new());
         tasks.ensure_apps([7]);
         tasks.track(7, "t1", Some(42), Source::Config);
-        tasks.observe(
+        tasks.observe_poll(
             7,
             "t1",
             &Observation {
@@ -840,7 +882,7 @@ mod tests {
                 },
                 _ => Observation::default(),
             };
-            tasks.observe(7 + (i % 2) as u64, &id, &obs);
+            tasks.observe_poll(7 + (i % 2) as u64, &id, &obs);
         }
         let m = ExporterMetrics::new(tasks, true);
         let mut fast = String::new();

@@ -16,8 +16,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ExporterMetrics;
-use crate::registry::{observation_from_poll, unix_now, Source, TaskRegistry};
-use crate::tencentcloud::tiw::RUNNING_TASKS_PAGE;
+use crate::registry::{Answer, Source, TaskRegistry, Track};
+use crate::task::{truncate, unix_now, FinishReason};
+use crate::tencentcloud::tiw::{PushAnswer, RUNNING_TASKS_PAGE};
 use crate::tencentcloud::{ApiError, TiwClient};
 
 /// Requests of one credential group in flight at once; enough to use 20/s with 3 s replies.
@@ -35,6 +36,8 @@ pub struct PollSettings {
     pub interval: Duration,
     pub discovery_interval: Duration,
     pub retention: Duration,
+    /// `callback.confirm_timeout`: claims are counted unconfirmed after the API was unreachable this long.
+    pub confirm_timeout: Duration,
 }
 
 /// One app as the poller sees it.
@@ -56,6 +59,10 @@ pub struct Poller {
     health: Mutex<HashMap<u64, Option<String>>>,
     /// Duration of the last sweep per credential group.
     sweeps: Mutex<HashMap<String, Duration>>,
+    /// Unix time of the last answer from Tencent per app (any answer, task-level errors included).
+    answered: Mutex<HashMap<u64, f64>>,
+    /// Unix time the poller started.
+    started: f64,
 }
 
 impl Poller {
@@ -72,6 +79,8 @@ impl Poller {
             settings,
             health: Mutex::new(HashMap::new()),
             sweeps: Mutex::new(HashMap::new()),
+            answered: Mutex::new(HashMap::new()),
+            started: unix_now(),
         })
     }
 
@@ -101,6 +110,7 @@ impl Poller {
                         if n > 0 {
                             tracing::debug!(tasks = n, "ended tasks passed retention and were removed");
                         }
+                        me.settle_claims();
                     }
                 })
                 .await
@@ -126,7 +136,7 @@ impl Poller {
                 Ok(page) => page,
                 Err(e) => {
                     self.record_health(sdk_app_id, Err(&e));
-                    if !e.is_app_level() && !e.is_transport() {
+                    if !e.is_app_down() {
                         tracing::warn!(sdk_app_id, error = %e, "DescribeRunningTasks failed; discovery retries next interval");
                     }
                     return found;
@@ -139,9 +149,13 @@ impl Poller {
                 let Some((id, room_id)) = discovered(sdk_app_id, t) else {
                     continue;
                 };
-                if self.registry.track(sdk_app_id, &id, room_id, Source::Discovery) {
-                    found += 1;
-                    tracing::debug!(sdk_app_id, task_id = %id, "discovered task");
+                match self.registry.track(sdk_app_id, &id, room_id, Source::Discovery) {
+                    Track::Added => {
+                        found += 1;
+                        tracing::debug!(sdk_app_id, task_id = %id, "discovered task");
+                    }
+                    Track::Full => self.metrics.count_dropped(sdk_app_id, "limit"),
+                    Track::Known => {}
                 }
             }
             offset += n;
@@ -203,50 +217,71 @@ impl Poller {
         }
     }
 
+    /// Claims of each app that its API could not confirm for `callback.confirm_timeout` are
+    /// counted on their own word (SPEC §3), and logged as such.
+    fn settle_claims(&self) {
+        let answered = self.answered.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for &sdk_app_id in self.apps.keys() {
+            let settled = self.registry.settle_claims(
+                sdk_app_id,
+                self.settings.confirm_timeout,
+                answered.get(&sdk_app_id).copied(),
+                self.started,
+            );
+            for task_id in settled {
+                tracing::warn!(sdk_app_id, task_id = %task_id, timeout = ?self.settings.confirm_timeout, "counted a callback's claim unconfirmed: the app's API could not be reached to confirm it");
+            }
+        }
+    }
+
     /// Reads one task with DescribeWhiteboardPush and applies the answer.
     pub async fn poll_task(&self, sdk_app_id: u64, task_id: &str) {
         let Some(app) = self.apps.get(&sdk_app_id) else {
             self.registry.finish_poll(sdk_app_id, task_id, Instant::now());
             return;
         };
-        let result = app.client.describe_whiteboard_push(task_id).await;
+        let result = app.client.read_task(task_id).await;
         match &result {
-            Ok(reply) => {
-                let applied = self
-                    .registry
-                    .observe_poll(sdk_app_id, task_id, &observation_from_poll(reply));
-                if applied.status_changed {
-                    tracing::debug!(sdk_app_id, task_id, status = ?reply.status, "task status changed");
+            Ok(answered) => {
+                let (answer, message) = match &answered.answer {
+                    PushAnswer::State(obs) => (Answer::State(obs.clone()), None),
+                    PushAnswer::NoStatus => (Answer::NoStatus(answered.request_id.clone()), None),
+                    PushAnswer::Failed { message } => (Answer::Failed, Some(message.as_str())),
+                    PushAnswer::NotFound => (Answer::NotFound, None),
+                };
+                let applied =
+                    self.registry
+                        .apply_answer(sdk_app_id, task_id, &answer, self.settings.discovery_interval);
+                if let Some((event, status, reason)) = applied.contradicted {
+                    self.metrics.count_callback(sdk_app_id, event.event_type(), "contradicted");
+                    tracing::warn!(sdk_app_id, task_id, event_type = event.event_type(), claimed_status = status.as_str(), claimed_reason = reason.map(FinishReason::as_str), request_id = %answered.request_id, "DescribeWhiteboardPush contradicts a callback; the API's answer wins");
                 }
-            }
-            Err(ApiError::Tencent {
-                code,
-                message,
-                request_id,
-            }) if code == "FailedOperation.WhiteboardPush" => {
-                let applied = self.registry.mark_failed(sdk_app_id, task_id);
-                if applied.ended {
-                    tracing::warn!(sdk_app_id, task_id, request_id = %request_id, reason = %truncate(message, MESSAGE_LOG_LIMIT), "whiteboard push task failed");
+                if let Some(request_ids) = &applied.failed_without_status {
+                    tracing::warn!(sdk_app_id, task_id, request_ids = %request_ids.join(","), "whiteboard push task failed: DescribeWhiteboardPush answered without Status 3 times in a row");
+                } else if let (Some(FinishReason::Failed), Some(message)) = (applied.ended, message) {
+                    tracing::warn!(sdk_app_id, task_id, request_id = %answered.request_id, reason = %truncate(message, MESSAGE_LOG_LIMIT), "whiteboard push task failed");
+                } else if applied.ended.is_some() {
+                    tracing::debug!(sdk_app_id, task_id, reason = ?applied.ended, "task ended");
                 }
+                if applied.dropped {
+                    self.metrics.count_dropped(sdk_app_id, "not_found");
+                    tracing::info!(sdk_app_id, task_id, "dropped a task Tencent does not know (TaskNotFound 3 times in a row)");
+                } else if applied.parked {
+                    tracing::warn!(sdk_app_id, task_id, every = ?self.settings.discovery_interval, "Tencent does not know this configured task id (TaskNotFound 3 times in a row); it stays UNKNOWN and is read again once per discovery interval");
+                }
+                self.metrics
+                    .last_poll_success
+                    .with_label_values(&[&sdk_app_id.to_string()])
+                    .set(unix_now());
             }
-            Err(ApiError::Tencent { code, .. }) if code == "InvalidParameter.TaskNotFound" => {
-                self.registry.mark_not_found(sdk_app_id, task_id);
-                tracing::debug!(sdk_app_id, task_id, "Tencent does not know this task id");
-            }
-            Err(e) if !e.is_app_level() && !e.is_transport() => {
+            Err(e) if !e.is_app_down() => {
                 tracing::debug!(sdk_app_id, task_id, error = %e, "DescribeWhiteboardPush failed");
+                self.metrics
+                    .last_poll_success
+                    .with_label_values(&[&sdk_app_id.to_string()])
+                    .set(unix_now());
             }
             Err(_) => {}
-        }
-        let answered = match &result {
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
-        };
-        if answered.is_ok() || answered.is_err_and(|e| !e.is_app_level() && !e.is_transport()) {
-            self.metrics
-                .last_poll_success
-                .with_label_values(&[&sdk_app_id.to_string()])
-                .set(unix_now());
         }
         self.record_health(sdk_app_id, result.as_ref().map(|_| ()));
         self.registry.finish_poll(sdk_app_id, task_id, Instant::now());
@@ -255,9 +290,15 @@ impl Poller {
     /// Sets `tiw_up` from a call's outcome and logs once when an app's health changes.
     fn record_health(&self, sdk_app_id: u64, outcome: Result<(), &ApiError>) {
         let problem = match outcome {
-            Err(e) if e.is_app_level() || e.is_transport() => Some(e.to_string()),
+            Err(e) if e.is_app_down() => Some(e.to_string()),
             _ => None,
         };
+        if problem.is_none() {
+            self.answered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(sdk_app_id, unix_now());
+        }
         self.metrics
             .up
             .with_label_values(&[&sdk_app_id.to_string()])
@@ -282,25 +323,15 @@ fn kind(s: &str) -> &str {
     s.split([':', ' ']).next().unwrap_or(s)
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(max).collect();
-        t.push('…');
-        t
-    }
-}
-
 /// The task one entry of a DescribeRunningTasks page names, with its room: only whiteboard
 /// pushes, only ids that can be Tencent's (a broken or hostile page cannot put newlines or
 /// megabytes into label values), only plausible room ids.
 pub fn discovered(sdk_app_id: u64, t: crate::tencentcloud::tiw::RunningTask) -> Option<(String, Option<i64>)> {
     let is_push = t.task_type.as_deref().is_none_or(|ty| ty == "WhiteboardPush");
     let id = t.task_id.filter(|id| is_push && !id.is_empty())?;
-    if !crate::registry::is_task_id(&id) {
+    if !crate::task::is_task_id(&id) {
         tracing::warn!(sdk_app_id, task_id = ?truncate(&id, 64), "DescribeRunningTasks listed something that is not a task id; skipped");
         return None;
     }
-    Some((id, crate::registry::plausible(t.room_id)))
+    Some((id, crate::task::plausible(t.room_id)))
 }

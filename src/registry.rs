@@ -1,15 +1,26 @@
-//! The task registry: every tracked push task, its state machine, and the per-app aggregates.
+//! The task registry: every tracked push task, what the API confirmed and what callbacks claim,
+//! and the per-app aggregates.
 //!
-//! This is the single source of truth. Polls and callbacks report [`Observation`]s; the registry
-//! merges them so that state only moves forward (an ended task never reopens, ExceptionCnt never
-//! decreases, the first finish reason is kept) and every counter moves exactly once per task.
-//! The metrics collector reads it under a short lock at scrape time.
+//! This is the single source of truth. Two kinds of report reach it:
+//! - **answers** of DescribeWhiteboardPush (the truth): folded into a task's `confirmed` facts,
+//!   which only move forward (an ended task never reopens, ExceptionCnt never decreases);
+//! - **claims** of callbacks: TIW's Sign covers only the key and ExpireTime, so a callback body is a
+//!   claim until the API confirms it (SPEC §3). A claim shows at once on the per-task series and asks
+//!   for a confirming poll; that poll's answer wins, and a claim it contradicts is dropped.
+//!
+//! Aggregate counters move exactly once per task, and only on confirmed facts — or on a claim that
+//! the app's API could not confirm for `callback.confirm_timeout` ([`TaskRegistry::settle_claims`]).
+//! The metrics collector reads the registry under a short lock at scrape time.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+pub use crate::task::{
+    is_task_id, plausible, unix_now, FinishReason, Observation, PushEvent, TaskStatus, MAX_TASK_ID,
+};
 
 /// How long an expired task id is remembered, so that discovery (which sees 3 days back) cannot
 /// bring it back and count it a second time.
@@ -20,105 +31,13 @@ pub const DURATION_BUCKETS: [f64; 14] = [
     10.0, 30.0, 60.0, 300.0, 600.0, 1200.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0, 10800.0, 14400.0, 21600.0,
 ];
 
-/// Status of a task as the exporter knows it (SPEC §4: the five values of the state set).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum TaskStatus {
-    Prepared,
-    Pushing,
-    Stopped,
-    Failed,
-    /// Not known yet, or Tencent does not know the id.
-    Unknown,
-}
-
-impl TaskStatus {
-    pub const ALL: [TaskStatus; 5] = [
-        TaskStatus::Prepared,
-        TaskStatus::Pushing,
-        TaskStatus::Stopped,
-        TaskStatus::Failed,
-        TaskStatus::Unknown,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskStatus::Prepared => "PREPARED",
-            TaskStatus::Pushing => "PUSHING",
-            TaskStatus::Stopped => "STOPPED",
-            TaskStatus::Failed => "FAILED",
-            TaskStatus::Unknown => "UNKNOWN",
-        }
-    }
-
-    /// Tencent's Status field; anything else is not a status we can act on.
-    pub fn from_tencent(s: &str) -> Option<TaskStatus> {
-        match s {
-            "PREPARED" => Some(TaskStatus::Prepared),
-            "PUSHING" => Some(TaskStatus::Pushing),
-            "STOPPED" => Some(TaskStatus::Stopped),
-            _ => None,
-        }
-    }
-
-    pub fn is_ended(self) -> bool {
-        matches!(self, TaskStatus::Stopped | TaskStatus::Failed)
-    }
-
-    /// Position in the lifecycle; a report never moves a task to a lower rank.
-    fn rank(self) -> u8 {
-        match self {
-            TaskStatus::Unknown => 0,
-            TaskStatus::Prepared => 1,
-            TaskStatus::Pushing => 2,
-            TaskStatus::Stopped | TaskStatus::Failed => 3,
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Why a task ended (SPEC §4); `Failed` for a task that failed outright.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum FinishReason {
-    Auto,
-    UserCall,
-    Exception,
-    Failed,
-}
-
-impl FinishReason {
-    pub const ALL: [FinishReason; 4] = [
-        FinishReason::Auto,
-        FinishReason::UserCall,
-        FinishReason::Exception,
-        FinishReason::Failed,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FinishReason::Auto => "AUTO",
-            FinishReason::UserCall => "USER_CALL",
-            FinishReason::Exception => "EXCEPTION",
-            FinishReason::Failed => "FAILED",
-        }
-    }
-
-    /// Tencent's FinishReason field.
-    pub fn from_tencent(s: &str) -> Option<FinishReason> {
-        match s {
-            "AUTO" => Some(FinishReason::Auto),
-            "USER_CALL" => Some(FinishReason::UserCall),
-            "EXCEPTION" => Some(FinishReason::Exception),
-            _ => None,
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
+/// `retention.max_tasks` unless set (SPEC §5).
+pub const DEFAULT_MAX_TASKS: usize = 100_000;
+/// `InvalidParameter.TaskNotFound` answers in a row after which a task is dropped (or, if
+/// configured, read only once per discovery interval) (SPEC §2).
+pub const NOT_FOUND_LIMIT: u8 = 3;
+/// Success replies without `Status` in a row after which a task has failed (SPEC §2).
+pub const NO_STATUS_LIMIT: usize = 3;
 
 /// Where the exporter first heard of a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,10 +47,10 @@ pub enum Source {
     Callback,
 }
 
-/// What one poll or callback says about a task. `None` means "not said".
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Observation {
-    pub status: Option<TaskStatus>,
+/// What is known of a task from one side (the API's answers, or the callbacks' claims).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Facts {
+    pub status: TaskStatus,
     pub finish_reason: Option<FinishReason>,
     pub room_id: Option<i64>,
     pub group_id: Option<String>,
@@ -142,7 +61,65 @@ pub struct Observation {
     pub im_sync_time: Option<i64>,
 }
 
+impl Facts {
+    /// Folds one report in: identities and times are kept as first known, the status only moves
+    /// forward (taking the report's finish reason when it ends), ExceptionCnt never decreases.
+    fn absorb(&mut self, obs: &Observation) {
+        fn first<T: Clone>(slot: &mut Option<T>, v: Option<&T>) {
+            if slot.is_none() {
+                *slot = v.cloned();
+            }
+        }
+        first(&mut self.room_id, obs.room_id.filter(|r| *r != 0).as_ref());
+        first(&mut self.group_id, obs.group_id.as_ref().filter(|g| !g.is_empty()));
+        first(&mut self.push_user_id, obs.push_user_id.as_ref().filter(|u| !u.is_empty()));
+        first(&mut self.push_start_time, obs.push_start_time.filter(|s| *s > 0).as_ref());
+        first(&mut self.push_stop_time, obs.push_stop_time.filter(|s| *s > 0).as_ref());
+        first(&mut self.im_sync_time, obs.im_sync_time.filter(|s| *s > 0).as_ref());
+        if let Some(n) = obs.exception_cnt {
+            self.exception_cnt = Some(self.exception_cnt.map_or(n, |old| old.max(n)));
+        }
+        if let Some(status) = obs.status {
+            if status.rank() > self.status.rank() {
+                self.status = status;
+                if status.is_ended() {
+                    self.finish_reason = Some(match status {
+                        TaskStatus::Failed => FinishReason::Failed,
+                        _ => obs
+                            .finish_reason
+                            .filter(|r| *r != FinishReason::Failed)
+                            .unwrap_or(FinishReason::Other),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// What callbacks said about a task that the API has not confirmed yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claim {
+    pub facts: Facts,
+    /// Unix seconds of the latest callback in the claim.
+    pub at: f64,
+    /// Registry sequence number of the latest callback: a poll handed out at or after it answers it.
+    #[serde(skip)]
+    seq: u64,
+}
+
+/// Which counters a task has moved already, so that each moves once per task.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Counted {
+    started: bool,
+    finished: bool,
+    /// ExceptionCnt already added to `exceptions_total`.
+    exceptions: u64,
+}
+
 /// One tracked task. Everything but the poller's bookkeeping is persisted by the store.
+///
+/// The public status and figures are what `/metrics` shows: the confirmed facts, overlaid by a
+/// pending claim where the claim is ahead ([`Task::refresh`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub sdk_app_id: u64,
@@ -161,20 +138,43 @@ pub struct Task {
     /// Unix seconds when the exporter saw the task end (drives retention).
     pub ended_at: Option<f64>,
     pub source: Source,
+    /// What DescribeWhiteboardPush answered (`None` only in a store written before claims existed).
+    #[serde(default)]
+    confirmed: Option<Facts>,
+    /// What callbacks claim and the API has not confirmed yet.
+    #[serde(default)]
+    pub claim: Option<Claim>,
+    #[serde(default)]
+    counted: Counted,
     /// A WhiteboardPushStarted / WhiteboardPushStopped callback was applied: later copies are duplicates.
     seen_started_event: bool,
     seen_stopped_event: bool,
+    /// The API confirmed the end: never poll again.
+    final_read: bool,
+    /// `InvalidParameter.TaskNotFound` answers in a row.
+    #[serde(default)]
+    not_found: u8,
+    /// RequestIds of success replies without `Status`, in a row.
+    #[serde(default)]
+    no_status: Vec<String>,
+    /// Stores written before claims existed kept these instead of [`Counted`].
+    #[serde(default, skip_serializing)]
     started_counted: bool,
+    #[serde(default, skip_serializing)]
     finished_counted: bool,
-    /// A poll is owed soon: the task is new, or it ended without a poll confirming the final figures.
+    /// A poll is owed soon: the task is new, or a claim waits for its confirming poll.
     #[serde(skip)]
     needs_poll: bool,
-    /// The final DescribeWhiteboardPush after the end has been read: never poll again.
-    final_read: bool,
     #[serde(skip)]
     polling: bool,
     #[serde(skip)]
     last_polled: Option<Instant>,
+    /// Registry sequence number when the poll in flight was handed out.
+    #[serde(skip)]
+    poll_seq: u64,
+    /// A configured task Tencent does not know: not read again before this.
+    #[serde(skip)]
+    parked_until: Option<Instant>,
 }
 
 impl Task {
@@ -194,14 +194,21 @@ impl Task {
             last_update: now,
             ended_at: None,
             source,
+            confirmed: Some(Facts::default()),
+            claim: None,
+            counted: Counted::default(),
             seen_started_event: false,
             seen_stopped_event: false,
+            final_read: false,
+            not_found: 0,
+            no_status: Vec::new(),
             started_counted: false,
             finished_counted: false,
             needs_poll: true,
-            final_read: false,
             polling: false,
             last_polled: None,
+            poll_seq: 0,
+            parked_until: None,
         }
     }
 
@@ -210,13 +217,139 @@ impl Task {
         !self.final_read
     }
 
-    /// Push duration: stop − start once ended, now − start while pushing.
-    pub fn duration(&self, now: f64) -> Option<f64> {
-        let start = self.push_start_time.filter(|s| *s > 0)? as f64;
-        match (self.status, self.push_stop_time.filter(|s| *s > 0)) {
-            (_, Some(stop)) if self.status.is_ended() => Some((stop as f64 - start).max(0.0)),
-            (TaskStatus::Pushing, _) => Some((now - start).max(0.0)),
-            _ => None,
+    /// Push duration, stop − start, of an ended task (SPEC §4: a running task's age is
+    /// `time() - tiw_push_task_start_timestamp_seconds`, not a series of its own).
+    pub fn duration(&self) -> Option<f64> {
+        if !self.status.is_ended() {
+            return None;
+        }
+        let start = self.push_start_time.filter(|s| *s > 0)?;
+        let stop = self.push_stop_time.filter(|s| *s > 0)?;
+        Some((stop - start).max(0) as f64)
+    }
+
+    /// What the API confirmed.
+    pub fn confirmed(&self) -> &Facts {
+        const NOTHING: &Facts = &Facts {
+            status: TaskStatus::Unknown,
+            finish_reason: None,
+            room_id: None,
+            group_id: None,
+            push_user_id: None,
+            push_start_time: None,
+            push_stop_time: None,
+            exception_cnt: None,
+            im_sync_time: None,
+        };
+        self.confirmed.as_ref().unwrap_or(NOTHING)
+    }
+
+    fn confirmed_mut(&mut self) -> &mut Facts {
+        self.confirmed.get_or_insert_with(Facts::default)
+    }
+
+    /// Recomputes what is shown from the confirmed facts and a pending claim: the claim's status
+    /// where it is ahead, the claim's figures where nothing confirmed says otherwise.
+    fn refresh(&mut self, now: f64) {
+        let c = self.confirmed().clone();
+        let claim = self.claim.as_ref().map(|c| &c.facts);
+        let ahead = claim.filter(|f| f.status.rank() > c.status.rank());
+        (self.status, self.finish_reason) = match ahead {
+            Some(f) => (f.status, f.finish_reason),
+            None => (c.status, c.finish_reason),
+        };
+        let or_claim_i64 = |mine: Option<i64>, pick: fn(&Facts) -> Option<i64>| mine.or_else(|| claim.and_then(pick));
+        self.room_id = or_claim_i64(c.room_id, |f| f.room_id);
+        self.push_start_time = or_claim_i64(c.push_start_time, |f| f.push_start_time);
+        self.push_stop_time = or_claim_i64(c.push_stop_time, |f| f.push_stop_time);
+        self.im_sync_time = or_claim_i64(c.im_sync_time, |f| f.im_sync_time);
+        self.group_id = c
+            .group_id
+            .clone()
+            .or_else(|| claim.and_then(|f| f.group_id.clone()))
+            .unwrap_or_default();
+        self.push_user_id = c
+            .push_user_id
+            .clone()
+            .or_else(|| claim.and_then(|f| f.push_user_id.clone()))
+            .unwrap_or_default();
+        self.exception_cnt = c
+            .exception_cnt
+            .unwrap_or(0)
+            .max(claim.and_then(|f| f.exception_cnt).unwrap_or(0));
+        if self.status.is_ended() {
+            self.ended_at.get_or_insert(now);
+        } else {
+            self.ended_at = None;
+        }
+    }
+
+    /// The facts as shown, for counting a claim that could not be confirmed.
+    fn shown(&self) -> Facts {
+        Facts {
+            status: self.status,
+            finish_reason: self.finish_reason,
+            room_id: self.room_id,
+            group_id: Some(self.group_id.clone()),
+            push_user_id: Some(self.push_user_id.clone()),
+            push_start_time: self.push_start_time,
+            push_stop_time: self.push_stop_time,
+            exception_cnt: Some(self.exception_cnt),
+            im_sync_time: self.im_sync_time,
+        }
+    }
+
+    /// Moves the app's counters by what `facts` add to what this task counted; each counter moves
+    /// once per task, ExceptionCnt by its increase. Returns whether anything moved.
+    fn count(&mut self, facts: &Facts, stats: &mut AppStats) -> bool {
+        let mut moved = false;
+        let started = facts.status == TaskStatus::Pushing
+            || (facts.status == TaskStatus::Stopped && facts.push_start_time.is_some());
+        if started && !self.counted.started {
+            self.counted.started = true;
+            stats.started_total += 1;
+            moved = true;
+        }
+        if let Some(n) = facts.exception_cnt.filter(|n| *n > self.counted.exceptions) {
+            stats.exceptions_total += n - self.counted.exceptions;
+            self.counted.exceptions = n;
+            moved = true;
+        }
+        if facts.status.is_ended() && !self.counted.finished {
+            let reason = facts.finish_reason.unwrap_or(FinishReason::Other);
+            self.counted.finished = true;
+            stats.finished_total[reason.index()] += 1;
+            if let (Some(start), Some(stop)) = (facts.push_start_time, facts.push_stop_time) {
+                stats.durations[reason.index()].observe((stop - start).max(0) as f64);
+            }
+            moved = true;
+        }
+        moved
+    }
+
+    /// A task from a store written before claims existed: what it showed was confirmed and counted.
+    fn migrate(&mut self) {
+        if self.confirmed.is_some() {
+            return;
+        }
+        self.confirmed = Some(Facts {
+            status: self.status,
+            finish_reason: self.finish_reason,
+            room_id: self.room_id,
+            group_id: Some(self.group_id.clone()).filter(|g| !g.is_empty()),
+            push_user_id: Some(self.push_user_id.clone()).filter(|u| !u.is_empty()),
+            push_start_time: self.push_start_time,
+            push_stop_time: self.push_stop_time,
+            exception_cnt: Some(self.exception_cnt),
+            im_sync_time: self.im_sync_time,
+        });
+        self.counted = Counted {
+            started: self.started_counted,
+            finished: self.finished_counted,
+            exceptions: self.exception_cnt,
+        };
+        if self.status.is_ended() && self.finish_reason.is_none() {
+            self.final_read = false;
         }
     }
 }
@@ -244,11 +377,27 @@ impl DurationHistogram {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct AppStats {
     pub started_total: u64,
-    /// Indexed by [`FinishReason`].
-    pub finished_total: [u64; 4],
+    /// Indexed by [`FinishReason`]; stores from before `OTHER` hold four entries.
+    #[serde(deserialize_with = "padded")]
+    pub finished_total: [u64; 5],
     pub exceptions_total: u64,
     /// Indexed by [`FinishReason`].
-    pub durations: [DurationHistogram; 4],
+    #[serde(deserialize_with = "padded")]
+    pub durations: [DurationHistogram; 5],
+}
+
+/// A fixed-size array from a list that may be shorter (a reason added since it was written).
+fn padded<'de, D, T, const N: usize>(d: D) -> Result<[T; N], D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    let items: Vec<T> = Vec::deserialize(d)?;
+    if items.len() > N {
+        return Err(serde::de::Error::invalid_length(items.len(), &"at most one entry per reason"));
+    }
+    let mut items = items.into_iter();
+    Ok(std::array::from_fn(|_| items.next().unwrap_or_default()))
 }
 
 impl AppStats {
@@ -260,31 +409,57 @@ impl AppStats {
     }
 }
 
-/// The two push events TIW calls back with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PushEvent {
-    Started,
-    Stopped,
-}
-
 /// How a callback was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallbackApplied {
-    /// First delivery: applied (it may still have changed nothing, e.g. a Started after the Stopped).
-    Accepted(Applied),
+    /// First delivery: its claim is recorded and a confirming poll is owed.
+    Accepted {
+        /// The claim ended the task (as shown).
+        ended: bool,
+    },
     /// This event was applied before, or its task has expired: nothing changed.
     Duplicate,
+    /// A new task, and `retention.max_tasks` tasks are tracked, none of them ended: refused.
+    Full,
 }
 
-/// What changed when an observation was applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Applied {
-    /// The task is tracked (it was not expired or unknown).
-    pub tracked: bool,
-    /// This observation moved the task's status.
-    pub status_changed: bool,
-    /// This observation ended the task.
-    pub ended: bool,
+/// Whether [`TaskRegistry::track`] took a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    /// Newly tracked.
+    Added,
+    /// Tracked already, or expired recently (a tombstone).
+    Known,
+    /// `retention.max_tasks` reached: not tracked.
+    Full,
+}
+
+/// One answer of DescribeWhiteboardPush, in domain terms (see `tencentcloud::tiw::PushAnswer`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// A reply with a status.
+    State(Observation),
+    /// A success reply with no `Status`, with its RequestId.
+    NoStatus(String),
+    /// `FailedOperation.WhiteboardPush`.
+    Failed,
+    /// `InvalidParameter.TaskNotFound`.
+    NotFound,
+}
+
+/// What one answer did to its task.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AnswerApplied {
+    /// The answer ended the task, with this reason.
+    pub ended: Option<FinishReason>,
+    /// The answer contradicted this callback's claim (`outcome="contradicted"`), and what the claim said.
+    pub contradicted: Option<(PushEvent, TaskStatus, Option<FinishReason>)>,
+    /// The task failed after [`NO_STATUS_LIMIT`] replies without `Status`: their RequestIds.
+    pub failed_without_status: Option<Vec<String>>,
+    /// Dropped after [`NOT_FOUND_LIMIT`] TaskNotFound answers (`tasks_dropped_total{reason="not_found"}`).
+    pub dropped: bool,
+    /// A configured task Tencent does not know: read again at most once per discovery interval.
+    pub parked: bool,
 }
 
 /// Read-only view handed to the collector.
@@ -323,7 +498,7 @@ pub type Key = (u64, String);
 pub struct Batch {
     /// Tasks to write (their state at the cut).
     pub tasks: Vec<Task>,
-    /// Tasks removed by retention.
+    /// Tasks removed by retention or dropped.
     pub removed: Vec<Key>,
     /// Tombstones to add (unix seconds of expiry) and to forget.
     pub tombstones_added: Vec<(Key, f64)>,
@@ -353,7 +528,6 @@ pub struct Restored {
     pub tombstones: Vec<(Key, f64)>,
 }
 
-#[derive(Default)]
 struct Inner {
     tasks: HashMap<Key, Task>,
     apps: BTreeMap<u64, AppStats>,
@@ -366,10 +540,20 @@ struct Inner {
     apps_removed: Vec<u64>,
     tombstones_added: Vec<(Key, f64)>,
     tombstones_pruned: Vec<Key>,
-    /// Every pollable task that is not in flight, in poll order: wanted-now first, then never
-    /// polled, then least recently polled. Picking the next task is O(log n), and ended tasks cost
-    /// nothing. Invariant: a task is here, under [`order_key`], iff it is pollable and not polling.
-    queue: std::collections::BTreeSet<OrderKey>,
+    /// Every pollable task that is neither in flight nor parked, in poll order: wanted-now first,
+    /// then never polled, then least recently polled. Picking the next task is O(log n), and ended
+    /// tasks cost nothing. Invariant: a task is here, under [`order_key`], iff [`Inner::queued`].
+    queue: BTreeSet<OrderKey>,
+    /// Parked tasks by the time they may be read again.
+    parked: BTreeSet<(Instant, Key)>,
+    /// Tasks whose end the API confirmed, oldest end first: the first to go when the registry is full.
+    finished: BTreeSet<(u64, Key)>,
+    /// Bumped by every callback claim and read by every poll handed out.
+    seq: u64,
+    /// `retention.max_tasks`.
+    max_tasks: usize,
+    /// When the last "registry full" warning was logged.
+    last_full_warning: Option<Instant>,
 }
 
 /// (not wanted now, last polled, SdkAppId, TaskId): the poll order.
@@ -379,7 +563,37 @@ fn order_key(t: &Task) -> OrderKey {
     (!t.needs_poll, t.last_polled, t.sdk_app_id, t.task_id.clone())
 }
 
+/// Key of the `finished` index: when the task ended, in milliseconds.
+fn finished_key(t: &Task) -> Option<(u64, Key)> {
+    let ended = t.ended_at?;
+    Some(((ended.max(0.0) * 1000.0) as u64, (t.sdk_app_id, t.task_id.clone())))
+}
+
 impl Inner {
+    fn new(max_tasks: usize) -> Inner {
+        Inner {
+            tasks: HashMap::new(),
+            apps: BTreeMap::new(),
+            tombstones: HashMap::new(),
+            dirty: HashSet::new(),
+            apps_dirty: false,
+            removed: HashSet::new(),
+            apps_removed: Vec::new(),
+            tombstones_added: Vec::new(),
+            tombstones_pruned: Vec::new(),
+            queue: BTreeSet::new(),
+            parked: BTreeSet::new(),
+            finished: BTreeSet::new(),
+            seq: 0,
+            max_tasks,
+            last_full_warning: None,
+        }
+    }
+
+    fn queued(t: &Task) -> bool {
+        t.is_pollable() && !t.polling && t.parked_until.is_none()
+    }
+
     /// Takes a task out of the poll order; call before changing what [`order_key`] reads.
     fn unqueue(&mut self, key: &Key) {
         if let Some(t) = self.tasks.get(key) {
@@ -390,7 +604,7 @@ impl Inner {
     /// Puts a task back in the poll order if it belongs there.
     fn requeue(&mut self, key: &Key) {
         if let Some(t) = self.tasks.get(key) {
-            if t.is_pollable() && !t.polling {
+            if Inner::queued(t) {
                 self.queue.insert(order_key(t));
             }
         }
@@ -399,6 +613,78 @@ impl Inner {
     fn touch(&mut self, key: &Key) {
         self.dirty.insert(key.clone());
         self.apps_dirty = true;
+    }
+
+    /// The API confirmed the end: no more polls, and first in line when the registry is full.
+    fn set_final(&mut self, key: &Key) {
+        if let Some(t) = self.tasks.get_mut(key) {
+            t.final_read = true;
+            t.needs_poll = false;
+            if let Some(k) = finished_key(t) {
+                self.finished.insert(k);
+            }
+        }
+    }
+
+    /// Removes a task from everything; a tombstone keeps it from coming back when `tombstone`.
+    fn remove_task(&mut self, key: &Key, tombstone: Option<f64>) -> Option<Task> {
+        self.unqueue(key);
+        let t = self.tasks.remove(key)?;
+        if let Some(k) = finished_key(&t) {
+            self.finished.remove(&k);
+        }
+        if let Some(until) = t.parked_until {
+            self.parked.remove(&(until, key.clone()));
+        }
+        self.dirty.remove(key);
+        self.removed.insert(key.clone());
+        if let Some(at) = tombstone {
+            self.tombstones.insert(key.clone(), at);
+            self.tombstones_added.push((key.clone(), at));
+        }
+        Some(t)
+    }
+
+    /// Room for one more task: when full, the task whose confirmed end is oldest goes (as if
+    /// retention had expired it). False when every tracked task is still running.
+    fn make_room(&mut self, now: f64) -> bool {
+        if self.tasks.len() < self.max_tasks {
+            return true;
+        }
+        while self.tasks.len() >= self.max_tasks {
+            let Some((_, key)) = self.finished.pop_first() else {
+                break;
+            };
+            self.remove_task(&key, Some(now));
+        }
+        if self.tasks.len() < self.max_tasks {
+            return true;
+        }
+        let warn = self
+            .last_full_warning
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(60));
+        if warn {
+            self.last_full_warning = Some(Instant::now());
+            tracing::warn!(
+                max_tasks = self.max_tasks,
+                "retention.max_tasks unfinished tasks are tracked: new tasks are refused (callbacks answered 503 so TIW retries) until some end; raise retention.max_tasks if this fleet is real"
+            );
+        }
+        false
+    }
+
+    /// Parked tasks whose time has come go back into the poll order.
+    fn wake_parked(&mut self, now: Instant) {
+        while let Some((until, key)) = self.parked.first().cloned() {
+            if until > now {
+                break;
+            }
+            self.parked.pop_first();
+            if let Some(t) = self.tasks.get_mut(&key) {
+                t.parked_until = None;
+            }
+            self.requeue(&key);
+        }
     }
 }
 
@@ -411,24 +697,26 @@ pub struct TaskRegistry {
 
 impl Default for TaskRegistry {
     fn default() -> Self {
-        TaskRegistry {
-            inner: Mutex::new(Inner::default()),
-            poll_wanted: tokio::sync::watch::channel(0).0,
-        }
+        TaskRegistry::with_max_tasks(DEFAULT_MAX_TASKS)
     }
-}
-
-/// Unix seconds now.
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 impl TaskRegistry {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A registry that tracks at most `max_tasks` tasks (`retention.max_tasks`).
+    pub fn with_max_tasks(max_tasks: usize) -> Self {
+        TaskRegistry {
+            inner: Mutex::new(Inner::new(max_tasks.max(1))),
+            poll_wanted: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// A reload changed `retention.max_tasks`; tasks beyond a lower bound are not evicted.
+    pub fn set_max_tasks(&self, max_tasks: usize) {
+        self.lock().max_tasks = max_tasks.max(1);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -456,10 +744,15 @@ impl TaskRegistry {
             inner.apps.insert(id, stats);
         }
         for mut task in restored.tasks {
+            task.migrate();
             task.needs_poll = !task.final_read;
             inner.apps.entry(task.sdk_app_id).or_default();
             let key = (task.sdk_app_id, task.task_id.clone());
+            let final_read = task.final_read;
             inner.tasks.insert(key.clone(), task);
+            if final_read {
+                inner.set_final(&key);
+            }
             inner.requeue(&key);
         }
         inner.tombstones.extend(restored.tombstones);
@@ -490,10 +783,7 @@ impl TaskRegistry {
         let mut inner = self.lock();
         let keys: Vec<Key> = inner.tasks.keys().filter(|k| k.0 == sdk_app_id).cloned().collect();
         for key in &keys {
-            inner.unqueue(key);
-            inner.tasks.remove(key);
-            inner.dirty.remove(key);
-            inner.removed.insert(key.clone());
+            inner.remove_task(key, None);
         }
         inner.tombstones.retain(|k, _| k.0 != sdk_app_id);
         if inner.apps.remove(&sdk_app_id).is_some() {
@@ -560,65 +850,164 @@ impl TaskRegistry {
         self.poll_wanted.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    /// Starts tracking a task. Returns false when it is tracked already or expired recently.
-    pub fn track(&self, sdk_app_id: u64, task_id: &str, room_id: Option<i64>, source: Source) -> bool {
+    /// Starts tracking a task (`room_id` as DescribeRunningTasks lists it). A configured id is
+    /// marked as configured even when it was tracked already.
+    pub fn track(&self, sdk_app_id: u64, task_id: &str, room_id: Option<i64>, source: Source) -> Track {
         let key = (sdk_app_id, task_id.to_string());
+        let now = unix_now();
         {
             let mut inner = self.lock();
-            if inner.tasks.contains_key(&key) || inner.tombstones.contains_key(&key) {
-                if let (Some(t), Some(room)) = (inner.tasks.get_mut(&key), room_id) {
-                    if t.room_id.is_none() {
-                        t.room_id = Some(room);
-                        inner.touch(&key);
-                    }
+            if let Some(t) = inner.tasks.get_mut(&key) {
+                let mut changed = false;
+                if source == Source::Config && t.source != Source::Config {
+                    t.source = Source::Config;
+                    changed = true;
                 }
-                return false;
+                if let (None, Some(room)) = (t.confirmed().room_id, room_id) {
+                    t.confirmed_mut().room_id = Some(room);
+                    t.refresh(now);
+                    changed = true;
+                }
+                if changed {
+                    inner.touch(&key);
+                }
+                return Track::Known;
             }
-            let mut task = Task::new(sdk_app_id, task_id.to_string(), source, unix_now());
-            task.room_id = room_id;
+            if inner.tombstones.contains_key(&key) {
+                return Track::Known;
+            }
+            if !inner.make_room(now) {
+                return Track::Full;
+            }
+            let mut task = Task::new(sdk_app_id, task_id.to_string(), source, now);
+            task.confirmed_mut().room_id = room_id;
+            task.refresh(now);
             inner.apps.entry(sdk_app_id).or_default();
             inner.touch(&key);
             inner.tasks.insert(key.clone(), task);
             inner.requeue(&key);
         }
         self.want_poll();
-        true
+        Track::Added
     }
 
-    /// Applies an observation from a poll or a callback.
-    pub fn observe(&self, sdk_app_id: u64, task_id: &str, obs: &Observation) -> Applied {
+    /// Applies an answer of DescribeWhiteboardPush and records the poll's end.
+    ///
+    /// The answer is the truth: it is folded into the confirmed facts and moves the counters. A
+    /// pending claim is settled by an answer to a poll handed out after it: kept where the answer
+    /// agrees, counted `contradicted` where the claim was ahead of the answer. An answer to a poll
+    /// handed out before the latest claim cannot judge it, so another poll is owed.
+    /// `park_for` is how long a configured task Tencent does not know waits for its next read.
+    pub fn apply_answer(&self, sdk_app_id: u64, task_id: &str, answer: &Answer, park_for: Duration) -> AnswerApplied {
         let now = unix_now();
         let key = (sdk_app_id, task_id.to_string());
+        let mut out = AnswerApplied::default();
         let mut inner = self.lock();
+        inner.unqueue(&key);
         let Inner { tasks, apps, .. } = &mut *inner;
         let Some(task) = tasks.get_mut(&key) else {
-            return Applied::default();
+            return out;
         };
         let stats = apps.entry(sdk_app_id).or_default();
-        let applied = merge(task, stats, obs, now);
-        inner.touch(&key);
-        applied
-    }
-
-    /// Applies a DescribeWhiteboardPush answer and records the poll.
-    pub fn observe_poll(&self, sdk_app_id: u64, task_id: &str, obs: &Observation) -> Applied {
-        let applied = self.observe(sdk_app_id, task_id, obs);
-        let mut inner = self.lock();
-        let key = (sdk_app_id, task_id.to_string());
-        inner.unqueue(&key);
-        if let Some(t) = inner.tasks.get_mut(&key) {
-            // The final read is the one where Tencent itself says the task ended, with a reason.
-            // A reply older than a Stopped callback, or a STOPPED without FinishReason, is read again.
-            if obs.status.is_some_and(TaskStatus::is_ended) && t.finish_reason.is_some() {
-                t.final_read = true;
+        let was_ended = task.confirmed().status.is_ended();
+        let answers_claim = task.claim.as_ref().is_some_and(|c| task.poll_seq >= c.seq);
+        task.last_update = now;
+        match answer {
+            Answer::State(obs) => {
+                task.not_found = 0;
+                task.no_status.clear();
+                task.confirmed_mut().absorb(obs);
+            }
+            Answer::Failed => {
+                task.not_found = 0;
+                task.no_status.clear();
+                task.confirmed_mut().absorb(&Observation {
+                    status: Some(TaskStatus::Failed),
+                    ..Default::default()
+                });
+            }
+            Answer::NoStatus(request_id) => {
+                task.not_found = 0;
+                task.no_status.push(request_id.clone());
+                if task.no_status.len() >= NO_STATUS_LIMIT {
+                    out.failed_without_status = Some(std::mem::take(&mut task.no_status));
+                    task.confirmed_mut().absorb(&Observation {
+                        status: Some(TaskStatus::Failed),
+                        ..Default::default()
+                    });
+                }
+            }
+            Answer::NotFound => {
+                task.no_status.clear();
+                task.not_found = task.not_found.saturating_add(1);
             }
         }
+        // The claim: superseded once the truth has caught up with it; contradicted when a poll sent
+        // after it answers something behind it (or that the task does not exist).
+        if let Some(claim) = &task.claim {
+            let confirmed = task.confirmed();
+            let behind = claim.facts.status.rank() > confirmed.status.rank();
+            let other_reason = matches!(
+                (claim.facts.finish_reason, confirmed.finish_reason),
+                (Some(c), Some(a)) if c != a && c != FinishReason::Other && a != FinishReason::Failed
+            );
+            if answers_claim && (behind || other_reason || *answer == Answer::NotFound) {
+                out.contradicted = Some((
+                    PushEvent::claiming(claim.facts.status),
+                    claim.facts.status,
+                    claim.facts.finish_reason,
+                ));
+                task.claim = None;
+            } else if !behind {
+                task.claim = None;
+            } else {
+                task.needs_poll = true;
+            }
+        }
+        let confirmed = task.confirmed().clone();
+        task.count(&confirmed, stats);
+        task.refresh(now);
+        if confirmed.status.is_ended() && !was_ended {
+            out.ended = confirmed.finish_reason;
+        }
+        if task.not_found >= NOT_FOUND_LIMIT && !confirmed.status.is_ended() {
+            if task.source == Source::Config {
+                let until = Instant::now() + park_for;
+                task.parked_until = Some(until);
+                task.not_found = 0;
+                inner.parked.insert((until, key.clone()));
+                out.parked = true;
+            } else {
+                inner.remove_task(&key, None);
+                out.dropped = true;
+                return out;
+            }
+        }
+        if confirmed.status.is_ended() {
+            inner.set_final(&key);
+        }
+        inner.touch(&key);
         inner.requeue(&key);
-        applied
+        out
     }
 
-    /// Applies a verified push callback: tracks its task if new, applies it once, and asks for the
-    /// final DescribeWhiteboardPush when it ended the task.
+    /// Applies a DescribeWhiteboardPush reply with a status, as if answering a fresh poll.
+    pub fn observe_poll(&self, sdk_app_id: u64, task_id: &str, obs: &Observation) -> AnswerApplied {
+        self.mark_poll_sent(sdk_app_id, task_id);
+        self.apply_answer(sdk_app_id, task_id, &Answer::State(obs.clone()), Duration::ZERO)
+    }
+
+    /// Records that a poll of this task is sent now (what [`TaskRegistry::next_to_poll`] does).
+    fn mark_poll_sent(&self, sdk_app_id: u64, task_id: &str) {
+        let mut inner = self.lock();
+        let seq = inner.seq;
+        if let Some(t) = inner.tasks.get_mut(&(sdk_app_id, task_id.to_string())) {
+            t.poll_seq = seq;
+        }
+    }
+
+    /// Applies a verified push callback as a claim: tracks its task if new, applies each event once,
+    /// shows the claim at once and asks for the confirming DescribeWhiteboardPush.
     pub fn observe_callback(
         &self,
         sdk_app_id: u64,
@@ -633,12 +1022,21 @@ impl TaskRegistry {
             if inner.tombstones.contains_key(&key) {
                 return CallbackApplied::Duplicate;
             }
+            if !inner.tasks.contains_key(&key) {
+                if !inner.make_room(now) {
+                    return CallbackApplied::Full;
+                }
+                inner
+                    .tasks
+                    .insert(key.clone(), Task::new(sdk_app_id, task_id.to_string(), Source::Callback, now));
+                inner.apps.entry(sdk_app_id).or_default();
+            }
             inner.unqueue(&key);
-            let Inner { tasks, apps, .. } = &mut *inner;
-            let stats = apps.entry(sdk_app_id).or_default();
-            let task = tasks
-                .entry(key.clone())
-                .or_insert_with(|| Task::new(sdk_app_id, task_id.to_string(), Source::Callback, now));
+            inner.seq += 1;
+            let seq = inner.seq;
+            let Some(task) = inner.tasks.get_mut(&key) else {
+                return CallbackApplied::Duplicate;
+            };
             let seen = match event {
                 PushEvent::Started => &mut task.seen_started_event,
                 PushEvent::Stopped => &mut task.seen_stopped_event,
@@ -648,16 +1046,65 @@ impl TaskRegistry {
                 return CallbackApplied::Duplicate;
             }
             *seen = true;
-            let applied = merge(task, stats, obs, now);
-            if task.status.is_ended() && !task.final_read {
+            let was_ended = task.status.is_ended();
+            task.last_update = now;
+            if !task.final_read {
+                let claim = task.claim.get_or_insert_with(|| Claim {
+                    facts: Facts::default(),
+                    at: now,
+                    seq,
+                });
+                claim.facts.absorb(obs);
+                claim.at = now;
+                claim.seq = seq;
                 task.needs_poll = true;
+                task.refresh(now);
             }
+            let ended = task.status.is_ended() && !was_ended;
             inner.touch(&key);
             inner.requeue(&key);
-            CallbackApplied::Accepted(applied)
+            CallbackApplied::Accepted { ended }
         };
         self.want_poll();
         result
+    }
+
+    /// Counts the claims the API could not confirm: those of `sdk_app_id` pending for at least
+    /// `timeout` with no answer from the app's API since they arrived (`last_answer`, unix
+    /// seconds) and the poller running for at least `timeout` (`since`). Each counter still moves
+    /// once per task; the claim stays, so a later answer still corrects what is shown. Returns the
+    /// ids whose counters moved, to be logged as unconfirmed.
+    pub fn settle_claims(
+        &self,
+        sdk_app_id: u64,
+        timeout: Duration,
+        last_answer: Option<f64>,
+        since: f64,
+    ) -> Vec<String> {
+        let now = unix_now();
+        let timeout = timeout.as_secs_f64();
+        if now - since < timeout {
+            return Vec::new();
+        }
+        let mut inner = self.lock();
+        let Inner { tasks, apps, dirty, .. } = &mut *inner;
+        let stats = apps.entry(sdk_app_id).or_default();
+        let mut settled = Vec::new();
+        for (key, task) in tasks.iter_mut().filter(|(k, _)| k.0 == sdk_app_id) {
+            let Some(claim) = &task.claim else { continue };
+            let unconfirmable = now - claim.at >= timeout && last_answer.is_none_or(|a| a < claim.at);
+            if unconfirmable {
+                let shown = task.shown();
+                if task.count(&shown, stats) {
+                    dirty.insert(key.clone());
+                    settled.push(task.task_id.clone());
+                }
+            }
+        }
+        if !settled.is_empty() {
+            inner.apps_dirty = true;
+        }
+        settled
     }
 
     /// Marks a poll as done (whatever its outcome), releasing the task for the next sweep.
@@ -667,7 +1114,8 @@ impl TaskRegistry {
         inner.unqueue(&key);
         if let Some(t) = inner.tasks.get_mut(&key) {
             t.polling = false;
-            t.needs_poll = false;
+            // A claim that came in while the poll was in flight still wants its own poll.
+            t.needs_poll = t.claim.as_ref().is_some_and(|c| c.seq > t.poll_seq) && !t.final_read;
             t.last_polled = Some(at);
         }
         inner.requeue(&key);
@@ -680,6 +1128,7 @@ impl TaskRegistry {
     /// so a sweep that the budget cannot finish in time degrades to a fair round robin.
     pub fn next_to_poll(&self, apps: &[u64], since: Option<Instant>) -> Option<(u64, String)> {
         let mut inner = self.lock();
+        inner.wake_parked(Instant::now());
         // The queue is in poll order, so the first entry of these apps is the best candidate; if
         // it is not due, none after it is.
         let first = inner.queue.iter().find(|(_, _, app, _)| apps.contains(app)).cloned()?;
@@ -692,64 +1141,27 @@ impl TaskRegistry {
             return None;
         }
         inner.queue.remove(&first);
+        let seq = inner.seq;
         let key = (app, task_id);
         if let Some(t) = inner.tasks.get_mut(&key) {
             t.polling = true;
+            t.poll_seq = seq;
         }
         Some(key)
     }
 
-    /// DescribeWhiteboardPush answered `FailedOperation.WhiteboardPush`: the task failed.
-    pub fn mark_failed(&self, sdk_app_id: u64, task_id: &str) -> Applied {
-        let obs = Observation {
-            status: Some(TaskStatus::Failed),
-            finish_reason: Some(FinishReason::Failed),
-            ..Default::default()
-        };
-        self.observe_poll(sdk_app_id, task_id, &obs)
-    }
-
-    /// DescribeWhiteboardPush answered `InvalidParameter.TaskNotFound`.
-    pub fn mark_not_found(&self, sdk_app_id: u64, task_id: &str) -> Applied {
-        let now = unix_now();
-        let mut inner = self.lock();
-        let key = (sdk_app_id, task_id.to_string());
-        inner.unqueue(&key);
-        let Some(t) = inner.tasks.get_mut(&key) else {
-            return Applied::default();
-        };
-        // A task that was known once keeps what it was; UNKNOWN is only for ids Tencent never knew.
-        t.last_update = now;
-        // An ended task Tencent no longer knows has nothing more to tell: that was its final read.
-        if t.status.is_ended() && t.finish_reason.is_some() {
-            t.final_read = true;
-        }
-        inner.touch(&key);
-        inner.requeue(&key);
-        Applied {
-            tracked: true,
-            ..Default::default()
-        }
-    }
-
-    /// Removes tasks that ended longer than `retention` ago and forgets old tombstones.
+    /// Removes tasks whose confirmed end is older than `retention` and forgets old tombstones.
     pub fn expire(&self, retention: Duration) -> usize {
         let now = unix_now();
         let mut inner = self.lock();
-        let cutoff = now - retention.as_secs_f64();
-        let expired: Vec<Key> = inner
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.ended_at.is_some_and(|e| e <= cutoff) && !t.polling)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in &expired {
-            inner.unqueue(key);
-            inner.tasks.remove(key);
-            inner.dirty.remove(key);
-            inner.removed.insert(key.clone());
-            inner.tombstones.insert(key.clone(), now);
-            inner.tombstones_added.push((key.clone(), now));
+        let cutoff = ((now - retention.as_secs_f64()).max(0.0) * 1000.0) as u64;
+        let mut expired = 0;
+        while let Some((ended, key)) = inner.finished.first().cloned() {
+            if ended > cutoff {
+                break;
+            }
+            inner.remove_task(&key, Some(now));
+            expired += 1;
         }
         let tomb_cutoff = now - TOMBSTONE_TTL.as_secs_f64();
         let pruned: Vec<Key> = inner
@@ -762,7 +1174,7 @@ impl TaskRegistry {
             inner.tombstones.remove(&key);
             inner.tombstones_pruned.push(key);
         }
-        expired.len()
+        expired
     }
 
     /// A short-lived read lock for rendering.
@@ -798,125 +1210,9 @@ impl TaskRegistry {
     }
 }
 
-/// Merges one observation into a task, moving counters exactly once. Pure: no I/O, no clock but `now`.
-fn merge(task: &mut Task, stats: &mut AppStats, obs: &Observation, now: f64) -> Applied {
-    let mut applied = Applied {
-        tracked: true,
-        ..Default::default()
-    };
-    task.last_update = now;
-    if let Some(room) = obs.room_id.filter(|r| *r != 0) {
-        task.room_id.get_or_insert(room);
-    }
-    if let Some(g) = obs.group_id.as_ref().filter(|g| !g.is_empty()) {
-        if task.group_id.is_empty() {
-            task.group_id = g.clone();
-        }
-    }
-    if let Some(u) = obs.push_user_id.as_ref().filter(|u| !u.is_empty()) {
-        if task.push_user_id.is_empty() {
-            task.push_user_id = u.clone();
-        }
-    }
-    if let Some(s) = obs.push_start_time.filter(|s| *s > 0) {
-        task.push_start_time.get_or_insert(s);
-    }
-    if let Some(s) = obs.push_stop_time.filter(|s| *s > 0) {
-        task.push_stop_time.get_or_insert(s);
-    }
-    if let Some(s) = obs.im_sync_time.filter(|s| *s > 0) {
-        task.im_sync_time.get_or_insert(s);
-    }
-    if let Some(n) = obs.exception_cnt {
-        if n > task.exception_cnt {
-            stats.exceptions_total += n - task.exception_cnt;
-            task.exception_cnt = n;
-        }
-    }
-    if let Some(status) = obs.status {
-        if status.rank() > task.status.rank() {
-            task.status = status;
-            applied.status_changed = true;
-            if status.is_ended() {
-                task.ended_at = Some(now);
-                applied.ended = true;
-            }
-        }
-    }
-    if task.status.is_ended() && task.finish_reason.is_none() {
-        task.finish_reason = match task.status {
-            TaskStatus::Failed => Some(FinishReason::Failed),
-            _ => obs.finish_reason.filter(|r| *r != FinishReason::Failed),
-        };
-    }
-    let did_start =
-        task.status == TaskStatus::Pushing || (task.status == TaskStatus::Stopped && task.push_start_time.is_some());
-    if did_start && !task.started_counted {
-        task.started_counted = true;
-        stats.started_total += 1;
-    }
-    if let (false, Some(reason)) = (task.finished_counted, task.finish_reason) {
-        task.finished_counted = true;
-        stats.finished_total[reason.index()] += 1;
-        if let Some(d) = task.duration(now) {
-            stats.durations[reason.index()].observe(d);
-        }
-    }
-    applied
-}
-
-/// The longest task id taken; Tencent's are 20 characters.
-pub const MAX_TASK_ID: usize = 128;
-
-/// Whether `id` can be a task id: 1 to [`MAX_TASK_ID`] printable ASCII characters, no spaces.
-/// Ids from callbacks and from DescribeRunningTasks alike must pass before they are tracked, so
-/// a hostile or broken sender cannot put newlines or megabytes into label values.
-pub fn is_task_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_TASK_ID && id.bytes().all(|b| b.is_ascii_graphic())
-}
-
-/// `v` if it can be one of Tencent's room ids, unix times or counts (0 to 2³²−1, the range
-/// callbacks are held to); anything else is unknown. Beyond 2⁵³ a value would not even survive
-/// Prometheus' float64 samples.
-pub fn plausible(v: Option<i64>) -> Option<i64> {
-    v.filter(|v| (0..=i64::from(u32::MAX)).contains(v))
-}
-
-/// Turns a DescribeWhiteboardPush reply into an observation; implausible numbers are unknown.
-pub fn observation_from_poll(p: &crate::tencentcloud::tiw::WhiteboardPush) -> Observation {
-    Observation {
-        status: p.status.as_deref().and_then(TaskStatus::from_tencent),
-        finish_reason: p.finish_reason.as_deref().and_then(FinishReason::from_tencent),
-        room_id: plausible(p.room_id),
-        group_id: p.group_id.clone(),
-        push_user_id: p.push_user_id.clone(),
-        push_start_time: plausible(p.push_start_time),
-        push_stop_time: plausible(p.push_stop_time),
-        exception_cnt: plausible(p.exception_cnt).map(|n| n as u64),
-        im_sync_time: plausible(p.im_sync_time),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Found by `cargo fuzz` (fuzz/regressions/api_reply): a PushStartTime beyond 2⁵³ was
-    /// exported as an integer no float64 sample can hold.
-    #[test]
-    fn implausible_numbers_from_a_poll_are_unknown() {
-        let reply: crate::tencentcloud::tiw::WhiteboardPush = serde_json::from_value(serde_json::json!({
-            "Status": "PUSHING", "PushStartTime": 16105911610591759i64, "RoomId": -3, "ExceptionCnt": 5_000_000_000i64,
-            "IMSyncTime": 1610591726
-        }))
-        .unwrap();
-        let obs = observation_from_poll(&reply);
-        assert_eq!(
-            (obs.push_start_time, obs.room_id, obs.exception_cnt, obs.im_sync_time),
-            (None, None, None, Some(1610591726))
-        );
-        assert_eq!(obs.status, Some(TaskStatus::Pushing));
-    }
 
     fn obs(status: TaskStatus) -> Observation {
         Observation {
@@ -925,40 +1221,54 @@ mod tests {
         }
     }
 
+    fn stopped(reason: Option<FinishReason>) -> Observation {
+        Observation {
+            finish_reason: reason,
+            push_start_time: Some(100),
+            push_stop_time: Some(400),
+            ..obs(TaskStatus::Stopped)
+        }
+    }
+
+    fn answer(r: &TaskRegistry, id: &str, a: Answer) -> AnswerApplied {
+        let picked = r.next_to_poll(&[1], None).or_else(|| r.next_to_poll(&[1], Some(Instant::now())));
+        assert!(picked.is_some(), "{id} is due");
+        let out = r.apply_answer(1, id, &a, Duration::from_secs(60));
+        r.finish_poll(1, id, Instant::now());
+        out
+    }
+
     #[test]
     fn walks_forward_and_counts_once() {
         let r = TaskRegistry::new();
-        assert!(r.track(1, "t", None, Source::Discovery));
-        assert!(!r.track(1, "t", None, Source::Discovery));
-        r.observe(1, "t", &obs(TaskStatus::Prepared));
+        assert_eq!(r.track(1, "t", None, Source::Discovery), Track::Added);
+        assert_eq!(r.track(1, "t", None, Source::Discovery), Track::Known);
+        r.observe_poll(1, "t", &obs(TaskStatus::Prepared));
         let pushing = Observation {
             push_start_time: Some(100),
             exception_cnt: Some(1),
             ..obs(TaskStatus::Pushing)
         };
-        r.observe(1, "t", &pushing);
-        r.observe(1, "t", &pushing);
-        let stopped = Observation {
-            finish_reason: Some(FinishReason::Exception),
-            push_stop_time: Some(400),
+        r.observe_poll(1, "t", &pushing);
+        r.observe_poll(1, "t", &pushing);
+        let stop = Observation {
             exception_cnt: Some(3),
-            ..obs(TaskStatus::Stopped)
+            ..stopped(Some(FinishReason::Exception))
         };
-        let a = r.observe_poll(1, "t", &stopped);
-        assert!(a.ended);
-        r.observe_poll(1, "t", &stopped);
+        assert_eq!(r.observe_poll(1, "t", &stop).ended, Some(FinishReason::Exception));
+        assert_eq!(r.observe_poll(1, "t", &stop).ended, None);
         // A stale reply cannot move it back, lower the count or change the reason.
         let stale = Observation {
             exception_cnt: Some(0),
             finish_reason: Some(FinishReason::Auto),
             ..obs(TaskStatus::Pushing)
         };
-        r.observe(1, "t", &stale);
+        r.observe_poll(1, "t", &stale);
         let t = r.get(1, "t").unwrap();
         assert_eq!(t.status, TaskStatus::Stopped);
         assert_eq!(t.finish_reason, Some(FinishReason::Exception));
         assert_eq!(t.exception_cnt, 3);
-        assert_eq!(t.duration(1e9), Some(300.0));
+        assert_eq!(t.duration(), Some(300.0));
         let s = r.stats(1).unwrap();
         assert_eq!(s.started_total, 1);
         assert_eq!(s.finished(FinishReason::Exception), 1);
@@ -969,11 +1279,27 @@ mod tests {
         assert!(!t.is_pollable());
     }
 
+    /// SPEC §4: the duration series is for ended tasks only.
+    #[test]
+    fn a_running_task_has_no_duration() {
+        let r = TaskRegistry::new();
+        r.track(1, "t", None, Source::Discovery);
+        r.observe_poll(
+            1,
+            "t",
+            &Observation {
+                push_start_time: Some(100),
+                ..obs(TaskStatus::Pushing)
+            },
+        );
+        assert_eq!(r.get(1, "t").unwrap().duration(), None);
+    }
+
     #[test]
     fn failed_task_gets_reason_failed_and_never_started() {
         let r = TaskRegistry::new();
         r.track(1, "f", None, Source::Config);
-        r.mark_failed(1, "f");
+        answer(&r, "f", Answer::Failed);
         let t = r.get(1, "f").unwrap();
         assert_eq!(
             (t.status, t.finish_reason),
@@ -981,13 +1307,35 @@ mod tests {
         );
         let s = r.stats(1).unwrap();
         assert_eq!((s.started_total, s.finished(FinishReason::Failed)), (0, 1));
+        assert!(!t.is_pollable());
+    }
+
+    /// SPEC §2: a success reply with no Status, three in a row, is a failed task, counted once.
+    #[test]
+    fn three_replies_without_status_fail_the_task_once() {
+        let r = TaskRegistry::new();
+        r.track(1, "b", None, Source::Discovery);
+        assert_eq!(answer(&r, "b", Answer::NoStatus("r1".into())).failed_without_status, None);
+        // Another answer in between starts the count again.
+        answer(&r, "b", Answer::State(obs(TaskStatus::Prepared)));
+        answer(&r, "b", Answer::NoStatus("r2".into()));
+        answer(&r, "b", Answer::NoStatus("r3".into()));
+        assert_eq!(r.get(1, "b").unwrap().status, TaskStatus::Prepared);
+        let out = answer(&r, "b", Answer::NoStatus("r4".into()));
+        assert_eq!(out.failed_without_status, Some(vec!["r2".into(), "r3".into(), "r4".into()]));
+        assert_eq!(out.ended, Some(FinishReason::Failed));
+        let t = r.get(1, "b").unwrap();
+        assert_eq!((t.status, t.finish_reason), (TaskStatus::Failed, Some(FinishReason::Failed)));
+        assert!(!t.is_pollable());
+        assert_eq!(r.stats(1).unwrap().finished(FinishReason::Failed), 1);
+        assert!(r.next_to_poll(&[1], Some(Instant::now())).is_none(), "no longer polled");
     }
 
     #[test]
     fn first_seen_with_exceptions_adds_them_all() {
         let r = TaskRegistry::new();
         r.track(1, "x", None, Source::Discovery);
-        r.observe(
+        r.observe_poll(
             1,
             "x",
             &Observation {
@@ -998,15 +1346,35 @@ mod tests {
         assert_eq!(r.stats(1).unwrap().exceptions_total, 5);
     }
 
+    /// SPEC §2: three TaskNotFound in a row drop a task learned from a callback or discovery; a
+    /// configured one stays UNKNOWN and is parked; any other answer starts the count again.
     #[test]
-    fn not_found_keeps_known_status() {
+    fn not_found_three_times_drops_or_parks() {
         let r = TaskRegistry::new();
-        r.track(1, "n", None, Source::Config);
-        r.mark_not_found(1, "n");
-        assert_eq!(r.get(1, "n").unwrap().status, TaskStatus::Unknown);
-        r.observe(1, "n", &obs(TaskStatus::Pushing));
-        r.mark_not_found(1, "n");
-        assert_eq!(r.get(1, "n").unwrap().status, TaskStatus::Pushing);
+        r.track(1, "d", None, Source::Discovery);
+        assert!(!answer(&r, "d", Answer::NotFound).dropped);
+        answer(&r, "d", Answer::State(obs(TaskStatus::Prepared)));
+        assert!(!answer(&r, "d", Answer::NotFound).dropped);
+        assert!(!answer(&r, "d", Answer::NotFound).dropped);
+        let out = answer(&r, "d", Answer::NotFound);
+        assert!(out.dropped);
+        assert!(r.get(1, "d").is_none());
+        assert!(r.take_batch().removed.contains(&(1, "d".to_string())));
+        // No tombstone: a later callback may bring it back.
+        assert_eq!(r.track(1, "d", None, Source::Callback), Track::Added);
+
+        r.track(1, "c", None, Source::Config);
+        for _ in 0..2 {
+            answer(&r, "c", Answer::NotFound);
+        }
+        let out = answer(&r, "c", Answer::NotFound);
+        assert!(out.parked && !out.dropped);
+        assert_eq!(r.get(1, "c").unwrap().status, TaskStatus::Unknown);
+        assert!(
+            std::iter::from_fn(|| r.next_to_poll(&[1], Some(Instant::now() + Duration::from_secs(1))))
+                .all(|(_, id)| id != "c"),
+            "parked: not handed out before its time"
+        );
     }
 
     #[test]
@@ -1033,81 +1401,171 @@ mod tests {
         assert!(r.next_to_poll(&[2], Some(later)).is_none());
     }
 
+    /// Callbacks are claims: shown at once, applied once per event in any order, counted only
+    /// when the API confirms them.
     #[test]
-    fn callbacks_apply_once_in_any_order() {
+    fn callbacks_are_claims_until_the_api_confirms_them() {
         let r = TaskRegistry::new();
         let started = Observation {
             push_start_time: Some(100),
             ..obs(TaskStatus::Pushing)
         };
-        let stopped = Observation {
-            finish_reason: Some(FinishReason::Exception),
-            push_start_time: Some(100),
-            push_stop_time: Some(200),
+        let stop = Observation {
             exception_cnt: Some(2),
-            ..obs(TaskStatus::Stopped)
+            ..stopped(Some(FinishReason::Exception))
         };
         // Stopped first, then Started, then copies of both.
-        assert!(
-            matches!(r.observe_callback(1, "c", PushEvent::Stopped, &stopped), CallbackApplied::Accepted(a) if a.ended)
+        assert_eq!(
+            r.observe_callback(1, "c", PushEvent::Stopped, &stop),
+            CallbackApplied::Accepted { ended: true }
         );
-        assert!(
-            matches!(r.observe_callback(1, "c", PushEvent::Started, &started), CallbackApplied::Accepted(a) if !a.status_changed)
+        assert_eq!(
+            r.observe_callback(1, "c", PushEvent::Started, &started),
+            CallbackApplied::Accepted { ended: false }
         );
         for _ in 0..5 {
-            assert_eq!(
-                r.observe_callback(1, "c", PushEvent::Stopped, &stopped),
-                CallbackApplied::Duplicate
-            );
-            assert_eq!(
-                r.observe_callback(1, "c", PushEvent::Started, &started),
-                CallbackApplied::Duplicate
-            );
+            assert_eq!(r.observe_callback(1, "c", PushEvent::Stopped, &stop), CallbackApplied::Duplicate);
+            assert_eq!(r.observe_callback(1, "c", PushEvent::Started, &started), CallbackApplied::Duplicate);
         }
         let t = r.get(1, "c").unwrap();
         assert_eq!(
-            (t.status, t.finish_reason, t.source),
-            (TaskStatus::Stopped, Some(FinishReason::Exception), Source::Callback)
+            (t.status, t.finish_reason, t.source, t.exception_cnt),
+            (TaskStatus::Stopped, Some(FinishReason::Exception), Source::Callback, 2)
         );
+        assert_eq!(r.stats(1).unwrap(), AppStats::default(), "nothing counted on a claim");
+        // The confirming poll is owed at once; it confirms, and the counters move once.
+        let out = answer(&r, "c", Answer::State(Observation { exception_cnt: Some(2), ..stop.clone() }));
+        assert_eq!((out.ended, out.contradicted), (Some(FinishReason::Exception), None));
         let s = r.stats(1).unwrap();
         assert_eq!(
             (s.started_total, s.finished(FinishReason::Exception), s.exceptions_total),
             (1, 1, 2)
         );
-        // The callback-ended task wants its final read; a stale PUSHING reply is not it.
-        assert_eq!(r.next_to_poll(&[1], None).map(|k| k.1).as_deref(), Some("c"));
-        r.observe_poll(1, "c", &obs(TaskStatus::Pushing));
-        r.finish_poll(1, "c", Instant::now());
-        assert!(r.get(1, "c").unwrap().is_pollable());
-        r.observe_poll(
-            1,
-            "c",
-            &Observation {
-                finish_reason: Some(FinishReason::Auto),
-                ..obs(TaskStatus::Stopped)
-            },
-        );
-        let t = r.get(1, "c").unwrap();
-        assert!(!t.is_pollable());
+        assert!(!r.get(1, "c").unwrap().is_pollable());
+        assert!(r.get(1, "c").unwrap().claim.is_none());
+    }
+
+    /// A forged body under a reused Sign: STOPPED/EXCEPTION with 4294967295 exceptions. The API
+    /// answers PUSHING with none: the task goes back to PUSHING, nothing is counted but the start.
+    #[test]
+    fn a_claim_the_api_contradicts_is_reverted() {
+        let r = TaskRegistry::new();
+        r.track(1, "h", None, Source::Discovery);
+        let running = Observation {
+            push_start_time: Some(100),
+            exception_cnt: Some(0),
+            ..obs(TaskStatus::Pushing)
+        };
+        answer(&r, "h", Answer::State(running.clone()));
+        let forged = Observation {
+            exception_cnt: Some(u32::MAX as u64),
+            ..stopped(Some(FinishReason::Exception))
+        };
+        r.observe_callback(1, "h", PushEvent::Stopped, &forged);
+        assert_eq!(r.get(1, "h").unwrap().status, TaskStatus::Stopped, "the claim shows at once");
+        let out = answer(&r, "h", Answer::State(running));
         assert_eq!(
-            t.finish_reason,
-            Some(FinishReason::Exception),
-            "the first reason is kept"
+            out.contradicted,
+            Some((PushEvent::Stopped, TaskStatus::Stopped, Some(FinishReason::Exception)))
+        );
+        let t = r.get(1, "h").unwrap();
+        assert_eq!((t.status, t.finish_reason, t.exception_cnt), (TaskStatus::Pushing, None, 0));
+        assert!(t.is_pollable());
+        let s = r.stats(1).unwrap();
+        assert_eq!(
+            (s.started_total, s.finished_total.iter().sum::<u64>(), s.exceptions_total),
+            (1, 0, 0)
         );
     }
 
-    /// The poll order index holds exactly the pollable tasks that are not in flight.
+    /// A reply to a poll sent before the claim arrived cannot judge it: the claim stays, and a
+    /// fresh poll is owed.
+    #[test]
+    fn a_poll_sent_before_the_claim_does_not_contradict_it() {
+        let r = TaskRegistry::new();
+        r.track(1, "s", None, Source::Discovery);
+        assert!(r.next_to_poll(&[1], None).is_some());
+        r.observe_callback(1, "s", PushEvent::Stopped, &stopped(Some(FinishReason::Auto)));
+        let out = r.apply_answer(1, "s", &Answer::State(obs(TaskStatus::Pushing)), Duration::ZERO);
+        r.finish_poll(1, "s", Instant::now());
+        assert_eq!(out.contradicted, None);
+        assert_eq!(r.get(1, "s").unwrap().status, TaskStatus::Stopped);
+        assert_eq!(r.next_to_poll(&[1], None).map(|k| k.1).as_deref(), Some("s"), "read again at once");
+        let out = r.apply_answer(1, "s", &Answer::State(stopped(Some(FinishReason::Auto))), Duration::ZERO);
+        assert_eq!((out.ended, out.contradicted), (Some(FinishReason::Auto), None));
+    }
+
+    /// SPEC §3: a Stopped without a documented reason shows OTHER; the confirming poll refines it,
+    /// and only the refined reason is counted.
+    #[test]
+    fn other_is_refined_by_the_confirming_poll_and_counted_once() {
+        let r = TaskRegistry::new();
+        r.observe_callback(1, "o", PushEvent::Stopped, &stopped(Some(FinishReason::Other)));
+        assert_eq!(r.get(1, "o").unwrap().finish_reason, Some(FinishReason::Other));
+        let out = answer(&r, "o", Answer::State(stopped(Some(FinishReason::Exception))));
+        assert_eq!((out.ended, out.contradicted), (Some(FinishReason::Exception), None));
+        let s = r.stats(1).unwrap();
+        assert_eq!((s.finished(FinishReason::Exception), s.finished(FinishReason::Other)), (1, 0));
+        assert_eq!(r.get(1, "o").unwrap().finish_reason, Some(FinishReason::Exception));
+        // A poll that itself says STOPPED without a reason ends the task with OTHER.
+        r.track(1, "p", None, Source::Discovery);
+        answer(&r, "p", Answer::State(stopped(None)));
+        assert_eq!(r.stats(1).unwrap().finished(FinishReason::Other), 1);
+        assert!(!r.get(1, "p").unwrap().is_pollable());
+    }
+
+    /// A claim the app's API could not confirm for `confirm_timeout` is counted on its own word.
+    #[test]
+    fn an_unconfirmable_claim_is_counted_after_the_timeout() {
+        let r = TaskRegistry::new();
+        r.observe_callback(1, "u", PushEvent::Stopped, &stopped(Some(FinishReason::Exception)));
+        let start = unix_now() - 1000.0;
+        assert!(r.settle_claims(1, Duration::from_secs(300), None, start).is_empty(), "too young");
+        assert!(
+            r.settle_claims(1, Duration::ZERO, Some(unix_now() + 1.0), start).is_empty(),
+            "the API answered since"
+        );
+        assert_eq!(r.settle_claims(1, Duration::ZERO, None, start), ["u"]);
+        assert!(r.settle_claims(1, Duration::ZERO, None, start).is_empty(), "once");
+        assert_eq!(r.stats(1).unwrap().finished(FinishReason::Exception), 1);
+        // The API answers at last: the counters do not move again.
+        answer(&r, "u", Answer::State(stopped(Some(FinishReason::Exception))));
+        assert_eq!(r.stats(1).unwrap().finished_total.iter().sum::<u64>(), 1);
+    }
+
+    /// `retention.max_tasks`: ended tasks go first, oldest end first; then new tasks are refused.
+    #[test]
+    fn a_full_registry_evicts_ended_tasks_then_refuses() {
+        let r = TaskRegistry::with_max_tasks(3);
+        for id in ["a", "b", "c"] {
+            assert_eq!(r.track(1, id, None, Source::Discovery), Track::Added);
+        }
+        r.observe_poll(1, "b", &stopped(Some(FinishReason::Auto)));
+        std::thread::sleep(Duration::from_millis(5));
+        r.observe_poll(1, "a", &stopped(Some(FinishReason::Auto)));
+        assert_eq!(r.track(1, "d", None, Source::Discovery), Track::Added);
+        assert!(r.get(1, "b").is_none() && r.get(1, "a").is_some(), "the oldest end went first");
+        assert_eq!(
+            r.observe_callback(1, "e", PushEvent::Started, &obs(TaskStatus::Pushing)),
+            CallbackApplied::Accepted { ended: false }
+        );
+        assert!(r.get(1, "a").is_none());
+        assert_eq!(r.track(1, "f", None, Source::Discovery), Track::Full);
+        assert_eq!(
+            r.observe_callback(1, "g", PushEvent::Started, &obs(TaskStatus::Pushing)),
+            CallbackApplied::Full
+        );
+        assert_eq!(r.len(), 3);
+        assert_eq!(r.stats(1).unwrap().finished(FinishReason::Auto), 2, "counters stay");
+    }
+
+    /// The poll order index holds exactly the pollable tasks that are not in flight nor parked.
     #[test]
     fn poll_queue_stays_consistent() {
         let r = TaskRegistry::new();
         let check = |r: &TaskRegistry| {
             let inner = r.lock();
-            let expected: std::collections::BTreeSet<OrderKey> = inner
-                .tasks
-                .values()
-                .filter(|t| t.is_pollable() && !t.polling)
-                .map(order_key)
-                .collect();
+            let expected: BTreeSet<OrderKey> = inner.tasks.values().filter(|t| Inner::queued(t)).map(order_key).collect();
             assert_eq!(inner.queue, expected);
         };
         for i in 0..20 {
@@ -1123,31 +1581,15 @@ mod tests {
         check(&r);
         for (i, (app, id)) in picked.iter().enumerate() {
             if i % 3 == 0 {
-                r.observe_poll(
-                    *app,
-                    id,
-                    &Observation {
-                        finish_reason: Some(FinishReason::Auto),
-                        ..obs(TaskStatus::Stopped)
-                    },
-                );
+                r.apply_answer(*app, id, &Answer::State(stopped(Some(FinishReason::Auto))), Duration::ZERO);
             }
             r.finish_poll(*app, id, t0 + Duration::from_millis(i as u64));
         }
         check(&r);
-        r.observe_callback(
-            2,
-            "t1",
-            PushEvent::Stopped,
-            &Observation {
-                finish_reason: Some(FinishReason::Exception),
-                ..obs(TaskStatus::Stopped)
-            },
-        );
+        r.observe_callback(2, "t1", PushEvent::Stopped, &stopped(Some(FinishReason::Exception)));
         r.observe_callback(2, "fresh", PushEvent::Started, &obs(TaskStatus::Pushing));
         check(&r);
-        assert_eq!(r.next_to_poll(&[2], None).map(|k| k.1).as_deref(), Some("fresh"));
-        r.mark_not_found(2, "t1");
+        r.apply_answer(2, "t1", &Answer::NotFound, Duration::ZERO);
         r.clear_polling();
         check(&r);
         r.expire(Duration::ZERO);
@@ -1159,21 +1601,25 @@ mod tests {
     fn expiry_removes_and_tombstones() {
         let r = TaskRegistry::new();
         r.track(1, "e", None, Source::Discovery);
-        r.observe_poll(
-            1,
-            "e",
-            &Observation {
-                finish_reason: Some(FinishReason::Auto),
-                ..obs(TaskStatus::Stopped)
-            },
-        );
+        r.observe_poll(1, "e", &stopped(Some(FinishReason::Auto)));
         assert_eq!(r.expire(Duration::from_secs(3600)), 0);
         assert_eq!(r.expire(Duration::ZERO), 1);
         assert!(r.get(1, "e").is_none());
-        assert!(
-            !r.track(1, "e", None, Source::Discovery),
+        assert_eq!(
+            r.track(1, "e", None, Source::Discovery),
+            Track::Known,
             "an expired task must not come back"
         );
         assert_eq!(r.stats(1).unwrap().finished(FinishReason::Auto), 1);
+    }
+
+    /// Aggregates written before reason OTHER existed (four entries) still load.
+    #[test]
+    fn stats_from_before_other_load() {
+        let mut v = serde_json::to_value(AppStats::default()).unwrap();
+        v["finished_total"] = serde_json::json!([1, 2, 3, 4]);
+        v["durations"].as_array_mut().unwrap().pop();
+        let s: AppStats = serde_json::from_value(v).unwrap();
+        assert_eq!(s.finished_total, [1, 2, 3, 4, 0]);
     }
 }

@@ -390,7 +390,11 @@ mod tests {
         let (tasks, apps) = fresh.snapshot();
         assert!(tasks.is_empty());
         assert_eq!(apps, registry.snapshot().1, "counters survive");
-        assert!(!fresh.track(1, "gone", None, Source::Discovery), "tombstones survive");
+        assert_eq!(
+            fresh.track(1, "gone", None, Source::Discovery),
+            crate::registry::Track::Known,
+            "tombstones survive"
+        );
     }
 
     #[test]

@@ -9,9 +9,9 @@ use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::ratelimit::RateLimiter;
+use super::ratelimit::{budget_key, RateLimiter};
 use super::sign::{sign, SignInput};
-use crate::config::{limiter_key, ApiConfig, AppConfig};
+use crate::config::{ApiConfig, AppConfig};
 use crate::metrics::ExporterMetrics;
 
 /// API version of TIW.
@@ -66,34 +66,78 @@ impl ApiError {
         }
     }
 
+    /// What the failure means, decided in this one place (SPEC §2).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ApiError::Transport { .. } | ApiError::BadReply { .. } => ErrorKind::Unreachable,
+            ApiError::Tencent { code, .. } => ErrorKind::of_code(code),
+        }
+    }
+
     /// Worth another attempt: network trouble, Tencent's internal errors and rate limiting.
     pub fn is_retryable(&self) -> bool {
-        match self {
-            ApiError::Transport { .. } | ApiError::BadReply { .. } => true,
-            ApiError::Tencent { code, .. } => {
-                code == "InternalError"
-                    || code.starts_with("InternalError.")
-                    || code.starts_with("RequestLimitExceeded")
-            }
-        }
+        matches!(
+            self.kind(),
+            ErrorKind::Unreachable | ErrorKind::RateLimited | ErrorKind::Internal
+        )
     }
 
-    /// A problem of the app's configuration or credentials, not of one task (SPEC §4 `tiw_up`).
-    pub fn is_app_level(&self) -> bool {
-        match self {
-            ApiError::Tencent { code, .. } => {
-                code.starts_with("AuthFailure")
-                    || code.starts_with("ResourceUnavailable.")
-                    || code.starts_with("UnauthorizedOperation.")
-            }
-            _ => false,
+    /// Tencent did not answer for the app, or answered that the app or its credentials are
+    /// unusable: `tiw_up{sdk_app_id}` is 0 (SPEC §4).
+    pub fn is_app_down(&self) -> bool {
+        matches!(self.kind(), ErrorKind::Unreachable | ErrorKind::AppLevel)
+    }
+}
+
+/// The meaning of a failed call. Task-level answers (`TaskFailed`, `TaskNotFound`) are answers:
+/// they keep `tiw_up` at 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No usable answer: connection trouble, an HTTP error page, a body that is not the envelope.
+    Unreachable,
+    /// The app or the credentials are unusable (SPEC §2's app-level codes); never retried blindly.
+    AppLevel,
+    /// `RequestLimitExceeded` or one of its sub-codes: retried with backoff.
+    RateLimited,
+    /// `InternalError` or one of its sub-codes: retried.
+    Internal,
+    /// `FailedOperation.WhiteboardPush`: the task failed (a terminal state, not an exporter error).
+    TaskFailed,
+    /// `InvalidParameter.TaskNotFound`: Tencent does not know the task id.
+    TaskNotFound,
+    /// Any other code.
+    Other,
+}
+
+/// Codes that are app-level as a whole family: the code itself, or the code followed by `.`.
+/// Tencent's Go SDK lists `ResourceUnavailable` and `UnauthorizedOperation` as bare codes too.
+const APP_LEVEL_FAMILIES: [&str; 3] = ["AuthFailure", "ResourceUnavailable", "UnauthorizedOperation"];
+/// App-level codes matched exactly.
+const APP_LEVEL_CODES: [&str; 3] = ["IpInBlacklist", "IpNotInWhitelist", "InvalidParameter.SdkAppIdNotFound"];
+
+impl ErrorKind {
+    /// Classifies one of Tencent's error codes.
+    pub fn of_code(code: &str) -> ErrorKind {
+        if APP_LEVEL_FAMILIES.iter().any(|f| in_family(code, f)) || APP_LEVEL_CODES.contains(&code) {
+            ErrorKind::AppLevel
+        } else if in_family(code, "RequestLimitExceeded") {
+            ErrorKind::RateLimited
+        } else if in_family(code, "InternalError") {
+            ErrorKind::Internal
+        } else if code == "FailedOperation.WhiteboardPush" {
+            ErrorKind::TaskFailed
+        } else if code == "InvalidParameter.TaskNotFound" {
+            ErrorKind::TaskNotFound
+        } else {
+            ErrorKind::Other
         }
     }
+}
 
-    /// Whether Tencent (or something pretending to be it) gave no usable answer.
-    pub fn is_transport(&self) -> bool {
-        !matches!(self, ApiError::Tencent { .. })
-    }
+/// `code` is `family` or starts with `family.` (`AuthFailureX` is not `AuthFailure`).
+fn in_family(code: &str, family: &str) -> bool {
+    code.strip_prefix(family)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
 }
 
 /// Tencent codes are dotted identifiers; anything else from the wire is not used as a label value.
@@ -139,12 +183,12 @@ pub struct Limiters {
 }
 
 impl Limiters {
-    /// Apps sharing credentials share a budget; its size is the lowest `requests_per_second` among them.
+    /// Apps of one budget ([`budget_key`]) share it; its size is the lowest `requests_per_second` among them.
     pub fn new(apps: &[AppConfig]) -> Self {
         let mut rates: HashMap<String, u32> = HashMap::new();
         for app in apps {
             let rate = rates
-                .entry(limiter_key(&app.api))
+                .entry(budget_key(&app.api))
                 .or_insert(app.api.requests_per_second);
             *rate = (*rate).min(app.api.requests_per_second);
         }
@@ -156,7 +200,7 @@ impl Limiters {
 
     /// The limiter of one action on one set of credentials.
     pub fn get(&self, api: &ApiConfig, action: &'static str) -> Arc<RateLimiter> {
-        let key = limiter_key(api);
+        let key = budget_key(api);
         let rate = self.rates.get(&key).copied().unwrap_or(api.requests_per_second);
         let mut map = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
         map.entry((key, action))
@@ -257,7 +301,7 @@ impl Client {
         };
         self.metrics.api_requests.with_label_values(&[action, &label]).inc();
         match &result {
-            Err(e) if e.code().is_some_and(|c| c.starts_with("RequestLimitExceeded")) => limiter.on_rate_limited(),
+            Err(e) if e.kind() == ErrorKind::RateLimited => limiter.on_rate_limited(),
             Ok(_) => limiter.on_success(),
             Err(_) => {}
         }
@@ -437,7 +481,7 @@ mod tests {
             br#"{"Response":{"Error":{"Code":"AuthFailure.SignatureExpire","Message":"expired"},"RequestId":"r-1"}}"#;
         let e = decode_reply::<Any>("e", 200, body).unwrap_err();
         assert_eq!(e.code(), Some("AuthFailure.SignatureExpire"));
-        assert!(e.is_app_level());
+        assert!(e.is_app_down());
         assert!(!e.is_retryable());
         let text = e.to_string();
         assert!(text.contains("r-1") && text.contains("clock"), "{text}");
@@ -468,10 +512,45 @@ mod tests {
         assert!(t("RequestLimitExceeded.UinLimitExceeded").is_retryable());
         assert!(!t("AuthFailure.SignatureFailure").is_retryable());
         assert!(!t("FailedOperation.WhiteboardPush").is_retryable());
-        assert!(t("UnauthorizedOperation.SdkAppId").is_app_level());
-        assert!(t("ResourceUnavailable.ServiceExpired").is_app_level());
-        assert!(!t("InvalidParameter.TaskNotFound").is_app_level());
         assert_eq!(t("bad label\"}").metric_label(), "other");
+        assert!(!t("FailedOperation.WhiteboardPush").is_app_down());
+        assert!(!t("InvalidParameter.TaskNotFound").is_app_down());
+    }
+
+    /// SPEC §2: a code that is, or starts with `X.` for, an app-level family, plus three exact
+    /// codes. Bare codes exist (Tencent's Go SDK lists `ResourceUnavailable` and
+    /// `UnauthorizedOperation` themselves); a longer word is not the family.
+    #[test]
+    fn app_level_codes_follow_the_family_rule() {
+        for code in [
+            "AuthFailure",
+            "AuthFailure.SignatureExpire",
+            "ResourceUnavailable",
+            "ResourceUnavailable.ServiceExpired",
+            "UnauthorizedOperation",
+            "UnauthorizedOperation.SdkAppId",
+            "IpInBlacklist",
+            "IpNotInWhitelist",
+            "InvalidParameter.SdkAppIdNotFound",
+        ] {
+            assert_eq!(ErrorKind::of_code(code), ErrorKind::AppLevel, "{code}");
+        }
+        for code in [
+            "AuthFailureX",
+            "ResourceUnavailableX.Y",
+            "UnauthorizedOperations",
+            "IpInBlacklist.Sub",
+            "InvalidParameter",
+            "InvalidParameter.TaskNotFound",
+            "RequestLimitExceededX",
+            "InternalErrorX",
+        ] {
+            assert_ne!(ErrorKind::of_code(code), ErrorKind::AppLevel, "{code}");
+        }
+        assert_eq!(ErrorKind::of_code("RequestLimitExceededX"), ErrorKind::Other);
+        assert_eq!(ErrorKind::of_code("InternalError.DbError"), ErrorKind::Internal);
+        assert_eq!(ErrorKind::of_code("InvalidParameter.TaskNotFound"), ErrorKind::TaskNotFound);
+        assert_eq!(ErrorKind::of_code("FailedOperation.WhiteboardPush"), ErrorKind::TaskFailed);
     }
 
     #[test]

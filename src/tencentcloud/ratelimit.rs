@@ -25,6 +25,17 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// The budget an app's requests draw from (the only place credentials are grouped): the account
+/// named by `tencentcloud.account`, else the endpoint and SecretId (never the key). Tencent counts
+/// per account (`RequestLimitExceeded.UinLimitExceeded`), so SecretIds of one account named alike
+/// share one budget per action.
+pub fn budget_key(api: &crate::config::ApiConfig) -> String {
+    match &api.account {
+        Some(account) => format!("account:{account}"),
+        None => format!("{}|{}", api.endpoint, api.credentials.secret_id),
+    }
+}
+
 /// The window Tencent counts requests in.
 pub const WINDOW: Duration = Duration::from_secs(1);
 /// Default allowance for one-way latency jitter between two requests.

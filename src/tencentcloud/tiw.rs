@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::client::{ApiError, Client};
+use super::client::{ApiError, Client, ErrorKind};
+use crate::task::{plausible, FinishReason, Observation, TaskStatus};
 
 pub const DESCRIBE_WHITEBOARD_PUSH: &str = "DescribeWhiteboardPush";
 pub const DESCRIBE_RUNNING_TASKS: &str = "DescribeRunningTasks";
@@ -193,6 +194,53 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
     })
 }
 
+/// What Tencent's answer to DescribeWhiteboardPush says about a task, in domain terms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PushAnswer {
+    /// A success reply with a status.
+    State(Observation),
+    /// A success reply with no `Status` at all: how Tencent's international API page answers for
+    /// a failed task ("Querying failed whiteboard push tasks": only `RequestId`).
+    NoStatus,
+    /// `FailedOperation.WhiteboardPush`: the task failed; Tencent's message says why.
+    Failed { message: String },
+    /// `InvalidParameter.TaskNotFound`.
+    NotFound,
+}
+
+/// An answer and the RequestId it came with (for the log).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answered {
+    pub answer: PushAnswer,
+    pub request_id: String,
+}
+
+impl WhiteboardPush {
+    /// The reply in domain terms. A reply with `Status` missing, null or empty is [`PushAnswer::NoStatus`];
+    /// a STOPPED with an empty or undocumented `FinishReason` stopped for reason `OTHER` (SPEC §4);
+    /// numbers outside what Tencent can send are unknown.
+    pub fn answer(&self) -> PushAnswer {
+        let status = match self.status.as_deref() {
+            None | Some("") => return PushAnswer::NoStatus,
+            Some(s) => TaskStatus::from_tencent(s),
+        };
+        PushAnswer::State(Observation {
+            status,
+            finish_reason: match status {
+                Some(TaskStatus::Stopped) => Some(FinishReason::of_stop(self.finish_reason.as_deref())),
+                _ => None,
+            },
+            room_id: plausible(self.room_id),
+            group_id: self.group_id.clone(),
+            push_user_id: self.push_user_id.clone(),
+            push_start_time: plausible(self.push_start_time),
+            push_stop_time: plausible(self.push_stop_time),
+            exception_cnt: plausible(self.exception_cnt).map(|n| n as u64),
+            im_sync_time: plausible(self.im_sync_time),
+        })
+    }
+}
+
 /// The TIW actions of one app.
 #[derive(Clone)]
 pub struct TiwClient {
@@ -205,8 +253,27 @@ impl TiwClient {
         TiwClient { sdk_app_id, client }
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// DescribeWhiteboardPush as the poller needs it: task-level answers (state, failed, not
+    /// found, no status) are `Ok`; `Err` is everything that says nothing about the task.
+    pub async fn read_task(&self, task_id: &str) -> Result<Answered, ApiError> {
+        match self.describe_whiteboard_push(task_id).await {
+            Ok(reply) => Ok(Answered {
+                answer: reply.answer(),
+                request_id: reply.request_id.clone().unwrap_or_default(),
+            }),
+            Err(ApiError::Tencent {
+                code,
+                message,
+                request_id,
+            }) if matches!(ErrorKind::of_code(&code), ErrorKind::TaskFailed | ErrorKind::TaskNotFound) => {
+                let answer = match ErrorKind::of_code(&code) {
+                    ErrorKind::TaskFailed => PushAnswer::Failed { message },
+                    _ => PushAnswer::NotFound,
+                };
+                Ok(Answered { answer, request_id })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// DescribeWhiteboardPush for one task.
@@ -288,6 +355,7 @@ mod tests {
         let p: WhiteboardPush = decode(&f["DescribeWhiteboardPush"]["reply_only_request_id"]).unwrap();
         assert_eq!(p.status, None);
         assert!(p.request_id.is_some());
+        assert_eq!(p.answer(), PushAnswer::NoStatus);
         let e = decode::<WhiteboardPush>(&f["DescribeWhiteboardPush"]["reply_task_failed"]).unwrap_err();
         assert_eq!(e.code(), Some("FailedOperation.WhiteboardPush"));
         let r: RunningTasks = decode(&f["DescribeRunningTasks"]["reply"]).unwrap();
@@ -323,6 +391,46 @@ mod tests {
             serde_json::to_value(&req).unwrap(),
             f["DescribeRunningTasks"]["request"]
         );
+    }
+
+    /// SPEC §4: a STOPPED whose reason is empty or undocumented stopped for reason OTHER; a
+    /// Status of "" or null is no status at all.
+    #[test]
+    fn stopped_without_a_documented_reason_is_other() {
+        let answer = |v: serde_json::Value| decode::<WhiteboardPush>(&serde_json::json!({ "Response": v })).unwrap().answer();
+        for reason in [serde_json::json!(""), serde_json::json!(null), serde_json::json!("CRASHED")] {
+            let PushAnswer::State(o) = answer(serde_json::json!({"Status": "STOPPED", "FinishReason": reason})) else {
+                panic!("a state")
+            };
+            assert_eq!(o.finish_reason, Some(FinishReason::Other));
+        }
+        let PushAnswer::State(o) = answer(serde_json::json!({"Status": "STOPPED", "FinishReason": "EXCEPTION"})) else {
+            panic!("a state")
+        };
+        assert_eq!(o.finish_reason, Some(FinishReason::Exception));
+        let PushAnswer::State(o) = answer(serde_json::json!({"Status": "PUSHING", "FinishReason": ""})) else {
+            panic!("a state")
+        };
+        assert_eq!((o.status, o.finish_reason), (Some(TaskStatus::Pushing), None));
+        assert_eq!(answer(serde_json::json!({"Status": null, "RoomId": 3})), PushAnswer::NoStatus);
+        assert_eq!(answer(serde_json::json!({"Status": ""})), PushAnswer::NoStatus);
+    }
+
+    /// Found by `cargo fuzz` (fuzz/regressions/api_reply): a PushStartTime beyond 2⁵³ was
+    /// exported as an integer no float64 sample can hold.
+    #[test]
+    fn implausible_numbers_from_a_poll_are_unknown() {
+        let reply: WhiteboardPush = serde_json::from_value(serde_json::json!({
+            "Status": "PUSHING", "PushStartTime": 16105911610591759i64, "RoomId": -3, "ExceptionCnt": 5_000_000_000i64,
+            "IMSyncTime": 1610591726
+        }))
+        .unwrap();
+        let PushAnswer::State(obs) = reply.answer() else { panic!("a state") };
+        assert_eq!(
+            (obs.push_start_time, obs.room_id, obs.exception_cnt, obs.im_sync_time),
+            (None, None, None, Some(1610591726))
+        );
+        assert_eq!(obs.status, Some(TaskStatus::Pushing));
     }
 
     #[test]

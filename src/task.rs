@@ -1,0 +1,194 @@
+//! Plain domain types shared by every layer: a task's status and finish reason, what one poll or
+//! callback says about a task ([`Observation`]), the task-id rule, and the wall clock.
+//!
+//! Nothing here does I/O or knows about the wire: config, registry, the API layer and the callback
+//! receiver all depend on this module, and it depends on none of them.
+
+use serde::{Deserialize, Serialize};
+
+/// Status of a task as the exporter knows it (SPEC §4: the five values of the state set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+pub enum TaskStatus {
+    Prepared,
+    Pushing,
+    Stopped,
+    Failed,
+    /// Not known yet, or Tencent does not know the id.
+    #[default]
+    Unknown,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 5] = [
+        TaskStatus::Prepared,
+        TaskStatus::Pushing,
+        TaskStatus::Stopped,
+        TaskStatus::Failed,
+        TaskStatus::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Prepared => "PREPARED",
+            TaskStatus::Pushing => "PUSHING",
+            TaskStatus::Stopped => "STOPPED",
+            TaskStatus::Failed => "FAILED",
+            TaskStatus::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// Tencent's Status field; anything else is not a status we can act on.
+    pub fn from_tencent(s: &str) -> Option<TaskStatus> {
+        match s {
+            "PREPARED" => Some(TaskStatus::Prepared),
+            "PUSHING" => Some(TaskStatus::Pushing),
+            "STOPPED" => Some(TaskStatus::Stopped),
+            _ => None,
+        }
+    }
+
+    pub fn is_ended(self) -> bool {
+        matches!(self, TaskStatus::Stopped | TaskStatus::Failed)
+    }
+
+    /// Position in the lifecycle; what the API confirmed never moves to a lower rank.
+    pub fn rank(self) -> u8 {
+        match self {
+            TaskStatus::Unknown => 0,
+            TaskStatus::Prepared => 1,
+            TaskStatus::Pushing => 2,
+            TaskStatus::Stopped | TaskStatus::Failed => 3,
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a task ended (SPEC §4): Tencent's three documented reasons, `Failed` for a task that failed
+/// outright, `Other` for a stop whose reason is missing or undocumented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum FinishReason {
+    Auto,
+    UserCall,
+    Exception,
+    Failed,
+    Other,
+}
+
+impl FinishReason {
+    pub const ALL: [FinishReason; 5] = [
+        FinishReason::Auto,
+        FinishReason::UserCall,
+        FinishReason::Exception,
+        FinishReason::Failed,
+        FinishReason::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Auto => "AUTO",
+            FinishReason::UserCall => "USER_CALL",
+            FinishReason::Exception => "EXCEPTION",
+            FinishReason::Failed => "FAILED",
+            FinishReason::Other => "OTHER",
+        }
+    }
+
+    /// Tencent's documented FinishReason values.
+    pub fn from_tencent(s: &str) -> Option<FinishReason> {
+        match s {
+            "AUTO" => Some(FinishReason::Auto),
+            "USER_CALL" => Some(FinishReason::UserCall),
+            "EXCEPTION" => Some(FinishReason::Exception),
+            _ => None,
+        }
+    }
+
+    /// The reason of a stop: a documented value, else `Other` (missing, empty or undocumented:
+    /// the stop still happened, SPEC §3).
+    pub fn of_stop(s: Option<&str>) -> FinishReason {
+        s.and_then(FinishReason::from_tencent).unwrap_or(FinishReason::Other)
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What one poll or callback says about a task. `None` means "not said".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    pub status: Option<TaskStatus>,
+    pub finish_reason: Option<FinishReason>,
+    pub room_id: Option<i64>,
+    pub group_id: Option<String>,
+    pub push_user_id: Option<String>,
+    pub push_start_time: Option<i64>,
+    pub push_stop_time: Option<i64>,
+    pub exception_cnt: Option<u64>,
+    pub im_sync_time: Option<i64>,
+}
+
+/// The longest task id taken; Tencent's are 20 characters.
+pub const MAX_TASK_ID: usize = 128;
+
+/// Whether `id` can be a task id: 1 to [`MAX_TASK_ID`] printable ASCII characters, no spaces.
+/// Ids from callbacks and from DescribeRunningTasks alike must pass before they are tracked, so
+/// a hostile or broken sender cannot put newlines or megabytes into label values.
+pub fn is_task_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_TASK_ID && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// `v` if it can be one of Tencent's room ids, unix times or counts (0 to 2³²−1, the range
+/// callbacks are held to); anything else is unknown. Beyond 2⁵³ a value would not even survive
+/// Prometheus' float64 samples.
+pub fn plausible(v: Option<i64>) -> Option<i64> {
+    v.filter(|v| (0..=i64::from(u32::MAX)).contains(v))
+}
+
+/// Unix seconds now: the one wall clock of the crate.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// `s` cut to at most `max` characters, with `…` when something was cut. The one truncation
+/// helper for text from the network that goes into logs.
+pub fn truncate(s: &str, max: usize) -> String {
+    let mut chars = s.chars();
+    let mut out: String = chars.by_ref().take(max).collect();
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// The two push events TIW calls back with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PushEvent {
+    Started,
+    Stopped,
+}
+
+impl PushEvent {
+    /// The `EventType` TIW sends, which is also the `event_type` label.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            PushEvent::Started => "WhiteboardPushStarted",
+            PushEvent::Stopped => "WhiteboardPushStopped",
+        }
+    }
+
+    /// The event that claims a status: a claimed end is a Stopped event, anything else a Started.
+    pub fn claiming(status: TaskStatus) -> PushEvent {
+        if status.is_ended() {
+            PushEvent::Stopped
+        } else {
+            PushEvent::Started
+        }
+    }
+}
