@@ -99,8 +99,10 @@ impl Poller {
             tracker.spawn(async move { token.run_until_cancelled(me.sweep_loop(group, apps)).await });
         }
         let (me, token) = (self.clone(), token.clone());
-        // A short retention is checked more often, so series do not outlive it by much.
-        let period = (self.settings.retention / 4).clamp(Duration::from_millis(100), EXPIRY_PERIOD);
+        // A short retention (or confirm timeout) is checked more often, so series do not outlive
+        // it by much.
+        let period = (self.settings.retention.min(self.settings.confirm_timeout) / 4)
+            .clamp(Duration::from_millis(100), EXPIRY_PERIOD);
         tracker.spawn(async move {
             token
                 .run_until_cancelled(async move {

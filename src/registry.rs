@@ -1072,8 +1072,10 @@ impl TaskRegistry {
     /// Counts the claims the API could not confirm: those of `sdk_app_id` pending for at least
     /// `timeout` with no answer from the app's API since they arrived (`last_answer`, unix
     /// seconds) and the poller running for at least `timeout` (`since`). Each counter still moves
-    /// once per task; the claim stays, so a later answer still corrects what is shown. Returns the
-    /// ids whose counters moved, to be logged as unconfirmed.
+    /// once per task. A claimed end counted this way is final: the task is no longer polled and
+    /// leaves with retention, so an unreachable API cannot keep it forever. A claimed start stays
+    /// pending, so a later answer still corrects what is shown. Returns the ids whose counters
+    /// moved, to be logged as unconfirmed.
     pub fn settle_claims(
         &self,
         sdk_app_id: u64,
@@ -1090,6 +1092,7 @@ impl TaskRegistry {
         let Inner { tasks, apps, dirty, .. } = &mut *inner;
         let stats = apps.entry(sdk_app_id).or_default();
         let mut settled = Vec::new();
+        let mut ended = Vec::new();
         for (key, task) in tasks.iter_mut().filter(|(k, _)| k.0 == sdk_app_id) {
             let Some(claim) = &task.claim else { continue };
             let unconfirmable = now - claim.at >= timeout && last_answer.is_none_or(|a| a < claim.at);
@@ -1099,7 +1102,14 @@ impl TaskRegistry {
                     dirty.insert(key.clone());
                     settled.push(task.task_id.clone());
                 }
+                if shown.status.is_ended() {
+                    ended.push(key.clone());
+                }
             }
+        }
+        for key in ended {
+            inner.unqueue(&key);
+            inner.set_final(&key);
         }
         if !settled.is_empty() {
             inner.apps_dirty = true;
@@ -1528,8 +1538,10 @@ mod tests {
         assert_eq!(r.settle_claims(1, Duration::ZERO, None, start), ["u"]);
         assert!(r.settle_claims(1, Duration::ZERO, None, start).is_empty(), "once");
         assert_eq!(r.stats(1).unwrap().finished(FinishReason::Exception), 1);
-        // The API answers at last: the counters do not move again.
-        answer(&r, "u", Answer::State(stopped(Some(FinishReason::Exception))));
+        // Counted on its claim, the end is final: no more polls, and retention removes it.
+        assert!(!r.get(1, "u").unwrap().is_pollable());
+        assert!(r.next_to_poll(&[1], Some(Instant::now())).is_none());
+        assert_eq!(r.expire(Duration::ZERO), 1);
         assert_eq!(r.stats(1).unwrap().finished_total.iter().sum::<u64>(), 1);
     }
 

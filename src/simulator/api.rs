@@ -13,7 +13,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 
 use super::faults::{FaultRates, RandomFault, ResetFlag, SLOW_REPLY};
-use super::{unix_now, Fault, Shared, SimStatus, SimTask};
+use super::{unix_now, FailureReply, Fault, Shared, SimStatus, SimTask};
 use crate::tencentcloud::sign::{parse_authorization, sign, utc_date, SignInput, SIGNED_HEADERS};
 use crate::tencentcloud::tiw;
 
@@ -149,7 +149,11 @@ fn verify(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<String, (
         body,
     })
     .ok_or_else(signature_failure)?;
-    if !subtle_eq(expected.signature.as_bytes(), parsed.signature.as_bytes()) {
+    // Constant time: the simulator must not be a timing oracle either.
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        expected.signature.as_bytes(),
+        parsed.signature.as_bytes(),
+    )) {
         return Err(signature_failure());
     }
     if let Some(token) = &cred.session_token {
@@ -158,11 +162,6 @@ fn verify(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<String, (
         }
     }
     Ok(cred.secret_id.clone())
-}
-
-/// Constant-time byte comparison (the simulator must not be a timing oracle either).
-fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn handle(
@@ -193,6 +192,21 @@ async fn handle(
             return error(code, &message, &rid);
         }
     };
+    // Every API 3.0 call names its region (X-TC-Region); one the product does not serve is refused
+    // with the common error code UnsupportedRegion (Tencent's common error code list).
+    match header(&headers, "X-TC-Region") {
+        None | Some("") => {
+            return error(
+                "MissingParameter",
+                "The request is missing a required parameter `Region`.",
+                &rid,
+            )
+        }
+        Some(region) if !crate::tencentcloud::TIW_REGIONS.contains(&region) => {
+            return error("UnsupportedRegion", "The API does not support the region passed in.", &rid)
+        }
+        Some(_) => {}
+    }
     if !shared.admit(&secret_id, &action, arrived) {
         shared.stats_mut().rate_limited += 1;
         let limit = shared.config.requests_per_second;
@@ -400,7 +414,10 @@ async fn describe_push(shared: &Shared, app: u64, params: &Value, rid: &str) -> 
     }
     match task {
         None => error("InvalidParameter.TaskNotFound", "The task does not exist.", rid),
-        Some(t) if t.status == SimStatus::Failed => error("FailedOperation.WhiteboardPush", &t.failed_message, rid),
+        Some(t) if t.status == SimStatus::Failed => match t.failure_reply {
+            FailureReply::ErrorCode => error("FailedOperation.WhiteboardPush", &t.failed_message, rid),
+            FailureReply::BareSuccess => envelope(json!({}), rid),
+        },
         Some(t) => envelope(task_reply(&t), rid),
     }
 }
@@ -421,7 +438,8 @@ fn describe_running(shared: &Shared, app: u64, params: &Value, rid: &str) -> Res
         return error("InvalidParameter", "TaskType must be WhiteboardPush.", rid);
     }
     let offset = params.get("Offset").and_then(Value::as_i64).unwrap_or(0).max(0) as usize;
-    let limit = params.get("Limit").and_then(Value::as_i64).unwrap_or(20);
+    // Tencent's DescribeRunningTasks page: Limit defaults to 100, at most 500.
+    let limit = params.get("Limit").and_then(Value::as_i64).unwrap_or(100);
     if !(1..=tiw::RUNNING_TASKS_PAGE).contains(&limit) {
         return error("InvalidParameter", "Limit must be between 1 and 500.", rid);
     }

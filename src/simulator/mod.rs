@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use callbacks::{CallbackKnobs, CallbackStats};
 pub use faults::{FaultRates, RandomFault};
+
 pub use lifecycle::{LifecyclePlan, Outcome};
 
 /// Credentials the simulator accepts.
@@ -93,9 +94,44 @@ pub struct SimTask {
     pub im_sync_time: i64,
     pub create_time: i64,
     pub failed_message: String,
+    /// How DescribeWhiteboardPush answers once the task has failed.
+    pub failure_reply: FailureReply,
     /// Drives the task when it runs on its own (demo); `None` for tasks a test moves by hand.
     pub plan: Option<LifecyclePlan>,
     pub(crate) created: Instant,
+}
+
+/// How DescribeWhiteboardPush answers for a failed task. Tencent's two sites document two
+/// answers: the China site's example is the error `FailedOperation.WhiteboardPush`; the
+/// international API page's "Querying failed whiteboard push tasks" example is a success reply
+/// with nothing but `RequestId`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FailureReply {
+    /// `FailedOperation.WhiteboardPush` with the failure message (China site's example).
+    #[default]
+    ErrorCode,
+    /// `{"Response":{"RequestId":...}}` and nothing else (international site's example).
+    BareSuccess,
+}
+
+/// App-level error codes (SPEC §2) with the messages of Tencent's common error code list, to
+/// inject with [`Simulator::set_app_fault`]. Bare codes exist: Tencent's Go SDK lists
+/// `ResourceUnavailable` and `UnauthorizedOperation` themselves.
+pub fn app_level_fault(code: &str) -> Fault {
+    let message = match code {
+        "ResourceUnavailable" => "Resource is unavailable.",
+        "ResourceUnavailable.ServiceExpired" => "The service has expired because of an overdue payment.",
+        "UnauthorizedOperation" => "Unauthorized operation.",
+        "UnauthorizedOperation.SdkAppId" => "SdkAppId does not belong to this account.",
+        "IpInBlacklist" => "Your IP is in uin IP blacklist.",
+        "IpNotInWhitelist" => "Your IP is not in uin IP whitelist.",
+        "InvalidParameter.SdkAppIdNotFound" => "The SdkAppId does not exist.",
+        _ => "The request was refused.",
+    };
+    Fault::Error {
+        code: code.to_string(),
+        message: message.to_string(),
+    }
 }
 
 /// A fault injected into the replies for one task (or every DescribeWhiteboardPush of an app).
@@ -346,7 +382,18 @@ impl Simulator {
 
     /// Creates a task that runs through `plan` on its own (needs [`Simulator::spawn_lifecycle`]).
     pub fn create_task_with(&self, sdk_app_id: u64, room_id: i64, plan: Option<LifecyclePlan>) -> String {
-        let task_id = random_task_id();
+        self.create_task_named(sdk_app_id, room_id, &random_task_id(), plan)
+    }
+
+    /// Creates a task with the id `task_id` (tests whose callbacks name their tasks).
+    pub fn create_task_named(
+        &self,
+        sdk_app_id: u64,
+        room_id: i64,
+        task_id: &str,
+        plan: Option<LifecyclePlan>,
+    ) -> String {
+        let task_id = task_id.to_string();
         let task = SimTask {
             task_id: task_id.clone(),
             sdk_app_id,
@@ -361,6 +408,7 @@ impl Simulator {
             im_sync_time: 0,
             create_time: unix_now(),
             failed_message: String::new(),
+            failure_reply: FailureReply::default(),
             plan,
             created: Instant::now(),
         };
@@ -421,6 +469,14 @@ impl Simulator {
     /// → FAILED with Tencent's message.
     pub fn fail(&self, task_id: &str, message: &str) -> bool {
         self.update_task(task_id, |t| lifecycle::fail(t, message))
+    }
+
+    /// → FAILED, answered the international site's way: a success reply with only `RequestId`.
+    pub fn fail_bare(&self, task_id: &str) -> bool {
+        self.update_task(task_id, |t| {
+            t.failure_reply = FailureReply::BareSuccess;
+            lifecycle::fail(t, "");
+        })
     }
 
     /// A copy of one task.

@@ -6,5 +6,9 @@ pub mod ratelimit;
 pub mod sign;
 pub mod tiw;
 
-pub use client::{ApiError, Client, Limiters, RetryPolicy};
+pub use client::{ApiError, Client, ErrorKind, Limiters, RetryPolicy};
+
+/// Regions TIW's API serves: `ap-guangzhou` on the China site, `ap-singapore` for international
+/// accounts (Tencent's international API page lists only that region).
+pub const TIW_REGIONS: [&str; 2] = ["ap-guangzhou", "ap-singapore"];
 pub use tiw::TiwClient;

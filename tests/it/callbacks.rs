@@ -10,6 +10,8 @@ use crate::common::*;
 
 const KEYED: u64 = 1400000001;
 const OPEN: u64 = 1400000002;
+/// An app with no key that does not allow unsigned events: it can receive no push callback.
+const NOKEY: u64 = 1400000003;
 const KEY: &str = "cbKey-0123456789";
 
 fn now() -> u64 {
@@ -19,11 +21,15 @@ fn now() -> u64 {
         .as_secs()
 }
 
-/// Config for a keyed app and an app that accepts unsigned callbacks.
+/// Config for a keyed app, an app that allows unsigned callbacks and an app without a key.
 fn callback_yaml(endpoint: &str, poll: &str) -> String {
-    config_yaml(endpoint, &[], poll, "").replace(
+    callback_yaml_with(endpoint, poll, "")
+}
+
+fn callback_yaml_with(endpoint: &str, poll: &str, extra: &str) -> String {
+    config_yaml(endpoint, &[], poll, extra).replace(
         "apps:\n",
-        &format!("apps:\n  - sdk_app_id: {KEYED}\n    callback_key: {KEY}\n    discover: false\n  - sdk_app_id: {OPEN}\n    discover: false\n"),
+        &format!("apps:\n  - sdk_app_id: {KEYED}\n    callback_key: {KEY}\n    discover: false\n  - sdk_app_id: {OPEN}\n    allow_unsigned_callbacks: true\n    discover: false\n  - sdk_app_id: {NOKEY}\n    discover: false\n"),
     )
 }
 
@@ -73,8 +79,10 @@ fn without(mut v: Value, pointer: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_callbacks_are_refused_and_change_nothing() {
-    let sim = start_sim(sim_config(&[KEYED, OPEN])).await;
+    let sim = start_sim(sim_config(&[KEYED, OPEN, NOKEY])).await;
     let exporter = start_exporter(&callback_yaml(&sim.endpoint(), "1h")).await;
+    sim.sim.create_task_named(KEYED, 1253, "knowntask0000000000a", None);
+    sim.sim.start_pushing("knowntask0000000000a");
     // One known task, so "unchanged" covers an existing task too; its first poll settles first.
     assert_eq!(
         post(&exporter, signed(started(KEYED, "knowntask0000000000a")).to_string())
@@ -121,12 +129,13 @@ async fn hostile_callbacks_are_refused_and_change_nothing() {
         ("ExceptionCnt huge", with(good.clone(), "/EventData/ExceptionCnt", json!(1u64 << 40)).to_string().into_bytes(), 400, "malformed"),
         ("PushStopTime beyond u64", text.replace(&format!("\"PushStopTime\":{}", now() - 10), "\"PushStopTime\":99999999999999999999999").into_bytes(), 400, "malformed"),
         ("RoomId as string", with(good.clone(), "/EventData/RoomId", json!("880528")).to_string().into_bytes(), 400, "malformed"),
-        ("unknown FinishReason", with(good.clone(), "/EventData/FinishReason", json!("CRASHED")).to_string().into_bytes(), 400, "malformed"),
-        ("missing FinishReason", without(good.clone(), "/EventData/FinishReason").to_string().into_bytes(), 400, "malformed"),
         ("ExpireTime as string", with(good.clone(), "/ExpireTime", json!("9999999999")).to_string().into_bytes(), 400, "malformed"),
         ("Sign a number", with(good.clone(), "/Sign", json!(12345)).to_string().into_bytes(), 400, "malformed"),
         ("unknown SdkAppId", with(good.clone(), "/SdkAppId", json!(1400000099)).to_string().into_bytes(), 403, "unknown_app"),
         ("keyed app, unsigned", stop.to_string().into_bytes(), 401, "unsigned"),
+        ("app without a key, unsigned push event", with(stop.clone(), "/SdkAppId", json!(NOKEY)).to_string().into_bytes(), 401, "unsigned"),
+        ("app without a key, Started with a made-up id", started(NOKEY, "forgedtask0000000001").to_string().into_bytes(), 401, "unsigned"),
+        ("app without a key, signed anyway", sign_event(with(stop.clone(), "/SdkAppId", json!(NOKEY)), KEY, now() + 300).to_string().into_bytes(), 401, "unsigned"),
         ("keyed app, Sign without ExpireTime", without(good.clone(), "/ExpireTime").to_string().into_bytes(), 401, "unsigned"),
         ("signed with another key", sign_event(stop.clone(), "not-the-key", now() + 300).to_string().into_bytes(), 401, "bad_signature"),
         ("Sign in upper case", with(good.clone(), "/Sign", json!(good["Sign"].as_str().unwrap().to_uppercase())).to_string().into_bytes(), 401, "bad_signature"),
@@ -139,6 +148,11 @@ async fn hostile_callbacks_are_refused_and_change_nothing() {
         }), "/SdkAppId", json!(KEYED)).to_string().into_bytes(), 401, "bad_signature"),
         ("EventType in the wrong case", signed(with(stop.clone(), "/EventType", json!("whiteboardpushstopped"))).to_string().into_bytes(), 200, "ignored"),
         ("another TIW event", signed(json!({"EventType": "TranscodeFinished", "SdkAppId": KEYED, "Timestamp": now(), "EventData": {"TaskId": "x"}})).to_string().into_bytes(), 200, "ignored"),
+        // Each TIW feature has its own key API (SetTranscodeCallbackKey, ...): another feature's
+        // event is signed with another key and must not be refused as bad_signature.
+        ("another feature's event, its own key", sign_event(json!({"EventType": "TranscodeFinished", "SdkAppId": KEYED, "Timestamp": now(), "EventData": {"TaskId": "x", "Progress": 100}}), "transcode-feature-key", now() + 300).to_string().into_bytes(), 200, "ignored"),
+        ("recording event, expired Sign of another key", sign_event(json!({"EventType": "OnlineRecordStopped", "SdkAppId": KEYED, "Timestamp": now(), "EventData": {}}), "record-key", past).to_string().into_bytes(), 200, "ignored"),
+        ("another feature's event at an app without a key", json!({"EventType": "TranscodeFinished", "SdkAppId": NOKEY, "Timestamp": now(), "EventData": {}}).to_string().into_bytes(), 200, "ignored"),
         ("OnlineRecordStarted on the open app", json!({"EventType": "OnlineRecordStarted", "SdkAppId": OPEN, "Timestamp": now(), "EventData": {}}).to_string().into_bytes(), 200, "ignored"),
     ];
     assert!(cases.len() >= 30);
@@ -165,12 +179,25 @@ async fn hostile_callbacks_are_refused_and_change_nothing() {
     );
     // A malformed push event is still labelled with its event type.
     assert!(
-        last.get(
+        last.sum(
             "tiw_exporter_callbacks_total",
             &[("event_type", "WhiteboardPushStopped"), ("outcome", "malformed")]
+        ) >= 10.0
+    );
+    // Each refusal is counted under the configured app it names, or "" (bounded) when none.
+    let counted = |app: &str, event_type: &str, outcome: &str| {
+        last.get(
+            "tiw_exporter_callbacks_total",
+            &[("sdk_app_id", app), ("event_type", event_type), ("outcome", outcome)],
         )
-        .unwrap()
-            >= 10.0
+    };
+    assert_eq!(counted("1400000003", "WhiteboardPushStopped", "unsigned"), Some(2.0));
+    assert_eq!(counted("1400000003", "WhiteboardPushStarted", "unsigned"), Some(1.0));
+    assert_eq!(counted("", "WhiteboardPushStopped", "unknown_app"), Some(1.0));
+    assert_eq!(counted("1400000001", "WhiteboardPushStopped", "bad_signature"), Some(4.0));
+    assert!(
+        !last.text.contains("sdk_app_id=\"1400000099\""),
+        "an unknown app is never a label value"
     );
     exporter.stop().await;
     sim.stop().await;
@@ -180,14 +207,26 @@ async fn hostile_callbacks_are_refused_and_change_nothing() {
 async fn replaying_a_stopped_event_counts_it_once() {
     let sim = start_sim(sim_config(&[KEYED, OPEN])).await;
     let exporter = start_exporter(&callback_yaml(&sim.endpoint(), "1h")).await;
-    let event = stopped(KEYED, "replayedtask00000001", now() - 100, now() - 10, 4);
+    let task = "replayedtask00000001";
+    sim.sim.create_task_named(KEYED, 880528, task, None);
+    sim.sim.update_task(task, |t| {
+        tiw_push_exporter::simulator::lifecycle::start(t);
+        t.exception_cnt = 4;
+        tiw_push_exporter::simulator::lifecycle::stop(t, "EXCEPTION");
+    });
+    let event = stopped(KEYED, task, now() - 100, now() - 10, 4);
     for i in 0..10 {
         // TIW re-signs retries: a fresh ExpireTime does not make a copy a new event.
         let body = sign_event(event.clone(), KEY, now() + 100 + i);
         assert_eq!(post(&exporter, body.to_string()).await.0, 200);
     }
-    let m = exporter.scrape().await;
     let app = ("sdk_app_id", "1400000001");
+    // The claim is counted once the confirming poll agrees.
+    let m = wait_for(Duration::from_secs(10), "the confirming poll", || async {
+        let m = exporter.scrape().await;
+        (m.get("tiw_push_tasks_finished_total", &[app, ("reason", "EXCEPTION")]) == Some(1.0)).then_some(m)
+    })
+    .await;
     assert_eq!(
         m.get("tiw_push_tasks_finished_total", &[app, ("reason", "EXCEPTION")]),
         Some(1.0)
@@ -197,12 +236,16 @@ async fn replaying_a_stopped_event_counts_it_once() {
     assert_eq!(m.get("tiw_push_tasks_started_total", &[app]), Some(1.0));
     let stopped = ("event_type", "WhiteboardPushStopped");
     assert_eq!(
-        m.get("tiw_exporter_callbacks_total", &[stopped, ("outcome", "accepted")]),
+        m.get("tiw_exporter_callbacks_total", &[app, stopped, ("outcome", "accepted")]),
         Some(1.0)
     );
     assert_eq!(
-        m.get("tiw_exporter_callbacks_total", &[stopped, ("outcome", "duplicate")]),
+        m.get("tiw_exporter_callbacks_total", &[app, stopped, ("outcome", "duplicate")]),
         Some(9.0)
+    );
+    assert_eq!(
+        m.get("tiw_exporter_callbacks_total", &[app, stopped, ("outcome", "contradicted")]),
+        Some(0.0)
     );
     assert_eq!(
         m.get("tiw_exporter_callback_delay_seconds_count", &[stopped]),
@@ -243,7 +286,9 @@ fn projection(m: &Metrics, app: &str) -> Vec<(String, Vec<f64>)> {
 async fn order_loss_duplicates_and_stale_polls_end_in_the_same_metrics() {
     let apps: [u64; 5] = [1400000011, 1400000012, 1400000013, 1400000014, 1400000015];
     let sim = start_sim(sim_config(&apps)).await;
-    let exporter = start_exporter(&config_yaml(&sim.endpoint(), &apps, "200ms", "")).await;
+    let yaml = config_yaml(&sim.endpoint(), &apps, "200ms", "")
+        .replace("  - sdk_app_id: ", "  - allow_unsigned_callbacks: true\n    sdk_app_id: ");
+    let exporter = start_exporter(&yaml).await;
     let (start, stop) = (now() - 100, now() - 10);
     let mut tasks = Vec::new();
     for app in apps {
@@ -306,23 +351,19 @@ async fn order_loss_duplicates_and_stale_polls_end_in_the_same_metrics() {
     for _ in 0..3 {
         post(&exporter, stopped_ev(apps[3], &tasks[3])).await;
     }
-    // 5. The Stopped callback overtakes Tencent: polls still answer PUSHING for a while.
+    // 5. The Stopped callback overtakes Tencent: the confirming poll still answers PUSHING. The
+    //    API wins (SPEC §3): back to PUSHING, the callback counted contradicted, until the API
+    //    itself says STOPPED.
     push(&tasks[4]);
     post(&exporter, started_ev(apps[4], &tasks[4])).await;
     post(&exporter, stopped_ev(apps[4], &tasks[4])).await;
-    wait_status(&exporter, &tasks[4], "STOPPED").await;
-    let polls =
-        |s: &tiw_push_exporter::simulator::SimStats| s.requests.get("DescribeWhiteboardPush").copied().unwrap_or(0);
-    let seen = polls(&sim.sim.stats());
-    wait_for(Duration::from_secs(5), "stale polls", || async {
-        (polls(&sim.sim.stats()) >= seen + 3).then_some(())
+    let contradicted = [("sdk_app_id", "1400000015"), ("outcome", "contradicted")];
+    wait_for(Duration::from_secs(5), "the claim contradicted", || async {
+        let m = exporter.scrape().await;
+        (m.sum("tiw_exporter_callbacks_total", &contradicted) == 1.0 && m.status_of(&tasks[4]).as_deref() == Some("PUSHING"))
+            .then_some(())
     })
     .await;
-    assert_eq!(
-        exporter.scrape().await.status_of(&tasks[4]).as_deref(),
-        Some("STOPPED"),
-        "a stale poll never reopens a task"
-    );
     end(&tasks[4]);
 
     let m = wait_for(Duration::from_secs(15), "every scenario to settle", || async {
@@ -366,8 +407,9 @@ async fn order_loss_duplicates_and_stale_polls_end_in_the_same_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_signed_events_are_all_taken() {
-    let sim = start_sim(sim_config(&[KEYED, OPEN])).await;
-    let exporter = std::sync::Arc::new(start_exporter(&callback_yaml(&sim.endpoint(), "1h")).await);
+    // The API cannot be reached: the claims are counted after callback.confirm_timeout.
+    let yaml = callback_yaml_with(&closed_endpoint(), "1h", "callback:\n  confirm_timeout: 500ms\n");
+    let exporter = std::sync::Arc::new(start_exporter(&yaml).await);
     let client = reqwest::Client::new();
     let mut sends = tokio::task::JoinSet::new();
     let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
@@ -397,12 +439,16 @@ async fn a_thousand_concurrent_signed_events_are_all_taken() {
         "{:?}",
         statuses.iter().filter(|s| **s != 200).take(5).collect::<Vec<_>>()
     );
-    let m = exporter.scrape().await;
+    let app = ("sdk_app_id", "1400000001");
+    let m = wait_for(Duration::from_secs(10), "the claims counted unconfirmed", || async {
+        let m = exporter.scrape().await;
+        (m.get("tiw_push_tasks_finished_total", &[app, ("reason", "EXCEPTION")]) == Some(500.0)).then_some(m)
+    })
+    .await;
     assert_eq!(
         m.sum("tiw_exporter_callbacks_total", &[("outcome", "accepted")]),
         1000.0
     );
-    let app = ("sdk_app_id", "1400000001");
     assert_eq!(
         m.get("tiw_push_tasks_finished_total", &[app, ("reason", "EXCEPTION")]),
         Some(500.0)
@@ -412,7 +458,6 @@ async fn a_thousand_concurrent_signed_events_are_all_taken() {
     assert_eq!(m.get("tiw_push_exceptions_total", &[app]), Some(500.0));
     assert_eq!(exporter.registry.len(), 500);
     std::sync::Arc::into_inner(exporter).unwrap().stop().await;
-    sim.stop().await;
 }
 
 /// The simulator calls back on its own, dropping, duplicating, delaying and reordering; the
@@ -500,6 +545,8 @@ async fn callbacks_can_have_their_own_listener() {
         &format!("callback:\n  listen_address: {cb_addr}\n  path: /tiw/events\npoll:\n"),
     );
     let exporter = start_exporter(&yaml).await;
+    sim.sim.create_task_named(OPEN, 1, "ownlistener000000001", None);
+    sim.sim.start_pushing("ownlistener000000001");
     let body = json!({"EventType": "WhiteboardPushStarted", "SdkAppId": OPEN, "Timestamp": now(), "EventData": {"TaskId": "ownlistener000000001", "PushStartTime": now()}}).to_string();
     let client = reqwest::Client::new();
     let on_main = client

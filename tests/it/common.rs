@@ -34,6 +34,15 @@ pub async fn start_sim(config: SimConfig) -> SimServer {
         .expect("simulator binds")
 }
 
+/// An endpoint where nothing listens: an API that cannot be reached, so callback claims stand
+/// unconfirmed.
+pub fn closed_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}")
+}
+
 /// Config text for `apps` against `endpoint`; `extra` is appended (YAML).
 pub fn config_yaml(endpoint: &str, apps: &[u64], poll_interval: &str, extra: &str) -> String {
     let mut s = format!(

@@ -50,8 +50,12 @@ fn event(kind: &str, task: &str) -> serde_json::Value {
 }
 
 fn write_config(dir: &Path, endpoint: &str, state: &Path) -> PathBuf {
+    write_config_with(dir, endpoint, state, "")
+}
+
+fn write_config_with(dir: &Path, endpoint: &str, state: &Path, extra: &str) -> PathBuf {
     let path = dir.join("config.yaml");
-    let yaml = config_yaml(endpoint, &[], "1h", "").replace(
+    let yaml = config_yaml(endpoint, &[], "1h", extra).replace(
         "apps:\n",
         &format!("apps:\n  - sdk_app_id: {APP}\n    callback_key: {KEY}\n    discover: false\n"),
     ) + &format!("state:\n  path: {}\n", state.display());
@@ -78,13 +82,19 @@ struct Acked {
     stopped: bool,
 }
 
-/// Kill -9 mid-stream, five times: every callback answered 200 is there after the restart.
+/// Kill -9 mid-stream, five times: every callback answered 200 is there after the restart. The
+/// API cannot be reached, so every acknowledged claim stands, and after `callback.confirm_timeout`
+/// each moves the counters once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_no_acknowledged_callback() {
     let bin = release_bin();
-    let sim = start_sim(sim_config(&[APP])).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &sim.endpoint(), &dir.path().join("state"));
+    let config = write_config_with(
+        dir.path(),
+        &closed_endpoint(),
+        &dir.path().join("state"),
+        "callback:\n  confirm_timeout: 1s\n",
+    );
     let acked: Arc<Mutex<HashMap<String, Acked>>> = Default::default();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -116,13 +126,16 @@ async fn sigkill_mid_stream_loses_no_acknowledged_callback() {
             }
         }
         let app = ("sdk_app_id", "1400000001");
-        let stopped_tasks = m.get("tiw_push_tasks", &[app, ("status", "STOPPED")]).unwrap_or(0.0);
-        assert_eq!(
-            m.get("tiw_push_tasks_finished_total", &[app, ("reason", "EXCEPTION")])
-                .unwrap_or(0.0),
-            stopped_tasks,
-            "one finish per stopped task"
-        );
+        // Unconfirmed claims are counted once the API was unreachable for confirm_timeout.
+        wait_for(Duration::from_secs(20), "one finish per stopped task", || async {
+            let m = scrape(&proc.addr).await;
+            let stopped_tasks = m.get("tiw_push_tasks", &[app, ("status", "STOPPED")]).unwrap_or(0.0);
+            let finished = m
+                .get("tiw_push_tasks_finished_total", &[app, ("reason", "EXCEPTION")])
+                .unwrap_or(0.0);
+            (finished == stopped_tasks).then_some(())
+        })
+        .await;
         println!("restart {cycle}: acknowledged {events} callbacks before the kills, found {found}");
         assert_eq!(found, events);
         if cycle == 5 {
@@ -157,7 +170,6 @@ async fn sigkill_mid_stream_loses_no_acknowledged_callback() {
         drop(proc); // SIGKILL, then reap
         senders.join_all().await;
     }
-    sim.stop().await;
 }
 
 /// The same /metrics before and after a graceful restart (SIGTERM): counters continue, series stay.
@@ -166,6 +178,12 @@ async fn restart_keeps_counters_and_task_series() {
     let sim = start_sim(sim_config(&[APP])).await;
     let polled = sim.sim.create_task(APP, 1);
     sim.sim.start_pushing(&polled);
+    // The callbacks below tell the truth: the simulator holds their tasks.
+    for task in ["restarta", "restartb"] {
+        sim.sim.create_task_named(APP, 7, task, None);
+        sim.sim.start_pushing(task);
+    }
+    sim.sim.stop("restarta", "EXCEPTION");
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &sim.endpoint(), &dir.path().join("state"));
     let proc = spawn(Path::new(DEBUG_BIN), &config);
@@ -185,12 +203,12 @@ async fn restart_keeps_counters_and_task_series() {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
-    wait_for(Duration::from_secs(10), "the polled task", || async {
-        (scrape(&proc.addr)
-            .await
-            .get("tiw_push_task_info", &[("task_id", polled.as_str()), ("group_id", "1")])
-            == Some(1.0))
-        .then_some(())
+    wait_for(Duration::from_secs(10), "the polled task and the confirmed end", || async {
+        let m = scrape(&proc.addr).await;
+        let polled_read = m.get("tiw_push_task_info", &[("task_id", polled.as_str()), ("group_id", "1")]) == Some(1.0);
+        let confirmed = m.get("tiw_push_tasks_finished_total", &[("reason", "EXCEPTION")]) == Some(1.0);
+        let b_read = m.get("tiw_push_task_info", &[("task_id", "restartb"), ("group_id", "7")]) == Some(1.0);
+        (polled_read && confirmed && b_read).then_some(())
     })
     .await;
     // Freeze the truth: with the simulator gone nothing can change any more.
@@ -318,10 +336,10 @@ impl Drop for Tmpfs {
 /// and once there is room again every event answered 200 is on disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_answers_503_and_loses_nothing() {
-    let sim = start_sim(sim_config(&[APP])).await;
     let state = tempfile::tempdir().unwrap();
     let fs = Tmpfs::mount(state.path(), "2m");
-    let yaml = config_yaml(&sim.endpoint(), &[], "1h", "").replace(
+    // The API cannot be reached: every acknowledged claim stands.
+    let yaml = config_yaml(&closed_endpoint(), &[], "1h", "").replace(
         "apps:\n",
         &format!("apps:\n  - sdk_app_id: {APP}\n    callback_key: {KEY}\n    discover: false\n"),
     );
@@ -388,17 +406,23 @@ async fn a_full_disk_answers_503_and_loses_nothing() {
     }
     again.stop().await;
     drop(fs);
-    sim.stop().await;
 }
 
 /// Thousands of tasks cycling through retention: the store holds only what is tracked, and its
 /// file stops growing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_the_store_bounded() {
-    let sim = start_sim(sim_config(&[APP])).await;
-    let yaml = config_yaml(&sim.endpoint(), &[], "1h", "retention:\n  stopped_tasks: 1s\n").replace(
+    // The API cannot be reached: each claimed end is counted after confirm_timeout and then
+    // expires with retention like a confirmed one.
+    let yaml = config_yaml(
+        &closed_endpoint(),
+        &[],
+        "1h",
+        "retention:\n  stopped_tasks: 1s\ncallback:\n  confirm_timeout: 200ms\n",
+    )
+    .replace(
         "apps:\n",
-        &format!("apps:\n  - sdk_app_id: {APP}\n    discover: false\n"),
+        &format!("apps:\n  - sdk_app_id: {APP}\n    discover: false\n    allow_unsigned_callbacks: true\n"),
     );
     let exporter = start_exporter(&yaml).await;
     let client = reqwest::Client::new();
@@ -441,7 +465,6 @@ async fn retention_keeps_the_store_bounded() {
     );
     assert!(sizes[3] <= sizes[1] * 3 / 2, "the store keeps growing: {sizes:?}");
     exporter.stop().await;
-    sim.stop().await;
 }
 
 fn without_sign(mut v: serde_json::Value) -> String {

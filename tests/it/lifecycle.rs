@@ -38,10 +38,9 @@ async fn task_walks_prepared_pushing_stopped_exception() {
         m.get("tiw_push_tasks_started_total", &[("sdk_app_id", "1400000001")]),
         Some(1.0)
     );
-    assert!(
-        m.get("tiw_push_task_duration_seconds", &labels).is_some(),
-        "duration grows while pushing"
-    );
+    // SPEC §4: a running task has no duration series; its age is time() - start.
+    assert!(m.get("tiw_push_task_duration_seconds", &labels).is_none());
+    assert!(m.get("tiw_push_task_start_timestamp_seconds", &labels).is_some());
     assert_eq!(m.get("tiw_push_task_exceptions", &labels), Some(1.0));
 
     sim.sim.update_task(&task, |t| t.exception_cnt = 3);

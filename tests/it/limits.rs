@@ -32,7 +32,7 @@ fn limits(read_header_timeout: Duration, read_timeout: Duration, max_connections
 async fn exporter(options: ServeOptions, extra: &str) -> Running {
     let yaml = config_yaml("http://127.0.0.1:9", &[], "1h", extra).replace(
         "apps:\n",
-        &format!("apps:\n  - sdk_app_id: {APP}\n    discover: false\n"),
+        &format!("apps:\n  - sdk_app_id: {APP}\n    discover: false\n    allow_unsigned_callbacks: true\n"),
     );
     start_exporter_with(&yaml, tempfile::tempdir().expect("temp dir"), options).await
 }
