@@ -94,6 +94,7 @@ fn sim_config(apps: Vec<u64>, latency: Duration) -> SimConfig {
             secret_id: SECRET_ID.into(),
             secret_key: SECRET_KEY.into(),
             session_token: None,
+            ..Default::default()
         }],
         apps,
         requests_per_second: 20,

@@ -125,6 +125,7 @@ async fn main() {
             secret_id: SECRET_ID.into(),
             secret_key: SECRET_KEY.into(),
             session_token: None,
+            ..Default::default()
         }],
         apps: apps.clone(),
         latency: Duration::from_millis(30),

@@ -52,6 +52,7 @@ pub async fn run(
             secret_id: secret_id.clone(),
             secret_key: secret_key.clone(),
             session_token: None,
+            ..Default::default()
         }],
         apps: DEMO_APPS.to_vec(),
         requests_per_second: 20,

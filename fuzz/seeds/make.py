@@ -34,6 +34,21 @@ for event in ("WhiteboardPushStarted", "WhiteboardPushStopped"):
     unsigned = {k: v for k, v in body.items() if k not in ("Sign", "ExpireTime")}
     write("callback", f"{event}-unsigned.json", json.dumps(dict(unsigned, SdkAppId=1400000002)))
 
+# SPEC v2 shapes: a Stopped without FinishReason and one with an undocumented reason (taken as
+# OTHER), another feature's event signed with another key (ignored before any signature check),
+# and an unsigned push event at the app without a key (refused).
+stopped = ex["callbacks"]["WhiteboardPushStopped"]
+bare = {k: v for k, v in stopped.items() if k not in ("Sign", "ExpireTime")}
+no_reason = dict(bare, SdkAppId=1400000002, EventData={k: v for k, v in bare["EventData"].items() if k != "FinishReason"})
+write("callback", "WhiteboardPushStopped-no-reason.json", json.dumps(no_reason))
+odd = dict(bare, SdkAppId=1400000002, EventData=dict(bare["EventData"], FinishReason="RENDER_CRASHED"))
+write("callback", "WhiteboardPushStopped-undocumented-reason.json", json.dumps(odd))
+other = {"EventType": "TranscodeFinished", "SdkAppId": 1400000001, "Timestamp": 1575545412,
+         "EventData": {"TaskId": "x", "Progress": 100}, "ExpireTime": 1800000000,
+         "Sign": hashlib.md5(b"another-feature-key1800000000").hexdigest()}
+write("callback", "TranscodeFinished-other-key.json", json.dumps(other))
+write("callback", "WhiteboardPushStarted-no-key-app.json", json.dumps(dict({k: v for k, v in ex["callbacks"]["WhiteboardPushStarted"].items() if k not in ("Sign", "ExpireTime")}, SdkAppId=1400000003)))
+
 # API replies: the first byte picks status and action (see fuzz_targets/api_reply.rs).
 for name, reply in ex["DescribeWhiteboardPush"].items():
     if name.startswith("reply"):
@@ -41,6 +56,9 @@ for name, reply in ex["DescribeWhiteboardPush"].items():
         write("api_reply", f"push-{name}-500", b"\x02" + json.dumps(reply).encode())
 write("api_reply", "running-tasks", b"\x80" + json.dumps(ex["DescribeRunningTasks"]["reply"]).encode())
 write("api_reply", "error-envelope", b"\x00" + json.dumps(ex["error_envelope"]).encode())
+# SPEC v2: a STOPPED with an empty reason (OTHER), a bare app-level code.
+write("api_reply", "push-stopped-empty-reason", b"\x00" + json.dumps({"Response": {"Status": "STOPPED", "FinishReason": "", "RequestId": "r"}}).encode())
+write("api_reply", "error-bare-app-level", b"\x00" + json.dumps({"Response": {"Error": {"Code": "ResourceUnavailable", "Message": "Resource is unavailable."}, "RequestId": "r"}}).encode())
 
 # Config: the shipped example, and a few shapes of ${VAR}.
 write("config", "example.yaml", open(os.path.join(ROOT, "config.example.yaml")).read())

@@ -210,8 +210,19 @@ async fn handle(
     if !shared.admit(&secret_id, &action, arrived) {
         shared.stats_mut().rate_limited += 1;
         let limit = shared.config.requests_per_second;
+        // Several SecretIds of one account over the account's budget: Tencent's sub-code.
+        let shared_account = shared
+            .config
+            .credentials
+            .iter()
+            .any(|c| c.secret_id == secret_id && c.account.is_some());
+        let code = if shared_account {
+            "RequestLimitExceeded.UinLimitExceeded"
+        } else {
+            "RequestLimitExceeded"
+        };
         return error(
-            "RequestLimitExceeded",
+            code,
             &format!("Your current request times exceeds the frequency limit `{limit}` for a second. Please reduce the frequency of calls."),
             &rid,
         );

@@ -24,12 +24,16 @@ pub use faults::{FaultRates, RandomFault};
 pub use lifecycle::{LifecyclePlan, Outcome};
 
 /// Credentials the simulator accepts.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct SimCredential {
     pub secret_id: String,
     pub secret_key: String,
     /// When set, requests must carry it as `X-TC-Token`.
     pub session_token: Option<String>,
+    /// The account (UIN) the SecretId belongs to. Tencent counts the rate limit per account and
+    /// action (its code `RequestLimitExceeded.UinLimitExceeded`), so SecretIds of one account
+    /// share one window. `None`: the SecretId is an account of its own.
+    pub account: Option<String>,
 }
 
 /// Settings of a simulator.
@@ -56,6 +60,7 @@ impl Default for SimConfig {
                 secret_id: "AKIDsimulator0000000000000000000000".into(),
                 secret_key: "simulatorSecretKey000000000000000".into(),
                 session_token: None,
+                ..Default::default()
             }],
             apps: vec![1400000001],
             requests_per_second: 20,
@@ -243,14 +248,18 @@ impl Shared {
         }
     }
 
-    /// Sliding-window admission for one SecretId and action. Every authenticated request counts,
+    /// Sliding-window admission for one account and action. Every authenticated request counts,
     /// refused ones included, as a strict server would count them.
     pub(crate) fn admit(&self, secret_id: &str, action: &str, at: Instant) -> bool {
+        let account = self
+            .config
+            .credentials
+            .iter()
+            .find(|c| c.secret_id == secret_id)
+            .and_then(|c| c.account.clone())
+            .unwrap_or_else(|| secret_id.to_string());
         let mut world = self.world();
-        let window = world
-            .windows
-            .entry((secret_id.to_string(), action.to_string()))
-            .or_default();
+        let window = world.windows.entry((account, action.to_string())).or_default();
         while window
             .front()
             .is_some_and(|t| at.duration_since(*t) >= Duration::from_secs(1))

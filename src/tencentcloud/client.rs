@@ -112,8 +112,15 @@ pub enum ErrorKind {
 /// Codes that are app-level as a whole family: the code itself, or the code followed by `.`.
 /// Tencent's Go SDK lists `ResourceUnavailable` and `UnauthorizedOperation` as bare codes too.
 const APP_LEVEL_FAMILIES: [&str; 3] = ["AuthFailure", "ResourceUnavailable", "UnauthorizedOperation"];
-/// App-level codes matched exactly.
-const APP_LEVEL_CODES: [&str; 3] = ["IpInBlacklist", "IpNotInWhitelist", "InvalidParameter.SdkAppIdNotFound"];
+/// App-level codes matched exactly. `UnsupportedRegion` (Tencent's common error code for a region
+/// the product does not serve) is not in SPEC §2's list, but it makes every call of the app fail
+/// just as surely: a mistyped `region` must show as `tiw_up 0`, not as an app that answers.
+const APP_LEVEL_CODES: [&str; 4] = [
+    "IpInBlacklist",
+    "IpNotInWhitelist",
+    "InvalidParameter.SdkAppIdNotFound",
+    "UnsupportedRegion",
+];
 
 impl ErrorKind {
     /// Classifies one of Tencent's error codes.
@@ -532,6 +539,7 @@ mod tests {
             "IpInBlacklist",
             "IpNotInWhitelist",
             "InvalidParameter.SdkAppIdNotFound",
+            "UnsupportedRegion",
         ] {
             assert_eq!(ErrorKind::of_code(code), ErrorKind::AppLevel, "{code}");
         }

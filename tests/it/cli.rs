@@ -197,7 +197,39 @@ async fn callback_commands_register_url_and_key_without_showing_the_key() {
 
     let out = run_bin(args(&["callback", "set-url", "ftp://nope"]), "").await;
     assert!(!out.status.success());
+
+    // --delete sends the empty URL, which Tencent documents as delete.
+    let out = run_bin(args(&["callback", "set-url", "--delete"]), "").await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(sim.sim.callback(app).0, "", "the URL is deleted");
+    let out = run_bin(args(&["callback", "set-url"]), "").await;
+    assert!(!out.status.success(), "neither a URL nor --delete");
+    let out = run_bin(
+        args(&["callback", "set-url", "--delete", "https://exporter.example.com/callback"]),
+        "",
+    )
+    .await;
+    assert!(!out.status.success(), "a URL and --delete");
+    assert_eq!(sim.sim.callback(app).0, "");
     sim.stop().await;
+}
+
+/// check-config warns about an app that can receive no callback, and one that takes unsigned events.
+#[test]
+fn check_config_warns_about_callback_trust() {
+    let f = write_config(
+        "tencentcloud: {secret_id: a, secret_key: b}\napps:\n  - sdk_app_id: 1\n  - sdk_app_id: 2\n    allow_unsigned_callbacks: true\n  - sdk_app_id: 3\n    callback_key: k3\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check-config", "--config.file"])
+        .arg(f.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "warnings do not fail the check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warning: apps[0].callback_key: not set, so app 1 can receive no push callback"), "{err}");
+    assert!(err.contains("warning: apps[1].allow_unsigned_callbacks: app 2 accepts unsigned push callbacks"), "{err}");
+    assert!(!err.contains("apps[2]"), "{err}");
 }
 
 /// Bad values for the server-limit flags and the demo's fault rate stop the binary with exit 2

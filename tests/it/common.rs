@@ -21,6 +21,7 @@ pub fn sim_config(apps: &[u64]) -> SimConfig {
             secret_id: SECRET_ID.into(),
             secret_key: SECRET_KEY.into(),
             session_token: None,
+            ..Default::default()
         }],
         apps: apps.to_vec(),
         ..Default::default()

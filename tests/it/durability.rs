@@ -463,7 +463,11 @@ async fn retention_keeps_the_store_bounded() {
         ),
         Some(4000.0)
     );
-    assert!(sizes[3] <= sizes[1] * 3 / 2, "the store keeps growing: {sizes:?}");
+    // redb grows its file by regions and reuses freed pages, so the size steps up and down with
+    // the timing of commits; what must not happen is growth with the number of tasks ever seen
+    // (4000 by now: four times the first round's file).
+    let early = sizes[0].max(sizes[1]);
+    assert!(sizes[3] <= early * 2, "the store keeps growing: {sizes:?}");
     exporter.stop().await;
 }
 

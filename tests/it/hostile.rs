@@ -57,6 +57,7 @@ async fn hostile_api_replies_are_clear_errors_and_change_nothing() {
         secret_id: "AKIDhostileTestClient000000000000".into(),
         secret_key: "hostileTestClientKey0000000000000".into(),
         session_token: None,
+        ..Default::default()
     });
     let sim = start_sim(config).await;
     let task = sim.sim.create_task(APP, 7);
@@ -169,6 +170,19 @@ async fn hostile_api_replies_are_clear_errors_and_change_nothing() {
             error(json!("InternalError"), json!("backend busy")),
             "InternalError: backend busy",
             "InternalError",
+        ),
+        // Bare app-level codes (SPEC §2): errors that take the app down, not task answers.
+        (
+            "bare ResourceUnavailable",
+            error(json!("ResourceUnavailable"), json!("Resource is unavailable.")),
+            "ResourceUnavailable: Resource is unavailable.",
+            "ResourceUnavailable",
+        ),
+        (
+            "IpNotInWhitelist",
+            error(json!("IpNotInWhitelist"), json!("Your IP is not in uin IP whitelist.")),
+            "IpNotInWhitelist",
+            "IpNotInWhitelist",
         ),
         (
             "an error without a code",

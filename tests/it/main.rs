@@ -15,3 +15,4 @@ mod promtool;
 mod ratelimit;
 mod secrets;
 mod tls;
+mod trust;
