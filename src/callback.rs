@@ -368,12 +368,7 @@ impl CallbackReceiver {
             );
         }
         let app = envelope.sdk_app_id;
-        let keys = self
-            .keys
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&app)
-            .cloned();
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner()).get(&app).cloned();
         let Some(keys) = keys else {
             return refuse(
                 0,
@@ -398,7 +393,11 @@ impl CallbackReceiver {
                 )
             }
             (false, Some(expire_time), Some(sign)) => {
-                if !keys.keys.iter().any(|k| verify_sign(k.expose_secret(), expire_time, sign)) {
+                if !keys
+                    .keys
+                    .iter()
+                    .any(|k| verify_sign(k.expose_secret(), expire_time, sign))
+                {
                     return refuse(
                         app,
                         event_type,
@@ -465,7 +464,8 @@ impl CallbackReceiver {
         if p.outcome == CallbackOutcome::Full {
             self.metrics.count_dropped(p.sdk_app_id, "limit");
         } else {
-            self.metrics.count_callback(p.sdk_app_id, p.event_type, p.outcome.label());
+            self.metrics
+                .count_callback(p.sdk_app_id, p.event_type, p.outcome.label());
         }
         if let Some(delay) = p.delay_seconds {
             self.metrics
@@ -670,7 +670,8 @@ mod tests {
         let bad_app_and_shape = r#"{"EventType":"WhiteboardPushStarted","SdkAppId":99,"Timestamp":1,"EventData":{}}"#;
         assert_eq!(outcome(bad_app_and_shape, 0.0), CallbackOutcome::UnknownApp);
         // Another feature's event is ignored before any signature check, signed or not.
-        let other = r#"{"EventType":"TranscodeFinished","SdkAppId":7,"Timestamp":1,"EventData":{},"ExpireTime":5,"Sign":"00"}"#;
+        let other =
+            r#"{"EventType":"TranscodeFinished","SdkAppId":7,"Timestamp":1,"EventData":{},"ExpireTime":5,"Sign":"00"}"#;
         assert_eq!(outcome(other, 0.0), CallbackOutcome::Ignored);
         let unsigned = r#"{"EventType":"WhiteboardPushStarted","SdkAppId":7,"Timestamp":1,"EventData":{}}"#;
         assert_eq!(outcome(unsigned, 0.0), CallbackOutcome::Unsigned);
@@ -706,10 +707,18 @@ mod tests {
             ("n2", r#"{"TaskId":"n2","FinishReason":"RENDER_CRASHED"}"#),
             ("n3", r#"{"TaskId":"n3","FinishReason":""}"#),
         ] {
-            let body = format!(r#"{{"EventType":"WhiteboardPushStopped","SdkAppId":8,"Timestamp":1,"EventData":{data}}}"#);
-            assert_eq!(r.process(body.as_bytes(), 1.0).outcome, CallbackOutcome::Accepted, "{data}");
+            let body =
+                format!(r#"{{"EventType":"WhiteboardPushStopped","SdkAppId":8,"Timestamp":1,"EventData":{data}}}"#);
+            assert_eq!(
+                r.process(body.as_bytes(), 1.0).outcome,
+                CallbackOutcome::Accepted,
+                "{data}"
+            );
             let t = registry.get(8, id).unwrap();
-            assert_eq!((t.status, t.finish_reason), (TaskStatus::Stopped, Some(FinishReason::Other)));
+            assert_eq!(
+                (t.status, t.finish_reason),
+                (TaskStatus::Stopped, Some(FinishReason::Other))
+            );
         }
     }
 

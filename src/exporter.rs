@@ -18,9 +18,9 @@ use crate::http::{router, HttpState};
 use crate::metrics::ExporterMetrics;
 use crate::poller::{PollSettings, PolledApp, Poller};
 use crate::registry::{Source, TaskRegistry};
+use crate::store::{spawn_writer, Store, StoreError};
 use crate::task::unix_now;
 use crate::tencentcloud::ratelimit::budget_key;
-use crate::store::{spawn_writer, Store, StoreError};
 use crate::tencentcloud::{Client, Limiters, RetryPolicy, TiwClient};
 use crate::webconfig::{require_auth, WebConfig};
 
@@ -252,7 +252,7 @@ impl Exporter {
             Some(auth) => {
                 let open = vec!["/-/healthy".to_string(), "/-/ready".to_string()];
                 main.layer(axum::middleware::from_fn_with_state(
-                    (auth.clone(), Arc::new(open)),
+                    (auth.clone(), Arc::new(open), self.metrics.clone()),
                     require_auth,
                 ))
             }

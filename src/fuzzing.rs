@@ -92,7 +92,13 @@ pub fn api_reply(data: &[u8]) {
                 );
             }
             Err(e) => {
-                let _ = (e.to_string(), e.metric_label(), e.is_retryable(), e.is_app_down(), e.kind());
+                let _ = (
+                    e.to_string(),
+                    e.metric_label(),
+                    e.is_retryable(),
+                    e.is_app_down(),
+                    e.kind(),
+                );
             }
         }
     } else {

@@ -113,7 +113,7 @@ impl ExporterMetrics {
         let http_refused = IntCounterVec::new(
             Opts::new(
                 "tiw_exporter_http_requests_refused_total",
-                "Requests refused by the HTTP server's limits, by handler and reason (overloaded, body_timeout).",
+                "Requests refused by the HTTP server's limits, by handler and reason (overloaded, body_timeout; auth_busy: every bcrypt slot was checking another password).",
             ),
             &["handler", "reason"],
         )?;
@@ -169,6 +169,7 @@ impl ExporterMetrics {
             ("metrics", "overloaded"),
             ("callback", "overloaded"),
             ("callback", "body_timeout"),
+            ("auth", "auth_busy"),
         ] {
             http_refused.with_label_values(&[handler, reason]);
         }

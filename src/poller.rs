@@ -255,7 +255,8 @@ impl Poller {
                     self.registry
                         .apply_answer(sdk_app_id, task_id, &answer, self.settings.discovery_interval);
                 if let Some((event, status, reason)) = applied.contradicted {
-                    self.metrics.count_callback(sdk_app_id, event.event_type(), "contradicted");
+                    self.metrics
+                        .count_callback(sdk_app_id, event.event_type(), "contradicted");
                     tracing::warn!(sdk_app_id, task_id, event_type = event.event_type(), claimed_status = status.as_str(), claimed_reason = reason.map(FinishReason::as_str), request_id = %answered.request_id, "DescribeWhiteboardPush contradicts a callback; the API's answer wins");
                 }
                 if let Some(request_ids) = &applied.failed_without_status {
@@ -267,7 +268,11 @@ impl Poller {
                 }
                 if applied.dropped {
                     self.metrics.count_dropped(sdk_app_id, "not_found");
-                    tracing::info!(sdk_app_id, task_id, "dropped a task Tencent does not know (TaskNotFound 3 times in a row)");
+                    tracing::info!(
+                        sdk_app_id,
+                        task_id,
+                        "dropped a task Tencent does not know (TaskNotFound 3 times in a row)"
+                    );
                 } else if applied.parked {
                     tracing::warn!(sdk_app_id, task_id, every = ?self.settings.discovery_interval, "Tencent does not know this configured task id (TaskNotFound 3 times in a row); it stays UNKNOWN and is read again once per discovery interval");
                 }

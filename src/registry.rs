@@ -18,9 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub use crate::task::{
-    is_task_id, plausible, unix_now, FinishReason, Observation, PushEvent, TaskStatus, MAX_TASK_ID,
-};
+pub use crate::task::{is_task_id, plausible, unix_now, FinishReason, Observation, PushEvent, TaskStatus, MAX_TASK_ID};
 
 /// How long an expired task id is remembered, so that discovery (which sees 3 days back) cannot
 /// bring it back and count it a second time.
@@ -72,8 +70,14 @@ impl Facts {
         }
         first(&mut self.room_id, obs.room_id.filter(|r| *r != 0).as_ref());
         first(&mut self.group_id, obs.group_id.as_ref().filter(|g| !g.is_empty()));
-        first(&mut self.push_user_id, obs.push_user_id.as_ref().filter(|u| !u.is_empty()));
-        first(&mut self.push_start_time, obs.push_start_time.filter(|s| *s > 0).as_ref());
+        first(
+            &mut self.push_user_id,
+            obs.push_user_id.as_ref().filter(|u| !u.is_empty()),
+        );
+        first(
+            &mut self.push_start_time,
+            obs.push_start_time.filter(|s| *s > 0).as_ref(),
+        );
         first(&mut self.push_stop_time, obs.push_stop_time.filter(|s| *s > 0).as_ref());
         first(&mut self.im_sync_time, obs.im_sync_time.filter(|s| *s > 0).as_ref());
         if let Some(n) = obs.exception_cnt {
@@ -394,7 +398,10 @@ where
 {
     let items: Vec<T> = Vec::deserialize(d)?;
     if items.len() > N {
-        return Err(serde::de::Error::invalid_length(items.len(), &"at most one entry per reason"));
+        return Err(serde::de::Error::invalid_length(
+            items.len(),
+            &"at most one entry per reason",
+        ));
     }
     let mut items = items.into_iter();
     Ok(std::array::from_fn(|_| items.next().unwrap_or_default()))
@@ -1026,9 +1033,10 @@ impl TaskRegistry {
                 if !inner.make_room(now) {
                     return CallbackApplied::Full;
                 }
-                inner
-                    .tasks
-                    .insert(key.clone(), Task::new(sdk_app_id, task_id.to_string(), Source::Callback, now));
+                inner.tasks.insert(
+                    key.clone(),
+                    Task::new(sdk_app_id, task_id.to_string(), Source::Callback, now),
+                );
                 inner.apps.entry(sdk_app_id).or_default();
             }
             inner.unqueue(&key);
@@ -1241,7 +1249,9 @@ mod tests {
     }
 
     fn answer(r: &TaskRegistry, id: &str, a: Answer) -> AnswerApplied {
-        let picked = r.next_to_poll(&[1], None).or_else(|| r.next_to_poll(&[1], Some(Instant::now())));
+        let picked = r
+            .next_to_poll(&[1], None)
+            .or_else(|| r.next_to_poll(&[1], Some(Instant::now())));
         assert!(picked.is_some(), "{id} is due");
         let out = r.apply_answer(1, id, &a, Duration::from_secs(60));
         r.finish_poll(1, id, Instant::now());
@@ -1325,17 +1335,26 @@ mod tests {
     fn three_replies_without_status_fail_the_task_once() {
         let r = TaskRegistry::new();
         r.track(1, "b", None, Source::Discovery);
-        assert_eq!(answer(&r, "b", Answer::NoStatus("r1".into())).failed_without_status, None);
+        assert_eq!(
+            answer(&r, "b", Answer::NoStatus("r1".into())).failed_without_status,
+            None
+        );
         // Another answer in between starts the count again.
         answer(&r, "b", Answer::State(obs(TaskStatus::Prepared)));
         answer(&r, "b", Answer::NoStatus("r2".into()));
         answer(&r, "b", Answer::NoStatus("r3".into()));
         assert_eq!(r.get(1, "b").unwrap().status, TaskStatus::Prepared);
         let out = answer(&r, "b", Answer::NoStatus("r4".into()));
-        assert_eq!(out.failed_without_status, Some(vec!["r2".into(), "r3".into(), "r4".into()]));
+        assert_eq!(
+            out.failed_without_status,
+            Some(vec!["r2".into(), "r3".into(), "r4".into()])
+        );
         assert_eq!(out.ended, Some(FinishReason::Failed));
         let t = r.get(1, "b").unwrap();
-        assert_eq!((t.status, t.finish_reason), (TaskStatus::Failed, Some(FinishReason::Failed)));
+        assert_eq!(
+            (t.status, t.finish_reason),
+            (TaskStatus::Failed, Some(FinishReason::Failed))
+        );
         assert!(!t.is_pollable());
         assert_eq!(r.stats(1).unwrap().finished(FinishReason::Failed), 1);
         assert!(r.next_to_poll(&[1], Some(Instant::now())).is_none(), "no longer polled");
@@ -1434,8 +1453,14 @@ mod tests {
             CallbackApplied::Accepted { ended: false }
         );
         for _ in 0..5 {
-            assert_eq!(r.observe_callback(1, "c", PushEvent::Stopped, &stop), CallbackApplied::Duplicate);
-            assert_eq!(r.observe_callback(1, "c", PushEvent::Started, &started), CallbackApplied::Duplicate);
+            assert_eq!(
+                r.observe_callback(1, "c", PushEvent::Stopped, &stop),
+                CallbackApplied::Duplicate
+            );
+            assert_eq!(
+                r.observe_callback(1, "c", PushEvent::Started, &started),
+                CallbackApplied::Duplicate
+            );
         }
         let t = r.get(1, "c").unwrap();
         assert_eq!(
@@ -1444,7 +1469,14 @@ mod tests {
         );
         assert_eq!(r.stats(1).unwrap(), AppStats::default(), "nothing counted on a claim");
         // The confirming poll is owed at once; it confirms, and the counters move once.
-        let out = answer(&r, "c", Answer::State(Observation { exception_cnt: Some(2), ..stop.clone() }));
+        let out = answer(
+            &r,
+            "c",
+            Answer::State(Observation {
+                exception_cnt: Some(2),
+                ..stop.clone()
+            }),
+        );
         assert_eq!((out.ended, out.contradicted), (Some(FinishReason::Exception), None));
         let s = r.stats(1).unwrap();
         assert_eq!(
@@ -1472,18 +1504,29 @@ mod tests {
             ..stopped(Some(FinishReason::Exception))
         };
         r.observe_callback(1, "h", PushEvent::Stopped, &forged);
-        assert_eq!(r.get(1, "h").unwrap().status, TaskStatus::Stopped, "the claim shows at once");
+        assert_eq!(
+            r.get(1, "h").unwrap().status,
+            TaskStatus::Stopped,
+            "the claim shows at once"
+        );
         let out = answer(&r, "h", Answer::State(running));
         assert_eq!(
             out.contradicted,
             Some((PushEvent::Stopped, TaskStatus::Stopped, Some(FinishReason::Exception)))
         );
         let t = r.get(1, "h").unwrap();
-        assert_eq!((t.status, t.finish_reason, t.exception_cnt), (TaskStatus::Pushing, None, 0));
+        assert_eq!(
+            (t.status, t.finish_reason, t.exception_cnt),
+            (TaskStatus::Pushing, None, 0)
+        );
         assert!(t.is_pollable());
         let s = r.stats(1).unwrap();
         assert_eq!(
-            (s.started_total, s.finished_total.iter().sum::<u64>(), s.exceptions_total),
+            (
+                s.started_total,
+                s.finished_total.iter().sum::<u64>(),
+                s.exceptions_total
+            ),
             (1, 0, 0)
         );
     }
@@ -1500,8 +1543,17 @@ mod tests {
         r.finish_poll(1, "s", Instant::now());
         assert_eq!(out.contradicted, None);
         assert_eq!(r.get(1, "s").unwrap().status, TaskStatus::Stopped);
-        assert_eq!(r.next_to_poll(&[1], None).map(|k| k.1).as_deref(), Some("s"), "read again at once");
-        let out = r.apply_answer(1, "s", &Answer::State(stopped(Some(FinishReason::Auto))), Duration::ZERO);
+        assert_eq!(
+            r.next_to_poll(&[1], None).map(|k| k.1).as_deref(),
+            Some("s"),
+            "read again at once"
+        );
+        let out = r.apply_answer(
+            1,
+            "s",
+            &Answer::State(stopped(Some(FinishReason::Auto))),
+            Duration::ZERO,
+        );
         assert_eq!((out.ended, out.contradicted), (Some(FinishReason::Auto), None));
     }
 
@@ -1515,7 +1567,10 @@ mod tests {
         let out = answer(&r, "o", Answer::State(stopped(Some(FinishReason::Exception))));
         assert_eq!((out.ended, out.contradicted), (Some(FinishReason::Exception), None));
         let s = r.stats(1).unwrap();
-        assert_eq!((s.finished(FinishReason::Exception), s.finished(FinishReason::Other)), (1, 0));
+        assert_eq!(
+            (s.finished(FinishReason::Exception), s.finished(FinishReason::Other)),
+            (1, 0)
+        );
         assert_eq!(r.get(1, "o").unwrap().finish_reason, Some(FinishReason::Exception));
         // A poll that itself says STOPPED without a reason ends the task with OTHER.
         r.track(1, "p", None, Source::Discovery);
@@ -1530,9 +1585,13 @@ mod tests {
         let r = TaskRegistry::new();
         r.observe_callback(1, "u", PushEvent::Stopped, &stopped(Some(FinishReason::Exception)));
         let start = unix_now() - 1000.0;
-        assert!(r.settle_claims(1, Duration::from_secs(300), None, start).is_empty(), "too young");
         assert!(
-            r.settle_claims(1, Duration::ZERO, Some(unix_now() + 1.0), start).is_empty(),
+            r.settle_claims(1, Duration::from_secs(300), None, start).is_empty(),
+            "too young"
+        );
+        assert!(
+            r.settle_claims(1, Duration::ZERO, Some(unix_now() + 1.0), start)
+                .is_empty(),
             "the API answered since"
         );
         assert_eq!(r.settle_claims(1, Duration::ZERO, None, start), ["u"]);
@@ -1556,7 +1615,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         r.observe_poll(1, "a", &stopped(Some(FinishReason::Auto)));
         assert_eq!(r.track(1, "d", None, Source::Discovery), Track::Added);
-        assert!(r.get(1, "b").is_none() && r.get(1, "a").is_some(), "the oldest end went first");
+        assert!(
+            r.get(1, "b").is_none() && r.get(1, "a").is_some(),
+            "the oldest end went first"
+        );
         assert_eq!(
             r.observe_callback(1, "e", PushEvent::Started, &obs(TaskStatus::Pushing)),
             CallbackApplied::Accepted { ended: false }
@@ -1577,7 +1639,12 @@ mod tests {
         let r = TaskRegistry::new();
         let check = |r: &TaskRegistry| {
             let inner = r.lock();
-            let expected: BTreeSet<OrderKey> = inner.tasks.values().filter(|t| Inner::queued(t)).map(order_key).collect();
+            let expected: BTreeSet<OrderKey> = inner
+                .tasks
+                .values()
+                .filter(|t| Inner::queued(t))
+                .map(order_key)
+                .collect();
             assert_eq!(inner.queue, expected);
         };
         for i in 0..20 {
@@ -1593,7 +1660,12 @@ mod tests {
         check(&r);
         for (i, (app, id)) in picked.iter().enumerate() {
             if i % 3 == 0 {
-                r.apply_answer(*app, id, &Answer::State(stopped(Some(FinishReason::Auto))), Duration::ZERO);
+                r.apply_answer(
+                    *app,
+                    id,
+                    &Answer::State(stopped(Some(FinishReason::Auto))),
+                    Duration::ZERO,
+                );
             }
             r.finish_poll(*app, id, t0 + Duration::from_millis(i as u64));
         }

@@ -15,7 +15,7 @@
 //! page; `/-/healthy` and `/-/ready` stay open for probes, and callbacks keep their own signature
 //! check. Keys the toolkit has but this exporter does not support are refused by name, never ignored.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -200,10 +200,7 @@ impl WebConfig {
                         )));
                     }
                 }
-                Some(Arc::new(BasicAuth {
-                    users,
-                    cache: Mutex::new(HashMap::new()),
-                }))
+                Some(Arc::new(BasicAuth::new(users)))
             }
             _ => None,
         };
@@ -211,11 +208,29 @@ impl WebConfig {
     }
 }
 
-/// bcrypt-checked users, with a small cache so a scrape does not pay a bcrypt every time.
+/// bcrypt checks at once at most: each costs a core for tens of milliseconds, and
+/// `spawn_blocking` would otherwise start a thread per wrong password under a flood.
+pub const MAX_CONCURRENT_BCRYPT: usize = 2;
+/// Verified credentials remembered (least recently used dropped first).
+const VERIFIED_CACHE: usize = 64;
+
+/// bcrypt-checked users. Only credentials that verified are cached, so a flood of wrong passwords
+/// can neither evict the real scraper's entry nor make it pay bcrypt again; bcrypt work is
+/// bounded by [`MAX_CONCURRENT_BCRYPT`], past which a request is refused at once.
 pub struct BasicAuth {
     users: BTreeMap<String, String>,
-    /// (user, SHA-256 of the password) → verdict.
-    cache: Mutex<HashMap<(String, [u8; 32]), bool>>,
+    /// (user, SHA-256 of the password) of verified credentials, most recently used last.
+    verified: Mutex<VecDeque<(String, [u8; 32])>>,
+    bcrypt_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// The outcome of checking an `Authorization` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthCheck {
+    Allowed,
+    Denied,
+    /// Every bcrypt slot is busy: refused at once (503), counted as `auth_busy`.
+    Busy,
 }
 
 /// A real bcrypt hash (of a random password, cost 10), verified for unknown users so that the
@@ -229,62 +244,91 @@ fn dummy_hash() -> &'static str {
 }
 
 impl BasicAuth {
-    async fn check(self: &Arc<Self>, header_value: Option<&str>) -> bool {
+    fn new(users: BTreeMap<String, String>) -> BasicAuth {
+        BasicAuth {
+            users,
+            verified: Mutex::new(VecDeque::with_capacity(VERIFIED_CACHE)),
+            bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_BCRYPT)),
+        }
+    }
+
+    /// Checks an `Authorization` header value.
+    pub async fn check(self: &Arc<Self>, header_value: Option<&str>) -> AuthCheck {
         use base64::Engine;
         let Some(encoded) = header_value.and_then(|h| h.strip_prefix("Basic ")) else {
-            return false;
+            return AuthCheck::Denied;
         };
         let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-            return false;
+            return AuthCheck::Denied;
         };
         let Ok(text) = String::from_utf8(decoded) else {
-            return false;
+            return AuthCheck::Denied;
         };
         let Some((user, password)) = text.split_once(':') else {
-            return false;
+            return AuthCheck::Denied;
         };
         let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
         let key = (user.to_string(), digest);
-        if let Some(v) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            return *v;
+        {
+            let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = verified.iter().position(|k| *k == key) {
+                if let Some(hit) = verified.remove(i) {
+                    verified.push_back(hit);
+                }
+                return AuthCheck::Allowed;
+            }
         }
+        let Ok(slot) = self.bcrypt_slots.clone().try_acquire_owned() else {
+            return AuthCheck::Busy;
+        };
         let hash = self.users.get(user).cloned();
         let password = password.to_string();
         let ok = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let known = hash.is_some();
             let hash = hash.unwrap_or_else(|| dummy_hash().to_string());
             bcrypt::verify(&password, &hash).unwrap_or(false) && known
         })
         .await
         .unwrap_or(false);
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= 256 {
-            cache.clear();
+        if !ok {
+            return AuthCheck::Denied;
         }
-        cache.insert(key, ok);
-        ok
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= VERIFIED_CACHE {
+            verified.pop_front();
+        }
+        verified.push_back(key);
+        AuthCheck::Allowed
     }
 }
 
 /// Middleware: paths in `open` pass; every other one needs a valid `Authorization: Basic`.
-pub async fn require_auth(
-    State((auth, open)): State<(Arc<BasicAuth>, Arc<Vec<String>>)>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// What [`require_auth`] needs: the users, the paths left open, and where refusals are counted.
+pub type AuthState = (Arc<BasicAuth>, Arc<Vec<String>>, Arc<crate::metrics::ExporterMetrics>);
+
+pub async fn require_auth(State((auth, open, metrics)): State<AuthState>, req: Request, next: Next) -> Response {
     if open.iter().any(|p| p == req.uri().path()) {
         return next.run(req).await;
     }
     let header_value = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if auth.check(header_value).await {
-        next.run(req).await
-    } else {
-        (
+    match auth.check(header_value).await {
+        AuthCheck::Allowed => next.run(req).await,
+        AuthCheck::Denied => (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, r#"Basic realm="tiw-push-exporter""#)],
             "Unauthorized\n",
         )
-            .into_response()
+            .into_response(),
+        AuthCheck::Busy => {
+            metrics.count_refused("auth", "auth_busy");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                "too many password checks at once, retry later\n",
+            )
+                .into_response()
+        }
     }
 }
 

@@ -203,7 +203,11 @@ async fn handle(
             )
         }
         Some(region) if !crate::tencentcloud::TIW_REGIONS.contains(&region) => {
-            return error("UnsupportedRegion", "The API does not support the region passed in.", &rid)
+            return error(
+                "UnsupportedRegion",
+                "The API does not support the region passed in.",
+                &rid,
+            )
         }
         Some(_) => {}
     }

@@ -194,9 +194,7 @@ impl Limiters {
     pub fn new(apps: &[AppConfig]) -> Self {
         let mut rates: HashMap<String, u32> = HashMap::new();
         for app in apps {
-            let rate = rates
-                .entry(budget_key(&app.api))
-                .or_insert(app.api.requests_per_second);
+            let rate = rates.entry(budget_key(&app.api)).or_insert(app.api.requests_per_second);
             *rate = (*rate).min(app.api.requests_per_second);
         }
         Limiters {
@@ -557,8 +555,14 @@ mod tests {
         }
         assert_eq!(ErrorKind::of_code("RequestLimitExceededX"), ErrorKind::Other);
         assert_eq!(ErrorKind::of_code("InternalError.DbError"), ErrorKind::Internal);
-        assert_eq!(ErrorKind::of_code("InvalidParameter.TaskNotFound"), ErrorKind::TaskNotFound);
-        assert_eq!(ErrorKind::of_code("FailedOperation.WhiteboardPush"), ErrorKind::TaskFailed);
+        assert_eq!(
+            ErrorKind::of_code("InvalidParameter.TaskNotFound"),
+            ErrorKind::TaskNotFound
+        );
+        assert_eq!(
+            ErrorKind::of_code("FailedOperation.WhiteboardPush"),
+            ErrorKind::TaskFailed
+        );
     }
 
     #[test]

@@ -265,7 +265,11 @@ impl TiwClient {
                 code,
                 message,
                 request_id,
-            }) if matches!(ErrorKind::of_code(&code), ErrorKind::TaskFailed | ErrorKind::TaskNotFound) => {
+            }) if matches!(
+                ErrorKind::of_code(&code),
+                ErrorKind::TaskFailed | ErrorKind::TaskNotFound
+            ) =>
+            {
                 let answer = match ErrorKind::of_code(&code) {
                     ErrorKind::TaskFailed => PushAnswer::Failed { message },
                     _ => PushAnswer::NotFound,
@@ -397,8 +401,16 @@ mod tests {
     /// Status of "" or null is no status at all.
     #[test]
     fn stopped_without_a_documented_reason_is_other() {
-        let answer = |v: serde_json::Value| decode::<WhiteboardPush>(&serde_json::json!({ "Response": v })).unwrap().answer();
-        for reason in [serde_json::json!(""), serde_json::json!(null), serde_json::json!("CRASHED")] {
+        let answer = |v: serde_json::Value| {
+            decode::<WhiteboardPush>(&serde_json::json!({ "Response": v }))
+                .unwrap()
+                .answer()
+        };
+        for reason in [
+            serde_json::json!(""),
+            serde_json::json!(null),
+            serde_json::json!("CRASHED"),
+        ] {
             let PushAnswer::State(o) = answer(serde_json::json!({"Status": "STOPPED", "FinishReason": reason})) else {
                 panic!("a state")
             };
@@ -412,7 +424,10 @@ mod tests {
             panic!("a state")
         };
         assert_eq!((o.status, o.finish_reason), (Some(TaskStatus::Pushing), None));
-        assert_eq!(answer(serde_json::json!({"Status": null, "RoomId": 3})), PushAnswer::NoStatus);
+        assert_eq!(
+            answer(serde_json::json!({"Status": null, "RoomId": 3})),
+            PushAnswer::NoStatus
+        );
         assert_eq!(answer(serde_json::json!({"Status": ""})), PushAnswer::NoStatus);
     }
 
@@ -425,7 +440,9 @@ mod tests {
             "IMSyncTime": 1610591726
         }))
         .unwrap();
-        let PushAnswer::State(obs) = reply.answer() else { panic!("a state") };
+        let PushAnswer::State(obs) = reply.answer() else {
+            panic!("a state")
+        };
         assert_eq!(
             (obs.push_start_time, obs.room_id, obs.exception_cnt, obs.im_sync_time),
             (None, None, None, Some(1610591726))

@@ -194,7 +194,10 @@ async fn hostile_callbacks_are_refused_and_change_nothing() {
     assert_eq!(counted("1400000003", "WhiteboardPushStopped", "unsigned"), Some(2.0));
     assert_eq!(counted("1400000003", "WhiteboardPushStarted", "unsigned"), Some(1.0));
     assert_eq!(counted("", "WhiteboardPushStopped", "unknown_app"), Some(1.0));
-    assert_eq!(counted("1400000001", "WhiteboardPushStopped", "bad_signature"), Some(4.0));
+    assert_eq!(
+        counted("1400000001", "WhiteboardPushStopped", "bad_signature"),
+        Some(4.0)
+    );
     assert!(
         !last.text.contains("sdk_app_id=\"1400000099\""),
         "an unknown app is never a label value"
@@ -240,11 +243,17 @@ async fn replaying_a_stopped_event_counts_it_once() {
         Some(1.0)
     );
     assert_eq!(
-        m.get("tiw_exporter_callbacks_total", &[app, stopped, ("outcome", "duplicate")]),
+        m.get(
+            "tiw_exporter_callbacks_total",
+            &[app, stopped, ("outcome", "duplicate")]
+        ),
         Some(9.0)
     );
     assert_eq!(
-        m.get("tiw_exporter_callbacks_total", &[app, stopped, ("outcome", "contradicted")]),
+        m.get(
+            "tiw_exporter_callbacks_total",
+            &[app, stopped, ("outcome", "contradicted")]
+        ),
         Some(0.0)
     );
     assert_eq!(
@@ -286,8 +295,10 @@ fn projection(m: &Metrics, app: &str) -> Vec<(String, Vec<f64>)> {
 async fn order_loss_duplicates_and_stale_polls_end_in_the_same_metrics() {
     let apps: [u64; 5] = [1400000011, 1400000012, 1400000013, 1400000014, 1400000015];
     let sim = start_sim(sim_config(&apps)).await;
-    let yaml = config_yaml(&sim.endpoint(), &apps, "200ms", "")
-        .replace("  - sdk_app_id: ", "  - allow_unsigned_callbacks: true\n    sdk_app_id: ");
+    let yaml = config_yaml(&sim.endpoint(), &apps, "200ms", "").replace(
+        "  - sdk_app_id: ",
+        "  - allow_unsigned_callbacks: true\n    sdk_app_id: ",
+    );
     let exporter = start_exporter(&yaml).await;
     let (start, stop) = (now() - 100, now() - 10);
     let mut tasks = Vec::new();
@@ -360,8 +371,9 @@ async fn order_loss_duplicates_and_stale_polls_end_in_the_same_metrics() {
     let contradicted = [("sdk_app_id", "1400000015"), ("outcome", "contradicted")];
     wait_for(Duration::from_secs(5), "the claim contradicted", || async {
         let m = exporter.scrape().await;
-        (m.sum("tiw_exporter_callbacks_total", &contradicted) == 1.0 && m.status_of(&tasks[4]).as_deref() == Some("PUSHING"))
-            .then_some(())
+        (m.sum("tiw_exporter_callbacks_total", &contradicted) == 1.0
+            && m.status_of(&tasks[4]).as_deref() == Some("PUSHING"))
+        .then_some(())
     })
     .await;
     end(&tasks[4]);

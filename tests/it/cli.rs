@@ -205,7 +205,12 @@ async fn callback_commands_register_url_and_key_without_showing_the_key() {
     let out = run_bin(args(&["callback", "set-url"]), "").await;
     assert!(!out.status.success(), "neither a URL nor --delete");
     let out = run_bin(
-        args(&["callback", "set-url", "--delete", "https://exporter.example.com/callback"]),
+        args(&[
+            "callback",
+            "set-url",
+            "--delete",
+            "https://exporter.example.com/callback",
+        ]),
         "",
     )
     .await;
@@ -227,8 +232,14 @@ fn check_config_warns_about_callback_trust() {
         .unwrap();
     assert!(out.status.success(), "warnings do not fail the check");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("warning: apps[0].callback_key: not set, so app 1 can receive no push callback"), "{err}");
-    assert!(err.contains("warning: apps[1].allow_unsigned_callbacks: app 2 accepts unsigned push callbacks"), "{err}");
+    assert!(
+        err.contains("warning: apps[0].callback_key: not set, so app 1 can receive no push callback"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: apps[1].allow_unsigned_callbacks: app 2 accepts unsigned push callbacks"),
+        "{err}"
+    );
     assert!(!err.contains("apps[2]"), "{err}");
 }
 

@@ -203,13 +203,18 @@ async fn restart_keeps_counters_and_task_series() {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
-    wait_for(Duration::from_secs(10), "the polled task and the confirmed end", || async {
-        let m = scrape(&proc.addr).await;
-        let polled_read = m.get("tiw_push_task_info", &[("task_id", polled.as_str()), ("group_id", "1")]) == Some(1.0);
-        let confirmed = m.get("tiw_push_tasks_finished_total", &[("reason", "EXCEPTION")]) == Some(1.0);
-        let b_read = m.get("tiw_push_task_info", &[("task_id", "restartb"), ("group_id", "7")]) == Some(1.0);
-        (polled_read && confirmed && b_read).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "the polled task and the confirmed end",
+        || async {
+            let m = scrape(&proc.addr).await;
+            let polled_read =
+                m.get("tiw_push_task_info", &[("task_id", polled.as_str()), ("group_id", "1")]) == Some(1.0);
+            let confirmed = m.get("tiw_push_tasks_finished_total", &[("reason", "EXCEPTION")]) == Some(1.0);
+            let b_read = m.get("tiw_push_task_info", &[("task_id", "restartb"), ("group_id", "7")]) == Some(1.0);
+            (polled_read && confirmed && b_read).then_some(())
+        },
+    )
     .await;
     // Freeze the truth: with the simulator gone nothing can change any more.
     sim.stop().await;

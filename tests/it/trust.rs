@@ -51,9 +51,15 @@ async fn a_failed_task_answered_without_status_ends_failed_once() {
     sim.sim.fail_bare(&task);
     let m = wait_status(&exporter, &task, "FAILED").await;
     let app = ("sdk_app_id", "1400000001");
-    assert_eq!(m.get("tiw_push_tasks_finished_total", &[app, ("reason", "FAILED")]), Some(1.0));
     assert_eq!(
-        m.get("tiw_push_task_finish_reason", &[("task_id", task.as_str()), ("reason", "FAILED")]),
+        m.get("tiw_push_tasks_finished_total", &[app, ("reason", "FAILED")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.get(
+            "tiw_push_task_finish_reason",
+            &[("task_id", task.as_str()), ("reason", "FAILED")]
+        ),
         Some(1.0)
     );
     let after = polls(&sim.sim);
@@ -72,7 +78,10 @@ async fn bare_app_level_codes_take_the_app_down() {
     sim.sim.create_task(APP, 1);
     let exporter = start_exporter(&config_yaml(&sim.endpoint(), &[APP], "100ms", "")).await;
     let up = || async { exporter.scrape().await.get("tiw_up", &[("sdk_app_id", "1400000001")]) };
-    wait_for(Duration::from_secs(5), "tiw_up 1", || async { (up().await == Some(1.0)).then_some(()) }).await;
+    wait_for(Duration::from_secs(5), "tiw_up 1", || async {
+        (up().await == Some(1.0)).then_some(())
+    })
+    .await;
     for code in [
         "ResourceUnavailable",
         "UnauthorizedOperation",
@@ -123,10 +132,18 @@ async fn stops_without_a_documented_reason() {
     });
     for (task, data) in [
         (&refined, json!({"TaskId": refined, "RoomId": 7})),
-        (&odd, json!({"TaskId": odd, "RoomId": 8, "FinishReason": "RENDER_CRASHED"})),
+        (
+            &odd,
+            json!({"TaskId": odd, "RoomId": 8, "FinishReason": "RENDER_CRASHED"}),
+        ),
     ] {
-        let event = json!({"EventType": "WhiteboardPushStopped", "SdkAppId": APP, "Timestamp": now(), "EventData": data});
-        assert_eq!(post(&url, sign_event(event, KEY, now() + 300).to_string()).await, 200, "{task}");
+        let event =
+            json!({"EventType": "WhiteboardPushStopped", "SdkAppId": APP, "Timestamp": now(), "EventData": data});
+        assert_eq!(
+            post(&url, sign_event(event, KEY, now() + 300).to_string()).await,
+            200,
+            "{task}"
+        );
     }
     let app = ("sdk_app_id", "1400000001");
     let m = wait_for(Duration::from_secs(10), "both confirmed", || async {
@@ -137,9 +154,18 @@ async fn stops_without_a_documented_reason() {
     let reasons = m.finish_reasons();
     assert_eq!(reasons.get(&refined).map(String::as_str), Some("EXCEPTION"));
     assert_eq!(reasons.get(&odd).map(String::as_str), Some("OTHER"));
-    assert_eq!(m.get("tiw_push_tasks_finished_total", &[app, ("reason", "EXCEPTION")]), Some(1.0));
-    assert_eq!(m.get("tiw_push_tasks_finished_total", &[app, ("reason", "OTHER")]), Some(1.0));
-    assert_eq!(m.sum("tiw_exporter_callbacks_total", &[("outcome", "contradicted")]), 0.0);
+    assert_eq!(
+        m.get("tiw_push_tasks_finished_total", &[app, ("reason", "EXCEPTION")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.get("tiw_push_tasks_finished_total", &[app, ("reason", "OTHER")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.sum("tiw_exporter_callbacks_total", &[("outcome", "contradicted")]),
+        0.0
+    );
     exporter.stop().await;
     sim.stop().await;
 }
@@ -161,7 +187,11 @@ async fn a_forged_body_under_a_reused_sign_is_reverted() {
     let app = ("sdk_app_id", "1400000001");
     let before = exporter.scrape().await;
     // A captured Sign: valid until its ExpireTime for any body.
-    let captured = sign_event(json!({"EventType": "TranscodeFinished", "SdkAppId": APP, "Timestamp": now(), "EventData": {}}), KEY, now() + 600);
+    let captured = sign_event(
+        json!({"EventType": "TranscodeFinished", "SdkAppId": APP, "Timestamp": now(), "EventData": {}}),
+        KEY,
+        now() + 600,
+    );
     let forged = json!({"EventType": "WhiteboardPushStopped", "SdkAppId": APP, "Timestamp": now(),
         "ExpireTime": captured["ExpireTime"], "Sign": captured["Sign"],
         "EventData": {"TaskId": task, "FinishReason": "EXCEPTION", "ExceptionCnt": 4294967295u64,
@@ -178,11 +208,20 @@ async fn a_forged_body_under_a_reused_sign_is_reverted() {
     println!("forged Stopped reverted in {:?}", sent.elapsed());
     // The confirming poll is sent at once: far inside three poll intervals (6 s here).
     assert!(sent.elapsed() < Duration::from_secs(6), "within three poll intervals");
-    for name in ["tiw_push_tasks_finished_total", "tiw_push_exceptions_total", "tiw_push_duration_seconds_count"] {
+    for name in [
+        "tiw_push_tasks_finished_total",
+        "tiw_push_exceptions_total",
+        "tiw_push_duration_seconds_count",
+    ] {
         assert_eq!(m.sum(name, &[app]), before.sum(name, &[app]), "{name} moved");
     }
-    assert_eq!(m.get("tiw_push_task_exceptions", &[("task_id", task.as_str())]), Some(0.0));
-    assert!(m.values("tiw_push_task_finish_reason", &[("task_id", task.as_str())]).is_empty());
+    assert_eq!(
+        m.get("tiw_push_task_exceptions", &[("task_id", task.as_str())]),
+        Some(0.0)
+    );
+    assert!(m
+        .values("tiw_push_task_finish_reason", &[("task_id", task.as_str())])
+        .is_empty());
     exporter.stop().await;
     sim.stop().await;
 }
@@ -213,21 +252,45 @@ async fn a_forged_callback_flood_is_refused_and_costs_no_api_call() {
         let (client, url, limit) = (client.clone(), exporter.url("/callback"), limit.clone());
         sends.spawn(async move {
             let _p = limit.acquire().await;
-            client.post(url).body(body).send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+            client
+                .post(url)
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
         });
     }
     let statuses = sends.join_all().await;
-    assert!(statuses.iter().all(|s| *s == 401), "{:?}", statuses.iter().find(|s| **s != 401));
+    assert!(
+        statuses.iter().all(|s| *s == 401),
+        "{:?}",
+        statuses.iter().find(|s| **s != 401)
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(exporter.registry.len(), 0, "nothing tracked");
     assert_eq!(polls(&sim.sim), 0, "no API call caused");
     let m = exporter.scrape().await;
     assert_eq!(
-        m.get("tiw_exporter_callbacks_total", &[("sdk_app_id", "1400000002"), ("event_type", "WhiteboardPushStarted"), ("outcome", "unsigned")]),
+        m.get(
+            "tiw_exporter_callbacks_total",
+            &[
+                ("sdk_app_id", "1400000002"),
+                ("event_type", "WhiteboardPushStarted"),
+                ("outcome", "unsigned")
+            ]
+        ),
         Some(10_000.0)
     );
     assert_eq!(
-        m.get("tiw_exporter_callbacks_total", &[("sdk_app_id", "1400000001"), ("event_type", "WhiteboardPushStarted"), ("outcome", "bad_signature")]),
+        m.get(
+            "tiw_exporter_callbacks_total",
+            &[
+                ("sdk_app_id", "1400000001"),
+                ("event_type", "WhiteboardPushStarted"),
+                ("outcome", "bad_signature")
+            ]
+        ),
         Some(10_000.0)
     );
     assert_eq!(m.sum("tiw_push_tasks_started_total", &[]), 0.0);
@@ -260,7 +323,11 @@ async fn an_allowed_flood_stays_bounded_and_costs_at_most_three_calls_per_id() {
     ) + &format!("state:\n  path: {}\n", dir.path().join("state").display());
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, yaml).unwrap();
-    let proc = spawn_exporter(std::path::Path::new(env!("CARGO_BIN_EXE_tiw-push-exporter")), &config, &[]);
+    let proc = spawn_exporter(
+        std::path::Path::new(env!("CARGO_BIN_EXE_tiw-push-exporter")),
+        &config,
+        &[],
+    );
     let pid = proc.child.id();
     let url = format!("http://{}/callback", proc.addr);
     let rss_before = rss_kib(pid);
@@ -274,7 +341,13 @@ async fn an_allowed_flood_stays_bounded_and_costs_at_most_three_calls_per_id() {
         let (client, url, limit) = (client.clone(), url.clone(), limit.clone());
         sends.spawn(async move {
             let _p = limit.acquire().await;
-            client.post(url).body(body).send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+            client
+                .post(url)
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
         });
     }
     let mut peak = 0.0f64;
@@ -291,31 +364,62 @@ async fn an_allowed_flood_stays_bounded_and_costs_at_most_three_calls_per_id() {
     let accepted = statuses.iter().filter(|s| **s == 200).count() as f64;
     let refused = statuses.iter().filter(|s| **s == 503).count() as f64;
     assert_eq!(accepted + refused, 10_000.0, "every event answered 200 or 503");
-    // Let the drops catch up for a while, watching the bound.
-    let deadline = Instant::now() + Duration::from_secs(8);
-    while Instant::now() < deadline {
+    // Every made-up id costs three reads at 20/s: 1000 ids take about 150 s to drain. Watch the
+    // bound all the while.
+    let flooded = Instant::now();
+    let m = loop {
         let m = scrape(&proc.addr).await;
-        peak = peak.max(m.sum("tiw_push_tasks", &[]));
+        let tracked = m.sum("tiw_push_tasks", &[]);
+        peak = peak.max(tracked);
+        if tracked == 0.0 {
+            break m;
+        }
+        assert!(
+            flooded.elapsed() < Duration::from_secs(280),
+            "forged ids still tracked: {tracked}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let m = scrape(&proc.addr).await;
-    let calls = polls(&sim.sim) as f64;
-    let dropped = m.get("tiw_exporter_tasks_dropped_total", &[("sdk_app_id", "1400000001"), ("reason", "not_found")]).unwrap();
-    let limited = m.get("tiw_exporter_tasks_dropped_total", &[("sdk_app_id", "1400000001"), ("reason", "limit")]).unwrap();
+    };
+    let drained = flooded.elapsed();
+    let stats = sim.sim.stats();
+    // Answered reads: a request the simulator refused for the rate limit is retried, not an answer.
+    let calls = stats.admitted.get("DescribeWhiteboardPush").map_or(0, Vec::len) as f64;
+    let dropped = m
+        .get(
+            "tiw_exporter_tasks_dropped_total",
+            &[("sdk_app_id", "1400000001"), ("reason", "not_found")],
+        )
+        .unwrap();
+    let limited = m
+        .get(
+            "tiw_exporter_tasks_dropped_total",
+            &[("sdk_app_id", "1400000001"), ("reason", "limit")],
+        )
+        .unwrap();
     let rss_after = rss_kib(pid);
     println!(
         "allowed flood: {accepted} taken, {refused} refused 503 (limit counted {limited}); peak tracked {peak}; \
-         {calls} DescribeWhiteboardPush for {accepted} forged ids ({:.2} per id); {dropped} dropped after 3 TaskNotFound; \
-         RSS {rss_before} KiB before, {rss_after} KiB after",
-        calls / accepted.max(1.0)
+         {calls} DescribeWhiteboardPush answered for {accepted} forged ids ({:.2} per id, {} refused for the rate limit); \
+         {dropped} dropped after 3 TaskNotFound, all within {drained:?}; RSS {rss_before} KiB before, {rss_after} KiB after",
+        calls / accepted.max(1.0),
+        stats.rate_limited
     );
     assert!(peak <= 1000.0, "tracked tasks exceeded max_tasks: {peak}");
     assert_eq!(limited, refused, "every refusal counted");
-    assert!(dropped >= 1.0, "made-up ids are dropped");
-    assert!(calls <= 3.0 * accepted, "{calls} calls for {accepted} ids");
-    assert!(calls >= 3.0 * dropped, "each dropped id was read three times");
-    assert_eq!(sim.sim.stats().rate_limited, 0, "within the 20/s budget");
-    assert_eq!(m.sum("tiw_push_tasks_started_total", &[]), 0.0, "nothing forged was counted");
+    assert_eq!(dropped, accepted, "every made-up id is dropped");
+    assert_eq!(calls, 3.0 * accepted, "exactly three reads per forged id");
+    // The limiter keeps within 20/s as the server counts; on a loaded machine a reply's jitter can
+    // cost a rare refusal, which widens its allowance.
+    assert!(
+        stats.rate_limited * 100 <= stats.requests["DescribeWhiteboardPush"],
+        "{} refused",
+        stats.rate_limited
+    );
+    assert_eq!(
+        m.sum("tiw_push_tasks_started_total", &[]),
+        0.0,
+        "nothing forged was counted"
+    );
     sim.stop().await;
 }
 
@@ -329,11 +433,18 @@ async fn a_configured_unknown_task_is_read_once_per_discovery_interval() {
         sim.endpoint()
     );
     let exporter = start_exporter(&yaml).await;
-    wait_for(Duration::from_secs(5), "three reads", || async { (polls(&sim.sim) >= 3).then_some(()) }).await;
+    wait_for(Duration::from_secs(5), "three reads", || async {
+        (polls(&sim.sim) >= 3).then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(polls(&sim.sim), 3, "parked after the third TaskNotFound");
     let m = exporter.scrape().await;
-    assert_eq!(m.status_of("nosuchtask0000000001").as_deref(), Some("UNKNOWN"), "still tracked");
+    assert_eq!(
+        m.status_of("nosuchtask0000000001").as_deref(),
+        Some("UNKNOWN"),
+        "still tracked"
+    );
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(polls(&sim.sim), 3, "not read again before the discovery interval");
     wait_for(Duration::from_secs(5), "one read per discovery interval", || async {
@@ -390,9 +501,12 @@ async fn secret_ids_of_one_account_share_its_budget() {
         "two SecretIds of one account: without account {} refusals (max {sep_max}/s admitted), with account {} refusals (max {shared_max}/s)",
         separate.rate_limited, shared.rate_limited
     );
-    assert!(separate.rate_limited > 0, "without `account` the pair trips the account's limit");
+    assert!(
+        separate.rate_limited > 0,
+        "without `account` the pair trips the account's limit"
+    );
     assert_eq!(shared.rate_limited, 0);
-    assert!(shared_max <= 20 && shared_max >= 15, "{shared_max}");
+    assert!((15..=20).contains(&shared_max), "{shared_max}");
 }
 
 /// The simulator as Tencent documents it: DescribeRunningTasks' Limit defaults to 100, and a
