@@ -142,6 +142,17 @@ fn build_poller(
     Poller::new(registry.clone(), metrics.clone(), apps, settings)
 }
 
+/// Says which apps the store holds state for that the configuration leaves out.
+fn log_hidden_apps(registry: &TaskRegistry) {
+    for (sdk_app_id, tasks) in registry.hidden_apps() {
+        tracing::info!(
+            sdk_app_id,
+            tasks,
+            "the store keeps this app's tasks and counters, but the configuration leaves it out: not polled, not on /metrics; list it again to bring them back, or run `tiw-push-exporter state forget --app` on a stopped exporter"
+        );
+    }
+}
+
 /// Says which apps take unsigned push events, and which can take no callback at all.
 fn log_callback_trust(config: &Config) {
     for app in &config.apps {
@@ -179,14 +190,9 @@ impl Exporter {
         if tasks > 0 || apps > 0 {
             tracing::info!(path = %store.path().display(), tasks, apps, "restored state");
         }
-        // Apps dropped from the configuration while the exporter was down go now.
-        let configured: BTreeSet<u64> = config.apps.iter().map(|a| a.sdk_app_id).collect();
-        for (id, _) in registry.snapshot().1 {
-            if !configured.contains(&id) {
-                registry.remove_app(id);
-            }
-        }
-        registry.ensure_apps(configured);
+        // Apps left out of the configuration keep their state, hidden, until they return.
+        registry.set_configured(config.apps.iter().map(|a| a.sdk_app_id));
+        log_hidden_apps(&registry);
         let metrics = ExporterMetrics::new(registry.clone(), config.per_task_metrics);
         metrics.register_apps(config.apps.iter().map(|a| a.sdk_app_id));
         log_callback_trust(&config);
@@ -439,14 +445,13 @@ impl Supervisor {
         let old: BTreeSet<u64> = self.config.apps.iter().map(|a| a.sdk_app_id).collect();
         let new_ids: BTreeSet<u64> = new.apps.iter().map(|a| a.sdk_app_id).collect();
         self.stop_poller().await;
-        let mut removed_tasks = 0;
         for id in old.difference(&new_ids) {
-            removed_tasks += self.registry.remove_app(*id);
             let label = id.to_string();
             let _ = self.metrics.up.remove_label_values(&[&label]);
             let _ = self.metrics.last_poll_success.remove_label_values(&[&label]);
         }
-        self.registry.ensure_apps(new_ids.iter().copied());
+        self.registry.set_configured(new_ids.iter().copied());
+        log_hidden_apps(&self.registry);
         self.registry.set_max_tasks(new.max_tasks);
         self.metrics.register_apps(new_ids.iter().copied());
         log_callback_trust(&new);
@@ -456,7 +461,7 @@ impl Supervisor {
             .per_task_metrics
             .store(new.per_task_metrics, Ordering::Relaxed);
         let summary = format!(
-            "{} apps (added {:?}, removed {:?} with {removed_tasks} tasks)",
+            "{} apps (added {:?}, left out {:?}: their tasks and counters are kept)",
             new_ids.len(),
             new_ids.difference(&old).collect::<Vec<_>>(),
             old.difference(&new_ids).collect::<Vec<_>>()

@@ -78,6 +78,11 @@ enum Command {
         #[command(subcommand)]
         action: CallbackCommand,
     },
+    /// Act on the store at state.path (stop the exporter first).
+    State {
+        #[command(subcommand)]
+        action: StateCommand,
+    },
     /// Call DescribeWhiteboardPush for one task and print the reply as JSON.
     Describe {
         /// The task's SdkAppId (must be in the configuration).
@@ -85,6 +90,17 @@ enum Command {
         app: u64,
         /// The task id.
         task_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Forget one app's tasks, tombstones and counters for good. A reload or restart that leaves
+    /// an app out of the configuration keeps them; this is how they go.
+    Forget {
+        /// The SdkAppId whose recorded state goes.
+        #[arg(long)]
+        app: u64,
     },
 }
 
@@ -329,6 +345,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Callback { action } => callback_command(&cli.config_file, action).await,
+        Command::State {
+            action: StateCommand::Forget { app },
+        } => {
+            let config =
+                Config::load(&cli.config_file).map_err(|e| anyhow::anyhow!("{}: {e}", cli.config_file.display()))?;
+            let store = tiw_push_exporter::store::Store::open(&config.state_path)
+                .map_err(|e| anyhow::anyhow!("{e} (is the exporter still running on this store? stop it first)"))?;
+            let (tasks, tombstones) = store.forget_app(app)?;
+            println!(
+                "{}: forgot app {app}: {tasks} tasks, {tombstones} tombstones and its counters",
+                store.path().display()
+            );
+            if config.app(app).is_some() {
+                eprintln!(
+                    "warning: app {app} is still in {}: it starts again from zero",
+                    cli.config_file.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Describe { app, task_id } => {
             let (_, client) = app_client(&cli.config_file, Some(app))?;
             match client.describe_whiteboard_push(&task_id).await {

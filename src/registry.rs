@@ -475,25 +475,27 @@ pub struct View<'a> {
 }
 
 impl View<'_> {
+    /// Tasks of the configured apps (a reload that leaves an app out hides it; its state stays).
     pub fn tasks(&self) -> impl Iterator<Item = &Task> {
-        self.inner.tasks.values()
+        self.inner.tasks.values().filter(|t| self.inner.shown(t.sdk_app_id))
     }
+    /// Aggregates of the configured apps.
     pub fn apps(&self) -> impl Iterator<Item = (&u64, &AppStats)> {
-        self.inner.apps.iter()
+        self.inner.apps.iter().filter(|(id, _)| self.inner.shown(**id))
     }
     /// Tracked tasks per app and status, every configured app and every status present.
     pub fn status_counts(&self) -> BTreeMap<u64, [u64; 5]> {
-        let mut counts: BTreeMap<u64, [u64; 5]> = self.inner.apps.keys().map(|k| (*k, [0; 5])).collect();
-        for t in self.inner.tasks.values() {
+        let mut counts: BTreeMap<u64, [u64; 5]> = self.apps().map(|(k, _)| (*k, [0; 5])).collect();
+        for t in self.tasks() {
             counts.entry(t.sdk_app_id).or_insert([0; 5])[t.status.index()] += 1;
         }
         counts
     }
     pub fn len(&self) -> usize {
-        self.inner.tasks.len()
+        self.tasks().count()
     }
     pub fn is_empty(&self) -> bool {
-        self.inner.tasks.is_empty()
+        self.len() == 0
     }
 }
 
@@ -561,6 +563,8 @@ struct Inner {
     max_tasks: usize,
     /// When the last "registry full" warning was logged.
     last_full_warning: Option<Instant>,
+    /// The apps of the configuration in force (`None`: every app). Others are kept, not shown.
+    configured: Option<BTreeSet<u64>>,
 }
 
 /// (not wanted now, last polled, SdkAppId, TaskId): the poll order.
@@ -594,7 +598,13 @@ impl Inner {
             seq: 0,
             max_tasks,
             last_full_warning: None,
+            configured: None,
         }
+    }
+
+    /// Whether an app's series are shown: it is in the configuration in force.
+    fn shown(&self, sdk_app_id: u64) -> bool {
+        self.configured.as_ref().is_none_or(|c| c.contains(&sdk_app_id))
     }
 
     fn queued(t: &Task) -> bool {
@@ -784,19 +794,31 @@ impl TaskRegistry {
         }
     }
 
-    /// Removes an app taken out of the configuration: its tasks and aggregates, here and in the
-    /// store. Returns how many tasks went.
-    pub fn remove_app(&self, sdk_app_id: u64) -> usize {
+    /// The apps of the configuration in force: they get aggregates, and only they are shown.
+    /// An app left out keeps its tasks and counters, here and in the store, unchanged (not
+    /// polled, not expired), and shows them again when a later configuration lists it (SPEC §5).
+    /// Forgetting an app is a deliberate act on a stopped exporter (`state forget`).
+    pub fn set_configured(&self, apps: impl IntoIterator<Item = u64>) {
+        let apps: BTreeSet<u64> = apps.into_iter().collect();
         let mut inner = self.lock();
-        let keys: Vec<Key> = inner.tasks.keys().filter(|k| k.0 == sdk_app_id).cloned().collect();
-        for key in &keys {
-            inner.remove_task(key, None);
+        for id in &apps {
+            if let std::collections::btree_map::Entry::Vacant(e) = inner.apps.entry(*id) {
+                e.insert(AppStats::default());
+                inner.apps_dirty = true;
+            }
         }
-        inner.tombstones.retain(|k, _| k.0 != sdk_app_id);
-        if inner.apps.remove(&sdk_app_id).is_some() {
-            inner.apps_removed.push(sdk_app_id);
-        }
-        keys.len()
+        inner.configured = Some(apps);
+    }
+
+    /// Apps the registry holds state for that the configuration in force leaves out.
+    pub fn hidden_apps(&self) -> Vec<(u64, usize)> {
+        let inner = self.lock();
+        inner
+            .apps
+            .keys()
+            .filter(|id| !inner.shown(**id))
+            .map(|id| (*id, inner.tasks.keys().filter(|k| k.0 == *id).count()))
+            .collect()
     }
 
     /// Takes every change since the last batch, for the store.
@@ -1173,14 +1195,18 @@ impl TaskRegistry {
         let now = unix_now();
         let mut inner = self.lock();
         let cutoff = ((now - retention.as_secs_f64()).max(0.0) * 1000.0) as u64;
-        let mut expired = 0;
-        while let Some((ended, key)) = inner.finished.first().cloned() {
-            if ended > cutoff {
-                break;
-            }
-            inner.remove_task(&key, Some(now));
-            expired += 1;
+        // An app left out of the configuration keeps its tasks as they were until it returns.
+        let due: Vec<Key> = inner
+            .finished
+            .iter()
+            .take_while(|(ended, _)| *ended <= cutoff)
+            .filter(|(_, key)| inner.shown(key.0))
+            .map(|(_, key)| key.clone())
+            .collect();
+        for key in &due {
+            inner.remove_task(key, Some(now));
         }
+        let expired = due.len();
         let tomb_cutoff = now - TOMBSTONE_TTL.as_secs_f64();
         let pruned: Vec<Key> = inner
             .tombstones
@@ -1677,7 +1703,7 @@ mod tests {
         r.clear_polling();
         check(&r);
         r.expire(Duration::ZERO);
-        r.remove_app(2);
+        r.set_configured([1]);
         check(&r);
     }
 
@@ -1695,6 +1721,26 @@ mod tests {
             "an expired task must not come back"
         );
         assert_eq!(r.stats(1).unwrap().finished(FinishReason::Auto), 1);
+    }
+
+    /// An app left out of the configuration is hidden, not deleted: not shown, not expired, and
+    /// back unchanged with the app.
+    #[test]
+    fn an_app_left_out_is_hidden_and_comes_back_unchanged() {
+        let r = TaskRegistry::new();
+        r.set_configured([1, 2]);
+        r.track(2, "t", None, Source::Discovery);
+        r.observe_poll(2, "t", &stopped(Some(FinishReason::Exception)));
+        let before = r.snapshot();
+        r.set_configured([1]);
+        assert_eq!(r.view().tasks().count(), 0);
+        assert_eq!(r.view().apps().map(|(id, _)| *id).collect::<Vec<_>>(), [1]);
+        assert_eq!(r.expire(Duration::ZERO), 0, "not expired while hidden");
+        assert_eq!(r.hidden_apps(), [(2, 1)]);
+        assert!(r.next_to_poll(&[1], Some(Instant::now())).is_none());
+        r.set_configured([1, 2]);
+        assert_eq!(r.snapshot(), before);
+        assert_eq!(r.view().tasks().count(), 1);
     }
 
     /// Aggregates written before reason OTHER existed (four entries) still load.

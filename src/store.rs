@@ -7,30 +7,43 @@
 //! commits them in one transaction and answers every waiter at once. So a callback is answered
 //! 200 only once its effect is on disk, without one fsync per request. Poll results are written
 //! by the same writer at least every [`FLUSH_PERIOD`].
+//!
+//! The store proves what it loads: a marker in its `meta` table says it is this exporter's, and
+//! every record carries a checksum of its table, key and value. An empty or foreign file, a record
+//! that fails its checksum, or a page so damaged that redb panics, refuses the store with its path
+//! and the record named; nothing damaged is ever loaded (a counter that went backwards, say).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::ExporterMetrics;
 use crate::registry::{AppStats, Batch, Key, Restored, Task, TaskRegistry};
 
-/// The layout this build reads and writes. A store with a higher number was written by a newer
-/// exporter and is refused rather than misread.
-pub const SCHEMA_VERSION: u64 = 1;
+/// The layout this build reads and writes: 2 adds the marker and a checksum per record. A store
+/// with a higher number was written by a newer exporter and is refused rather than misread; one of
+/// version 1 is rewritten with checksums when opened.
+pub const SCHEMA_VERSION: u64 = 2;
 /// File name inside `state.path`.
 pub const FILE_NAME: &str = "tiw-push-exporter.redb";
 /// Poll results are written at least this often.
 pub const FLUSH_PERIOD: Duration = Duration::from_secs(1);
+/// The `meta` key that marks a store as this exporter's.
+const MARKER: &str = "tiw-push-exporter";
+/// Bytes of SHA-256 kept as a record's checksum.
+const CHECKSUM_BYTES: usize = 8;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
 const APPS: TableDefinition<u64, &[u8]> = TableDefinition::new("apps");
-const TOMBSTONES: TableDefinition<&str, f64> = TableDefinition::new("tombstones");
+/// Version 1's tombstones (unix seconds, no checksum); read only to migrate.
+const TOMBSTONES_V1: TableDefinition<&str, f64> = TableDefinition::new("tombstones");
+const TOMBSTONES: TableDefinition<&str, &[u8]> = TableDefinition::new("tombstones2");
 
 /// Why the store could not be used. Every message names the store's path.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +54,8 @@ pub enum StoreError {
     NewerSchema { path: PathBuf, found: u64 },
     #[error("the store at {path} cannot be read: {cause}")]
     Read { path: PathBuf, cause: String },
+    #[error("cannot use state.path {path}: the store is damaged: {cause}; move the file away to start with an empty store (README, \"Durability\")")]
+    Damaged { path: PathBuf, cause: String },
     #[error("cannot write the store at {path}: {cause}")]
     Write { path: PathBuf, cause: String },
 }
@@ -62,8 +77,54 @@ fn parse_key(s: &str) -> Option<Key> {
     Some((app.parse().ok()?, task.to_string()))
 }
 
+/// The checksum of one record: SHA-256 over table, key and value, cut to [`CHECKSUM_BYTES`].
+fn checksum(table: &str, key: &str, value: &[u8]) -> [u8; CHECKSUM_BYTES] {
+    let mut h = Sha256::new();
+    h.update(table.as_bytes());
+    h.update([0]);
+    h.update(key.as_bytes());
+    h.update([0]);
+    h.update(value);
+    let digest = h.finalize();
+    let mut out = [0; CHECKSUM_BYTES];
+    out.copy_from_slice(&digest[..CHECKSUM_BYTES]);
+    out
+}
+
+/// A value as stored: the JSON, then its checksum.
+fn seal(table: &str, key: &str, value: &impl serde::Serialize) -> Result<Vec<u8>, serde_json::Error> {
+    let mut bytes = serde_json::to_vec(value)?;
+    let sum = checksum(table, key, &bytes);
+    bytes.extend_from_slice(&sum);
+    Ok(bytes)
+}
+
+/// The JSON of a stored value whose checksum holds; `None` when it does not.
+fn unseal<'a>(table: &str, key: &str, stored: &'a [u8]) -> Option<&'a [u8]> {
+    let split = stored.len().checked_sub(CHECKSUM_BYTES)?;
+    let (json, sum) = stored.split_at(split);
+    (checksum(table, key, json) == sum).then_some(json)
+}
+
+/// Runs `f`, turning a panic into an error (redb panics on some damaged pages). The default hook
+/// would print a backtrace for a panic that is handled here, so it is silenced meanwhile.
+fn catching<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    result.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "redb failed on a damaged page".into())
+    })
+}
+
 impl Store {
-    /// Opens (or creates) the store in directory `dir`, refusing one of a newer schema.
+    /// Opens (or creates) the store in directory `dir`. Refuses, with the path and the cause, a
+    /// file that is empty, not this exporter's, of a newer schema, or damaged.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let open_err = |cause: String| StoreError::Open {
             path: dir.to_owned(),
@@ -71,16 +132,32 @@ impl Store {
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(format!("cannot create the directory: {e}")))?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| StoreError::Open {
+        let existed = match std::fs::metadata(&path) {
+            Ok(m) if m.len() == 0 => {
+                return Err(StoreError::Open {
+                    path,
+                    cause: "the file is empty (0 bytes), so it is not a store this exporter wrote; move it away to start with an empty store".into(),
+                })
+            }
+            Ok(_) => true,
+            Err(_) => false,
+        };
+        let damaged = |cause: String| StoreError::Damaged {
             path: path.clone(),
-            cause: e.to_string(),
-        })?;
+            cause,
+        };
+        let db = catching(|| Database::create(&path))
+            .map_err(|p| damaged(format!("redb: {p}")))?
+            .map_err(|e| StoreError::Open {
+                path: path.clone(),
+                cause: e.to_string(),
+            })?;
         let store = Store {
             db: std::sync::Mutex::new(Some(db)),
-            path,
+            path: path.clone(),
             needs_reopen: Default::default(),
         };
-        store.init_schema()?;
+        catching(|| store.init_schema(existed)).map_err(|p| damaged(format!("redb: {p}")))??;
         Ok(store)
     }
 
@@ -121,66 +198,147 @@ impl Store {
         }
     }
 
-    fn init_schema(&self) -> Result<(), StoreError> {
-        self.with_db(|db| self.init_schema_in(db))
+    fn damaged(&self, cause: impl std::fmt::Display) -> StoreError {
+        StoreError::Damaged {
+            path: self.path.clone(),
+            cause: cause.to_string(),
+        }
     }
 
-    fn init_schema_in(&self, db: &Database) -> Result<(), StoreError> {
-        let txn = db.begin_write().map_err(|e| self.write_err(e))?;
-        {
-            let mut meta = txn.open_table(META).map_err(|e| self.read_err(e))?;
-            let found = meta
-                .get("schema_version")
-                .map_err(|e| self.read_err(e))?
-                .map(|v| v.value());
-            match found {
-                Some(v) if v > SCHEMA_VERSION => {
-                    return Err(StoreError::NewerSchema {
-                        path: self.path.clone(),
-                        found: v,
-                    });
+    /// Marks a new store as this exporter's, checks an existing one is, and rewrites a version 1
+    /// store with checksums.
+    fn init_schema(&self, existed: bool) -> Result<(), StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(|e| self.write_err(e))?;
+            {
+                let mut meta = txn.open_table(META).map_err(|e| self.read_err(e))?;
+                let version = meta
+                    .get("schema_version")
+                    .map_err(|e| self.read_err(e))?
+                    .map(|v| v.value());
+                let marked = meta.get(MARKER).map_err(|e| self.read_err(e))?.is_some();
+                match version {
+                    Some(v) if v > SCHEMA_VERSION => {
+                        return Err(StoreError::NewerSchema {
+                            path: self.path.clone(),
+                            found: v,
+                        })
+                    }
+                    Some(SCHEMA_VERSION) if !marked => {
+                        return Err(self.damaged("its meta table has no tiw-push-exporter marker"))
+                    }
+                    Some(SCHEMA_VERSION) => {}
+                    Some(1) => {
+                        drop(meta);
+                        self.migrate_v1(&txn)?;
+                        meta = txn.open_table(META).map_err(|e| self.read_err(e))?;
+                    }
+                    Some(v) => return Err(self.damaged(format!("unknown schema version {v}"))),
+                    None if existed => {
+                        return Err(StoreError::Open {
+                            path: self.path.clone(),
+                            cause: "the file is a redb database, but not a tiw-push-exporter store (no schema marker); move it away or choose another state.path".into(),
+                        })
+                    }
+                    None => {}
                 }
-                Some(_) => {}
-                None => {
-                    meta.insert("schema_version", SCHEMA_VERSION)
-                        .map_err(|e| self.write_err(e))?;
-                }
+                meta.insert("schema_version", SCHEMA_VERSION)
+                    .map_err(|e| self.write_err(e))?;
+                meta.insert(MARKER, 1).map_err(|e| self.write_err(e))?;
             }
             txn.open_table(TASKS).map_err(|e| self.write_err(e))?;
             txn.open_table(APPS).map_err(|e| self.write_err(e))?;
             txn.open_table(TOMBSTONES).map_err(|e| self.write_err(e))?;
-        }
-        txn.commit().map_err(|e| self.write_err(e))
+            txn.commit().map_err(|e| self.write_err(e))
+        })
     }
 
-    /// Everything the store holds. A record that does not decode is an error, not skipped.
+    /// Version 1 kept records without checksums: seal each as it is, in the opening transaction.
+    fn migrate_v1(&self, txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+        let mut tasks = txn.open_table(TASKS).map_err(|e| self.read_err(e))?;
+        let rows: Vec<(String, Vec<u8>)> = tasks
+            .iter()
+            .map_err(|e| self.read_err(e))?
+            .map(|r| r.map(|(k, v)| (k.value().to_string(), v.value().to_vec())))
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.read_err(e))?;
+        for (key, json) in rows {
+            let mut sealed = json.clone();
+            sealed.extend_from_slice(&checksum("tasks", &key, &json));
+            tasks
+                .insert(key.as_str(), sealed.as_slice())
+                .map_err(|e| self.write_err(e))?;
+        }
+        let mut apps = txn.open_table(APPS).map_err(|e| self.read_err(e))?;
+        let rows: Vec<(u64, Vec<u8>)> = apps
+            .iter()
+            .map_err(|e| self.read_err(e))?
+            .map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())))
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.read_err(e))?;
+        for (id, json) in rows {
+            let mut sealed = json.clone();
+            sealed.extend_from_slice(&checksum("apps", &id.to_string(), &json));
+            apps.insert(id, sealed.as_slice()).map_err(|e| self.write_err(e))?;
+        }
+        let old = txn.open_table(TOMBSTONES_V1).map_err(|e| self.read_err(e))?;
+        let rows: Vec<(String, f64)> = old
+            .iter()
+            .map_err(|e| self.read_err(e))?
+            .map(|r| r.map(|(k, v)| (k.value().to_string(), v.value())))
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.read_err(e))?;
+        drop(old);
+        let mut tombstones = txn.open_table(TOMBSTONES).map_err(|e| self.read_err(e))?;
+        for (key, at) in rows {
+            let sealed = seal("tombstones", &key, &at).map_err(|e| self.write_err(e))?;
+            tombstones
+                .insert(key.as_str(), sealed.as_slice())
+                .map_err(|e| self.write_err(e))?;
+        }
+        txn.delete_table(TOMBSTONES_V1).map_err(|e| self.write_err(e))?;
+        Ok(())
+    }
+
+    /// Everything the store holds. A record that fails its checksum or does not decode refuses
+    /// the store, naming the record; none is skipped.
     pub fn load(&self) -> Result<Restored, StoreError> {
-        self.with_db(|db| self.load_from(db))
+        self.with_db(|db| catching(|| self.load_from(db)).map_err(|p| self.damaged(format!("redb: {p}")))?)
     }
 
     fn load_from(&self, db: &Database) -> Result<Restored, StoreError> {
-        let txn = db.begin_read().map_err(|e| self.read_err(e))?;
+        let txn = db.begin_read().map_err(|e| self.damaged(e))?;
         let mut restored = Restored::default();
-        let tasks = txn.open_table(TASKS).map_err(|e| self.read_err(e))?;
-        for row in tasks.iter().map_err(|e| self.read_err(e))? {
-            let (k, v) = row.map_err(|e| self.read_err(e))?;
+        let tasks = txn.open_table(TASKS).map_err(|e| self.damaged(e))?;
+        for row in tasks.iter().map_err(|e| self.damaged(e))? {
+            let (k, v) = row.map_err(|e| self.damaged(e))?;
+            let key = k.value();
+            let json = unseal("tasks", key, v.value())
+                .ok_or_else(|| self.damaged(format!("record tasks/{key} fails its checksum")))?;
             let task: Task =
-                serde_json::from_slice(v.value()).map_err(|e| self.read_err(format!("task {}: {e}", k.value())))?;
+                serde_json::from_slice(json).map_err(|e| self.damaged(format!("record tasks/{key}: {e}")))?;
             restored.tasks.push(task);
         }
-        let apps = txn.open_table(APPS).map_err(|e| self.read_err(e))?;
-        for row in apps.iter().map_err(|e| self.read_err(e))? {
-            let (k, v) = row.map_err(|e| self.read_err(e))?;
+        let apps = txn.open_table(APPS).map_err(|e| self.damaged(e))?;
+        for row in apps.iter().map_err(|e| self.damaged(e))? {
+            let (k, v) = row.map_err(|e| self.damaged(e))?;
+            let id = k.value();
+            let json = unseal("apps", &id.to_string(), v.value())
+                .ok_or_else(|| self.damaged(format!("record apps/{id} fails its checksum")))?;
             let stats: AppStats =
-                serde_json::from_slice(v.value()).map_err(|e| self.read_err(format!("app {}: {e}", k.value())))?;
-            restored.apps.push((k.value(), stats));
+                serde_json::from_slice(json).map_err(|e| self.damaged(format!("record apps/{id}: {e}")))?;
+            restored.apps.push((id, stats));
         }
-        let tombstones = txn.open_table(TOMBSTONES).map_err(|e| self.read_err(e))?;
-        for row in tombstones.iter().map_err(|e| self.read_err(e))? {
-            let (k, v) = row.map_err(|e| self.read_err(e))?;
-            let key =
-                parse_key(k.value()).ok_or_else(|| self.read_err(format!("bad tombstone key {:?}", k.value())))?;
-            restored.tombstones.push((key, v.value()));
+        let tombstones = txn.open_table(TOMBSTONES).map_err(|e| self.damaged(e))?;
+        for row in tombstones.iter().map_err(|e| self.damaged(e))? {
+            let (k, v) = row.map_err(|e| self.damaged(e))?;
+            let key = k.value();
+            let json = unseal("tombstones", key, v.value())
+                .ok_or_else(|| self.damaged(format!("record tombstones/{key} fails its checksum")))?;
+            let at: f64 =
+                serde_json::from_slice(json).map_err(|e| self.damaged(format!("record tombstones/{key}: {e}")))?;
+            let parsed = parse_key(key).ok_or_else(|| self.damaged(format!("bad tombstone key {key:?}")))?;
+            restored.tombstones.push((parsed, at));
         }
         Ok(restored)
     }
@@ -195,9 +353,10 @@ impl Store {
         {
             let mut tasks = txn.open_table(TASKS).map_err(|e| self.write_err(e))?;
             for t in &batch.tasks {
-                let value = serde_json::to_vec(t).map_err(|e| self.write_err(e))?;
+                let key = task_key(t.sdk_app_id, &t.task_id);
+                let value = seal("tasks", &key, t).map_err(|e| self.write_err(e))?;
                 tasks
-                    .insert(task_key(t.sdk_app_id, &t.task_id).as_str(), value.as_slice())
+                    .insert(key.as_str(), value.as_slice())
                     .map_err(|e| self.write_err(e))?;
             }
             for (app, task) in &batch.removed {
@@ -210,13 +369,15 @@ impl Store {
                 apps.remove(*id).map_err(|e| self.write_err(e))?;
             }
             for (id, stats) in &batch.apps {
-                let value = serde_json::to_vec(stats).map_err(|e| self.write_err(e))?;
+                let value = seal("apps", &id.to_string(), stats).map_err(|e| self.write_err(e))?;
                 apps.insert(*id, value.as_slice()).map_err(|e| self.write_err(e))?;
             }
             let mut tombstones = txn.open_table(TOMBSTONES).map_err(|e| self.write_err(e))?;
             for ((app, task), at) in &batch.tombstones_added {
+                let key = task_key(*app, task);
+                let value = seal("tombstones", &key, at).map_err(|e| self.write_err(e))?;
                 tombstones
-                    .insert(task_key(*app, task).as_str(), *at)
+                    .insert(key.as_str(), value.as_slice())
                     .map_err(|e| self.write_err(e))?;
             }
             for (app, task) in &batch.tombstones_pruned {
@@ -226,6 +387,33 @@ impl Store {
             }
         }
         txn.commit().map_err(|e| self.write_err(e))
+    }
+
+    /// Forgets one app's tasks, tombstones and counters for good (`state forget --app`, on a
+    /// stopped exporter). Returns how many tasks and tombstones went.
+    pub fn forget_app(&self, sdk_app_id: u64) -> Result<(usize, usize), StoreError> {
+        self.with_db(|db| {
+            let txn = db.begin_write().map_err(|e| self.write_err(e))?;
+            let prefix = format!("{sdk_app_id}/");
+            let mut counts = (0, 0);
+            {
+                let mut tasks = txn.open_table(TASKS).map_err(|e| self.write_err(e))?;
+                let gone = tasks
+                    .extract_if(|k, _| k.starts_with(&prefix))
+                    .map_err(|e| self.write_err(e))?
+                    .count();
+                counts.0 = gone;
+                let mut tombstones = txn.open_table(TOMBSTONES).map_err(|e| self.write_err(e))?;
+                counts.1 = tombstones
+                    .extract_if(|k, _| k.starts_with(&prefix))
+                    .map_err(|e| self.write_err(e))?
+                    .count();
+                let mut apps = txn.open_table(APPS).map_err(|e| self.write_err(e))?;
+                apps.remove(sdk_app_id).map_err(|e| self.write_err(e))?;
+            }
+            txn.commit().map_err(|e| self.write_err(e))?;
+            Ok(counts)
+        })
     }
 
     /// Number of tasks stored (for tests and the growth check).
@@ -422,5 +610,121 @@ mod tests {
         std::fs::write(dir.path().join(FILE_NAME), vec![0x5a; 8192]).unwrap();
         let err = Store::open(dir.path()).err().unwrap().to_string();
         assert!(err.contains(FILE_NAME), "{err}");
+    }
+
+    fn stored_registry(dir: &Path) {
+        let registry = TaskRegistry::new();
+        registry.ensure_apps([1, 2]);
+        for (app, id) in [(1, "keep"), (2, "forget"), (2, "forget2")] {
+            registry.track(app, id, Some(5), Source::Discovery);
+            registry.observe_poll(
+                app,
+                id,
+                &Observation {
+                    status: Some(TaskStatus::Pushing),
+                    push_start_time: Some(10),
+                    exception_cnt: Some(4),
+                    ..Default::default()
+                },
+            );
+        }
+        Store::open(dir).unwrap().write(&registry.take_batch()).unwrap();
+    }
+
+    #[test]
+    fn an_empty_or_foreign_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), b"").unwrap();
+        let err = Store::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("empty (0 bytes)") && err.contains(FILE_NAME), "{err}");
+        // A redb database that some other program wrote.
+        std::fs::remove_file(dir.path().join(FILE_NAME)).unwrap();
+        {
+            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            let t: TableDefinition<&str, u64> = TableDefinition::new("other");
+            txn.open_table(t).unwrap().insert("x", 1).unwrap();
+            txn.commit().unwrap();
+        }
+        let err = Store::open(dir.path()).err().unwrap().to_string();
+        assert!(
+            err.contains("not a tiw-push-exporter store") && err.contains(FILE_NAME),
+            "{err}"
+        );
+    }
+
+    /// A record changed behind the exporter's back refuses the store and names the record.
+    #[test]
+    fn a_record_that_fails_its_checksum_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        stored_registry(dir.path());
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .with_db(|db| {
+                let txn = db.begin_write().unwrap();
+                {
+                    let mut apps = txn.open_table(APPS).unwrap();
+                    let mut value = apps.get(1).unwrap().unwrap().value().to_vec();
+                    let text = String::from_utf8_lossy(&value).to_string();
+                    let at = text.find("\"started_total\":1").unwrap() + "\"started_total\":".len();
+                    value[at] = b'0';
+                    apps.insert(1, value.as_slice()).unwrap();
+                }
+                txn.commit().unwrap();
+                Ok(())
+            })
+            .unwrap();
+        let err = store.load().err().unwrap().to_string();
+        assert!(
+            err.contains("record apps/1 fails its checksum") && err.contains(FILE_NAME),
+            "{err}"
+        );
+    }
+
+    /// A store written before checksums is rewritten with them when opened, and loads as it was.
+    #[test]
+    fn a_version_1_store_is_sealed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                txn.open_table(META).unwrap().insert("schema_version", 1).unwrap();
+                let task = r#"{"sdk_app_id":1,"task_id":"old","room_id":3,"group_id":"","push_user_id":"","status":"Stopped","finish_reason":"Auto","push_start_time":10,"push_stop_time":70,"exception_cnt":2,"im_sync_time":null,"last_update":1.0,"ended_at":1.0,"source":"Discovery","seen_started_event":false,"seen_stopped_event":false,"started_counted":true,"finished_counted":true,"final_read":true}"#;
+                txn.open_table(TASKS).unwrap().insert("1/old", task.as_bytes()).unwrap();
+                let stats = r#"{"started_total":1,"finished_total":[1,0,0,0],"exceptions_total":2,"durations":[{"counts":[0,0,1,0,0,0,0,0,0,0,0,0,0,0],"count":1,"sum":60.0},{"counts":[0,0,0,0,0,0,0,0,0,0,0,0,0,0],"count":0,"sum":0.0},{"counts":[0,0,0,0,0,0,0,0,0,0,0,0,0,0],"count":0,"sum":0.0},{"counts":[0,0,0,0,0,0,0,0,0,0,0,0,0,0],"count":0,"sum":0.0}]}"#;
+                txn.open_table(APPS).unwrap().insert(1, stats.as_bytes()).unwrap();
+                txn.open_table(TOMBSTONES_V1).unwrap().insert("1/gone", 5.0).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let restored = Store::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(restored.tasks.len(), 1);
+        assert_eq!(restored.apps[0].1.finished(FinishReason::Auto), 1);
+        assert_eq!(restored.tombstones, vec![((1, "gone".to_string()), 5.0)]);
+        // And again, now as version 2.
+        let restored = Store::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(restored.tasks[0].task_id, "old");
+        let fresh = TaskRegistry::new();
+        fresh.restore(restored);
+        let t = fresh.get(1, "old").unwrap();
+        assert_eq!(
+            (t.status, t.finish_reason, t.is_pollable()),
+            (TaskStatus::Stopped, Some(FinishReason::Auto), false)
+        );
+    }
+
+    #[test]
+    fn forgetting_an_app_removes_only_that_app() {
+        let dir = tempfile::tempdir().unwrap();
+        stored_registry(dir.path());
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.forget_app(2).unwrap(), (2, 0));
+        let restored = store.load().unwrap();
+        assert_eq!(
+            restored.tasks.iter().map(|t| t.task_id.as_str()).collect::<Vec<_>>(),
+            ["keep"]
+        );
+        assert_eq!(restored.apps.iter().map(|a| a.0).collect::<Vec<_>>(), [1]);
     }
 }
