@@ -227,7 +227,9 @@ fn parse_push(kind: PushEvent, data: &serde_json::value::RawValue) -> Result<Pus
             push_stop_time: as_i64(d.push_stop_time),
             exception_cnt: d.exception_cnt,
             im_sync_time: as_i64(d.im_sync_time),
-        },
+            truncated: 0,
+        }
+        .bounded(),
         error,
     })
 }
@@ -427,6 +429,9 @@ impl CallbackReceiver {
             Ok(p) => p,
             Err(reason) => return refuse(app, event_type, CallbackOutcome::Malformed, reason),
         };
+        if push.observation.truncated > 0 {
+            self.metrics.count_truncated("callback", push.observation.truncated);
+        }
         if let Some((code, message)) = &push.error {
             tracing::warn!(sdk_app_id = app, task_id = %push.task_id, code = %truncate(code, 64), error_message = %truncate(message, 200), "WhiteboardPushStopped reports an error");
         }
@@ -490,14 +495,22 @@ pub fn router(receiver: Arc<CallbackReceiver>, path: &str) -> Router {
     Router::new().route(path, post(handle)).with_state(receiver)
 }
 
+/// Why a body could not be read whole.
+enum BodyError {
+    /// Longer than `callback.max_body_bytes`: 413.
+    TooLarge(String),
+    /// The body itself is broken (a bad chunk size, a connection cut mid-body): 400 `malformed`.
+    Broken(String),
+}
+
 /// Reads at most `max` bytes; a longer body is drained up to [`DRAIN_LIMIT`] and refused.
-async fn read_limited(body: Body, max: usize) -> Result<Vec<u8>, String> {
+async fn read_limited(body: Body, max: usize) -> Result<Vec<u8>, BodyError> {
     use http_body_util::BodyExt;
     let mut body = body;
     let mut buf = Vec::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| format!("body broken off: {e}"))?;
+        let frame = frame.map_err(|e| BodyError::Broken(format!("body broken off: {e}")))?;
         if let Ok(data) = frame.into_data() {
             seen += data.len();
             if seen <= max {
@@ -508,7 +521,9 @@ async fn read_limited(body: Body, max: usize) -> Result<Vec<u8>, String> {
         }
     }
     if seen > max {
-        return Err(format!("body of {seen} bytes or more, larger than {max}"));
+        return Err(BodyError::TooLarge(format!(
+            "body of {seen} bytes or more, larger than {max}"
+        )));
     }
     Ok(buf)
 }
@@ -543,13 +558,19 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Re
     };
     let processed = match read {
         Ok(bytes) => receiver.process(&bytes, unix_now()),
-        Err(reason) => Processed {
-            sdk_app_id: 0,
-            event_type: "other",
-            outcome: CallbackOutcome::TooLarge,
-            reason,
-            delay_seconds: None,
-        },
+        Err(e) => {
+            let (outcome, reason) = match e {
+                BodyError::TooLarge(reason) => (CallbackOutcome::TooLarge, reason),
+                BodyError::Broken(reason) => (CallbackOutcome::Malformed, reason),
+            };
+            Processed {
+                sdk_app_id: 0,
+                event_type: "other",
+                outcome,
+                reason,
+                delay_seconds: None,
+            }
+        }
     };
     receiver.record(&processed);
     // Accepted or duplicate, the reply promises durability: a duplicate may be the retry of an

@@ -120,26 +120,23 @@ pub async fn run(
         state.display()
     );
     let config = Config::from_yaml(&yaml, &|_| None).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
-    println!(
-        "tiw-push-exporter demo: a simulated TIW with apps {} and {}",
-        DEMO_APPS[0], DEMO_APPS[1]
+    // One write, whose failure (`demo | head -3`: the reader is gone) is no reason to stop.
+    let banner = format!(
+        "tiw-push-exporter demo: a simulated TIW with apps {} and {}\n\
+         \x20 metrics:       http://{shown}{telemetry}\n\
+         \x20 landing page:  http://{shown}/\n\
+         \x20 simulator API: {endpoint} (Tencent Cloud API 3.0, TC3-signed, 20 requests/s per action)\n\
+         Tasks start, push, and stop with AUTO, USER_CALL, EXCEPTION or fail; try:\n\
+         \x20 curl -s http://{shown}{telemetry} | grep -E '^tiw_push_(tasks|task_status)'\n\
+         Break the API on purpose (a share of requests gets 5xx, resets, hangs, errors...):\n\
+         \x20 curl -X PUT {endpoint}/sim/faults -d '{{\"http_5xx\":0.1,\"connection_reset\":0.05,\"slow\":0.05}}'\n\
+         Ctrl-C stops the demo.\n",
+        DEMO_APPS[0],
+        DEMO_APPS[1],
+        telemetry = serve.telemetry_path,
+        endpoint = server.endpoint(),
     );
-    println!("  metrics:       http://{shown}{}", serve.telemetry_path);
-    println!("  landing page:  http://{shown}/");
-    println!(
-        "  simulator API: {} (Tencent Cloud API 3.0, TC3-signed, 20 requests/s per action)",
-        server.endpoint()
-    );
-    println!("Tasks start, push, and stop with AUTO, USER_CALL, EXCEPTION or fail; try:");
-    println!(
-        "  curl -s http://{shown}{} | grep -E '^tiw_push_(tasks|task_status)'",
-        serve.telemetry_path
-    );
-    println!(
-        "Break the API on purpose (a share of requests gets 5xx, resets, hangs, errors...):\n  curl -X PUT {}/sim/faults -d '{{\"http_5xx\":0.1,\"connection_reset\":0.05,\"slow\":0.05}}'",
-        server.endpoint()
-    );
-    println!("Ctrl-C stops the demo.");
+    print_quietly(&banner);
     let result = match Exporter::new(config, serve) {
         Ok(exporter) => exporter
             .serve(listener, token.clone())
@@ -153,4 +150,11 @@ pub async fn run(
     // The demo's store is scratch space.
     let _ = std::fs::remove_dir_all(&state);
     result
+}
+
+/// Writes `text` to standard output; a reader that went away (a closed pipe) is not an error.
+pub fn print_quietly(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }

@@ -16,6 +16,13 @@ use tiw_push_exporter::tencentcloud::{ApiError, TiwClient};
 use tiw_push_exporter::webconfig::WebConfig;
 use tiw_push_exporter::{demo, metrics::ExporterMetrics, registry::TaskRegistry};
 
+/// `println!` that does not panic when standard output is a pipe whose reader went away.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        tiw_push_exporter::demo::print_quietly(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 /// Prometheus exporter for Tencent Cloud Interactive Whiteboard (TIW) whiteboard-push tasks.
 #[derive(Parser)]
 #[command(version, about)]
@@ -32,7 +39,7 @@ struct Cli {
     #[arg(long = "web.config.file", global = true)]
     web_config_file: Option<PathBuf>,
     /// Path under which metrics are exposed.
-    #[arg(long = "web.telemetry-path", global = true, default_value = "/metrics")]
+    #[arg(long = "web.telemetry-path", global = true, default_value = "/metrics", value_parser = parse_telemetry_path)]
     telemetry_path: String,
     /// Open connections at most, per listener; further clients wait to be accepted.
     #[arg(long = "web.max-connections", global = true, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
@@ -178,24 +185,24 @@ fn init_logging(level: LogLevel, format: LogFormat) {
     }
 }
 
-/// Cancels `token` on SIGTERM or Ctrl-C.
+/// Cancels `token` on SIGTERM or Ctrl-C. The handlers are registered before this returns, so a
+/// signal during a slow start (loading a large store) is handled, not fatal.
 fn cancel_on_signal(token: CancellationToken) {
+    #[cfg(unix)]
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
-        {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    token.cancel();
-                    return;
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
                 }
-            };
-            tokio::select! {
-                _ = ctrl_c => {},
-                _ = term.recv() => {},
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
             }
         }
         #[cfg(not(unix))]
@@ -203,6 +210,18 @@ fn cancel_on_signal(token: CancellationToken) {
         tracing::info!("shutting down");
         token.cancel();
     });
+}
+
+/// SIGHUP, registered at once: its default action would end the process, so it must be caught
+/// before anything slow runs. Reloads start once [`reload_on_sighup`] has the exporter.
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangup = ();
+
+fn catch_sighup() -> Hangup {
+    #[cfg(unix)]
+    return tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
 }
 
 /// GET /-/healthy on this machine's listener; exit 0 when it answers 200.
@@ -233,10 +252,10 @@ async fn healthcheck(listen_address: &str, tls: bool) -> anyhow::Result<ExitCode
 }
 
 /// Reloads the configuration on every SIGHUP (the outcome is logged by the exporter).
-fn reload_on_sighup(handle: ReloadHandle) {
+fn reload_on_sighup(hup: Hangup, handle: ReloadHandle) {
     #[cfg(unix)]
     tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        let Some(mut hup) = hup else {
             tracing::error!("cannot listen for SIGHUP; reload with POST /-/reload");
             return;
         };
@@ -246,7 +265,7 @@ fn reload_on_sighup(handle: ReloadHandle) {
         }
     });
     #[cfg(not(unix))]
-    let _ = handle;
+    let _ = (hup, handle);
 }
 
 async fn bind(address: &str) -> anyhow::Result<tokio::net::TcpListener> {
@@ -254,6 +273,31 @@ async fn bind(address: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// A path for `/metrics` that the router can serve and that no other endpoint uses.
+fn parse_telemetry_path(s: &str) -> Result<String, String> {
+    let reserved = ["/", "/-/healthy", "/-/ready", "/-/reload"];
+    if !s.starts_with('/') || s.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        Err(format!("{s:?} must be a URL path starting with '/'"))
+    } else if reserved.contains(&s) || s.starts_with("/-/") {
+        Err(format!(
+            "{s:?} is taken by another endpoint (/, /-/healthy, /-/ready, /-/reload)"
+        ))
+    } else if s
+        .split('/')
+        .any(|seg| seg.starts_with([':', '*']) || seg.contains(['{', '}']))
+    {
+        Err(format!(
+            "{s:?}: a path segment may not start with ':' or '*' or hold '{{' or '}}'"
+        ))
+    } else if s.contains("//") || s.contains(['?', '#']) {
+        Err(format!(
+            "{s:?} must be a plain path (no empty segment, query or fragment)"
+        ))
+    } else {
+        Ok(s.to_string())
+    }
 }
 
 /// A share between 0 and 1.
@@ -284,9 +328,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         ..Default::default()
     };
-    if !options.telemetry_path.starts_with('/') {
-        anyhow::bail!("--web.telemetry-path must start with '/'");
-    }
     let web = match &cli.web_config_file {
         Some(path) => WebConfig::load(path)?,
         None => WebConfig::default(),
@@ -295,6 +336,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Healthcheck => healthcheck(&cli.listen_address, options.web.tls.is_some()).await,
         Command::Serve => {
+            let hup = catch_sighup();
+            let token = CancellationToken::new();
+            cancel_on_signal(token.clone());
             let config =
                 Config::load(&cli.config_file).map_err(|e| anyhow::anyhow!("{}: {e}", cli.config_file.display()))?;
             let apps = config.apps.len();
@@ -305,9 +349,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let exporter = Exporter::new(config, options)?;
             let listener = bind(&cli.listen_address).await?;
             tracing::info!(address = %listener.local_addr()?, apps, version = env!("CARGO_PKG_VERSION"), "listening");
-            let token = CancellationToken::new();
-            cancel_on_signal(token.clone());
-            reload_on_sighup(exporter.reload_handle());
+            reload_on_sighup(hup, exporter.reload_handle());
             exporter.serve(listener, token).await?;
             tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)
@@ -334,7 +376,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 for warning in config.warnings() {
                     eprintln!("{}: warning: {warning}", cli.config_file.display());
                 }
-                println!("{}: OK ({} apps)", cli.config_file.display(), config.apps.len());
+                outln!("{}: OK ({} apps)", cli.config_file.display(), config.apps.len());
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -353,7 +395,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = tiw_push_exporter::store::Store::open(&config.state_path)
                 .map_err(|e| anyhow::anyhow!("{e} (is the exporter still running on this store? stop it first)"))?;
             let (tasks, tombstones) = store.forget_app(app)?;
-            println!(
+            outln!(
                 "{}: forgot app {app}: {tasks} tasks, {tombstones} tombstones and its counters",
                 store.path().display()
             );
@@ -369,7 +411,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let (_, client) = app_client(&cli.config_file, Some(app))?;
             match client.describe_whiteboard_push(&task_id).await {
                 Ok(reply) => {
-                    println!("{}", serde_json::to_string_pretty(&reply)?);
+                    outln!("{}", serde_json::to_string_pretty(&reply)?);
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
@@ -410,7 +452,7 @@ fn mask(key: &str) -> String {
 async fn callback_command(path: &std::path::Path, action: CallbackCommand) -> anyhow::Result<ExitCode> {
     let report = |what: &str, result: Result<Option<String>, ApiError>| match result {
         Ok(request_id) => {
-            println!("{what}: OK (RequestId {})", request_id.unwrap_or_default());
+            outln!("{what}: OK (RequestId {})", request_id.unwrap_or_default());
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -423,16 +465,16 @@ async fn callback_command(path: &std::path::Path, action: CallbackCommand) -> an
             let (_, client) = app_client(path, app)?;
             match client.describe_callback().await {
                 Ok(reply) => {
-                    println!("SdkAppId:    {}", client.sdk_app_id);
-                    println!(
+                    outln!("SdkAppId:    {}", client.sdk_app_id);
+                    outln!(
                         "Callback:    {}",
                         reply
                             .callback
                             .filter(|u| !u.is_empty())
                             .unwrap_or_else(|| "(none)".into())
                     );
-                    println!("CallbackKey: {}", mask(reply.callback_key.as_deref().unwrap_or("")));
-                    println!("RequestId:   {}", reply.request_id.unwrap_or_default());
+                    outln!("CallbackKey: {}", mask(reply.callback_key.as_deref().unwrap_or("")));
+                    outln!("RequestId:   {}", reply.request_id.unwrap_or_default());
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {

@@ -46,6 +46,7 @@ pub struct ExporterMetrics {
     pub api_request_duration: HistogramVec,
     pub callbacks: IntCounterVec,
     pub tasks_dropped: IntCounterVec,
+    pub labels_truncated: IntCounterVec,
     pub callback_delay: HistogramVec,
     pub http_refused: IntCounterVec,
     pub last_poll_success: GaugeVec,
@@ -102,6 +103,16 @@ impl ExporterMetrics {
             ),
             &["sdk_app_id", "reason"],
         )?;
+        let labels_truncated = IntCounterVec::new(
+            Opts::new(
+                "tiw_exporter_label_values_truncated_total",
+                "GroupId and PushUserId values cut to 256 bytes before they became label values, by where they came from (callback, api).",
+            ),
+            &["source"],
+        )?;
+        for source in ["callback", "api"] {
+            labels_truncated.with_label_values(&[source]);
+        }
         let callback_delay = HistogramVec::new(
             HistogramOpts::new(
                 "tiw_exporter_callback_delay_seconds",
@@ -181,6 +192,7 @@ impl ExporterMetrics {
         registry.register(Box::new(api_request_duration.clone()))?;
         registry.register(Box::new(callbacks.clone()))?;
         registry.register(Box::new(tasks_dropped.clone()))?;
+        registry.register(Box::new(labels_truncated.clone()))?;
         registry.register(Box::new(callback_delay.clone()))?;
         registry.register(Box::new(http_refused.clone()))?;
         registry.register(Box::new(last_poll_success.clone()))?;
@@ -203,6 +215,7 @@ impl ExporterMetrics {
             api_request_duration,
             callbacks,
             tasks_dropped,
+            labels_truncated,
             callback_delay,
             http_refused,
             last_poll_success,
@@ -267,6 +280,13 @@ impl ExporterMetrics {
             sdk_app_id.to_string()
         };
         self.callbacks.with_label_values(&[&app, event_type, outcome]).inc();
+    }
+
+    /// Counts text fields cut to `MAX_LABEL_BYTES` (`source`: `callback` or `api`).
+    pub fn count_truncated(&self, source: &str, fields: u8) {
+        self.labels_truncated
+            .with_label_values(&[source])
+            .inc_by(u64::from(fields));
     }
 
     /// Counts one task let go before it ended (`reason`: one of [`DROP_REASONS`]).

@@ -246,7 +246,12 @@ impl Poller {
         match &result {
             Ok(answered) => {
                 let (answer, message) = match &answered.answer {
-                    PushAnswer::State(obs) => (Answer::State(obs.clone()), None),
+                    PushAnswer::State(obs) => {
+                        if obs.truncated > 0 {
+                            self.metrics.count_truncated("api", obs.truncated);
+                        }
+                        (Answer::State(obs.clone()), None)
+                    }
                     PushAnswer::NoStatus => (Answer::NoStatus(answered.request_id.clone()), None),
                     PushAnswer::Failed { message } => (Answer::Failed, Some(message.as_str())),
                     PushAnswer::NotFound => (Answer::NotFound, None),

@@ -129,7 +129,31 @@ pub struct Observation {
     pub push_stop_time: Option<i64>,
     pub exception_cnt: Option<u64>,
     pub im_sync_time: Option<i64>,
+    /// How many text fields were cut to [`MAX_LABEL_BYTES`] on the way in (counted on `/metrics`).
+    #[serde(skip)]
+    pub truncated: u8,
 }
+
+impl Observation {
+    /// Cuts `GroupId` and `PushUserId` to [`MAX_LABEL_BYTES`]: they become label values of every
+    /// scrape, and a sender must not be able to make each task's series tens of kilobytes long.
+    pub fn bounded(mut self) -> Observation {
+        for field in [&mut self.group_id, &mut self.push_user_id].into_iter().flatten() {
+            if field.len() > MAX_LABEL_BYTES {
+                let mut end = MAX_LABEL_BYTES;
+                while !field.is_char_boundary(end) {
+                    end -= 1;
+                }
+                field.truncate(end);
+                self.truncated += 1;
+            }
+        }
+        self
+    }
+}
+
+/// The longest label value taken from the network (`GroupId`, `PushUserId`), in bytes.
+pub const MAX_LABEL_BYTES: usize = 256;
 
 /// The longest task id taken; Tencent's are 20 characters.
 pub const MAX_TASK_ID: usize = 128;
@@ -190,5 +214,29 @@ impl PushEvent {
         } else {
             PushEvent::Started
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_label_values_are_cut_on_a_character_boundary() {
+        let obs = Observation {
+            group_id: Some("g".repeat(30_000)),
+            push_user_id: Some(format!("{}é", "u".repeat(255))),
+            ..Default::default()
+        }
+        .bounded();
+        assert_eq!(obs.group_id.as_deref().map(str::len), Some(MAX_LABEL_BYTES));
+        assert_eq!(obs.push_user_id.as_deref(), Some("u".repeat(255).as_str()));
+        assert_eq!(obs.truncated, 2);
+        let short = Observation {
+            group_id: Some("880528".into()),
+            ..Default::default()
+        }
+        .bounded();
+        assert_eq!((short.group_id.as_deref(), short.truncated), (Some("880528"), 0));
     }
 }

@@ -224,20 +224,24 @@ impl WhiteboardPush {
             None | Some("") => return PushAnswer::NoStatus,
             Some(s) => TaskStatus::from_tencent(s),
         };
-        PushAnswer::State(Observation {
-            status,
-            finish_reason: match status {
-                Some(TaskStatus::Stopped) => Some(FinishReason::of_stop(self.finish_reason.as_deref())),
-                _ => None,
-            },
-            room_id: plausible(self.room_id),
-            group_id: self.group_id.clone(),
-            push_user_id: self.push_user_id.clone(),
-            push_start_time: plausible(self.push_start_time),
-            push_stop_time: plausible(self.push_stop_time),
-            exception_cnt: plausible(self.exception_cnt).map(|n| n as u64),
-            im_sync_time: plausible(self.im_sync_time),
-        })
+        PushAnswer::State(
+            Observation {
+                status,
+                finish_reason: match status {
+                    Some(TaskStatus::Stopped) => Some(FinishReason::of_stop(self.finish_reason.as_deref())),
+                    _ => None,
+                },
+                room_id: plausible(self.room_id),
+                group_id: self.group_id.clone(),
+                push_user_id: self.push_user_id.clone(),
+                push_start_time: plausible(self.push_start_time),
+                push_stop_time: plausible(self.push_stop_time),
+                exception_cnt: plausible(self.exception_cnt).map(|n| n as u64),
+                im_sync_time: plausible(self.im_sync_time),
+                truncated: 0,
+            }
+            .bounded(),
+        )
     }
 }
 

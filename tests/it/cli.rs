@@ -259,10 +259,25 @@ fn bad_limit_flags_name_the_flag() {
         ),
         (vec!["--web.max-requests", "lots", "check-config"], "--web.max-requests"),
         (vec!["demo", "--simulator.fault-rate", "1.5"], "--simulator.fault-rate"),
+        // Paths axum's router would panic on, or that another endpoint uses.
+        (vec!["--web.telemetry-path", "/", "demo"], "--web.telemetry-path"),
+        (
+            vec!["--web.telemetry-path", "/-/healthy", "demo"],
+            "--web.telemetry-path",
+        ),
+        (
+            vec!["--web.telemetry-path", "/-/reload", "demo"],
+            "--web.telemetry-path",
+        ),
+        (vec!["--web.telemetry-path", "/:id", "demo"], "--web.telemetry-path"),
+        (vec!["--web.telemetry-path", "/m/*rest", "demo"], "--web.telemetry-path"),
+        (vec!["--web.telemetry-path", "/{x}", "demo"], "--web.telemetry-path"),
+        (vec!["--web.telemetry-path", "metrics", "demo"], "--web.telemetry-path"),
     ] {
         let out = Command::new(BIN).args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(flag), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }

@@ -310,6 +310,15 @@ impl Proc {
     }
 }
 
+/// The address in the exporter's "listening" line, logfmt (`address=...`) or JSON.
+pub fn logged_address(line: &str) -> Option<String> {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+        return v["fields"]["address"].as_str().map(str::to_string);
+    }
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("address=").map(str::to_string))
+}
+
 /// Starts the binary `bin` on `config` (with `extra` flags) listening on a free loopback port;
 /// returns once it logs the address it listens on.
 pub fn spawn_exporter(bin: &std::path::Path, config: &std::path::Path, extra: &[&str]) -> Proc {
@@ -335,8 +344,7 @@ pub fn spawn_exporter(bin: &std::path::Path, config: &std::path::Path, extra: &[
     let addr = lines
         .find_map(|l| {
             keep(&l);
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("address=").map(str::to_string))
+            logged_address(&l)
         })
         .expect("the exporter logs its address");
     // Keep reading, so the exporter never writes into a full pipe.
@@ -373,4 +381,27 @@ pub fn shell_command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Comm
 pub async fn scrape(addr: &str) -> Metrics {
     let res = reqwest::get(format!("http://{addr}/metrics")).await.expect("scrape");
     Metrics::parse(&res.text().await.expect("body"))
+}
+
+/// The release binary, which `.ci/run` builds before the tests (`cargo build --release --locked`):
+/// `TIW_RELEASE_BIN`, else `release/` beside the target directory of this test binary (so a
+/// `CARGO_TARGET_DIR` is followed).
+pub fn release_bin() -> std::path::PathBuf {
+    let path = std::env::var_os("TIW_RELEASE_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            // CARGO_BIN_EXE_* is <target>/<profile>/tiw-push-exporter.
+            let debug = std::path::Path::new(env!("CARGO_BIN_EXE_tiw-push-exporter"));
+            let target = debug
+                .parent()
+                .and_then(std::path::Path::parent)
+                .expect("a target directory");
+            target.join("release").join("tiw-push-exporter")
+        });
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --release --locked` first",
+        path.display()
+    );
+    path
 }

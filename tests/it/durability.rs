@@ -22,19 +22,6 @@ fn now() -> u64 {
         .as_secs()
 }
 
-/// The release binary, which `.ci/run` builds before the tests (`cargo build --release --locked`).
-fn release_bin() -> PathBuf {
-    let path = std::env::var_os("TIW_RELEASE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/tiw-push-exporter"));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --release --locked` first",
-        path.display()
-    );
-    path
-}
-
 fn event(kind: &str, task: &str) -> serde_json::Value {
     let data = if kind == "WhiteboardPushStarted" {
         json!({"TaskId": task, "RoomId": 7, "PushUserId": "u", "PushStartTime": now() - 60})

@@ -7,6 +7,7 @@ mod common;
 mod durability;
 mod faults;
 mod hostile;
+mod integrity;
 mod lifecycle;
 mod limits;
 mod observability;
