@@ -193,7 +193,8 @@ fn find(data: &[u8], needle: &[u8]) -> usize {
 #[test]
 fn damaged_stores_are_refused_with_the_path() {
     let bin = release_bin();
-    let cases: [(&str, fn(&mut Vec<u8>), &str); 3] = [
+    type Damage = fn(&mut Vec<u8>);
+    let cases: [(&str, Damage, &str); 3] = [
         ("empty file", |d| d.clear(), "the file is empty (0 bytes)"),
         (
             "zeroed page",
