@@ -153,6 +153,35 @@ pub fn config(data: &[u8]) {
     }
 }
 
+/// Bytes as a store file → [`crate::store::Store::open`] and `load` → the registry → `/metrics`.
+///
+/// No panic escapes (redb's are turned into errors), every refusal names the file, and what loads
+/// restores into a registry that renders well-formed text.
+pub fn store(data: &[u8]) {
+    let dir = std::env::temp_dir().join(format!("tiw-push-exporter-fuzz-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    let file = dir.join(crate::store::FILE_NAME);
+    if std::fs::write(&file, data).is_err() {
+        return;
+    }
+    let loaded = crate::store::Store::open(&dir).and_then(|s| s.load());
+    match loaded {
+        Ok(restored) => {
+            let registry = Arc::new(TaskRegistry::new());
+            registry.restore(restored);
+            check_rendering(&ExporterMetrics::new(registry, true));
+        }
+        Err(e) => {
+            let message = e.to_string();
+            assert!(message.contains(crate::store::FILE_NAME), "a refusal without the path: {message}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `/metrics` is well-formed line by line, and the hand-written task families equal the
 /// `prometheus` crate's encoding of the same families.
 fn check_rendering(metrics: &ExporterMetrics) {

@@ -517,10 +517,11 @@ fn corpus_files(dir: &Path) -> Vec<PathBuf> {
 fn fuzz_corpus_holds_every_invariant() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     type Check = fn(&[u8]);
-    let targets: [(&str, Check); 3] = [
+    let targets: [(&str, Check); 4] = [
         ("callback", tiw_push_exporter::fuzzing::callback),
         ("api_reply", tiw_push_exporter::fuzzing::api_reply),
         ("config", tiw_push_exporter::fuzzing::config),
+        ("store", tiw_push_exporter::fuzzing::store),
     ];
     let mut ran = 0;
     for (target, check) in targets {
