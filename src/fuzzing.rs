@@ -176,7 +176,10 @@ pub fn store(data: &[u8]) {
         }
         Err(e) => {
             let message = e.to_string();
-            assert!(message.contains(crate::store::FILE_NAME), "a refusal without the path: {message}");
+            assert!(
+                message.contains(crate::store::FILE_NAME),
+                "a refusal without the path: {message}"
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

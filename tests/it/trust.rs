@@ -176,16 +176,25 @@ async fn stops_without_a_documented_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_body_under_a_reused_sign_is_reverted() {
     let sim = start_sim(sim_config(&[APP])).await;
+    let dir = tempfile::tempdir().unwrap();
     let yaml = config_yaml(&sim.endpoint(), &[], "2s", "").replace(
         "apps:\n",
         &format!("apps:\n  - sdk_app_id: {APP}\n    callback_key: {KEY}\n"),
-    );
-    let exporter = start_exporter(&yaml).await;
+    ) + &format!("state:\n  path: {}\n", dir.path().join("state").display());
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, yaml).unwrap();
     let task = sim.sim.create_task(APP, 9);
     sim.sim.start_pushing(&task);
-    wait_status(&exporter, &task, "PUSHING").await;
+    // The release binary, as an operator runs it.
+    let proc = spawn_exporter(&release_bin(), &config, &[]);
+    let addr = proc.addr.clone();
+    let url = format!("http://{addr}/callback");
+    wait_for(Duration::from_secs(10), "PUSHING", || async {
+        (scrape(&addr).await.status_of(&task).as_deref() == Some("PUSHING")).then_some(())
+    })
+    .await;
     let app = ("sdk_app_id", "1400000001");
-    let before = exporter.scrape().await;
+    let before = scrape(&addr).await;
     // A captured Sign: valid until its ExpireTime for any body.
     let captured = sign_event(
         json!({"EventType": "TranscodeFinished", "SdkAppId": APP, "Timestamp": now(), "EventData": {}}),
@@ -197,9 +206,9 @@ async fn a_forged_body_under_a_reused_sign_is_reverted() {
         "EventData": {"TaskId": task, "FinishReason": "EXCEPTION", "ExceptionCnt": 4294967295u64,
                       "PushStartTime": now() - 60, "PushStopTime": now()}});
     let sent = Instant::now();
-    assert_eq!(post(&exporter.url("/callback"), forged.to_string()).await, 200);
+    assert_eq!(post(&url, forged.to_string()).await, 200);
     let m = wait_for(Duration::from_secs(5), "the API's answer to win", || async {
-        let m = exporter.scrape().await;
+        let m = scrape(&addr).await;
         (m.status_of(&task).as_deref() == Some("PUSHING")
             && m.sum("tiw_exporter_callbacks_total", &[app, ("outcome", "contradicted")]) == 1.0)
             .then_some(m)
@@ -222,7 +231,7 @@ async fn a_forged_body_under_a_reused_sign_is_reverted() {
     assert!(m
         .values("tiw_push_task_finish_reason", &[("task_id", task.as_str())])
         .is_empty());
-    exporter.stop().await;
+    drop(proc);
     sim.stop().await;
 }
 
