@@ -405,3 +405,11 @@ pub fn release_bin() -> std::path::PathBuf {
     );
     path
 }
+
+/// Writes `yaml` with `state.path` under `dir` as `dir/config.yaml`, for a spawned exporter.
+pub fn write_config_file(dir: &std::path::Path, yaml: &str) -> std::path::PathBuf {
+    let path = dir.join("config.yaml");
+    let text = format!("{yaml}state:\n  path: {}\n", dir.join("state").display());
+    std::fs::write(&path, text).expect("config file written");
+    path
+}

@@ -24,10 +24,7 @@ fn now() -> u64 {
 }
 
 fn write_config(dir: &Path, endpoint: &str, apps: &[u64]) -> PathBuf {
-    let path = dir.join("config.yaml");
-    let yaml = config_yaml(endpoint, apps, "200ms", "") + &format!("state:\n  path: {}\n", dir.join("state").display());
-    std::fs::write(&path, yaml).unwrap();
-    path
+    write_config_file(dir, &config_yaml(endpoint, apps, "200ms", ""))
 }
 
 fn signal(proc: &Proc, sig: &str) {
@@ -182,6 +179,14 @@ fn make_store(dir: &Path) -> PathBuf {
     store.path().to_owned()
 }
 
+/// A config for app A with no API to reach and its store at `dir/state`.
+fn offline_config(dir: &Path) -> PathBuf {
+    write_config_file(
+        dir,
+        &format!("tencentcloud: {{secret_id: a, secret_key: b, endpoint: 'http://127.0.0.1:9'}}\napps: [{{sdk_app_id: {A}}}]\n"),
+    )
+}
+
 fn find(data: &[u8], needle: &[u8]) -> usize {
     data.windows(needle.len())
         .position(|w| w == needle)
@@ -220,15 +225,7 @@ fn damaged_stores_are_refused_with_the_path() {
         let mut data = std::fs::read(&file).unwrap();
         damage(&mut data);
         std::fs::write(&file, &data).unwrap();
-        let config = dir.path().join("config.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "tencentcloud: {{secret_id: a, secret_key: b, endpoint: 'http://127.0.0.1:9'}}\napps: [{{sdk_app_id: {A}}}]\nstate: {{path: {}}}\n",
-                state.display()
-            ),
-        )
-        .unwrap();
+        let config = offline_config(dir.path());
         let out = Command::new(&bin)
             .args(["--web.listen-address", "127.0.0.1:0", "--config.file"])
             .arg(&config)
@@ -271,12 +268,11 @@ async fn a_bcrypt_flood_cannot_starve_the_exporter() {
     let hash = bcrypt::hash("right-password", 10).unwrap();
     let web = dir.path().join("web.yml");
     std::fs::write(&web, format!("basic_auth_users:\n  prometheus: {hash}\n")).unwrap();
-    let config = dir.path().join("config.yaml");
     let yaml = config_yaml(&closed_endpoint(), &[], "1h", "").replace(
         "apps:\n",
         &format!("apps:\n  - sdk_app_id: {A}\n    callback_key: floodKey-0001\n    discover: false\n"),
-    ) + &format!("state:\n  path: {}\n", dir.path().join("state").display());
-    std::fs::write(&config, yaml).unwrap();
+    );
+    let config = write_config_file(dir.path(), &yaml);
     // On one core, as a small container would give it.
     let bin = release_bin();
     let mut child = Command::new("taskset")
@@ -426,15 +422,7 @@ fn an_early_sighup_is_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     make_store(&state);
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "tencentcloud: {{secret_id: a, secret_key: b, endpoint: 'http://127.0.0.1:9'}}\napps: [{{sdk_app_id: {A}}}]\nstate: {{path: {}}}\n",
-            state.display()
-        ),
-    )
-    .unwrap();
+    let config = offline_config(dir.path());
     let mut child = KillOnDrop(
         Command::new(release_bin())
             .args(["--web.listen-address", "127.0.0.1:0", "--config.file"])
@@ -487,12 +475,11 @@ fn a_closed_stdout_pipe_is_not_a_panic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_text_never_takes_the_logs_own_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.yaml");
     let yaml = config_yaml(&closed_endpoint(), &[], "1h", "").replace(
         "apps:\n",
         &format!("apps:\n  - sdk_app_id: {A}\n    allow_unsigned_callbacks: true\n    discover: false\n"),
-    ) + &format!("state:\n  path: {}\n", dir.path().join("state").display());
-    std::fs::write(&config, yaml).unwrap();
+    );
+    let config = write_config_file(dir.path(), &yaml);
     let proc = spawn_exporter(
         Path::new(env!("CARGO_BIN_EXE_tiw-push-exporter")),
         &config,

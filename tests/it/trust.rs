@@ -180,9 +180,8 @@ async fn a_forged_body_under_a_reused_sign_is_reverted() {
     let yaml = config_yaml(&sim.endpoint(), &[], "2s", "").replace(
         "apps:\n",
         &format!("apps:\n  - sdk_app_id: {APP}\n    callback_key: {KEY}\n"),
-    ) + &format!("state:\n  path: {}\n", dir.path().join("state").display());
-    let config = dir.path().join("config.yaml");
-    std::fs::write(&config, yaml).unwrap();
+    );
+    let config = write_config_file(dir.path(), &yaml);
     let task = sim.sim.create_task(APP, 9);
     sim.sim.start_pushing(&task);
     // The release binary, as an operator runs it.
@@ -329,9 +328,8 @@ async fn an_allowed_flood_stays_bounded_and_costs_at_most_three_calls_per_id() {
     let yaml = config_yaml(&sim.endpoint(), &[], "100ms", "retention:\n  max_tasks: 1000\n").replace(
         "apps:\n",
         &format!("apps:\n  - sdk_app_id: {APP}\n    allow_unsigned_callbacks: true\n    discover: false\n"),
-    ) + &format!("state:\n  path: {}\n", dir.path().join("state").display());
-    let config = dir.path().join("config.yaml");
-    std::fs::write(&config, yaml).unwrap();
+    );
+    let config = write_config_file(dir.path(), &yaml);
     let proc = spawn_exporter(
         std::path::Path::new(env!("CARGO_BIN_EXE_tiw-push-exporter")),
         &config,
