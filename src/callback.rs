@@ -481,6 +481,23 @@ impl CallbackReceiver {
     }
 }
 
+/// Says which apps take unsigned push events, and which can take no callback at all.
+pub fn log_trust(config: &Config) {
+    for app in &config.apps {
+        match (&app.callback_key, app.allow_unsigned_callbacks) {
+            (Some(_), _) => {}
+            (None, true) => tracing::warn!(
+                sdk_app_id = app.sdk_app_id,
+                "this app accepts unsigned push callbacks (allow_unsigned_callbacks): anyone who finds the callback URL can claim tasks for it"
+            ),
+            (None, false) => tracing::info!(
+                sdk_app_id = app.sdk_app_id,
+                "this app has no callback_key: its push callbacks are refused as unsigned and it is watched by polling alone"
+            ),
+        }
+    }
+}
+
 /// One admitted callback; gives its slot back when dropped.
 struct InFlight<'a>(&'a AtomicUsize);
 

@@ -136,7 +136,7 @@ pub async fn run(
         telemetry = serve.telemetry_path,
         endpoint = server.endpoint(),
     );
-    print_quietly(&banner);
+    crate::admin::print_quietly(&banner);
     let result = match Exporter::new(config, serve) {
         Ok(exporter) => exporter
             .serve(listener, token.clone())
@@ -150,11 +150,4 @@ pub async fn run(
     // The demo's store is scratch space.
     let _ = std::fs::remove_dir_all(&state);
     result
-}
-
-/// Writes `text` to standard output; a reader that went away (a closed pipe) is not an error.
-pub fn print_quietly(text: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }

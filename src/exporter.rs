@@ -1,14 +1,13 @@
-//! Wires config → clients → poller and callback receiver → registry → store and metrics → HTTP for
-//! `serve` (and `demo`), and applies reloads.
+//! The composition root: builds the store, registry, metrics, callback receiver, routers and the
+//! reload supervisor from a configuration, and serves them (`serve` and `demo`). Nothing imports it
+//! but `main` and `demo`.
 
-use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -16,16 +15,12 @@ use crate::callback::{self, CallbackReceiver};
 use crate::config::Config;
 use crate::http::{router, HttpState};
 use crate::metrics::ExporterMetrics;
-use crate::poller::{PollSettings, PolledApp, Poller};
-use crate::registry::{Source, TaskRegistry};
+use crate::registry::TaskRegistry;
+use crate::reload::{ReloadHandle, ReloadReply, Supervisor};
 use crate::store::{spawn_writer, Store, StoreError};
 use crate::task::unix_now;
-use crate::tencentcloud::ratelimit::budget_key;
-use crate::tencentcloud::{Client, Limiters, RetryPolicy, TiwClient};
+use crate::tencentcloud::RetryPolicy;
 use crate::webconfig::{require_auth, WebConfig};
-
-/// How long a graceful shutdown waits for open connections before it stops them.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
 /// Options that come from flags rather than the config file.
 #[derive(Debug, Clone)]
@@ -53,26 +48,6 @@ impl Default for ServeOptions {
     }
 }
 
-type ReloadReply = oneshot::Sender<Result<String, String>>;
-
-/// Asks a running exporter to reload its configuration file (SIGHUP, `POST /-/reload`).
-#[derive(Clone)]
-pub struct ReloadHandle {
-    tx: mpsc::Sender<ReloadReply>,
-}
-
-impl ReloadHandle {
-    /// Reloads; `Ok` says what changed, `Err` why the new config was refused (the old one stays).
-    pub async fn reload(&self) -> Result<String, String> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(tx)
-            .await
-            .map_err(|_| "the exporter is shutting down".to_string())?;
-        rx.await.map_err(|_| "the exporter is shutting down".to_string())?
-    }
-}
-
 /// A built exporter: every component, ready to serve.
 pub struct Exporter {
     pub config: Config,
@@ -82,100 +57,8 @@ pub struct Exporter {
     pub store: Arc<Store>,
     options: ServeOptions,
     ready: Arc<AtomicBool>,
-    reload_tx: mpsc::Sender<ReloadReply>,
+    reload: ReloadHandle,
     reload_rx: mpsc::Receiver<ReloadReply>,
-}
-
-/// One HTTP client for every app: connection pooling across apps on the same endpoint.
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .user_agent(concat!("tiw-push-exporter/", env!("CARGO_PKG_VERSION")))
-        .pool_idle_timeout(Duration::from_secs(50))
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
-}
-
-/// Builds one [`TiwClient`] per app, sharing rate limiters between apps on the same credentials.
-pub fn build_clients(config: &Config, metrics: &Arc<ExporterMetrics>, retry: RetryPolicy) -> HashMap<u64, TiwClient> {
-    let http = http_client();
-    let limiters = Arc::new(Limiters::new(&config.apps));
-    config
-        .apps
-        .iter()
-        .map(|app| {
-            let client =
-                Client::new(http.clone(), app.api.clone(), limiters.clone(), metrics.clone()).with_retry(retry);
-            (app.sdk_app_id, TiwClient::new(app.sdk_app_id, client))
-        })
-        .collect()
-}
-
-fn build_poller(
-    config: &Config,
-    registry: &Arc<TaskRegistry>,
-    metrics: &Arc<ExporterMetrics>,
-    retry: RetryPolicy,
-) -> Arc<Poller> {
-    let clients = build_clients(config, metrics, retry);
-    let apps = config
-        .apps
-        .iter()
-        .map(|app| {
-            let client = clients[&app.sdk_app_id].clone();
-            (
-                app.sdk_app_id,
-                PolledApp {
-                    client,
-                    discover: app.discover,
-                    group: budget_key(&app.api),
-                },
-            )
-        })
-        .collect();
-    let settings = PollSettings {
-        interval: config.poll.interval,
-        discovery_interval: config.poll.discovery_interval,
-        retention: config.retention_stopped_tasks,
-        confirm_timeout: config.callback.confirm_timeout,
-    };
-    Poller::new(registry.clone(), metrics.clone(), apps, settings)
-}
-
-/// Says which apps the store holds state for that the configuration leaves out.
-fn log_hidden_apps(registry: &TaskRegistry) {
-    for (sdk_app_id, tasks) in registry.hidden_apps() {
-        tracing::info!(
-            sdk_app_id,
-            tasks,
-            "the store keeps this app's tasks and counters, but the configuration leaves it out: not polled, not on /metrics; list it again to bring them back, or run `tiw-push-exporter state forget --app` on a stopped exporter"
-        );
-    }
-}
-
-/// Says which apps take unsigned push events, and which can take no callback at all.
-fn log_callback_trust(config: &Config) {
-    for app in &config.apps {
-        match (&app.callback_key, app.allow_unsigned_callbacks) {
-            (Some(_), _) => {}
-            (None, true) => tracing::warn!(
-                sdk_app_id = app.sdk_app_id,
-                "this app accepts unsigned push callbacks (allow_unsigned_callbacks): anyone who finds the callback URL can claim tasks for it"
-            ),
-            (None, false) => tracing::info!(
-                sdk_app_id = app.sdk_app_id,
-                "this app has no callback_key: its push callbacks are refused as unsigned and it is watched by polling alone"
-            ),
-        }
-    }
-}
-
-fn track_configured_tasks(config: &Config, registry: &TaskRegistry) {
-    for app in &config.apps {
-        for task in &app.tasks {
-            registry.track(app.sdk_app_id, task, None, Source::Config);
-        }
-    }
 }
 
 impl Exporter {
@@ -192,15 +75,15 @@ impl Exporter {
         }
         // Apps left out of the configuration keep their state, hidden, until they return.
         registry.set_configured(config.apps.iter().map(|a| a.sdk_app_id));
-        log_hidden_apps(&registry);
+        crate::reload::log_hidden_apps(&registry);
         let metrics = ExporterMetrics::new(registry.clone(), config.per_task_metrics);
         metrics.register_apps(config.apps.iter().map(|a| a.sdk_app_id));
-        log_callback_trust(&config);
+        callback::log_trust(&config);
         metrics.config_last_reload_successful.set(1.0);
         metrics.config_last_reload_success_timestamp.set(unix_now());
         let callbacks = Arc::new(CallbackReceiver::new(&config, registry.clone(), metrics.clone()));
         callbacks.set_read_timeout(options.limits.read_timeout);
-        let (reload_tx, reload_rx) = mpsc::channel(4);
+        let (reload, reload_rx) = ReloadHandle::channel();
         Ok(Exporter {
             config,
             registry,
@@ -209,16 +92,14 @@ impl Exporter {
             store,
             options,
             ready: Arc::new(AtomicBool::new(false)),
-            reload_tx,
+            reload,
             reload_rx,
         })
     }
 
     /// A handle that reloads this exporter once it serves.
     pub fn reload_handle(&self) -> ReloadHandle {
-        ReloadHandle {
-            tx: self.reload_tx.clone(),
-        }
+        self.reload.clone()
     }
 
     /// The callback path must not shadow another endpoint of the listener it shares.
@@ -291,7 +172,7 @@ impl Exporter {
 
     /// Tracks the configured tasks, starts polling, and serves HTTP on `listener` (and callbacks on
     /// `callback_listener` when given) until `token` is cancelled; then lets open requests finish
-    /// (at most [`SHUTDOWN_GRACE`]), writes the store a last time and waits for every loop to stop.
+    /// (at most [`crate::server::SHUTDOWN_GRACE`]), writes the store a last time and waits for every loop to stop.
     pub async fn serve_with(
         self,
         listener: TcpListener,
@@ -299,7 +180,7 @@ impl Exporter {
         token: CancellationToken,
     ) -> std::io::Result<()> {
         self.check_routes()?;
-        track_configured_tasks(&self.config, &self.registry);
+        crate::poller::track_configured_tasks(&self.config, &self.registry);
         let tracker = TaskTracker::new();
         // The writer outlives the HTTP servers, so callbacks still in flight at shutdown are made
         // durable and answered; it writes a last batch when it stops.
@@ -323,35 +204,19 @@ impl Exporter {
             callbacks,
             options,
             ready,
-            mut reload_rx,
+            reload_rx,
             ..
         } = self;
 
-        let mut supervisor = Supervisor {
+        let supervisor = Supervisor::start(
             config,
             registry,
             metrics,
             callbacks,
-            options,
-            poller: None,
-        };
-        supervisor.start_poller(&token);
-        let stop = token.clone();
-        tracker.spawn(async move {
-            loop {
-                tokio::select! {
-                    req = reload_rx.recv() => match req {
-                        Some(reply) => {
-                            let result = supervisor.reload(&stop).await;
-                            let _ = reply.send(result);
-                        }
-                        None => break,
-                    },
-                    _ = stop.cancelled() => break,
-                }
-            }
-            supervisor.stop_poller().await;
-        });
+            (options.config_file, options.retry),
+            &token,
+        );
+        tracker.spawn(supervisor.run(reload_rx, token.clone()));
 
         if let Some(cb_listener) = callback_listener {
             let (stop, tls, limits) = (token.clone(), tls.clone(), limits.clone());
@@ -371,103 +236,3 @@ impl Exporter {
     }
 }
 
-/// Owns what a reload replaces: the configuration and the poller.
-struct Supervisor {
-    config: Config,
-    registry: Arc<TaskRegistry>,
-    metrics: Arc<ExporterMetrics>,
-    callbacks: Arc<CallbackReceiver>,
-    options: ServeOptions,
-    poller: Option<(CancellationToken, TaskTracker)>,
-}
-
-impl Supervisor {
-    fn start_poller(&mut self, parent: &CancellationToken) {
-        let poller = build_poller(&self.config, &self.registry, &self.metrics, self.options.retry);
-        let (token, tracker) = (parent.child_token(), TaskTracker::new());
-        poller.spawn(&tracker, &token);
-        tracker.close();
-        self.poller = Some((token, tracker));
-    }
-
-    async fn stop_poller(&mut self) {
-        if let Some((token, tracker)) = self.poller.take() {
-            token.cancel();
-            tracker.wait().await;
-            // Polls cut off mid-flight will not report back.
-            self.registry.clear_polling();
-        }
-    }
-
-    /// Loads the config file again and swaps it in; on any problem the old one stays.
-    async fn reload(&mut self, parent: &CancellationToken) -> Result<String, String> {
-        let result = self.try_reload(parent).await;
-        match &result {
-            Ok(summary) => {
-                self.metrics.config_last_reload_successful.set(1.0);
-                self.metrics.config_last_reload_success_timestamp.set(unix_now());
-                tracing::info!(changes = %summary, "configuration reloaded");
-            }
-            Err(e) => {
-                self.metrics.config_last_reload_successful.set(0.0);
-                tracing::error!(error = %e, "configuration reload refused; the previous configuration stays in force");
-            }
-        }
-        result
-    }
-
-    async fn try_reload(&mut self, parent: &CancellationToken) -> Result<String, String> {
-        let path = self
-            .options
-            .config_file
-            .clone()
-            .ok_or("started without a configuration file: nothing to reload")?;
-        let new = Config::load(&path).map_err(|e| format!("{}:\n{e}", path.display()))?;
-        let restart_only = [
-            ("state.path", self.config.state_path != new.state_path),
-            ("callback.path", self.config.callback.path != new.callback.path),
-            (
-                "callback.listen_address",
-                self.config.callback.listen_address != new.callback.listen_address,
-            ),
-        ];
-        let needs_restart: Vec<&str> = restart_only
-            .iter()
-            .filter(|(_, changed)| *changed)
-            .map(|(k, _)| *k)
-            .collect();
-        if !needs_restart.is_empty() {
-            return Err(format!(
-                "{} changed: that takes a restart, not a reload",
-                needs_restart.join(", ")
-            ));
-        }
-        let old: BTreeSet<u64> = self.config.apps.iter().map(|a| a.sdk_app_id).collect();
-        let new_ids: BTreeSet<u64> = new.apps.iter().map(|a| a.sdk_app_id).collect();
-        self.stop_poller().await;
-        for id in old.difference(&new_ids) {
-            let label = id.to_string();
-            let _ = self.metrics.up.remove_label_values(&[&label]);
-            let _ = self.metrics.last_poll_success.remove_label_values(&[&label]);
-        }
-        self.registry.set_configured(new_ids.iter().copied());
-        log_hidden_apps(&self.registry);
-        self.registry.set_max_tasks(new.max_tasks);
-        self.metrics.register_apps(new_ids.iter().copied());
-        log_callback_trust(&new);
-        track_configured_tasks(&new, &self.registry);
-        self.callbacks.reconfigure(&new);
-        self.metrics
-            .per_task_metrics
-            .store(new.per_task_metrics, Ordering::Relaxed);
-        let summary = format!(
-            "{} apps (added {:?}, left out {:?}: their tasks and counters are kept)",
-            new_ids.len(),
-            new_ids.difference(&old).collect::<Vec<_>>(),
-            old.difference(&new_ids).collect::<Vec<_>>()
-        );
-        self.config = new;
-        self.start_poller(parent);
-        Ok(summary)
-    }
-}

@@ -9,7 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::exporter::ReloadHandle;
+use crate::reload::ReloadHandle;
 use crate::metrics::{ExporterMetrics, REVISION, TEXT_CONTENT_TYPE, VERSION};
 
 /// What the handlers share.

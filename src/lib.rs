@@ -8,7 +8,9 @@
 //! YAML into a validated configuration; [`exporter`] wires everything for `serve`; [`simulator`]
 //! is an embedded stand-in for Tencent that tests and `demo` run against.
 
+pub mod admin;
 pub mod callback;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod exporter;
@@ -18,6 +20,7 @@ pub mod http;
 pub mod metrics;
 pub mod poller;
 pub mod registry;
+pub mod reload;
 pub mod server;
 pub mod simulator;
 pub mod store;

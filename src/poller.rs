@@ -15,7 +15,11 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::metrics::ExporterMetrics;
+use crate::tencentcloud::ratelimit::budget_key;
+use crate::tencentcloud::client::build_clients;
+use crate::tencentcloud::RetryPolicy;
 use crate::registry::{Answer, Source, TaskRegistry, Track};
 use crate::task::{truncate, unix_now, FinishReason};
 use crate::tencentcloud::tiw::{PushAnswer, RUNNING_TASKS_PAGE};
@@ -47,6 +51,49 @@ pub struct PolledApp {
     pub discover: bool,
     /// Key of the credential group (shared rate budget).
     pub group: String,
+}
+
+impl Poller {
+    /// A poller for the apps of `config`, with one API client each (rate limiters shared per budget).
+    pub fn from_config(
+        config: &Config,
+        registry: &Arc<TaskRegistry>,
+        metrics: &Arc<ExporterMetrics>,
+        retry: RetryPolicy,
+    ) -> Arc<Poller> {
+    let clients = build_clients(config, metrics, retry);
+    let apps = config
+        .apps
+        .iter()
+        .map(|app| {
+            let client = clients[&app.sdk_app_id].clone();
+            (
+                app.sdk_app_id,
+                PolledApp {
+                    client,
+                    discover: app.discover,
+                    group: budget_key(&app.api),
+                },
+            )
+        })
+        .collect();
+    let settings = PollSettings {
+        interval: config.poll.interval,
+        discovery_interval: config.poll.discovery_interval,
+        retention: config.retention_stopped_tasks,
+        confirm_timeout: config.callback.confirm_timeout,
+    };
+    Poller::new(registry.clone(), metrics.clone(), apps, settings)
+}
+}
+
+/// Tracks the task ids the configuration lists.
+pub fn track_configured_tasks(config: &Config, registry: &TaskRegistry) {
+    for app in &config.apps {
+        for task in &app.tasks {
+            registry.track(app.sdk_app_id, task, None, Source::Config);
+        }
+    }
 }
 
 /// Runs discovery, sweeps and expiry until cancelled.

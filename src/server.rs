@@ -24,7 +24,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
 
-use crate::exporter::SHUTDOWN_GRACE;
+
+/// How long a graceful shutdown waits for open connections before it stops them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
 /// The largest request head (request line and headers) read: 431 beyond it.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;

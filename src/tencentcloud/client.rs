@@ -470,6 +470,31 @@ pub fn host_header(url: &url::Url) -> String {
     }
 }
 
+/// One HTTP client for every app: connection pooling across apps on the same endpoint.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(concat!("tiw-push-exporter/", env!("CARGO_PKG_VERSION")))
+        .pool_idle_timeout(Duration::from_secs(50))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// Builds one [`TiwClient`] per app, sharing rate limiters between apps on the same credentials.
+pub fn build_clients(config: &crate::config::Config, metrics: &Arc<ExporterMetrics>, retry: RetryPolicy) -> HashMap<u64, super::TiwClient> {
+    let http = http_client();
+    let limiters = Arc::new(Limiters::new(&config.apps));
+    config
+        .apps
+        .iter()
+        .map(|app| {
+            let client =
+                Client::new(http.clone(), app.api.clone(), limiters.clone(), metrics.clone()).with_retry(retry);
+            (app.sdk_app_id, super::TiwClient::new(app.sdk_app_id, client))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

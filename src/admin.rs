@@ -1,0 +1,228 @@
+//! The one-shot commands: `callback show|set-url|set-key`, `describe`, `healthcheck` and
+//! `state forget`. Each prints what happened and returns the process's exit code.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+
+use crate::cli::CallbackCommand;
+use crate::config::{parse_listen_address, Config};
+use crate::metrics::ExporterMetrics;
+use crate::registry::TaskRegistry;
+use crate::tencentcloud::client::build_clients;
+use crate::tencentcloud::{ApiError, TiwClient};
+
+/// `println!` that does not panic when standard output is a pipe whose reader went away.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        print_quietly(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes `text` to standard output; a reader that went away (a closed pipe) is not an error.
+pub fn print_quietly(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// GET /-/healthy on this machine's listener; exit 0 when it answers 200.
+pub async fn healthcheck(listen_address: &str, tls: bool) -> anyhow::Result<ExitCode> {
+    let addr = parse_listen_address(listen_address).map_err(|e| anyhow::anyhow!("--web.listen-address: {e}"))?;
+    let host = if addr.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    let url = format!("{}://{host}/-/healthy", if tls { "https" } else { "http" });
+    // Our own loopback listener: its certificate is for the outside name, not 127.0.0.1.
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .danger_accept_invalid_certs(true)
+        .build()?;
+    match client.get(&url).send().await {
+        Ok(r) if r.status().is_success() => Ok(ExitCode::SUCCESS),
+        Ok(r) => {
+            eprintln!("{url}: HTTP {}", r.status());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// The config and the API client of one app (`None`: the only app).
+fn app_client(path: &Path, app: Option<u64>) -> anyhow::Result<(Config, TiwClient)> {
+    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let app = match (app, config.apps.as_slice()) {
+        (Some(app), _) => app,
+        (None, [only]) => only.sdk_app_id,
+        (None, _) => anyhow::bail!("{} has several apps: choose one with --app", path.display()),
+    };
+    let metrics = ExporterMetrics::new(std::sync::Arc::new(TaskRegistry::new()), false);
+    let mut clients = build_clients(&config, &metrics, Default::default());
+    let client = clients
+        .remove(&app)
+        .with_context(|| format!("app {app} is not in {}", path.display()))?;
+    Ok((config, client))
+}
+
+/// `6v****Fd`: enough to tell keys apart, not enough to use one.
+fn mask(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    match chars.len() {
+        0 => "(none)".into(),
+        n if n < 8 => "****".into(),
+        n => format!("{}{}****{}{}", chars[0], chars[1], chars[n - 2], chars[n - 1]),
+    }
+}
+
+pub async fn callback(path: &Path, action: CallbackCommand) -> anyhow::Result<ExitCode> {
+    let report = |what: &str, result: Result<Option<String>, ApiError>| match result {
+        Ok(request_id) => {
+            outln!("{what}: OK (RequestId {})", request_id.unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{what} failed: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    };
+    match action {
+        CallbackCommand::Show { app } => {
+            let (_, client) = app_client(path, app)?;
+            match client.describe_callback().await {
+                Ok(reply) => {
+                    outln!("SdkAppId:    {}", client.sdk_app_id);
+                    outln!(
+                        "Callback:    {}",
+                        reply
+                            .callback
+                            .filter(|u| !u.is_empty())
+                            .unwrap_or_else(|| "(none)".into())
+                    );
+                    outln!("CallbackKey: {}", mask(reply.callback_key.as_deref().unwrap_or("")));
+                    outln!("RequestId:   {}", reply.request_id.unwrap_or_default());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("DescribeWhiteboardPushCallback failed: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        CallbackCommand::SetUrl { app, url, delete } => {
+            let url = match (url, delete) {
+                (_, true) => String::new(),
+                (Some(url), false) => {
+                    let parsed = url::Url::parse(&url).map_err(|e| anyhow::anyhow!("{url:?} is not a URL: {e}"))?;
+                    anyhow::ensure!(
+                        matches!(parsed.scheme(), "http" | "https"),
+                        "the callback URL must be http or https"
+                    );
+                    url
+                }
+                (None, false) => anyhow::bail!("give the callback URL, or --delete"),
+            };
+            let (_, client) = app_client(path, app)?;
+            report(
+                "SetWhiteboardPushCallback",
+                client.set_callback(&url).await.map(|r| r.request_id),
+            )
+        }
+        CallbackCommand::SetKey {
+            app,
+            from_env,
+            stdin,
+            delete,
+        } => {
+            let (config, client) = app_client(path, app)?;
+            let key = if delete {
+                String::new()
+            } else if let Some(var) = from_env {
+                std::env::var(&var)
+                    .ok()
+                    .filter(|k| !k.is_empty())
+                    .with_context(|| format!("environment variable {var} is not set"))?
+            } else if stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("cannot read the key from standard input")?;
+                let key = line.trim_end_matches(['\r', '\n']).to_string();
+                anyhow::ensure!(
+                    !key.is_empty(),
+                    "standard input held no key (use --delete to remove the key)"
+                );
+                key
+            } else {
+                let app = config.app(client.sdk_app_id).and_then(|a| a.callback_key.as_ref());
+                app.map(|k| k.expose_secret().to_string())
+                    .context("this app has no callback_key in the config: set it there, or use --from-env or --stdin")?
+            };
+            anyhow::ensure!(
+                key.chars().count() <= 64,
+                "the key is longer than 64 characters (Tencent's limit)"
+            );
+            report(
+                "SetWhiteboardPushCallbackKey",
+                client.set_callback_key(&key).await.map(|r| r.request_id),
+            )
+        }
+    }
+}
+
+
+/// `check-config`: every problem with its key path (exit 1), or the warnings and OK.
+pub fn check_config(path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            for warning in config.warnings() {
+                eprintln!("{}: warning: {warning}", path.display());
+            }
+            outln!("{}: OK ({} apps)", path.display(), config.apps.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for problem in e.problems() {
+                eprintln!("{}: {problem}", path.display());
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `describe`: one DescribeWhiteboardPush, printed as JSON.
+pub async fn describe(path: &Path, app: u64, task_id: &str) -> anyhow::Result<ExitCode> {
+    let (_, client) = app_client(path, Some(app))?;
+    match client.describe_whiteboard_push(task_id).await {
+        Ok(reply) => {
+            outln!("{}", serde_json::to_string_pretty(&reply)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("DescribeWhiteboardPush failed: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `state forget --app`: drops an app's tasks, tombstones and counters from a stopped exporter's store.
+pub fn forget_app(path: &Path, app: u64) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let store = crate::store::Store::open(&config.state_path)
+        .map_err(|e| anyhow::anyhow!("{e} (is the exporter still running on this store? stop it first)"))?;
+    let (tasks, tombstones) = store.forget_app(app)?;
+    outln!(
+        "{}: forgot app {app}: {tasks} tasks, {tombstones} tombstones and its counters",
+        store.path().display()
+    );
+    if config.app(app).is_some() {
+        eprintln!("warning: app {app} is still in {}: it starts again from zero", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

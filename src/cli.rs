@@ -1,0 +1,189 @@
+//! The command line: flags and subcommands (clap derive; the doc comments are `--help`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Prometheus exporter for Tencent Cloud Interactive Whiteboard (TIW) whiteboard-push tasks.
+#[derive(Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Path of the YAML configuration file.
+    #[arg(long = "config.file", global = true, default_value = "config.yaml")]
+    pub config_file: PathBuf,
+    /// Address to listen on for metrics, health and callbacks.
+    #[arg(long = "web.listen-address", global = true, default_value = ":9897")]
+    pub listen_address: String,
+    /// TLS and basic auth, in the Prometheus exporter-toolkit format (tls_server_config, basic_auth_users).
+    #[arg(long = "web.config.file", global = true)]
+    pub web_config_file: Option<PathBuf>,
+    /// Path under which metrics are exposed.
+    #[arg(long = "web.telemetry-path", global = true, default_value = "/metrics", value_parser = parse_telemetry_path)]
+    pub telemetry_path: String,
+    /// Open connections at most, per listener; further clients wait to be accepted.
+    #[arg(long = "web.max-connections", global = true, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Time a client has to send a request's headers; also closes connections idle for as long.
+    #[arg(long = "web.read-header-timeout", global = true, default_value = "10s", value_parser = parse_duration)]
+    pub read_header_timeout: Duration,
+    /// Time a client has to send a request's body (callbacks); 408 after it.
+    #[arg(long = "web.read-timeout", global = true, default_value = "10s", value_parser = parse_duration)]
+    pub read_timeout: Duration,
+    /// Scrapes answered at once; more get 503 (0: no limit).
+    #[arg(long = "web.max-requests", global = true, default_value_t = 40)]
+    pub max_requests: u32,
+    /// Only log messages with the given severity or above.
+    #[arg(long = "log.level", global = true, value_enum, default_value = "info")]
+    pub log_level: LogLevel,
+    /// Output format of log messages.
+    #[arg(long = "log.format", global = true, value_enum, default_value = "logfmt")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Poll Tencent Cloud and serve /metrics (the default).
+    Serve,
+    /// Run against an embedded TIW simulator: no Tencent Cloud account needed.
+    Demo {
+        /// Address of the embedded simulator's API.
+        #[arg(long = "simulator.listen-address", default_value = "127.0.0.1:0")]
+        simulator_address: String,
+        /// Share of the simulator's API requests that fail, spread over every kind of fault
+        /// (5xx, reset, hang, truncated or non-JSON body, InternalError, RequestLimitExceeded,
+        /// 3 s late, SignatureExpire). Change it live with PUT /sim/faults.
+        #[arg(long = "simulator.fault-rate", default_value_t = 0.0, value_parser = parse_share)]
+        fault_rate: f64,
+    },
+    /// Validate the configuration file and print every problem with its key path.
+    CheckConfig,
+    /// Exit 0 when the exporter at --web.listen-address answers /-/healthy (for container health checks).
+    Healthcheck,
+    /// Show or change the callback URL and key registered with TIW for an app.
+    Callback {
+        #[command(subcommand)]
+        action: CallbackCommand,
+    },
+    /// Act on the store at state.path (stop the exporter first).
+    State {
+        #[command(subcommand)]
+        action: StateCommand,
+    },
+    /// Call DescribeWhiteboardPush for one task and print the reply as JSON.
+    Describe {
+        /// The task's SdkAppId (must be in the configuration).
+        #[arg(long)]
+        app: u64,
+        /// The task id.
+        task_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum StateCommand {
+    /// Forget one app's tasks, tombstones and counters for good. A reload or restart that leaves
+    /// an app out of the configuration keeps them; this is how they go.
+    Forget {
+        /// The SdkAppId whose recorded state goes.
+        #[arg(long)]
+        app: u64,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CallbackCommand {
+    /// DescribeWhiteboardPushCallback: the registered URL and key (masked).
+    Show {
+        /// SdkAppId (may be left out when the configuration has one app).
+        #[arg(long)]
+        app: Option<u64>,
+    },
+    /// SetWhiteboardPushCallback: register URL (http or https) as the app's callback, or delete it.
+    SetUrl {
+        #[arg(long)]
+        app: Option<u64>,
+        /// The exporter's callback URL as TIW reaches it, e.g. https://exporter.example.com/callback.
+        #[arg(required_unless_present = "delete")]
+        url: Option<String>,
+        /// Delete the callback URL (sends the empty URL, which Tencent documents as delete): TIW
+        /// then sends no push callbacks.
+        #[arg(long, conflicts_with = "url")]
+        delete: bool,
+    },
+    /// SetWhiteboardPushCallbackKey: the key from the config's callback_key, --from-env or --stdin
+    /// (never an argument, where ps would show it).
+    SetKey {
+        #[arg(long)]
+        app: Option<u64>,
+        /// Read the key from this environment variable.
+        #[arg(long = "from-env", value_name = "VAR", conflicts_with = "stdin")]
+        from_env: Option<String>,
+        /// Read the key from the first line of standard input.
+        #[arg(long)]
+        stdin: bool,
+        /// Delete the key: TIW then sends unsigned callbacks.
+        #[arg(long, conflicts_with_all = ["from_env", "stdin"])]
+        delete: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Logfmt,
+    Json,
+}
+
+/// A path for `/metrics` that the router can serve and that no other endpoint uses.
+fn parse_telemetry_path(s: &str) -> Result<String, String> {
+    let reserved = ["/", "/-/healthy", "/-/ready", "/-/reload"];
+    if !s.starts_with('/') || s.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        Err(format!("{s:?} must be a URL path starting with '/'"))
+    } else if reserved.contains(&s) || s.starts_with("/-/") {
+        Err(format!(
+            "{s:?} is taken by another endpoint (/, /-/healthy, /-/ready, /-/reload)"
+        ))
+    } else if s
+        .split('/')
+        .any(|seg| seg.starts_with([':', '*']) || seg.contains(['{', '}']))
+    {
+        Err(format!(
+            "{s:?}: a path segment may not start with ':' or '*' or hold '{{' or '}}'"
+        ))
+    } else if s.contains("//") || s.contains(['?', '#']) {
+        Err(format!(
+            "{s:?} must be a plain path (no empty segment, query or fragment)"
+        ))
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+/// A share between 0 and 1.
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("{s:?} is not a number between 0 and 1")),
+    }
+}
+
+/// A positive duration such as `500ms`, `10s` or `1m`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e} (examples: 500ms, 10s, 1m)")),
+    }
+}
+

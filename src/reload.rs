@@ -1,0 +1,200 @@
+//! Reloading the configuration: the handle that SIGHUP and `POST /-/reload` use, and the
+//! supervisor that owns what a reload replaces (the configuration and the poller).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::callback::CallbackReceiver;
+use crate::config::Config;
+use crate::metrics::ExporterMetrics;
+use crate::poller::{track_configured_tasks, Poller};
+use crate::registry::TaskRegistry;
+use crate::tencentcloud::RetryPolicy;
+use crate::task::unix_now;
+
+pub(crate) type ReloadReply = oneshot::Sender<Result<String, String>>;
+
+/// Asks a running exporter to reload its configuration file (SIGHUP, `POST /-/reload`).
+#[derive(Clone)]
+pub struct ReloadHandle {
+    tx: mpsc::Sender<ReloadReply>,
+}
+
+impl ReloadHandle {
+    /// Reloads; `Ok` says what changed, `Err` why the new config was refused (the old one stays).
+    pub async fn reload(&self) -> Result<String, String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(tx)
+            .await
+            .map_err(|_| "the exporter is shutting down".to_string())?;
+        rx.await.map_err(|_| "the exporter is shutting down".to_string())?
+    }
+}
+
+
+impl ReloadHandle {
+    /// A handle and the receiving end its requests arrive at.
+    pub(crate) fn channel() -> (ReloadHandle, mpsc::Receiver<ReloadReply>) {
+        let (tx, rx) = mpsc::channel(4);
+        (ReloadHandle { tx }, rx)
+    }
+}
+
+/// Says which apps the store holds state for that the configuration leaves out.
+pub fn log_hidden_apps(registry: &TaskRegistry) {
+    for (sdk_app_id, tasks) in registry.hidden_apps() {
+        tracing::info!(
+            sdk_app_id,
+            tasks,
+            "the store keeps this app's tasks and counters, but the configuration leaves it out: not polled, not on /metrics; list it again to bring them back, or run `tiw-push-exporter state forget --app` on a stopped exporter"
+        );
+    }
+}
+
+/// Owns what a reload replaces: the configuration and the poller.
+pub(crate) struct Supervisor {
+    config: Config,
+    registry: Arc<TaskRegistry>,
+    metrics: Arc<ExporterMetrics>,
+    callbacks: Arc<CallbackReceiver>,
+    /// Where a reload reads the configuration; `None`: reloads are refused.
+    config_file: Option<PathBuf>,
+    retry: RetryPolicy,
+    poller: Option<(CancellationToken, TaskTracker)>,
+}
+
+impl Supervisor {
+    /// Takes over the running configuration and starts polling under `parent`.
+    pub(crate) fn start(
+        config: Config,
+        registry: Arc<TaskRegistry>,
+        metrics: Arc<ExporterMetrics>,
+        callbacks: Arc<CallbackReceiver>,
+        (config_file, retry): (Option<PathBuf>, RetryPolicy),
+        parent: &CancellationToken,
+    ) -> Supervisor {
+        let mut supervisor = Supervisor {
+            config,
+            registry,
+            metrics,
+            callbacks,
+            config_file,
+            retry,
+            poller: None,
+        };
+        supervisor.start_poller(parent);
+        supervisor
+    }
+
+    /// Serves reload requests until `stop` is cancelled or every handle is gone, then stops polling.
+    pub(crate) async fn run(mut self, mut requests: mpsc::Receiver<ReloadReply>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                req = requests.recv() => match req {
+                    Some(reply) => {
+                        let result = self.reload(&stop).await;
+                        let _ = reply.send(result);
+                    }
+                    None => break,
+                },
+                _ = stop.cancelled() => break,
+            }
+        }
+        self.stop_poller().await;
+    }
+
+    fn start_poller(&mut self, parent: &CancellationToken) {
+        let poller = Poller::from_config(&self.config, &self.registry, &self.metrics, self.retry);
+        let (token, tracker) = (parent.child_token(), TaskTracker::new());
+        poller.spawn(&tracker, &token);
+        tracker.close();
+        self.poller = Some((token, tracker));
+    }
+
+    async fn stop_poller(&mut self) {
+        if let Some((token, tracker)) = self.poller.take() {
+            token.cancel();
+            tracker.wait().await;
+            // Polls cut off mid-flight will not report back.
+            self.registry.clear_polling();
+        }
+    }
+
+    /// Loads the config file again and swaps it in; on any problem the old one stays.
+    async fn reload(&mut self, parent: &CancellationToken) -> Result<String, String> {
+        let result = self.try_reload(parent).await;
+        match &result {
+            Ok(summary) => {
+                self.metrics.config_last_reload_successful.set(1.0);
+                self.metrics.config_last_reload_success_timestamp.set(unix_now());
+                tracing::info!(changes = %summary, "configuration reloaded");
+            }
+            Err(e) => {
+                self.metrics.config_last_reload_successful.set(0.0);
+                tracing::error!(error = %e, "configuration reload refused; the previous configuration stays in force");
+            }
+        }
+        result
+    }
+
+    async fn try_reload(&mut self, parent: &CancellationToken) -> Result<String, String> {
+        let path = self
+            .config_file
+            .clone()
+            .ok_or("started without a configuration file: nothing to reload")?;
+        let new = Config::load(&path).map_err(|e| format!("{}:\n{e}", path.display()))?;
+        let restart_only = [
+            ("state.path", self.config.state_path != new.state_path),
+            ("callback.path", self.config.callback.path != new.callback.path),
+            (
+                "callback.listen_address",
+                self.config.callback.listen_address != new.callback.listen_address,
+            ),
+        ];
+        let needs_restart: Vec<&str> = restart_only
+            .iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(k, _)| *k)
+            .collect();
+        if !needs_restart.is_empty() {
+            return Err(format!(
+                "{} changed: that takes a restart, not a reload",
+                needs_restart.join(", ")
+            ));
+        }
+        let old: BTreeSet<u64> = self.config.apps.iter().map(|a| a.sdk_app_id).collect();
+        let new_ids: BTreeSet<u64> = new.apps.iter().map(|a| a.sdk_app_id).collect();
+        self.stop_poller().await;
+        for id in old.difference(&new_ids) {
+            let label = id.to_string();
+            let _ = self.metrics.up.remove_label_values(&[&label]);
+            let _ = self.metrics.last_poll_success.remove_label_values(&[&label]);
+        }
+        self.registry.set_configured(new_ids.iter().copied());
+        log_hidden_apps(&self.registry);
+        self.registry.set_max_tasks(new.max_tasks);
+        self.metrics.register_apps(new_ids.iter().copied());
+        crate::callback::log_trust(&new);
+        track_configured_tasks(&new, &self.registry);
+        self.callbacks.reconfigure(&new);
+        self.metrics
+            .per_task_metrics
+            .store(new.per_task_metrics, Ordering::Relaxed);
+        let summary = format!(
+            "{} apps (added {:?}, left out {:?}: their tasks and counters are kept)",
+            new_ids.len(),
+            new_ids.difference(&old).collect::<Vec<_>>(),
+            old.difference(&new_ids).collect::<Vec<_>>()
+        );
+        self.config = new;
+        self.start_poller(parent);
+        Ok(summary)
+    }
+}
