@@ -176,7 +176,6 @@ pub async fn callback(path: &Path, action: CallbackCommand) -> anyhow::Result<Ex
     }
 }
 
-
 /// `check-config`: every problem with its key path (exit 1), or the warnings and OK.
 pub fn check_config(path: &Path) -> ExitCode {
     match Config::load(path) {
@@ -222,7 +221,10 @@ pub fn forget_app(path: &Path, app: u64) -> anyhow::Result<ExitCode> {
         store.path().display()
     );
     if config.app(app).is_some() {
-        eprintln!("warning: app {app} is still in {}: it starts again from zero", path.display());
+        eprintln!(
+            "warning: app {app} is still in {}: it starts again from zero",
+            path.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -186,4 +186,3 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         Err(e) => Err(format!("{e} (examples: 500ms, 10s, 1m)")),
     }
 }
-

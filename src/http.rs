@@ -9,8 +9,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::reload::ReloadHandle;
 use crate::metrics::{ExporterMetrics, REVISION, TEXT_CONTENT_TYPE, VERSION};
+use crate::reload::ReloadHandle;
 
 /// What the handlers share.
 #[derive(Clone)]

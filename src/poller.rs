@@ -17,12 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::metrics::ExporterMetrics;
-use crate::tencentcloud::ratelimit::budget_key;
-use crate::tencentcloud::client::build_clients;
-use crate::tencentcloud::RetryPolicy;
 use crate::registry::{Answer, Source, TaskRegistry, Track};
 use crate::task::{truncate, unix_now, FinishReason};
+use crate::tencentcloud::client::build_clients;
+use crate::tencentcloud::ratelimit::budget_key;
 use crate::tencentcloud::tiw::{PushAnswer, RUNNING_TASKS_PAGE};
+use crate::tencentcloud::RetryPolicy;
 use crate::tencentcloud::{ApiError, TiwClient};
 
 /// Requests of one credential group in flight at once; enough to use 20/s with 3 s replies.
@@ -61,30 +61,30 @@ impl Poller {
         metrics: &Arc<ExporterMetrics>,
         retry: RetryPolicy,
     ) -> Arc<Poller> {
-    let clients = build_clients(config, metrics, retry);
-    let apps = config
-        .apps
-        .iter()
-        .map(|app| {
-            let client = clients[&app.sdk_app_id].clone();
-            (
-                app.sdk_app_id,
-                PolledApp {
-                    client,
-                    discover: app.discover,
-                    group: budget_key(&app.api),
-                },
-            )
-        })
-        .collect();
-    let settings = PollSettings {
-        interval: config.poll.interval,
-        discovery_interval: config.poll.discovery_interval,
-        retention: config.retention_stopped_tasks,
-        confirm_timeout: config.callback.confirm_timeout,
-    };
-    Poller::new(registry.clone(), metrics.clone(), apps, settings)
-}
+        let clients = build_clients(config, metrics, retry);
+        let apps = config
+            .apps
+            .iter()
+            .map(|app| {
+                let client = clients[&app.sdk_app_id].clone();
+                (
+                    app.sdk_app_id,
+                    PolledApp {
+                        client,
+                        discover: app.discover,
+                        group: budget_key(&app.api),
+                    },
+                )
+            })
+            .collect();
+        let settings = PollSettings {
+            interval: config.poll.interval,
+            discovery_interval: config.poll.discovery_interval,
+            retention: config.retention_stopped_tasks,
+            confirm_timeout: config.callback.confirm_timeout,
+        };
+        Poller::new(registry.clone(), metrics.clone(), apps, settings)
+    }
 }
 
 /// Tracks the task ids the configuration lists.

@@ -15,8 +15,8 @@ use crate::config::Config;
 use crate::metrics::ExporterMetrics;
 use crate::poller::{track_configured_tasks, Poller};
 use crate::registry::TaskRegistry;
-use crate::tencentcloud::RetryPolicy;
 use crate::task::unix_now;
+use crate::tencentcloud::RetryPolicy;
 
 pub(crate) type ReloadReply = oneshot::Sender<Result<String, String>>;
 
@@ -37,7 +37,6 @@ impl ReloadHandle {
         rx.await.map_err(|_| "the exporter is shutting down".to_string())?
     }
 }
-
 
 impl ReloadHandle {
     /// A handle and the receiving end its requests arrive at.

@@ -24,7 +24,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
 
-
 /// How long a graceful shutdown waits for open connections before it stops them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 

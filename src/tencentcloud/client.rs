@@ -481,7 +481,11 @@ pub fn http_client() -> reqwest::Client {
 }
 
 /// Builds one [`TiwClient`] per app, sharing rate limiters between apps on the same credentials.
-pub fn build_clients(config: &crate::config::Config, metrics: &Arc<ExporterMetrics>, retry: RetryPolicy) -> HashMap<u64, super::TiwClient> {
+pub fn build_clients(
+    config: &crate::config::Config,
+    metrics: &Arc<ExporterMetrics>,
+    retry: RetryPolicy,
+) -> HashMap<u64, super::TiwClient> {
     let http = http_client();
     let limiters = Arc::new(Limiters::new(&config.apps));
     config

@@ -4,10 +4,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tiw_push_exporter::config::Config;
-use tiw_push_exporter::tencentcloud::client::build_clients;
 use tiw_push_exporter::metrics::ExporterMetrics;
 use tiw_push_exporter::registry::TaskRegistry;
 use tiw_push_exporter::simulator::Fault;
+use tiw_push_exporter::tencentcloud::client::build_clients;
 
 use crate::common::*;
 

@@ -1,0 +1,669 @@
+//! The task registry: every tracked push task, what the API confirmed and what callbacks claim,
+//! and the per-app aggregates.
+//!
+//! This is the single source of truth. Two kinds of report reach it:
+//! - **answers** of DescribeWhiteboardPush (the truth): folded into a task's `confirmed` facts,
+//!   which only move forward (an ended task never reopens, ExceptionCnt never decreases);
+//! - **claims** of callbacks: TIW's Sign covers only the key and ExpireTime, so a callback body is a
+//!   claim until the API confirms it (SPEC §3). A claim shows at once on the per-task series and asks
+//!   for a confirming poll; that poll's answer wins, and a claim it contradicts is dropped.
+//!
+//! Aggregate counters move exactly once per task, and only on confirmed facts — or on a claim that
+//! the app's API could not confirm for `callback.confirm_timeout` ([`TaskRegistry::settle_claims`]).
+//! The metrics collector reads the registry under a short lock at scrape time.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+pub use crate::task::{is_task_id, plausible, unix_now, FinishReason, Observation, PushEvent, TaskStatus, MAX_TASK_ID};
+
+mod journal;
+mod record;
+mod schedule;
+#[cfg(test)]
+mod tests;
+
+pub use journal::{Batch, Restored};
+pub use record::{AppStats, Claim, DurationHistogram, Facts, Source, Task};
+use schedule::{finished_key, OrderKey};
+
+/// How long an expired task id is remembered, so that discovery (which sees 3 days back) cannot
+/// bring it back and count it a second time.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(4 * 24 * 3600);
+
+/// Upper bounds (seconds) of `tiw_push_duration_seconds`: from failed starts to half-day classes.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    10.0, 30.0, 60.0, 300.0, 600.0, 1200.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0, 10800.0, 14400.0, 21600.0,
+];
+
+/// `retention.max_tasks` unless set (SPEC §5).
+pub const DEFAULT_MAX_TASKS: usize = 100_000;
+/// `InvalidParameter.TaskNotFound` answers in a row after which a task is dropped (or, if
+/// configured, read only once per discovery interval) (SPEC §2).
+pub const NOT_FOUND_LIMIT: u8 = 3;
+/// Success replies without `Status` in a row after which a task has failed (SPEC §2).
+pub const NO_STATUS_LIMIT: usize = 3;
+
+/// How a callback was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackApplied {
+    /// First delivery: its claim is recorded and a confirming poll is owed.
+    Accepted {
+        /// The claim ended the task (as shown).
+        ended: bool,
+    },
+    /// This event was applied before, or its task has expired: nothing changed.
+    Duplicate,
+    /// A new task, and `retention.max_tasks` tasks are tracked, none of them ended: refused.
+    Full,
+}
+
+/// Whether [`TaskRegistry::track`] took a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    /// Newly tracked.
+    Added,
+    /// Tracked already, or expired recently (a tombstone).
+    Known,
+    /// `retention.max_tasks` reached: not tracked.
+    Full,
+}
+
+/// One answer of DescribeWhiteboardPush, in domain terms (see `tencentcloud::tiw::PushAnswer`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// A reply with a status.
+    State(Observation),
+    /// A success reply with no `Status`, with its RequestId.
+    NoStatus(String),
+    /// `FailedOperation.WhiteboardPush`.
+    Failed,
+    /// `InvalidParameter.TaskNotFound`.
+    NotFound,
+}
+
+/// What one answer did to its task.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AnswerApplied {
+    /// The answer ended the task, with this reason.
+    pub ended: Option<FinishReason>,
+    /// The answer contradicted this callback's claim (`outcome="contradicted"`), and what the claim said.
+    pub contradicted: Option<(PushEvent, TaskStatus, Option<FinishReason>)>,
+    /// The task failed after [`NO_STATUS_LIMIT`] replies without `Status`: their RequestIds.
+    pub failed_without_status: Option<Vec<String>>,
+    /// Dropped after [`NOT_FOUND_LIMIT`] TaskNotFound answers (`tasks_dropped_total{reason="not_found"}`).
+    pub dropped: bool,
+    /// A configured task Tencent does not know: read again at most once per discovery interval.
+    pub parked: bool,
+}
+
+/// Read-only view handed to the collector.
+pub struct View<'a> {
+    inner: MutexGuard<'a, Inner>,
+}
+
+impl View<'_> {
+    /// Tasks of the configured apps (a reload that leaves an app out hides it; its state stays).
+    pub fn tasks(&self) -> impl Iterator<Item = &Task> {
+        self.inner.tasks.values().filter(|t| self.inner.shown(t.sdk_app_id))
+    }
+    /// Aggregates of the configured apps.
+    pub fn apps(&self) -> impl Iterator<Item = (&u64, &AppStats)> {
+        self.inner.apps.iter().filter(|(id, _)| self.inner.shown(**id))
+    }
+    /// Tracked tasks per app and status, every configured app and every status present.
+    pub fn status_counts(&self) -> BTreeMap<u64, [u64; 5]> {
+        let mut counts: BTreeMap<u64, [u64; 5]> = self.apps().map(|(k, _)| (*k, [0; 5])).collect();
+        for t in self.tasks() {
+            counts.entry(t.sdk_app_id).or_insert([0; 5])[t.status.index()] += 1;
+        }
+        counts
+    }
+    pub fn len(&self) -> usize {
+        self.tasks().count()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A task's identity: SdkAppId and TaskId.
+pub type Key = (u64, String);
+
+struct Inner {
+    tasks: HashMap<Key, Task>,
+    apps: BTreeMap<u64, AppStats>,
+    /// Expired task ids and when they expired (unix seconds).
+    tombstones: HashMap<Key, f64>,
+    /// Changes since the last batch.
+    dirty: HashSet<Key>,
+    apps_dirty: bool,
+    removed: HashSet<Key>,
+    apps_removed: Vec<u64>,
+    tombstones_added: Vec<(Key, f64)>,
+    tombstones_pruned: Vec<Key>,
+    /// Every pollable task that is neither in flight nor parked, in poll order: wanted-now first,
+    /// then never polled, then least recently polled. Picking the next task is O(log n), and ended
+    /// tasks cost nothing. Invariant: a task is here, under [`order_key`], iff [`Inner::queued`].
+    queue: BTreeSet<OrderKey>,
+    /// Parked tasks by the time they may be read again.
+    parked: BTreeSet<(Instant, Key)>,
+    /// Tasks whose end the API confirmed, oldest end first: the first to go when the registry is full.
+    finished: BTreeSet<(u64, Key)>,
+    /// Bumped by every callback claim and read by every poll handed out.
+    seq: u64,
+    /// `retention.max_tasks`.
+    max_tasks: usize,
+    /// When the last "registry full" warning was logged.
+    last_full_warning: Option<Instant>,
+    /// The apps of the configuration in force (`None`: every app). Others are kept, not shown.
+    configured: Option<BTreeSet<u64>>,
+}
+
+impl Inner {
+    fn new(max_tasks: usize) -> Inner {
+        Inner {
+            tasks: HashMap::new(),
+            apps: BTreeMap::new(),
+            tombstones: HashMap::new(),
+            dirty: HashSet::new(),
+            apps_dirty: false,
+            removed: HashSet::new(),
+            apps_removed: Vec::new(),
+            tombstones_added: Vec::new(),
+            tombstones_pruned: Vec::new(),
+            queue: BTreeSet::new(),
+            parked: BTreeSet::new(),
+            finished: BTreeSet::new(),
+            seq: 0,
+            max_tasks,
+            last_full_warning: None,
+            configured: None,
+        }
+    }
+
+    /// Whether an app's series are shown: it is in the configuration in force.
+    fn shown(&self, sdk_app_id: u64) -> bool {
+        self.configured.as_ref().is_none_or(|c| c.contains(&sdk_app_id))
+    }
+
+    fn queued(t: &Task) -> bool {
+        t.is_pollable() && !t.polling && t.parked_until.is_none()
+    }
+
+    fn touch(&mut self, key: &Key) {
+        self.dirty.insert(key.clone());
+        self.apps_dirty = true;
+    }
+
+    /// Removes a task from everything; a tombstone keeps it from coming back when `tombstone`.
+    fn remove_task(&mut self, key: &Key, tombstone: Option<f64>) -> Option<Task> {
+        self.unqueue(key);
+        let t = self.tasks.remove(key)?;
+        if let Some(k) = finished_key(&t) {
+            self.finished.remove(&k);
+        }
+        if let Some(until) = t.parked_until {
+            self.parked.remove(&(until, key.clone()));
+        }
+        self.dirty.remove(key);
+        self.removed.insert(key.clone());
+        if let Some(at) = tombstone {
+            self.tombstones.insert(key.clone(), at);
+            self.tombstones_added.push((key.clone(), at));
+        }
+        Some(t)
+    }
+
+    /// Room for one more task: when full, the task whose confirmed end is oldest goes (as if
+    /// retention had expired it). False when every tracked task is still running.
+    fn make_room(&mut self, now: f64) -> bool {
+        if self.tasks.len() < self.max_tasks {
+            return true;
+        }
+        while self.tasks.len() >= self.max_tasks {
+            let Some((_, key)) = self.finished.pop_first() else {
+                break;
+            };
+            self.remove_task(&key, Some(now));
+        }
+        if self.tasks.len() < self.max_tasks {
+            return true;
+        }
+        let warn = self
+            .last_full_warning
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(60));
+        if warn {
+            self.last_full_warning = Some(Instant::now());
+            tracing::warn!(
+                max_tasks = self.max_tasks,
+                "retention.max_tasks unfinished tasks are tracked: new tasks are refused (callbacks answered 503 so TIW retries) until some end; raise retention.max_tasks if this fleet is real"
+            );
+        }
+        false
+    }
+}
+
+/// The registry. Cheap to share behind an `Arc`; every method takes a short std lock.
+pub struct TaskRegistry {
+    inner: Mutex<Inner>,
+    /// Bumped whenever a task needs an early poll; the poller watches it.
+    poll_wanted: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for TaskRegistry {
+    fn default() -> Self {
+        TaskRegistry::with_max_tasks(DEFAULT_MAX_TASKS)
+    }
+}
+
+impl TaskRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A registry that tracks at most `max_tasks` tasks (`retention.max_tasks`).
+    pub fn with_max_tasks(max_tasks: usize) -> Self {
+        TaskRegistry {
+            inner: Mutex::new(Inner::new(max_tasks.max(1))),
+            poll_wanted: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    /// A reload changed `retention.max_tasks`; tasks beyond a lower bound are not evicted.
+    pub fn set_max_tasks(&self, max_tasks: usize) {
+        self.lock().max_tasks = max_tasks.max(1);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-applied update behind (every update is
+        // computed before it is stored), so a poisoned lock is still consistent.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes sure every configured app has its aggregates, even with no task yet.
+    pub fn ensure_apps(&self, ids: impl IntoIterator<Item = u64>) {
+        let mut inner = self.lock();
+        for id in ids {
+            if let std::collections::btree_map::Entry::Vacant(e) = inner.apps.entry(id) {
+                e.insert(AppStats::default());
+                inner.apps_dirty = true;
+            }
+        }
+    }
+
+    /// Loads what the store held: tasks, aggregates and tombstones. Every task that has not had
+    /// its final read is polled again at once.
+    pub fn restore(&self, restored: Restored) {
+        let mut inner = self.lock();
+        for (id, stats) in restored.apps {
+            inner.apps.insert(id, stats);
+        }
+        for mut task in restored.tasks {
+            task.migrate();
+            task.needs_poll = !task.final_read;
+            inner.apps.entry(task.sdk_app_id).or_default();
+            let key = (task.sdk_app_id, task.task_id.clone());
+            let final_read = task.final_read;
+            inner.tasks.insert(key.clone(), task);
+            if final_read {
+                inner.set_final(&key);
+            }
+            inner.requeue(&key);
+        }
+        inner.tombstones.extend(restored.tombstones);
+        drop(inner);
+        self.want_poll();
+    }
+
+    /// The apps of the configuration in force: they get aggregates, and only they are shown.
+    /// An app left out keeps its tasks and counters, here and in the store, unchanged (not
+    /// polled, not expired), and shows them again when a later configuration lists it (SPEC §5).
+    /// Forgetting an app is a deliberate act on a stopped exporter (`state forget`).
+    pub fn set_configured(&self, apps: impl IntoIterator<Item = u64>) {
+        let apps: BTreeSet<u64> = apps.into_iter().collect();
+        let mut inner = self.lock();
+        for id in &apps {
+            if let std::collections::btree_map::Entry::Vacant(e) = inner.apps.entry(*id) {
+                e.insert(AppStats::default());
+                inner.apps_dirty = true;
+            }
+        }
+        inner.configured = Some(apps);
+    }
+
+    /// Apps the registry holds state for that the configuration in force leaves out.
+    pub fn hidden_apps(&self) -> Vec<(u64, usize)> {
+        let inner = self.lock();
+        inner
+            .apps
+            .keys()
+            .filter(|id| !inner.shown(**id))
+            .map(|id| (*id, inner.tasks.keys().filter(|k| k.0 == *id).count()))
+            .collect()
+    }
+
+    /// Starts tracking a task (`room_id` as DescribeRunningTasks lists it). A configured id is
+    /// marked as configured even when it was tracked already.
+    pub fn track(&self, sdk_app_id: u64, task_id: &str, room_id: Option<i64>, source: Source) -> Track {
+        let key = (sdk_app_id, task_id.to_string());
+        let now = unix_now();
+        {
+            let mut inner = self.lock();
+            if let Some(t) = inner.tasks.get_mut(&key) {
+                let mut changed = false;
+                if source == Source::Config && t.source != Source::Config {
+                    t.source = Source::Config;
+                    changed = true;
+                }
+                if let (None, Some(room)) = (t.confirmed().room_id, room_id) {
+                    t.confirmed_mut().room_id = Some(room);
+                    t.refresh(now);
+                    changed = true;
+                }
+                if changed {
+                    inner.touch(&key);
+                }
+                return Track::Known;
+            }
+            if inner.tombstones.contains_key(&key) {
+                return Track::Known;
+            }
+            if !inner.make_room(now) {
+                return Track::Full;
+            }
+            let mut task = Task::new(sdk_app_id, task_id.to_string(), source, now);
+            task.confirmed_mut().room_id = room_id;
+            task.refresh(now);
+            inner.apps.entry(sdk_app_id).or_default();
+            inner.touch(&key);
+            inner.tasks.insert(key.clone(), task);
+            inner.requeue(&key);
+        }
+        self.want_poll();
+        Track::Added
+    }
+
+    /// Applies an answer of DescribeWhiteboardPush and records the poll's end.
+    ///
+    /// The answer is the truth: it is folded into the confirmed facts and moves the counters. A
+    /// pending claim is settled by an answer to a poll handed out after it: kept where the answer
+    /// agrees, counted `contradicted` where the claim was ahead of the answer. An answer to a poll
+    /// handed out before the latest claim cannot judge it, so another poll is owed.
+    /// `park_for` is how long a configured task Tencent does not know waits for its next read.
+    pub fn apply_answer(&self, sdk_app_id: u64, task_id: &str, answer: &Answer, park_for: Duration) -> AnswerApplied {
+        let now = unix_now();
+        let key = (sdk_app_id, task_id.to_string());
+        let mut out = AnswerApplied::default();
+        let mut inner = self.lock();
+        inner.unqueue(&key);
+        let Inner { tasks, apps, .. } = &mut *inner;
+        let Some(task) = tasks.get_mut(&key) else {
+            return out;
+        };
+        let stats = apps.entry(sdk_app_id).or_default();
+        let was_ended = task.confirmed().status.is_ended();
+        let answers_claim = task.claim.as_ref().is_some_and(|c| task.poll_seq >= c.seq);
+        task.last_update = now;
+        match answer {
+            Answer::State(obs) => {
+                task.not_found = 0;
+                task.no_status.clear();
+                task.confirmed_mut().absorb(obs);
+            }
+            Answer::Failed => {
+                task.not_found = 0;
+                task.no_status.clear();
+                task.confirmed_mut().absorb(&Observation {
+                    status: Some(TaskStatus::Failed),
+                    ..Default::default()
+                });
+            }
+            Answer::NoStatus(request_id) => {
+                task.not_found = 0;
+                task.no_status.push(request_id.clone());
+                if task.no_status.len() >= NO_STATUS_LIMIT {
+                    out.failed_without_status = Some(std::mem::take(&mut task.no_status));
+                    task.confirmed_mut().absorb(&Observation {
+                        status: Some(TaskStatus::Failed),
+                        ..Default::default()
+                    });
+                }
+            }
+            Answer::NotFound => {
+                task.no_status.clear();
+                task.not_found = task.not_found.saturating_add(1);
+            }
+        }
+        // The claim: superseded once the truth has caught up with it; contradicted when a poll sent
+        // after it answers something behind it (or that the task does not exist).
+        if let Some(claim) = &task.claim {
+            let confirmed = task.confirmed();
+            let behind = claim.facts.status.rank() > confirmed.status.rank();
+            let other_reason = matches!(
+                (claim.facts.finish_reason, confirmed.finish_reason),
+                (Some(c), Some(a)) if c != a && c != FinishReason::Other && a != FinishReason::Failed
+            );
+            if answers_claim && (behind || other_reason || *answer == Answer::NotFound) {
+                out.contradicted = Some((
+                    PushEvent::claiming(claim.facts.status),
+                    claim.facts.status,
+                    claim.facts.finish_reason,
+                ));
+                task.claim = None;
+            } else if !behind {
+                task.claim = None;
+            } else {
+                task.needs_poll = true;
+            }
+        }
+        let confirmed = task.confirmed().clone();
+        task.count(&confirmed, stats);
+        task.refresh(now);
+        if confirmed.status.is_ended() && !was_ended {
+            out.ended = confirmed.finish_reason;
+        }
+        if task.not_found >= NOT_FOUND_LIMIT && !confirmed.status.is_ended() {
+            if task.source == Source::Config {
+                let until = Instant::now() + park_for;
+                task.parked_until = Some(until);
+                task.not_found = 0;
+                inner.parked.insert((until, key.clone()));
+                out.parked = true;
+            } else {
+                inner.remove_task(&key, None);
+                out.dropped = true;
+                return out;
+            }
+        }
+        if confirmed.status.is_ended() {
+            inner.set_final(&key);
+        }
+        inner.touch(&key);
+        inner.requeue(&key);
+        out
+    }
+
+    /// Applies a DescribeWhiteboardPush reply with a status, as if answering a fresh poll.
+    pub fn observe_poll(&self, sdk_app_id: u64, task_id: &str, obs: &Observation) -> AnswerApplied {
+        self.mark_poll_sent(sdk_app_id, task_id);
+        self.apply_answer(sdk_app_id, task_id, &Answer::State(obs.clone()), Duration::ZERO)
+    }
+
+    /// Applies a verified push callback as a claim: tracks its task if new, applies each event once,
+    /// shows the claim at once and asks for the confirming DescribeWhiteboardPush.
+    pub fn observe_callback(
+        &self,
+        sdk_app_id: u64,
+        task_id: &str,
+        event: PushEvent,
+        obs: &Observation,
+    ) -> CallbackApplied {
+        let now = unix_now();
+        let key = (sdk_app_id, task_id.to_string());
+        let result = {
+            let mut inner = self.lock();
+            if inner.tombstones.contains_key(&key) {
+                return CallbackApplied::Duplicate;
+            }
+            if !inner.tasks.contains_key(&key) {
+                if !inner.make_room(now) {
+                    return CallbackApplied::Full;
+                }
+                inner.tasks.insert(
+                    key.clone(),
+                    Task::new(sdk_app_id, task_id.to_string(), Source::Callback, now),
+                );
+                inner.apps.entry(sdk_app_id).or_default();
+            }
+            inner.unqueue(&key);
+            inner.seq += 1;
+            let seq = inner.seq;
+            let Some(task) = inner.tasks.get_mut(&key) else {
+                return CallbackApplied::Duplicate;
+            };
+            let seen = match event {
+                PushEvent::Started => &mut task.seen_started_event,
+                PushEvent::Stopped => &mut task.seen_stopped_event,
+            };
+            if *seen {
+                inner.requeue(&key);
+                return CallbackApplied::Duplicate;
+            }
+            *seen = true;
+            let was_ended = task.status.is_ended();
+            task.last_update = now;
+            if !task.final_read {
+                let claim = task.claim.get_or_insert_with(|| Claim {
+                    facts: Facts::default(),
+                    at: now,
+                    seq,
+                });
+                claim.facts.absorb(obs);
+                claim.at = now;
+                claim.seq = seq;
+                task.needs_poll = true;
+                task.refresh(now);
+            }
+            let ended = task.status.is_ended() && !was_ended;
+            inner.touch(&key);
+            inner.requeue(&key);
+            CallbackApplied::Accepted { ended }
+        };
+        self.want_poll();
+        result
+    }
+
+    /// Counts the claims the API could not confirm: those of `sdk_app_id` pending for at least
+    /// `timeout` with no answer from the app's API since they arrived (`last_answer`, unix
+    /// seconds) and the poller running for at least `timeout` (`since`). Each counter still moves
+    /// once per task. A claimed end counted this way is final: the task is no longer polled and
+    /// leaves with retention, so an unreachable API cannot keep it forever. A claimed start stays
+    /// pending, so a later answer still corrects what is shown. Returns the ids whose counters
+    /// moved, to be logged as unconfirmed.
+    pub fn settle_claims(
+        &self,
+        sdk_app_id: u64,
+        timeout: Duration,
+        last_answer: Option<f64>,
+        since: f64,
+    ) -> Vec<String> {
+        let now = unix_now();
+        let timeout = timeout.as_secs_f64();
+        if now - since < timeout {
+            return Vec::new();
+        }
+        let mut inner = self.lock();
+        let Inner { tasks, apps, dirty, .. } = &mut *inner;
+        let stats = apps.entry(sdk_app_id).or_default();
+        let mut settled = Vec::new();
+        let mut ended = Vec::new();
+        for (key, task) in tasks.iter_mut().filter(|(k, _)| k.0 == sdk_app_id) {
+            let Some(claim) = &task.claim else { continue };
+            let unconfirmable = now - claim.at >= timeout && last_answer.is_none_or(|a| a < claim.at);
+            if unconfirmable {
+                let shown = task.shown();
+                if task.count(&shown, stats) {
+                    dirty.insert(key.clone());
+                    settled.push(task.task_id.clone());
+                }
+                if shown.status.is_ended() {
+                    ended.push(key.clone());
+                }
+            }
+        }
+        for key in ended {
+            inner.unqueue(&key);
+            inner.set_final(&key);
+        }
+        if !settled.is_empty() {
+            inner.apps_dirty = true;
+        }
+        settled
+    }
+
+    /// Removes tasks whose confirmed end is older than `retention` and forgets old tombstones.
+    pub fn expire(&self, retention: Duration) -> usize {
+        let now = unix_now();
+        let mut inner = self.lock();
+        let cutoff = ((now - retention.as_secs_f64()).max(0.0) * 1000.0) as u64;
+        // An app left out of the configuration keeps its tasks as they were until it returns.
+        let due: Vec<Key> = inner
+            .finished
+            .iter()
+            .take_while(|(ended, _)| *ended <= cutoff)
+            .filter(|(_, key)| inner.shown(key.0))
+            .map(|(_, key)| key.clone())
+            .collect();
+        for key in &due {
+            inner.remove_task(key, Some(now));
+        }
+        let expired = due.len();
+        let tomb_cutoff = now - TOMBSTONE_TTL.as_secs_f64();
+        let pruned: Vec<Key> = inner
+            .tombstones
+            .iter()
+            .filter(|(_, at)| **at <= tomb_cutoff)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in pruned {
+            inner.tombstones.remove(&key);
+            inner.tombstones_pruned.push(key);
+        }
+        expired
+    }
+
+    /// A short-lived read lock for rendering.
+    pub fn view(&self) -> View<'_> {
+        View { inner: self.lock() }
+    }
+
+    /// A copy of every task (sorted by app and id) and every app's aggregates.
+    pub fn snapshot(&self) -> (Vec<Task>, BTreeMap<u64, AppStats>) {
+        let inner = self.lock();
+        let mut tasks: Vec<Task> = inner.tasks.values().cloned().collect();
+        tasks.sort_by(|a, b| (a.sdk_app_id, &a.task_id).cmp(&(b.sdk_app_id, &b.task_id)));
+        (tasks, inner.apps.clone())
+    }
+
+    /// A copy of one task.
+    pub fn get(&self, sdk_app_id: u64, task_id: &str) -> Option<Task> {
+        self.lock().tasks.get(&(sdk_app_id, task_id.to_string())).cloned()
+    }
+
+    /// A copy of one app's aggregates.
+    pub fn stats(&self, sdk_app_id: u64) -> Option<AppStats> {
+        self.lock().apps.get(&sdk_app_id).cloned()
+    }
+
+    /// Number of tracked tasks.
+    pub fn len(&self) -> usize {
+        self.lock().tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,388 @@
+//! One tracked task as the registry keeps it: what the API confirmed ([`Facts`]), what callbacks
+//! claim ([`Claim`]), what is shown (the two merged), and what it has counted; and the per-app
+//! aggregates. Persisted whole by the store.
+
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+use super::DURATION_BUCKETS;
+use crate::task::{FinishReason, Observation, TaskStatus};
+
+/// Where the exporter first heard of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Source {
+    Config,
+    Discovery,
+    Callback,
+}
+
+/// What is known of a task from one side (the API's answers, or the callbacks' claims).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Facts {
+    pub status: TaskStatus,
+    pub finish_reason: Option<FinishReason>,
+    pub room_id: Option<i64>,
+    pub group_id: Option<String>,
+    pub push_user_id: Option<String>,
+    pub push_start_time: Option<i64>,
+    pub push_stop_time: Option<i64>,
+    pub exception_cnt: Option<u64>,
+    pub im_sync_time: Option<i64>,
+}
+
+impl Facts {
+    /// Folds one report in: identities and times are kept as first known, the status only moves
+    /// forward (taking the report's finish reason when it ends), ExceptionCnt never decreases.
+    pub(super) fn absorb(&mut self, obs: &Observation) {
+        fn first<T: Clone>(slot: &mut Option<T>, v: Option<&T>) {
+            if slot.is_none() {
+                *slot = v.cloned();
+            }
+        }
+        first(&mut self.room_id, obs.room_id.filter(|r| *r != 0).as_ref());
+        first(&mut self.group_id, obs.group_id.as_ref().filter(|g| !g.is_empty()));
+        first(
+            &mut self.push_user_id,
+            obs.push_user_id.as_ref().filter(|u| !u.is_empty()),
+        );
+        first(
+            &mut self.push_start_time,
+            obs.push_start_time.filter(|s| *s > 0).as_ref(),
+        );
+        first(&mut self.push_stop_time, obs.push_stop_time.filter(|s| *s > 0).as_ref());
+        first(&mut self.im_sync_time, obs.im_sync_time.filter(|s| *s > 0).as_ref());
+        if let Some(n) = obs.exception_cnt {
+            self.exception_cnt = Some(self.exception_cnt.map_or(n, |old| old.max(n)));
+        }
+        if let Some(status) = obs.status {
+            if status.rank() > self.status.rank() {
+                self.status = status;
+                if status.is_ended() {
+                    self.finish_reason = Some(match status {
+                        TaskStatus::Failed => FinishReason::Failed,
+                        _ => obs
+                            .finish_reason
+                            .filter(|r| *r != FinishReason::Failed)
+                            .unwrap_or(FinishReason::Other),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// What callbacks said about a task that the API has not confirmed yet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claim {
+    pub facts: Facts,
+    /// Unix seconds of the latest callback in the claim.
+    pub at: f64,
+    /// Registry sequence number of the latest callback: a poll handed out at or after it answers it.
+    #[serde(skip)]
+    pub(super) seq: u64,
+}
+
+/// Which counters a task has moved already, so that each moves once per task.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(super) struct Counted {
+    pub(super) started: bool,
+    pub(super) finished: bool,
+    /// ExceptionCnt already added to `exceptions_total`.
+    pub(super) exceptions: u64,
+}
+
+/// One tracked task. Everything but the poller's bookkeeping is persisted by the store.
+///
+/// The public status and figures are what `/metrics` shows: the confirmed facts, overlaid by a
+/// pending claim where the claim is ahead ([`Task::refresh`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub sdk_app_id: u64,
+    pub task_id: String,
+    pub room_id: Option<i64>,
+    pub group_id: String,
+    pub push_user_id: String,
+    pub status: TaskStatus,
+    pub finish_reason: Option<FinishReason>,
+    pub push_start_time: Option<i64>,
+    pub push_stop_time: Option<i64>,
+    pub exception_cnt: u64,
+    pub im_sync_time: Option<i64>,
+    /// Unix seconds when the exporter last learned anything about the task.
+    pub last_update: f64,
+    /// Unix seconds when the exporter saw the task end (drives retention).
+    pub ended_at: Option<f64>,
+    pub source: Source,
+    /// What DescribeWhiteboardPush answered (`None` only in a store written before claims existed).
+    #[serde(default)]
+    pub(super) confirmed: Option<Facts>,
+    /// What callbacks claim and the API has not confirmed yet.
+    #[serde(default)]
+    pub claim: Option<Claim>,
+    #[serde(default)]
+    pub(super) counted: Counted,
+    /// A WhiteboardPushStarted / WhiteboardPushStopped callback was applied: later copies are duplicates.
+    pub(super) seen_started_event: bool,
+    pub(super) seen_stopped_event: bool,
+    /// The API confirmed the end: never poll again.
+    pub(super) final_read: bool,
+    /// `InvalidParameter.TaskNotFound` answers in a row.
+    #[serde(default)]
+    pub(super) not_found: u8,
+    /// RequestIds of success replies without `Status`, in a row.
+    #[serde(default)]
+    pub(super) no_status: Vec<String>,
+    /// Stores written before claims existed kept these instead of [`Counted`].
+    #[serde(default, skip_serializing)]
+    pub(super) started_counted: bool,
+    #[serde(default, skip_serializing)]
+    pub(super) finished_counted: bool,
+    /// A poll is owed soon: the task is new, or a claim waits for its confirming poll.
+    #[serde(skip)]
+    pub(super) needs_poll: bool,
+    #[serde(skip)]
+    pub(super) polling: bool,
+    #[serde(skip)]
+    pub(super) last_polled: Option<Instant>,
+    /// Registry sequence number when the poll in flight was handed out.
+    #[serde(skip)]
+    pub(super) poll_seq: u64,
+    /// A configured task Tencent does not know: not read again before this.
+    #[serde(skip)]
+    pub(super) parked_until: Option<Instant>,
+}
+
+impl Task {
+    pub(super) fn new(sdk_app_id: u64, task_id: String, source: Source, now: f64) -> Task {
+        Task {
+            sdk_app_id,
+            task_id,
+            room_id: None,
+            group_id: String::new(),
+            push_user_id: String::new(),
+            status: TaskStatus::Unknown,
+            finish_reason: None,
+            push_start_time: None,
+            push_stop_time: None,
+            exception_cnt: 0,
+            im_sync_time: None,
+            last_update: now,
+            ended_at: None,
+            source,
+            confirmed: Some(Facts::default()),
+            claim: None,
+            counted: Counted::default(),
+            seen_started_event: false,
+            seen_stopped_event: false,
+            final_read: false,
+            not_found: 0,
+            no_status: Vec::new(),
+            started_counted: false,
+            finished_counted: false,
+            needs_poll: true,
+            polling: false,
+            last_polled: None,
+            poll_seq: 0,
+            parked_until: None,
+        }
+    }
+
+    /// Whether the poller should still read this task.
+    pub fn is_pollable(&self) -> bool {
+        !self.final_read
+    }
+
+    /// Push duration, stop − start, of an ended task (SPEC §4: a running task's age is
+    /// `time() - tiw_push_task_start_timestamp_seconds`, not a series of its own).
+    pub fn duration(&self) -> Option<f64> {
+        if !self.status.is_ended() {
+            return None;
+        }
+        let start = self.push_start_time.filter(|s| *s > 0)?;
+        let stop = self.push_stop_time.filter(|s| *s > 0)?;
+        Some((stop - start).max(0) as f64)
+    }
+
+    /// What the API confirmed.
+    pub fn confirmed(&self) -> &Facts {
+        const NOTHING: &Facts = &Facts {
+            status: TaskStatus::Unknown,
+            finish_reason: None,
+            room_id: None,
+            group_id: None,
+            push_user_id: None,
+            push_start_time: None,
+            push_stop_time: None,
+            exception_cnt: None,
+            im_sync_time: None,
+        };
+        self.confirmed.as_ref().unwrap_or(NOTHING)
+    }
+
+    pub(super) fn confirmed_mut(&mut self) -> &mut Facts {
+        self.confirmed.get_or_insert_with(Facts::default)
+    }
+
+    /// Recomputes what is shown from the confirmed facts and a pending claim: the claim's status
+    /// where it is ahead, the claim's figures where nothing confirmed says otherwise.
+    pub(super) fn refresh(&mut self, now: f64) {
+        let c = self.confirmed().clone();
+        let claim = self.claim.as_ref().map(|c| &c.facts);
+        let ahead = claim.filter(|f| f.status.rank() > c.status.rank());
+        (self.status, self.finish_reason) = match ahead {
+            Some(f) => (f.status, f.finish_reason),
+            None => (c.status, c.finish_reason),
+        };
+        let or_claim_i64 = |mine: Option<i64>, pick: fn(&Facts) -> Option<i64>| mine.or_else(|| claim.and_then(pick));
+        self.room_id = or_claim_i64(c.room_id, |f| f.room_id);
+        self.push_start_time = or_claim_i64(c.push_start_time, |f| f.push_start_time);
+        self.push_stop_time = or_claim_i64(c.push_stop_time, |f| f.push_stop_time);
+        self.im_sync_time = or_claim_i64(c.im_sync_time, |f| f.im_sync_time);
+        self.group_id = c
+            .group_id
+            .clone()
+            .or_else(|| claim.and_then(|f| f.group_id.clone()))
+            .unwrap_or_default();
+        self.push_user_id = c
+            .push_user_id
+            .clone()
+            .or_else(|| claim.and_then(|f| f.push_user_id.clone()))
+            .unwrap_or_default();
+        self.exception_cnt = c
+            .exception_cnt
+            .unwrap_or(0)
+            .max(claim.and_then(|f| f.exception_cnt).unwrap_or(0));
+        if self.status.is_ended() {
+            self.ended_at.get_or_insert(now);
+        } else {
+            self.ended_at = None;
+        }
+    }
+
+    /// The facts as shown, for counting a claim that could not be confirmed.
+    pub(super) fn shown(&self) -> Facts {
+        Facts {
+            status: self.status,
+            finish_reason: self.finish_reason,
+            room_id: self.room_id,
+            group_id: Some(self.group_id.clone()),
+            push_user_id: Some(self.push_user_id.clone()),
+            push_start_time: self.push_start_time,
+            push_stop_time: self.push_stop_time,
+            exception_cnt: Some(self.exception_cnt),
+            im_sync_time: self.im_sync_time,
+        }
+    }
+
+    /// Moves the app's counters by what `facts` add to what this task counted; each counter moves
+    /// once per task, ExceptionCnt by its increase. Returns whether anything moved.
+    pub(super) fn count(&mut self, facts: &Facts, stats: &mut AppStats) -> bool {
+        let mut moved = false;
+        let started = facts.status == TaskStatus::Pushing
+            || (facts.status == TaskStatus::Stopped && facts.push_start_time.is_some());
+        if started && !self.counted.started {
+            self.counted.started = true;
+            stats.started_total += 1;
+            moved = true;
+        }
+        if let Some(n) = facts.exception_cnt.filter(|n| *n > self.counted.exceptions) {
+            stats.exceptions_total += n - self.counted.exceptions;
+            self.counted.exceptions = n;
+            moved = true;
+        }
+        if facts.status.is_ended() && !self.counted.finished {
+            let reason = facts.finish_reason.unwrap_or(FinishReason::Other);
+            self.counted.finished = true;
+            stats.finished_total[reason.index()] += 1;
+            if let (Some(start), Some(stop)) = (facts.push_start_time, facts.push_stop_time) {
+                stats.durations[reason.index()].observe((stop - start).max(0) as f64);
+            }
+            moved = true;
+        }
+        moved
+    }
+
+    /// A task from a store written before claims existed: what it showed was confirmed and counted.
+    pub(super) fn migrate(&mut self) {
+        if self.confirmed.is_some() {
+            return;
+        }
+        self.confirmed = Some(Facts {
+            status: self.status,
+            finish_reason: self.finish_reason,
+            room_id: self.room_id,
+            group_id: Some(self.group_id.clone()).filter(|g| !g.is_empty()),
+            push_user_id: Some(self.push_user_id.clone()).filter(|u| !u.is_empty()),
+            push_start_time: self.push_start_time,
+            push_stop_time: self.push_stop_time,
+            exception_cnt: Some(self.exception_cnt),
+            im_sync_time: self.im_sync_time,
+        });
+        self.counted = Counted {
+            started: self.started_counted,
+            finished: self.finished_counted,
+            exceptions: self.exception_cnt,
+        };
+        if self.status.is_ended() && self.finish_reason.is_none() {
+            self.final_read = false;
+        }
+    }
+}
+
+/// A cumulative histogram kept in the registry, so it can be persisted with the counters.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct DurationHistogram {
+    /// Count per bucket of [`DURATION_BUCKETS`] (not cumulative).
+    pub counts: [u64; DURATION_BUCKETS.len()],
+    pub count: u64,
+    pub sum: f64,
+}
+
+impl DurationHistogram {
+    pub(super) fn observe(&mut self, v: f64) {
+        if let Some(i) = DURATION_BUCKETS.iter().position(|b| v <= *b) {
+            self.counts[i] += 1;
+        }
+        self.count += 1;
+        self.sum += v;
+    }
+}
+
+/// Aggregates of one app. Counters never go down and never disappear.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct AppStats {
+    pub started_total: u64,
+    /// Indexed by [`FinishReason`]; stores from before `OTHER` hold four entries.
+    #[serde(deserialize_with = "padded")]
+    pub finished_total: [u64; 5],
+    pub exceptions_total: u64,
+    /// Indexed by [`FinishReason`].
+    #[serde(deserialize_with = "padded")]
+    pub durations: [DurationHistogram; 5],
+}
+
+/// A fixed-size array from a list that may be shorter (a reason added since it was written).
+fn padded<'de, D, T, const N: usize>(d: D) -> Result<[T; N], D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    let items: Vec<T> = Vec::deserialize(d)?;
+    if items.len() > N {
+        return Err(serde::de::Error::invalid_length(
+            items.len(),
+            &"at most one entry per reason",
+        ));
+    }
+    let mut items = items.into_iter();
+    Ok(std::array::from_fn(|_| items.next().unwrap_or_default()))
+}
+
+impl AppStats {
+    pub fn finished(&self, reason: FinishReason) -> u64 {
+        self.finished_total[reason.index()]
+    }
+    pub fn duration(&self, reason: FinishReason) -> &DurationHistogram {
+        &self.durations[reason.index()]
+    }
+}

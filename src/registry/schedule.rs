@@ -1,0 +1,144 @@
+//! The poll schedule: which task is read next. Every pollable task that is neither in flight nor
+//! parked sits in one ordered set (wanted now first, then never polled, then least recently
+//! polled), so picking the next one is O(log n) and ended tasks cost nothing; parked tasks wait in
+//! another by the time they may be read again.
+
+use std::time::Instant;
+
+use super::{Inner, Key, Task, TaskRegistry};
+
+/// (not wanted now, last polled, SdkAppId, TaskId): the poll order.
+pub(super) type OrderKey = (bool, Option<Instant>, u64, String);
+
+pub(super) fn order_key(t: &Task) -> OrderKey {
+    (!t.needs_poll, t.last_polled, t.sdk_app_id, t.task_id.clone())
+}
+
+/// Key of the `finished` index: when the task ended, in milliseconds.
+pub(super) fn finished_key(t: &Task) -> Option<(u64, Key)> {
+    let ended = t.ended_at?;
+    Some(((ended.max(0.0) * 1000.0) as u64, (t.sdk_app_id, t.task_id.clone())))
+}
+
+impl Inner {
+    /// Takes a task out of the poll order; call before changing what [`order_key`] reads.
+    pub(super) fn unqueue(&mut self, key: &Key) {
+        if let Some(t) = self.tasks.get(key) {
+            self.queue.remove(&order_key(t));
+        }
+    }
+
+    /// Puts a task back in the poll order if it belongs there.
+    pub(super) fn requeue(&mut self, key: &Key) {
+        if let Some(t) = self.tasks.get(key) {
+            if Inner::queued(t) {
+                self.queue.insert(order_key(t));
+            }
+        }
+    }
+
+    /// The API confirmed the end: no more polls, and first in line when the registry is full.
+    pub(super) fn set_final(&mut self, key: &Key) {
+        if let Some(t) = self.tasks.get_mut(key) {
+            t.final_read = true;
+            t.needs_poll = false;
+            if let Some(k) = finished_key(t) {
+                self.finished.insert(k);
+            }
+        }
+    }
+
+    /// Parked tasks whose time has come go back into the poll order.
+    pub(super) fn wake_parked(&mut self, now: Instant) {
+        while let Some((until, key)) = self.parked.first().cloned() {
+            if until > now {
+                break;
+            }
+            self.parked.pop_first();
+            if let Some(t) = self.tasks.get_mut(&key) {
+                t.parked_until = None;
+            }
+            self.requeue(&key);
+        }
+    }
+}
+
+impl TaskRegistry {
+    /// Subscribes to "a task wants an early poll".
+    pub fn subscribe_poll_wanted(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.poll_wanted.subscribe()
+    }
+
+    pub(super) fn want_poll(&self) {
+        self.poll_wanted.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Forgets that polls were in flight: their poller was stopped (a reload) and will not finish them.
+    pub fn clear_polling(&self) {
+        let mut inner = self.lock();
+        let in_flight: Vec<Key> = inner
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.polling)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in in_flight {
+            if let Some(t) = inner.tasks.get_mut(&key) {
+                t.polling = false;
+            }
+            inner.requeue(&key);
+        }
+    }
+
+    /// Records that a poll of this task is sent now (what [`TaskRegistry::next_to_poll`] does).
+    pub(super) fn mark_poll_sent(&self, sdk_app_id: u64, task_id: &str) {
+        let mut inner = self.lock();
+        let seq = inner.seq;
+        if let Some(t) = inner.tasks.get_mut(&(sdk_app_id, task_id.to_string())) {
+            t.poll_seq = seq;
+        }
+    }
+
+    /// Marks a poll as done (whatever its outcome), releasing the task for the next sweep.
+    pub fn finish_poll(&self, sdk_app_id: u64, task_id: &str, at: Instant) {
+        let mut inner = self.lock();
+        let key = (sdk_app_id, task_id.to_string());
+        inner.unqueue(&key);
+        if let Some(t) = inner.tasks.get_mut(&key) {
+            t.polling = false;
+            // A claim that came in while the poll was in flight still wants its own poll.
+            t.needs_poll = t.claim.as_ref().is_some_and(|c| c.seq > t.poll_seq) && !t.final_read;
+            t.last_polled = Some(at);
+        }
+        inner.requeue(&key);
+    }
+
+    /// Picks the next task of `apps` to poll and marks it in flight.
+    ///
+    /// With `since = Some(t)`: any pollable task not polled since `t` (a sweep). With `None`: only
+    /// tasks that want an early poll. Never-polled tasks come first, then the least recently polled,
+    /// so a sweep that the budget cannot finish in time degrades to a fair round robin.
+    pub fn next_to_poll(&self, apps: &[u64], since: Option<Instant>) -> Option<(u64, String)> {
+        let mut inner = self.lock();
+        inner.wake_parked(Instant::now());
+        // The queue is in poll order, so the first entry of these apps is the best candidate; if
+        // it is not due, none after it is.
+        let first = inner.queue.iter().find(|(_, _, app, _)| apps.contains(app)).cloned()?;
+        let (not_wanted, last_polled, app, task_id) = first.clone();
+        let due = match since {
+            Some(since) => !not_wanted || last_polled.is_none_or(|p| p < since),
+            None => !not_wanted,
+        };
+        if !due {
+            return None;
+        }
+        inner.queue.remove(&first);
+        let seq = inner.seq;
+        let key = (app, task_id);
+        if let Some(t) = inner.tasks.get_mut(&key) {
+            t.polling = true;
+            t.poll_seq = seq;
+        }
+        Some(key)
+    }
+}

@@ -1,0 +1,498 @@
+//! Unit tests of the registry: merge, claims, counters, schedule, bounds.
+use super::schedule::order_key;
+use super::*;
+
+fn obs(status: TaskStatus) -> Observation {
+    Observation {
+        status: Some(status),
+        ..Default::default()
+    }
+}
+
+fn stopped(reason: Option<FinishReason>) -> Observation {
+    Observation {
+        finish_reason: reason,
+        push_start_time: Some(100),
+        push_stop_time: Some(400),
+        ..obs(TaskStatus::Stopped)
+    }
+}
+
+fn answer(r: &TaskRegistry, id: &str, a: Answer) -> AnswerApplied {
+    let picked = r
+        .next_to_poll(&[1], None)
+        .or_else(|| r.next_to_poll(&[1], Some(Instant::now())));
+    assert!(picked.is_some(), "{id} is due");
+    let out = r.apply_answer(1, id, &a, Duration::from_secs(60));
+    r.finish_poll(1, id, Instant::now());
+    out
+}
+
+#[test]
+fn walks_forward_and_counts_once() {
+    let r = TaskRegistry::new();
+    assert_eq!(r.track(1, "t", None, Source::Discovery), Track::Added);
+    assert_eq!(r.track(1, "t", None, Source::Discovery), Track::Known);
+    r.observe_poll(1, "t", &obs(TaskStatus::Prepared));
+    let pushing = Observation {
+        push_start_time: Some(100),
+        exception_cnt: Some(1),
+        ..obs(TaskStatus::Pushing)
+    };
+    r.observe_poll(1, "t", &pushing);
+    r.observe_poll(1, "t", &pushing);
+    let stop = Observation {
+        exception_cnt: Some(3),
+        ..stopped(Some(FinishReason::Exception))
+    };
+    assert_eq!(r.observe_poll(1, "t", &stop).ended, Some(FinishReason::Exception));
+    assert_eq!(r.observe_poll(1, "t", &stop).ended, None);
+    // A stale reply cannot move it back, lower the count or change the reason.
+    let stale = Observation {
+        exception_cnt: Some(0),
+        finish_reason: Some(FinishReason::Auto),
+        ..obs(TaskStatus::Pushing)
+    };
+    r.observe_poll(1, "t", &stale);
+    let t = r.get(1, "t").unwrap();
+    assert_eq!(t.status, TaskStatus::Stopped);
+    assert_eq!(t.finish_reason, Some(FinishReason::Exception));
+    assert_eq!(t.exception_cnt, 3);
+    assert_eq!(t.duration(), Some(300.0));
+    let s = r.stats(1).unwrap();
+    assert_eq!(s.started_total, 1);
+    assert_eq!(s.finished(FinishReason::Exception), 1);
+    assert_eq!(s.finished_total.iter().sum::<u64>(), 1);
+    assert_eq!(s.exceptions_total, 3);
+    assert_eq!(s.duration(FinishReason::Exception).count, 1);
+    assert_eq!(s.duration(FinishReason::Exception).sum, 300.0);
+    assert!(!t.is_pollable());
+}
+
+/// SPEC §4: the duration series is for ended tasks only.
+#[test]
+fn a_running_task_has_no_duration() {
+    let r = TaskRegistry::new();
+    r.track(1, "t", None, Source::Discovery);
+    r.observe_poll(
+        1,
+        "t",
+        &Observation {
+            push_start_time: Some(100),
+            ..obs(TaskStatus::Pushing)
+        },
+    );
+    assert_eq!(r.get(1, "t").unwrap().duration(), None);
+}
+
+#[test]
+fn failed_task_gets_reason_failed_and_never_started() {
+    let r = TaskRegistry::new();
+    r.track(1, "f", None, Source::Config);
+    answer(&r, "f", Answer::Failed);
+    let t = r.get(1, "f").unwrap();
+    assert_eq!(
+        (t.status, t.finish_reason),
+        (TaskStatus::Failed, Some(FinishReason::Failed))
+    );
+    let s = r.stats(1).unwrap();
+    assert_eq!((s.started_total, s.finished(FinishReason::Failed)), (0, 1));
+    assert!(!t.is_pollable());
+}
+
+/// SPEC §2: a success reply with no Status, three in a row, is a failed task, counted once.
+#[test]
+fn three_replies_without_status_fail_the_task_once() {
+    let r = TaskRegistry::new();
+    r.track(1, "b", None, Source::Discovery);
+    assert_eq!(
+        answer(&r, "b", Answer::NoStatus("r1".into())).failed_without_status,
+        None
+    );
+    // Another answer in between starts the count again.
+    answer(&r, "b", Answer::State(obs(TaskStatus::Prepared)));
+    answer(&r, "b", Answer::NoStatus("r2".into()));
+    answer(&r, "b", Answer::NoStatus("r3".into()));
+    assert_eq!(r.get(1, "b").unwrap().status, TaskStatus::Prepared);
+    let out = answer(&r, "b", Answer::NoStatus("r4".into()));
+    assert_eq!(
+        out.failed_without_status,
+        Some(vec!["r2".into(), "r3".into(), "r4".into()])
+    );
+    assert_eq!(out.ended, Some(FinishReason::Failed));
+    let t = r.get(1, "b").unwrap();
+    assert_eq!(
+        (t.status, t.finish_reason),
+        (TaskStatus::Failed, Some(FinishReason::Failed))
+    );
+    assert!(!t.is_pollable());
+    assert_eq!(r.stats(1).unwrap().finished(FinishReason::Failed), 1);
+    assert!(r.next_to_poll(&[1], Some(Instant::now())).is_none(), "no longer polled");
+}
+
+#[test]
+fn first_seen_with_exceptions_adds_them_all() {
+    let r = TaskRegistry::new();
+    r.track(1, "x", None, Source::Discovery);
+    r.observe_poll(
+        1,
+        "x",
+        &Observation {
+            exception_cnt: Some(5),
+            ..obs(TaskStatus::Pushing)
+        },
+    );
+    assert_eq!(r.stats(1).unwrap().exceptions_total, 5);
+}
+
+/// SPEC §2: three TaskNotFound in a row drop a task learned from a callback or discovery; a
+/// configured one stays UNKNOWN and is parked; any other answer starts the count again.
+#[test]
+fn not_found_three_times_drops_or_parks() {
+    let r = TaskRegistry::new();
+    r.track(1, "d", None, Source::Discovery);
+    assert!(!answer(&r, "d", Answer::NotFound).dropped);
+    answer(&r, "d", Answer::State(obs(TaskStatus::Prepared)));
+    assert!(!answer(&r, "d", Answer::NotFound).dropped);
+    assert!(!answer(&r, "d", Answer::NotFound).dropped);
+    let out = answer(&r, "d", Answer::NotFound);
+    assert!(out.dropped);
+    assert!(r.get(1, "d").is_none());
+    assert!(r.take_batch().removed.contains(&(1, "d".to_string())));
+    // No tombstone: a later callback may bring it back.
+    assert_eq!(r.track(1, "d", None, Source::Callback), Track::Added);
+
+    r.track(1, "c", None, Source::Config);
+    for _ in 0..2 {
+        answer(&r, "c", Answer::NotFound);
+    }
+    let out = answer(&r, "c", Answer::NotFound);
+    assert!(out.parked && !out.dropped);
+    assert_eq!(r.get(1, "c").unwrap().status, TaskStatus::Unknown);
+    assert!(
+        std::iter::from_fn(|| r.next_to_poll(&[1], Some(Instant::now() + Duration::from_secs(1))))
+            .all(|(_, id)| id != "c"),
+        "parked: not handed out before its time"
+    );
+}
+
+#[test]
+fn poll_order_is_never_polled_then_least_recent() {
+    let r = TaskRegistry::new();
+    let t0 = Instant::now();
+    for id in ["a", "b", "c"] {
+        r.track(1, id, None, Source::Discovery);
+    }
+    let mut seen = vec![];
+    while let Some((_, id)) = r.next_to_poll(&[1], Some(t0)) {
+        seen.push(id);
+    }
+    assert_eq!(seen.len(), 3);
+    // In flight: not handed out twice.
+    assert!(r.next_to_poll(&[1], Some(Instant::now())).is_none());
+    r.finish_poll(1, "b", t0);
+    r.finish_poll(1, "a", t0 + Duration::from_millis(1));
+    r.finish_poll(1, "c", t0 + Duration::from_millis(2));
+    let later = t0 + Duration::from_secs(1);
+    let order: Vec<String> = std::iter::from_fn(|| r.next_to_poll(&[1], Some(later)).map(|k| k.1)).collect();
+    assert_eq!(order, ["b", "a", "c"]);
+    // Other apps are not handed out.
+    assert!(r.next_to_poll(&[2], Some(later)).is_none());
+}
+
+/// Callbacks are claims: shown at once, applied once per event in any order, counted only
+/// when the API confirms them.
+#[test]
+fn callbacks_are_claims_until_the_api_confirms_them() {
+    let r = TaskRegistry::new();
+    let started = Observation {
+        push_start_time: Some(100),
+        ..obs(TaskStatus::Pushing)
+    };
+    let stop = Observation {
+        exception_cnt: Some(2),
+        ..stopped(Some(FinishReason::Exception))
+    };
+    // Stopped first, then Started, then copies of both.
+    assert_eq!(
+        r.observe_callback(1, "c", PushEvent::Stopped, &stop),
+        CallbackApplied::Accepted { ended: true }
+    );
+    assert_eq!(
+        r.observe_callback(1, "c", PushEvent::Started, &started),
+        CallbackApplied::Accepted { ended: false }
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            r.observe_callback(1, "c", PushEvent::Stopped, &stop),
+            CallbackApplied::Duplicate
+        );
+        assert_eq!(
+            r.observe_callback(1, "c", PushEvent::Started, &started),
+            CallbackApplied::Duplicate
+        );
+    }
+    let t = r.get(1, "c").unwrap();
+    assert_eq!(
+        (t.status, t.finish_reason, t.source, t.exception_cnt),
+        (TaskStatus::Stopped, Some(FinishReason::Exception), Source::Callback, 2)
+    );
+    assert_eq!(r.stats(1).unwrap(), AppStats::default(), "nothing counted on a claim");
+    // The confirming poll is owed at once; it confirms, and the counters move once.
+    let out = answer(
+        &r,
+        "c",
+        Answer::State(Observation {
+            exception_cnt: Some(2),
+            ..stop.clone()
+        }),
+    );
+    assert_eq!((out.ended, out.contradicted), (Some(FinishReason::Exception), None));
+    let s = r.stats(1).unwrap();
+    assert_eq!(
+        (s.started_total, s.finished(FinishReason::Exception), s.exceptions_total),
+        (1, 1, 2)
+    );
+    assert!(!r.get(1, "c").unwrap().is_pollable());
+    assert!(r.get(1, "c").unwrap().claim.is_none());
+}
+
+/// A forged body under a reused Sign: STOPPED/EXCEPTION with 4294967295 exceptions. The API
+/// answers PUSHING with none: the task goes back to PUSHING, nothing is counted but the start.
+#[test]
+fn a_claim_the_api_contradicts_is_reverted() {
+    let r = TaskRegistry::new();
+    r.track(1, "h", None, Source::Discovery);
+    let running = Observation {
+        push_start_time: Some(100),
+        exception_cnt: Some(0),
+        ..obs(TaskStatus::Pushing)
+    };
+    answer(&r, "h", Answer::State(running.clone()));
+    let forged = Observation {
+        exception_cnt: Some(u32::MAX as u64),
+        ..stopped(Some(FinishReason::Exception))
+    };
+    r.observe_callback(1, "h", PushEvent::Stopped, &forged);
+    assert_eq!(
+        r.get(1, "h").unwrap().status,
+        TaskStatus::Stopped,
+        "the claim shows at once"
+    );
+    let out = answer(&r, "h", Answer::State(running));
+    assert_eq!(
+        out.contradicted,
+        Some((PushEvent::Stopped, TaskStatus::Stopped, Some(FinishReason::Exception)))
+    );
+    let t = r.get(1, "h").unwrap();
+    assert_eq!(
+        (t.status, t.finish_reason, t.exception_cnt),
+        (TaskStatus::Pushing, None, 0)
+    );
+    assert!(t.is_pollable());
+    let s = r.stats(1).unwrap();
+    assert_eq!(
+        (
+            s.started_total,
+            s.finished_total.iter().sum::<u64>(),
+            s.exceptions_total
+        ),
+        (1, 0, 0)
+    );
+}
+
+/// A reply to a poll sent before the claim arrived cannot judge it: the claim stays, and a
+/// fresh poll is owed.
+#[test]
+fn a_poll_sent_before_the_claim_does_not_contradict_it() {
+    let r = TaskRegistry::new();
+    r.track(1, "s", None, Source::Discovery);
+    assert!(r.next_to_poll(&[1], None).is_some());
+    r.observe_callback(1, "s", PushEvent::Stopped, &stopped(Some(FinishReason::Auto)));
+    let out = r.apply_answer(1, "s", &Answer::State(obs(TaskStatus::Pushing)), Duration::ZERO);
+    r.finish_poll(1, "s", Instant::now());
+    assert_eq!(out.contradicted, None);
+    assert_eq!(r.get(1, "s").unwrap().status, TaskStatus::Stopped);
+    assert_eq!(
+        r.next_to_poll(&[1], None).map(|k| k.1).as_deref(),
+        Some("s"),
+        "read again at once"
+    );
+    let out = r.apply_answer(
+        1,
+        "s",
+        &Answer::State(stopped(Some(FinishReason::Auto))),
+        Duration::ZERO,
+    );
+    assert_eq!((out.ended, out.contradicted), (Some(FinishReason::Auto), None));
+}
+
+/// SPEC §3: a Stopped without a documented reason shows OTHER; the confirming poll refines it,
+/// and only the refined reason is counted.
+#[test]
+fn other_is_refined_by_the_confirming_poll_and_counted_once() {
+    let r = TaskRegistry::new();
+    r.observe_callback(1, "o", PushEvent::Stopped, &stopped(Some(FinishReason::Other)));
+    assert_eq!(r.get(1, "o").unwrap().finish_reason, Some(FinishReason::Other));
+    let out = answer(&r, "o", Answer::State(stopped(Some(FinishReason::Exception))));
+    assert_eq!((out.ended, out.contradicted), (Some(FinishReason::Exception), None));
+    let s = r.stats(1).unwrap();
+    assert_eq!(
+        (s.finished(FinishReason::Exception), s.finished(FinishReason::Other)),
+        (1, 0)
+    );
+    assert_eq!(r.get(1, "o").unwrap().finish_reason, Some(FinishReason::Exception));
+    // A poll that itself says STOPPED without a reason ends the task with OTHER.
+    r.track(1, "p", None, Source::Discovery);
+    answer(&r, "p", Answer::State(stopped(None)));
+    assert_eq!(r.stats(1).unwrap().finished(FinishReason::Other), 1);
+    assert!(!r.get(1, "p").unwrap().is_pollable());
+}
+
+/// A claim the app's API could not confirm for `confirm_timeout` is counted on its own word.
+#[test]
+fn an_unconfirmable_claim_is_counted_after_the_timeout() {
+    let r = TaskRegistry::new();
+    r.observe_callback(1, "u", PushEvent::Stopped, &stopped(Some(FinishReason::Exception)));
+    let start = unix_now() - 1000.0;
+    assert!(
+        r.settle_claims(1, Duration::from_secs(300), None, start).is_empty(),
+        "too young"
+    );
+    assert!(
+        r.settle_claims(1, Duration::ZERO, Some(unix_now() + 1.0), start)
+            .is_empty(),
+        "the API answered since"
+    );
+    assert_eq!(r.settle_claims(1, Duration::ZERO, None, start), ["u"]);
+    assert!(r.settle_claims(1, Duration::ZERO, None, start).is_empty(), "once");
+    assert_eq!(r.stats(1).unwrap().finished(FinishReason::Exception), 1);
+    // Counted on its claim, the end is final: no more polls, and retention removes it.
+    assert!(!r.get(1, "u").unwrap().is_pollable());
+    assert!(r.next_to_poll(&[1], Some(Instant::now())).is_none());
+    assert_eq!(r.expire(Duration::ZERO), 1);
+    assert_eq!(r.stats(1).unwrap().finished_total.iter().sum::<u64>(), 1);
+}
+
+/// `retention.max_tasks`: ended tasks go first, oldest end first; then new tasks are refused.
+#[test]
+fn a_full_registry_evicts_ended_tasks_then_refuses() {
+    let r = TaskRegistry::with_max_tasks(3);
+    for id in ["a", "b", "c"] {
+        assert_eq!(r.track(1, id, None, Source::Discovery), Track::Added);
+    }
+    r.observe_poll(1, "b", &stopped(Some(FinishReason::Auto)));
+    std::thread::sleep(Duration::from_millis(5));
+    r.observe_poll(1, "a", &stopped(Some(FinishReason::Auto)));
+    assert_eq!(r.track(1, "d", None, Source::Discovery), Track::Added);
+    assert!(
+        r.get(1, "b").is_none() && r.get(1, "a").is_some(),
+        "the oldest end went first"
+    );
+    assert_eq!(
+        r.observe_callback(1, "e", PushEvent::Started, &obs(TaskStatus::Pushing)),
+        CallbackApplied::Accepted { ended: false }
+    );
+    assert!(r.get(1, "a").is_none());
+    assert_eq!(r.track(1, "f", None, Source::Discovery), Track::Full);
+    assert_eq!(
+        r.observe_callback(1, "g", PushEvent::Started, &obs(TaskStatus::Pushing)),
+        CallbackApplied::Full
+    );
+    assert_eq!(r.len(), 3);
+    assert_eq!(r.stats(1).unwrap().finished(FinishReason::Auto), 2, "counters stay");
+}
+
+/// The poll order index holds exactly the pollable tasks that are not in flight nor parked.
+#[test]
+fn poll_queue_stays_consistent() {
+    let r = TaskRegistry::new();
+    let check = |r: &TaskRegistry| {
+        let inner = r.lock();
+        let expected: BTreeSet<OrderKey> = inner
+            .tasks
+            .values()
+            .filter(|t| Inner::queued(t))
+            .map(order_key)
+            .collect();
+        assert_eq!(inner.queue, expected);
+    };
+    for i in 0..20 {
+        r.track(1 + i % 2, &format!("t{i}"), None, Source::Discovery);
+    }
+    check(&r);
+    let t0 = Instant::now();
+    let mut picked = vec![];
+    while let Some(k) = r.next_to_poll(&[1], Some(t0)) {
+        picked.push(k);
+    }
+    assert_eq!(picked.len(), 10);
+    check(&r);
+    for (i, (app, id)) in picked.iter().enumerate() {
+        if i % 3 == 0 {
+            r.apply_answer(
+                *app,
+                id,
+                &Answer::State(stopped(Some(FinishReason::Auto))),
+                Duration::ZERO,
+            );
+        }
+        r.finish_poll(*app, id, t0 + Duration::from_millis(i as u64));
+    }
+    check(&r);
+    r.observe_callback(2, "t1", PushEvent::Stopped, &stopped(Some(FinishReason::Exception)));
+    r.observe_callback(2, "fresh", PushEvent::Started, &obs(TaskStatus::Pushing));
+    check(&r);
+    r.apply_answer(2, "t1", &Answer::NotFound, Duration::ZERO);
+    r.clear_polling();
+    check(&r);
+    r.expire(Duration::ZERO);
+    r.set_configured([1]);
+    check(&r);
+}
+
+#[test]
+fn expiry_removes_and_tombstones() {
+    let r = TaskRegistry::new();
+    r.track(1, "e", None, Source::Discovery);
+    r.observe_poll(1, "e", &stopped(Some(FinishReason::Auto)));
+    assert_eq!(r.expire(Duration::from_secs(3600)), 0);
+    assert_eq!(r.expire(Duration::ZERO), 1);
+    assert!(r.get(1, "e").is_none());
+    assert_eq!(
+        r.track(1, "e", None, Source::Discovery),
+        Track::Known,
+        "an expired task must not come back"
+    );
+    assert_eq!(r.stats(1).unwrap().finished(FinishReason::Auto), 1);
+}
+
+/// An app left out of the configuration is hidden, not deleted: not shown, not expired, and
+/// back unchanged with the app.
+#[test]
+fn an_app_left_out_is_hidden_and_comes_back_unchanged() {
+    let r = TaskRegistry::new();
+    r.set_configured([1, 2]);
+    r.track(2, "t", None, Source::Discovery);
+    r.observe_poll(2, "t", &stopped(Some(FinishReason::Exception)));
+    let before = r.snapshot();
+    r.set_configured([1]);
+    assert_eq!(r.view().tasks().count(), 0);
+    assert_eq!(r.view().apps().map(|(id, _)| *id).collect::<Vec<_>>(), [1]);
+    assert_eq!(r.expire(Duration::ZERO), 0, "not expired while hidden");
+    assert_eq!(r.hidden_apps(), [(2, 1)]);
+    assert!(r.next_to_poll(&[1], Some(Instant::now())).is_none());
+    r.set_configured([1, 2]);
+    assert_eq!(r.snapshot(), before);
+    assert_eq!(r.view().tasks().count(), 1);
+}
+
+/// Aggregates written before reason OTHER existed (four entries) still load.
+#[test]
+fn stats_from_before_other_load() {
+    let mut v = serde_json::to_value(AppStats::default()).unwrap();
+    v["finished_total"] = serde_json::json!([1, 2, 3, 4]);
+    v["durations"].as_array_mut().unwrap().pop();
+    let s: AppStats = serde_json::from_value(v).unwrap();
+    assert_eq!(s.finished_total, [1, 2, 3, 4, 0]);
+}
