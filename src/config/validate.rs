@@ -1,0 +1,469 @@
+//! The raw shape of the file (structure typed, leaves untyped) and its validation into a
+//! [`Config`]: every leaf converted, every problem collected with its key path.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_yaml::Value;
+use url::Url;
+
+use super::{
+    parse_listen_address, ApiConfig, AppConfig, CallbackConfig, Config, Credentials, PollConfig, Problem,
+    DEFAULT_CALLBACKS_IN_FLIGHT, DEFAULT_ENDPOINT, MAX_REQUESTS_PER_SECOND,
+};
+
+#[derive(Deserialize, Default)]
+pub(super) struct RawFile {
+    tencentcloud: Option<RawApi>,
+    apps: Option<Vec<RawApp>>,
+    poll: Option<RawPoll>,
+    callback: Option<RawCallback>,
+    state: Option<RawState>,
+    retention: Option<RawRetention>,
+    per_task_metrics: Option<Value>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+struct RawApi {
+    endpoint: Option<Value>,
+    region: Option<Value>,
+    secret_id: Option<Value>,
+    secret_key: Option<Value>,
+    session_token: Option<Value>,
+    requests_per_second: Option<Value>,
+    account: Option<Value>,
+    timeout: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct RawApp {
+    sdk_app_id: Option<Value>,
+    callback_key: Option<Value>,
+    callback_key_previous: Option<Value>,
+    allow_unsigned_callbacks: Option<Value>,
+    discover: Option<Value>,
+    tasks: Option<Vec<Value>>,
+    tencentcloud: Option<RawApi>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawPoll {
+    interval: Option<Value>,
+    discovery_interval: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawCallback {
+    path: Option<Value>,
+    listen_address: Option<Value>,
+    max_body_bytes: Option<Value>,
+    max_in_flight: Option<Value>,
+    confirm_timeout: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawState {
+    path: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawRetention {
+    stopped_tasks: Option<Value>,
+    max_tasks: Option<Value>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation: every leaf converted, every problem collected.
+
+struct Check<'a> {
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Check<'_> {
+    fn fail(&mut self, path: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// A plain string; numbers and booleans are accepted as their text.
+    fn string(&mut self, path: &str, v: Option<&Value>) -> Option<String> {
+        match v? {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => {
+                self.fail(path, "expected a string");
+                None
+            }
+        }
+    }
+
+    /// A secret: never echoed in a message.
+    fn secret(&mut self, path: &str, v: Option<&Value>) -> Option<String> {
+        self.string(path, v).filter(|s| !s.is_empty())
+    }
+
+    fn integer(&mut self, path: &str, v: Option<&Value>) -> Option<i64> {
+        let parsed = match v? {
+            Value::Null => return None,
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse::<i64>().ok(),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.fail(path, format!("expected an integer, got {}", describe(v?)));
+        }
+        parsed
+    }
+
+    fn boolean(&mut self, path: &str, v: Option<&Value>, default: bool) -> bool {
+        let Some(v) = v else { return default };
+        match v {
+            Value::Null => default,
+            Value::Bool(b) => *b,
+            Value::String(s) if s == "true" => true,
+            Value::String(s) if s == "false" => false,
+            other => {
+                self.fail(path, format!("expected true or false, got {}", describe(other)));
+                default
+            }
+        }
+    }
+
+    fn duration(&mut self, path: &str, v: Option<&Value>, default: Duration) -> Duration {
+        let Some(text) = self.string(path, v) else {
+            return default;
+        };
+        match humantime::parse_duration(text.trim()) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.fail(path, "must be longer than 0");
+                default
+            }
+            Err(_) => {
+                self.fail(
+                    path,
+                    format!("expected a duration such as 500ms, 15s or 1h, got {text:?}"),
+                );
+                default
+            }
+        }
+    }
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::String(s) if s.len() <= 40 => format!("{s:?}"),
+        Value::String(_) => "a long string".into(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => "nothing".into(),
+        Value::Sequence(_) => "a list".into(),
+        Value::Mapping(_) => "a mapping".into(),
+        Value::Tagged(_) => "a tagged value".into(),
+    }
+}
+
+/// Layers an app's `tencentcloud` override over the defaults, key by key.
+fn merge(base: &RawApi, over: Option<&RawApi>) -> (RawApi, [bool; 8]) {
+    let Some(o) = over else {
+        return (base.clone(), [false; 8]);
+    };
+    let pick = |a: &Option<Value>, b: &Option<Value>| b.clone().or_else(|| a.clone());
+    let from_app = [
+        o.endpoint.is_some(),
+        o.region.is_some(),
+        o.secret_id.is_some(),
+        o.secret_key.is_some(),
+        o.session_token.is_some(),
+        o.requests_per_second.is_some(),
+        o.timeout.is_some(),
+        o.account.is_some(),
+    ];
+    (
+        RawApi {
+            endpoint: pick(&base.endpoint, &o.endpoint),
+            region: pick(&base.region, &o.region),
+            secret_id: pick(&base.secret_id, &o.secret_id),
+            secret_key: pick(&base.secret_key, &o.secret_key),
+            session_token: pick(&base.session_token, &o.session_token),
+            requests_per_second: pick(&base.requests_per_second, &o.requests_per_second),
+            timeout: pick(&base.timeout, &o.timeout),
+            account: pick(&base.account, &o.account),
+        },
+        from_app,
+    )
+}
+
+fn validate_api(
+    c: &mut Check<'_>,
+    raw: &RawApi,
+    from_app: [bool; 8],
+    app_path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<ApiConfig> {
+    let key = |i: usize, name: &str| {
+        if from_app[i] {
+            format!("{app_path}.tencentcloud.{name}")
+        } else {
+            format!("tencentcloud.{name}")
+        }
+    };
+    let endpoint_text = c
+        .string(&key(0, "endpoint"), raw.endpoint.as_ref())
+        .unwrap_or_else(|| DEFAULT_ENDPOINT.into());
+    let endpoint = match Url::parse(endpoint_text.trim()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
+        _ => {
+            c.fail(
+                &key(0, "endpoint"),
+                format!("expected an http(s) URL, got {endpoint_text:?}"),
+            );
+            None
+        }
+    };
+    let default_region = match endpoint.as_ref().and_then(|u| u.host_str()) {
+        Some(h) if h.contains(".intl.") => "ap-singapore",
+        _ => "ap-guangzhou",
+    };
+    let region = c
+        .string(&key(1, "region"), raw.region.as_ref())
+        .unwrap_or_else(|| default_region.into());
+    if region.is_empty() {
+        c.fail(&key(1, "region"), "must not be empty");
+    }
+    // A key absent everywhere falls back to the usual Tencent Cloud environment variables.
+    let secret_id = match raw.secret_id.as_ref() {
+        Some(v) => c.secret(&key(2, "secret_id"), Some(v)),
+        None => env("TENCENTCLOUD_SECRET_ID").filter(|s| !s.is_empty()),
+    };
+    let secret_key = match raw.secret_key.as_ref() {
+        Some(v) => c.secret(&key(3, "secret_key"), Some(v)),
+        None => env("TENCENTCLOUD_SECRET_KEY").filter(|s| !s.is_empty()),
+    };
+    let session_token = match raw.session_token.as_ref() {
+        Some(v) => c.secret(&key(4, "session_token"), Some(v)),
+        None => env("TENCENTCLOUD_SESSION_TOKEN").filter(|s| !s.is_empty()),
+    };
+    if secret_id.is_none() {
+        c.fail(&key(2, "secret_id"), "missing: set it or TENCENTCLOUD_SECRET_ID");
+    }
+    if secret_key.is_none() {
+        c.fail(&key(3, "secret_key"), "missing: set it or TENCENTCLOUD_SECRET_KEY");
+    }
+    let rps_path = key(5, "requests_per_second");
+    let requests_per_second = match c.integer(&rps_path, raw.requests_per_second.as_ref()) {
+        None => MAX_REQUESTS_PER_SECOND,
+        Some(n) if (1..=MAX_REQUESTS_PER_SECOND as i64).contains(&n) => n as u32,
+        Some(n) => {
+            c.fail(
+                &rps_path,
+                format!("must be between 1 and {MAX_REQUESTS_PER_SECOND} (Tencent's limit per action), got {n}"),
+            );
+            MAX_REQUESTS_PER_SECOND
+        }
+    };
+    let timeout = c.duration(&key(6, "timeout"), raw.timeout.as_ref(), Duration::from_secs(5));
+    let account = c
+        .string(&key(7, "account"), raw.account.as_ref())
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty());
+    Some(ApiConfig {
+        endpoint: endpoint?,
+        region,
+        credentials: Credentials {
+            secret_id: secret_id?,
+            secret_key: SecretString::from(secret_key?),
+            session_token: session_token.map(SecretString::from),
+        },
+        requests_per_second,
+        account,
+        timeout,
+    })
+}
+
+pub(super) fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<Problem>) -> Config {
+    let mut c = Check { problems };
+    let defaults = raw.tencentcloud.unwrap_or_default();
+    let mut apps = Vec::new();
+    let mut seen = HashSet::new();
+    let raw_apps = raw.apps.unwrap_or_default();
+    if raw_apps.is_empty() {
+        c.fail("apps", "at least one app is needed");
+    }
+    for (i, app) in raw_apps.iter().enumerate() {
+        let path = format!("apps[{i}]");
+        let id_path = format!("{path}.sdk_app_id");
+        let sdk_app_id = match c.integer(&id_path, app.sdk_app_id.as_ref()) {
+            Some(n) if n > 0 => Some(n as u64),
+            Some(n) => {
+                c.fail(&id_path, format!("must be a positive integer, got {n}"));
+                None
+            }
+            None if app.sdk_app_id.is_none() => {
+                c.fail(&id_path, "missing");
+                None
+            }
+            None => None,
+        };
+        if let Some(id) = sdk_app_id {
+            if !seen.insert(id) {
+                c.fail(&id_path, format!("duplicate sdk_app_id {id}"));
+            }
+        }
+        let callback_key = c.secret(&format!("{path}.callback_key"), app.callback_key.as_ref());
+        if callback_key.as_ref().is_some_and(|k| k.chars().count() > 64) {
+            c.fail(
+                &format!("{path}.callback_key"),
+                "longer than 64 characters (Tencent's limit)",
+            );
+        }
+        let previous_path = format!("{path}.callback_key_previous");
+        let callback_key_previous = c.secret(&previous_path, app.callback_key_previous.as_ref());
+        if callback_key_previous.as_ref().is_some_and(|k| k.chars().count() > 64) {
+            c.fail(&previous_path, "longer than 64 characters (Tencent's limit)");
+        }
+        if callback_key_previous.is_some() && callback_key.is_none() {
+            c.fail(
+                &previous_path,
+                "set without callback_key: during a rotation both are set",
+            );
+        }
+        let allow_unsigned_callbacks = c.boolean(
+            &format!("{path}.allow_unsigned_callbacks"),
+            app.allow_unsigned_callbacks.as_ref(),
+            false,
+        );
+        let discover = c.boolean(&format!("{path}.discover"), app.discover.as_ref(), true);
+        let mut tasks = Vec::new();
+        for (j, t) in app.tasks.iter().flatten().enumerate() {
+            let tpath = format!("{path}.tasks[{j}]");
+            match c.string(&tpath, Some(t)) {
+                Some(s) if s.trim().is_empty() => c.fail(&tpath, "empty task id"),
+                Some(s) if !crate::task::is_task_id(&s) => c.fail(
+                    &tpath,
+                    format!(
+                        "not a task id: expected 1 to {} printable characters without spaces",
+                        crate::task::MAX_TASK_ID
+                    ),
+                ),
+                Some(s) if tasks.contains(&s) => {}
+                Some(s) => tasks.push(s),
+                None => {}
+            }
+        }
+        let (merged, from_app) = merge(&defaults, app.tencentcloud.as_ref());
+        let api = validate_api(&mut c, &merged, from_app, &path, env);
+        if let (Some(sdk_app_id), Some(api)) = (sdk_app_id, api) {
+            apps.push(AppConfig {
+                sdk_app_id,
+                callback_key: callback_key.map(SecretString::from),
+                callback_key_previous: callback_key_previous.map(SecretString::from),
+                allow_unsigned_callbacks,
+                discover,
+                tasks,
+                api,
+            });
+        }
+    }
+    if raw_apps.is_empty() {
+        // Still check the defaults, so a missing secret is reported together with the missing apps.
+        validate_api(&mut c, &defaults, [false; 8], "", env);
+    }
+
+    let poll = raw.poll.unwrap_or_default();
+    let poll = PollConfig {
+        interval: c.duration("poll.interval", poll.interval.as_ref(), Duration::from_secs(15)),
+        discovery_interval: c.duration(
+            "poll.discovery_interval",
+            poll.discovery_interval.as_ref(),
+            Duration::from_secs(60),
+        ),
+    };
+
+    let cb = raw.callback.unwrap_or_default();
+    let cb_path = c
+        .string("callback.path", cb.path.as_ref())
+        .unwrap_or_else(|| "/callback".into());
+    if !cb_path.starts_with('/') || cb_path.contains(char::is_whitespace) {
+        c.fail(
+            "callback.path",
+            format!("must be a URL path starting with '/', got {cb_path:?}"),
+        );
+    }
+    let listen_address = match c.string("callback.listen_address", cb.listen_address.as_ref()) {
+        None => None,
+        Some(s) if s.is_empty() => None,
+        Some(s) => match parse_listen_address(&s) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                c.fail("callback.listen_address", e);
+                None
+            }
+        },
+    };
+    let max_body_bytes = match c.integer("callback.max_body_bytes", cb.max_body_bytes.as_ref()) {
+        None => 65536,
+        Some(n) if n > 0 => n as usize,
+        Some(n) => {
+            c.fail("callback.max_body_bytes", format!("must be positive, got {n}"));
+            65536
+        }
+    };
+
+    let max_in_flight = match c.integer("callback.max_in_flight", cb.max_in_flight.as_ref()) {
+        None => DEFAULT_CALLBACKS_IN_FLIGHT,
+        Some(n) if n > 0 => n as usize,
+        Some(n) => {
+            c.fail("callback.max_in_flight", format!("must be positive, got {n}"));
+            DEFAULT_CALLBACKS_IN_FLIGHT
+        }
+    };
+
+    let state_path = c
+        .string("state.path", raw.state.unwrap_or_default().path.as_ref())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "./data".into());
+    let retention = raw.retention.unwrap_or_default();
+    let retention_stopped_tasks = c.duration(
+        "retention.stopped_tasks",
+        retention.stopped_tasks.as_ref(),
+        Duration::from_secs(3600),
+    );
+    let max_tasks = match c.integer("retention.max_tasks", retention.max_tasks.as_ref()) {
+        None => crate::registry::DEFAULT_MAX_TASKS,
+        Some(n) if n > 0 => n as usize,
+        Some(n) => {
+            c.fail("retention.max_tasks", format!("must be positive, got {n}"));
+            crate::registry::DEFAULT_MAX_TASKS
+        }
+    };
+    let confirm_timeout = c.duration(
+        "callback.confirm_timeout",
+        cb.confirm_timeout.as_ref(),
+        Duration::from_secs(300),
+    );
+    let per_task_metrics = c.boolean("per_task_metrics", raw.per_task_metrics.as_ref(), true);
+
+    Config {
+        apps,
+        poll,
+        callback: CallbackConfig {
+            path: cb_path,
+            listen_address,
+            max_body_bytes,
+            max_in_flight,
+            confirm_timeout,
+        },
+        state_path: PathBuf::from(state_path),
+        retention_stopped_tasks,
+        max_tasks,
+        per_task_metrics,
+    }
+}
