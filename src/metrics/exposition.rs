@@ -1,0 +1,353 @@
+//! The registry as text: every task family written straight into the exposition format under
+//! one short registry lock, 10,000 tasks several times faster than building protobuf families for
+//! the `prometheus` crate's encoder (BENCHMARKS.md).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use prometheus::core::Desc;
+use prometheus::proto::MetricType;
+
+use crate::registry::{AppStats, FinishReason, Task, TaskRegistry, TaskStatus, DURATION_BUCKETS};
+
+/// Content-Type of the text exposition format.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+pub(super) struct FamilySpec {
+    pub(super) name: &'static str,
+    pub(super) help: &'static str,
+    pub(super) kind: MetricType,
+    pub(super) labels: &'static [&'static str],
+}
+
+pub(super) const TASK_LABELS: &[&str] = &["sdk_app_id", "task_id", "room_id"];
+
+pub(super) const INFO: FamilySpec = FamilySpec {
+    name: "tiw_push_task_info",
+    help: "Identity of a tracked whiteboard push task; always 1.",
+    kind: MetricType::GAUGE,
+    labels: &["sdk_app_id", "task_id", "room_id", "group_id", "push_user_id"],
+};
+pub(super) const STATUS: FamilySpec = FamilySpec {
+    name: "tiw_push_task_status",
+    help: "Status of a tracked push task as a state set: 1 for the current status, 0 for the others (background polling and callbacks).",
+    kind: MetricType::GAUGE,
+    labels: &["sdk_app_id", "task_id", "room_id", "status"],
+};
+pub(super) const FINISH_REASON: FamilySpec = FamilySpec {
+    name: "tiw_push_task_finish_reason",
+    help: "Why an ended push task ended (AUTO, USER_CALL, EXCEPTION; FAILED for a task that failed; OTHER for a stop whose reason is missing or undocumented); always 1.",
+    kind: MetricType::GAUGE,
+    labels: &["sdk_app_id", "task_id", "room_id", "reason"],
+};
+pub(super) const START: FamilySpec = FamilySpec {
+    name: "tiw_push_task_start_timestamp_seconds",
+    help: "PushStartTime of the task (unix seconds).",
+    kind: MetricType::GAUGE,
+    labels: TASK_LABELS,
+};
+pub(super) const STOP: FamilySpec = FamilySpec {
+    name: "tiw_push_task_stop_timestamp_seconds",
+    help: "PushStopTime of an ended task (unix seconds).",
+    kind: MetricType::GAUGE,
+    labels: TASK_LABELS,
+};
+pub(super) const DURATION: FamilySpec = FamilySpec {
+    name: "tiw_push_task_duration_seconds",
+    help: "Push duration of an ended task: stop - start (a running task's age is time() - tiw_push_task_start_timestamp_seconds).",
+    kind: MetricType::GAUGE,
+    labels: TASK_LABELS,
+};
+pub(super) const EXCEPTIONS: FamilySpec = FamilySpec {
+    name: "tiw_push_task_exceptions",
+    help: "ExceptionCnt of the task as last reported.",
+    kind: MetricType::GAUGE,
+    labels: TASK_LABELS,
+};
+pub(super) const IM_SYNC: FamilySpec = FamilySpec {
+    name: "tiw_push_task_im_sync_timestamp_seconds",
+    help: "IMSyncTime of the task: IM time of the first pushed frame, for replay sync (unix seconds).",
+    kind: MetricType::GAUGE,
+    labels: TASK_LABELS,
+};
+pub(super) const LAST_UPDATE: FamilySpec = FamilySpec {
+    name: "tiw_push_task_last_update_timestamp_seconds",
+    help: "When the exporter last learned anything about the task (unix seconds).",
+    kind: MetricType::GAUGE,
+    labels: TASK_LABELS,
+};
+pub(super) const TASKS: FamilySpec = FamilySpec {
+    name: "tiw_push_tasks",
+    help: "Tracked push tasks per status.",
+    kind: MetricType::GAUGE,
+    labels: &["sdk_app_id", "status"],
+};
+pub(super) const STARTED: FamilySpec = FamilySpec {
+    name: "tiw_push_tasks_started_total",
+    help: "Distinct push tasks seen started.",
+    kind: MetricType::COUNTER,
+    labels: &["sdk_app_id"],
+};
+pub(super) const FINISHED: FamilySpec = FamilySpec {
+    name: "tiw_push_tasks_finished_total",
+    help: "Distinct push tasks ended, once per task, by reason.",
+    kind: MetricType::COUNTER,
+    labels: &["sdk_app_id", "reason"],
+};
+pub(super) const EXCEPTIONS_TOTAL: FamilySpec = FamilySpec {
+    name: "tiw_push_exceptions_total",
+    help: "Sum of increases of ExceptionCnt over all tasks (a task first seen with ExceptionCnt = N adds N).",
+    kind: MetricType::COUNTER,
+    labels: &["sdk_app_id"],
+};
+pub(super) const DURATIONS: FamilySpec = FamilySpec {
+    name: "tiw_push_duration_seconds",
+    help: "Push duration of ended tasks, by finish reason.",
+    kind: MetricType::HISTOGRAM,
+    labels: &["sdk_app_id", "reason"],
+};
+
+pub(super) const PER_TASK: [&FamilySpec; 9] = [
+    &INFO,
+    &STATUS,
+    &FINISH_REASON,
+    &START,
+    &STOP,
+    &DURATION,
+    &EXCEPTIONS,
+    &IM_SYNC,
+    &LAST_UPDATE,
+];
+pub(super) const AGGREGATE: [&FamilySpec; 5] = [&TASKS, &STARTED, &FINISHED, &EXCEPTIONS_TOTAL, &DURATIONS];
+
+/// Renders the registry as metric families at scrape time.
+pub struct TaskCollector {
+    pub(super) tasks: Arc<TaskRegistry>,
+    /// `per_task_metrics`, switchable by a reload.
+    pub(super) per_task: Arc<AtomicBool>,
+    pub(super) descs: Vec<Desc>,
+}
+
+impl TaskCollector {
+    pub fn new(tasks: Arc<TaskRegistry>, per_task: Arc<AtomicBool>) -> prometheus::Result<TaskCollector> {
+        let specs = PER_TASK.iter().chain(AGGREGATE.iter());
+        let descs = specs
+            .map(|s| {
+                Desc::new(
+                    s.name.into(),
+                    s.help.into(),
+                    s.labels.iter().map(|l| l.to_string()).collect(),
+                    Default::default(),
+                )
+            })
+            .collect::<prometheus::Result<Vec<_>>>()?;
+        Ok(TaskCollector { tasks, per_task, descs })
+    }
+}
+
+/// Appends `s` as a label value: backslash, double quote and newline escaped.
+fn push_escaped(out: &mut String, s: &str) {
+    if !s.contains(['\\', '"', '\n']) {
+        out.push_str(s);
+        return;
+    }
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn push_header(out: &mut String, spec: &FamilySpec) {
+    let kind = match spec.kind {
+        MetricType::COUNTER => "counter",
+        MetricType::HISTOGRAM => "histogram",
+        _ => "gauge",
+    };
+    let _ = writeln!(out, "# HELP {} {}\n# TYPE {} {kind}", spec.name, spec.help, spec.name);
+}
+
+/// `name{labels,extra="value"} v` for an integer value.
+fn push_int(out: &mut String, name: &str, labels: &str, extra: Option<(&str, &str)>, v: i64) {
+    push_series(out, name, labels, extra);
+    let _ = writeln!(out, " {v}");
+}
+
+/// `name{labels,extra="value"} v` for a float value.
+fn push_float(out: &mut String, name: &str, labels: &str, extra: Option<(&str, &str)>, v: f64) {
+    push_series(out, name, labels, extra);
+    let _ = writeln!(out, " {v}");
+}
+
+fn push_series(out: &mut String, name: &str, labels: &str, extra: Option<(&str, &str)>) {
+    out.push_str(name);
+    out.push('{');
+    out.push_str(labels);
+    if let Some((k, v)) = extra {
+        out.push(',');
+        out.push_str(k);
+        out.push_str("=\"");
+        push_escaped(out, v);
+        out.push('"');
+    }
+    out.push('}');
+}
+
+impl TaskCollector {
+    /// Writes every task family in the text exposition format, under one short registry lock.
+    pub fn encode_text(&self, out: &mut String) {
+        let view = self.tasks.view();
+        if self.per_task.load(Ordering::Relaxed) {
+            // Each task's shared labels, escaped once: `sdk_app_id="..",task_id="..",room_id=".."`.
+            let mut tasks: Vec<(&Task, String)> = view
+                .tasks()
+                .map(|t| {
+                    let mut l = String::with_capacity(64);
+                    let _ = write!(l, "sdk_app_id=\"{}\",task_id=\"", t.sdk_app_id);
+                    push_escaped(&mut l, &t.task_id);
+                    l.push_str("\",room_id=\"");
+                    if let Some(r) = t.room_id {
+                        let _ = write!(l, "{r}");
+                    }
+                    l.push('"');
+                    (t, l)
+                })
+                .collect();
+            // Stable order (as the prometheus crate's gather gives): diffs and greps stay readable.
+            tasks.sort_unstable_by(|(a, _), (b, _)| (a.sdk_app_id, &a.task_id).cmp(&(b.sdk_app_id, &b.task_id)));
+            out.reserve(tasks.len() * 1200);
+            push_header(out, &INFO);
+            for (t, l) in &tasks {
+                out.push_str(INFO.name);
+                out.push('{');
+                out.push_str(l);
+                out.push_str(",group_id=\"");
+                push_escaped(out, &t.group_id);
+                out.push_str("\",push_user_id=\"");
+                push_escaped(out, &t.push_user_id);
+                out.push_str("\"} 1\n");
+            }
+            push_header(out, &STATUS);
+            for (t, l) in &tasks {
+                for s in TaskStatus::ALL {
+                    push_int(
+                        out,
+                        STATUS.name,
+                        l,
+                        Some(("status", s.as_str())),
+                        (s == t.status) as i64,
+                    );
+                }
+            }
+            push_header(out, &FINISH_REASON);
+            for (t, l) in &tasks {
+                if let (true, Some(r)) = (t.status.is_ended(), t.finish_reason) {
+                    push_int(out, FINISH_REASON.name, l, Some(("reason", r.as_str())), 1);
+                }
+            }
+            push_header(out, &START);
+            for (t, l) in &tasks {
+                if let Some(s) = t.push_start_time {
+                    push_int(out, START.name, l, None, s);
+                }
+            }
+            push_header(out, &STOP);
+            for (t, l) in &tasks {
+                if let (true, Some(s)) = (t.status.is_ended(), t.push_stop_time) {
+                    push_int(out, STOP.name, l, None, s);
+                }
+            }
+            push_header(out, &DURATION);
+            for (t, l) in &tasks {
+                if let Some(d) = t.duration() {
+                    push_float(out, DURATION.name, l, None, d);
+                }
+            }
+            push_header(out, &EXCEPTIONS);
+            for (t, l) in &tasks {
+                push_int(out, EXCEPTIONS.name, l, None, t.exception_cnt as i64);
+            }
+            push_header(out, &IM_SYNC);
+            for (t, l) in &tasks {
+                if let Some(s) = t.im_sync_time {
+                    push_int(out, IM_SYNC.name, l, None, s);
+                }
+            }
+            push_header(out, &LAST_UPDATE);
+            for (t, l) in &tasks {
+                push_float(out, LAST_UPDATE.name, l, None, t.last_update);
+            }
+        }
+        push_header(out, &TASKS);
+        for (app, counts) in view.status_counts() {
+            let l = format!("sdk_app_id=\"{app}\"");
+            for s in TaskStatus::ALL {
+                push_int(
+                    out,
+                    TASKS.name,
+                    &l,
+                    Some(("status", s.as_str())),
+                    counts[s as usize] as i64,
+                );
+            }
+        }
+        let apps: Vec<(String, &AppStats)> = view.apps().map(|(id, s)| (format!("sdk_app_id=\"{id}\""), s)).collect();
+        push_header(out, &STARTED);
+        for (l, s) in &apps {
+            push_int(out, STARTED.name, l, None, s.started_total as i64);
+        }
+        push_header(out, &FINISHED);
+        for (l, s) in &apps {
+            for r in FinishReason::ALL {
+                push_int(
+                    out,
+                    FINISHED.name,
+                    l,
+                    Some(("reason", r.as_str())),
+                    s.finished(r) as i64,
+                );
+            }
+        }
+        push_header(out, &EXCEPTIONS_TOTAL);
+        for (l, s) in &apps {
+            push_int(out, EXCEPTIONS_TOTAL.name, l, None, s.exceptions_total as i64);
+        }
+        push_header(out, &DURATIONS);
+        for (l, s) in &apps {
+            for r in FinishReason::ALL {
+                let h = s.duration(r);
+                let with_reason = format!("{l},reason=\"{}\"", r.as_str());
+                let mut cumulative = 0;
+                for (bound, c) in DURATION_BUCKETS.iter().zip(h.counts.iter()) {
+                    cumulative += c;
+                    push_int(
+                        out,
+                        "tiw_push_duration_seconds_bucket",
+                        &with_reason,
+                        Some(("le", &bound.to_string())),
+                        cumulative as i64,
+                    );
+                }
+                push_int(
+                    out,
+                    "tiw_push_duration_seconds_bucket",
+                    &with_reason,
+                    Some(("le", "+Inf")),
+                    h.count as i64,
+                );
+                push_float(out, "tiw_push_duration_seconds_sum", &with_reason, None, h.sum);
+                push_int(
+                    out,
+                    "tiw_push_duration_seconds_count",
+                    &with_reason,
+                    None,
+                    h.count as i64,
+                );
+            }
+        }
+    }
+}
