@@ -19,12 +19,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
 use md5::{Digest, Md5};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -35,16 +30,20 @@ use crate::config::Config;
 use crate::metrics::ExporterMetrics;
 use crate::registry::{CallbackApplied, TaskRegistry};
 use crate::store::StoreHandle;
-use crate::task::{is_task_id, truncate, unix_now, FinishReason, Observation, PushEvent, TaskStatus};
+use crate::task::{is_task_id, truncate, FinishReason, Observation, PushEvent, TaskStatus};
+
+mod http;
+#[cfg(test)]
+mod tests;
+
+pub use http::router;
+use http::InFlight;
 
 pub const STARTED: &str = "WhiteboardPushStarted";
 pub const STOPPED: &str = "WhiteboardPushStopped";
 
 /// Largest value accepted for unix times, room ids and counts (u32: TRTC's room ids, times to 2106).
 const MAX_U32: u64 = u32::MAX as u64;
-/// An oversized body is read (and thrown away) up to this size before the 413, so that the
-/// sender, still writing, gets the answer rather than a broken pipe; beyond it the connection closes.
-const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 
 /// What became of one callback (the `outcome` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -495,292 +494,5 @@ pub fn log_trust(config: &Config) {
                 "this app has no callback_key: its push callbacks are refused as unsigned and it is watched by polling alone"
             ),
         }
-    }
-}
-
-/// One admitted callback; gives its slot back when dropped.
-struct InFlight<'a>(&'a AtomicUsize);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// The callback route alone, mounted on the main router or on its own listener.
-pub fn router(receiver: Arc<CallbackReceiver>, path: &str) -> Router {
-    Router::new().route(path, post(handle)).with_state(receiver)
-}
-
-/// Why a body could not be read whole.
-enum BodyError {
-    /// Longer than `callback.max_body_bytes`: 413.
-    TooLarge(String),
-    /// The body itself is broken (a bad chunk size, a connection cut mid-body): 400 `malformed`.
-    Broken(String),
-}
-
-/// Reads at most `max` bytes; a longer body is drained up to [`DRAIN_LIMIT`] and refused.
-async fn read_limited(body: Body, max: usize) -> Result<Vec<u8>, BodyError> {
-    use http_body_util::BodyExt;
-    let mut body = body;
-    let mut buf = Vec::new();
-    let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| BodyError::Broken(format!("body broken off: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            seen += data.len();
-            if seen <= max {
-                buf.extend_from_slice(&data);
-            } else if seen > DRAIN_LIMIT {
-                break;
-            }
-        }
-    }
-    if seen > max {
-        return Err(BodyError::TooLarge(format!(
-            "body of {seen} bytes or more, larger than {max}"
-        )));
-    }
-    Ok(buf)
-}
-
-async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Response {
-    // Past the cap, shed load at once: TIW delivers a refused event again, and the rest of the
-    // server (scrapes above all) keeps its share of the machine.
-    let Some(_slot) = receiver.admit() else {
-        receiver.metrics.count_refused("callback", "overloaded");
-        // Closing the connection gives its slot (--web.max-connections) back at once.
-        return (
-            [("retry-after", "1"), ("connection", "close")],
-            error_reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many callbacks at once, retry later",
-            ),
-        )
-            .into_response();
-    };
-    let deadline = Duration::from_millis(receiver.read_timeout_ms.load(Ordering::Relaxed));
-    let read = match tokio::time::timeout(deadline, read_limited(body, receiver.max_body_bytes())).await {
-        Ok(read) => read,
-        Err(_) => {
-            receiver.metrics.count_refused("callback", "body_timeout");
-            tracing::debug!(timeout = ?deadline, "callback body did not arrive in time");
-            return (
-                [("connection", "close")],
-                error_reply(StatusCode::REQUEST_TIMEOUT, "body did not arrive in time"),
-            )
-                .into_response();
-        }
-    };
-    let processed = match read {
-        Ok(bytes) => receiver.process(&bytes, unix_now()),
-        Err(e) => {
-            let (outcome, reason) = match e {
-                BodyError::TooLarge(reason) => (CallbackOutcome::TooLarge, reason),
-                BodyError::Broken(reason) => (CallbackOutcome::Malformed, reason),
-            };
-            Processed {
-                sdk_app_id: 0,
-                event_type: "other",
-                outcome,
-                reason,
-                delay_seconds: None,
-            }
-        }
-    };
-    receiver.record(&processed);
-    // Accepted or duplicate, the reply promises durability: a duplicate may be the retry of an
-    // event whose first write failed.
-    if matches!(
-        processed.outcome,
-        CallbackOutcome::Accepted | CallbackOutcome::Duplicate
-    ) {
-        if let Some(store) = receiver.store.get() {
-            if store.flush().await.is_err() {
-                return error_reply(StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry later");
-            }
-        }
-    }
-    let status = processed.outcome.status();
-    if processed.outcome == CallbackOutcome::Full {
-        return (
-            [("retry-after", "5")],
-            error_reply(status, "too many tracked tasks (retention.max_tasks), retry later"),
-        )
-            .into_response();
-    }
-    if status == StatusCode::OK {
-        (status, [("content-type", "application/json")], r#"{"error_code":0}"#).into_response()
-    } else {
-        tracing::debug!(event_type = processed.event_type, outcome = processed.outcome.label(), reason = %processed.reason, "callback refused");
-        error_reply(status, processed.outcome.label())
-    }
-}
-
-/// A refusal as TIW's callback replies are shaped: `{"error_code": <HTTP status>, "error_msg": ...}`.
-fn error_reply(status: StatusCode, message: &str) -> Response {
-    let body = serde_json::json!({ "error_code": status.as_u16(), "error_msg": message });
-    (status, axum::Json(body)).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn receiver(registry: Arc<TaskRegistry>) -> CallbackReceiver {
-        let yaml = "tencentcloud: {secret_id: a, secret_key: b}\napps: [{sdk_app_id: 7, callback_key: k}, {sdk_app_id: 8, allow_unsigned_callbacks: true}, {sdk_app_id: 9}]\n";
-        let config = Config::from_yaml(yaml, &|_| None).unwrap();
-        let metrics = ExporterMetrics::new(registry.clone(), true);
-        CallbackReceiver::new(&config, registry, metrics)
-    }
-
-    #[test]
-    fn stopped_with_an_error_keeps_its_reason() {
-        let registry = Arc::new(TaskRegistry::new());
-        let r = receiver(registry.clone());
-        let body = serde_json::json!({
-            "EventType": STOPPED, "SdkAppId": 8, "Timestamp": 1_700_000_000u64,
-            "EventData": {"TaskId": "t1", "FinishReason": "EXCEPTION", "PushStartTime": 1_699_999_000u64,
-                          "PushStopTime": 1_700_000_000u64, "ExceptionCnt": 3,
-                          "Error": {"Code": "InternalError", "Message": "render process crashed"}}
-        });
-        let p = r.process(body.to_string().as_bytes(), 1_700_000_002.0);
-        assert_eq!((p.event_type, p.outcome), (STOPPED, CallbackOutcome::Accepted));
-        assert_eq!(p.delay_seconds, Some(2.0));
-        let t = registry.get(8, "t1").unwrap();
-        assert_eq!(
-            (t.status, t.finish_reason, t.exception_cnt),
-            (TaskStatus::Stopped, Some(FinishReason::Exception), 3)
-        );
-    }
-
-    /// During a key rotation both keys are taken; afterwards only the new one.
-    #[test]
-    fn a_rotation_accepts_the_previous_key_until_it_is_removed() {
-        let registry = Arc::new(TaskRegistry::new());
-        let rotating = "tencentcloud: {secret_id: a, secret_key: b}\napps: [{sdk_app_id: 7, callback_key: new, callback_key_previous: old}]\n";
-        let config = Config::from_yaml(rotating, &|_| None).unwrap();
-        let r = CallbackReceiver::new(&config, registry.clone(), ExporterMetrics::new(registry, true));
-        let event = |key: &str, task: &str| {
-            format!(
-                r#"{{"EventType":"WhiteboardPushStarted","SdkAppId":7,"Timestamp":1,"EventData":{{"TaskId":"{task}"}},"ExpireTime":9,"Sign":"{}"}}"#,
-                compute_sign(key, 9)
-            )
-        };
-        assert_eq!(
-            r.process(event("old", "a").as_bytes(), 1.0).outcome,
-            CallbackOutcome::Accepted
-        );
-        assert_eq!(
-            r.process(event("new", "b").as_bytes(), 1.0).outcome,
-            CallbackOutcome::Accepted
-        );
-        assert_eq!(
-            r.process(event("other", "c").as_bytes(), 1.0).outcome,
-            CallbackOutcome::BadSignature
-        );
-        let done = Config::from_yaml(&rotating.replace(", callback_key_previous: old", ""), &|_| None).unwrap();
-        r.reconfigure(&done);
-        assert_eq!(
-            r.process(event("old", "d").as_bytes(), 1.0).outcome,
-            CallbackOutcome::BadSignature
-        );
-        assert_eq!(
-            r.process(event("new", "e").as_bytes(), 1.0).outcome,
-            CallbackOutcome::Accepted
-        );
-        let orphan = Config::from_yaml(&rotating.replace("callback_key: new, ", ""), &|_| None).unwrap_err();
-        assert!(
-            orphan
-                .to_string()
-                .contains("apps[0].callback_key_previous: set without callback_key"),
-            "{orphan}"
-        );
-    }
-
-    #[test]
-    fn checks_run_in_the_documented_order() {
-        let r = receiver(Arc::new(TaskRegistry::new()));
-        let outcome = |body: &str, now: f64| r.process(body.as_bytes(), now).outcome;
-        assert_eq!(outcome("{not json", 0.0), CallbackOutcome::Malformed);
-        // The envelope comes first, then the app: an unknown app's push fields are never read.
-        let bad_app_and_shape = r#"{"EventType":"WhiteboardPushStarted","SdkAppId":99,"Timestamp":1,"EventData":{}}"#;
-        assert_eq!(outcome(bad_app_and_shape, 0.0), CallbackOutcome::UnknownApp);
-        // Another feature's event is ignored before any signature check, signed or not.
-        let other =
-            r#"{"EventType":"TranscodeFinished","SdkAppId":7,"Timestamp":1,"EventData":{},"ExpireTime":5,"Sign":"00"}"#;
-        assert_eq!(outcome(other, 0.0), CallbackOutcome::Ignored);
-        let unsigned = r#"{"EventType":"WhiteboardPushStarted","SdkAppId":7,"Timestamp":1,"EventData":{}}"#;
-        assert_eq!(outcome(unsigned, 0.0), CallbackOutcome::Unsigned);
-        // An app without a key refuses unsigned push events unless it allows them.
-        let no_key = r#"{"EventType":"WhiteboardPushStarted","SdkAppId":9,"Timestamp":1,"EventData":{"TaskId":"a"}}"#;
-        assert_eq!(outcome(no_key, 0.0), CallbackOutcome::Unsigned);
-        let allowed = no_key.replace("\"SdkAppId\":9", "\"SdkAppId\":8");
-        assert_eq!(outcome(&allowed, 0.0), CallbackOutcome::Accepted);
-        // A wrong signature on an expired event is a bad signature, not merely expired.
-        let wrong = r#"{"EventType":"WhiteboardPushStarted","SdkAppId":7,"Timestamp":1,"EventData":{},"ExpireTime":5,"Sign":"00"}"#;
-        assert_eq!(outcome(wrong, 10.0), CallbackOutcome::BadSignature);
-        let signed = |data: &str| {
-            format!(
-                r#"{{"EventType":"WhiteboardPushStopped","SdkAppId":7,"Timestamp":1,"EventData":{data},"ExpireTime":5,"Sign":"{}"}}"#,
-                compute_sign("k", 5)
-            )
-        };
-        assert_eq!(outcome(&signed("{}"), 10.0), CallbackOutcome::Expired);
-        // Push fields are read only once the signature holds.
-        assert_eq!(outcome(&signed("{}"), 5.0), CallbackOutcome::Malformed);
-        assert_eq!(outcome(&signed(r#"{"TaskId":"t"}"#), 5.0), CallbackOutcome::Accepted);
-        assert_eq!(outcome(&signed(r#"{"TaskId":"t"}"#), 5.0), CallbackOutcome::Duplicate);
-    }
-
-    /// SPEC §3: only TaskId is required; a Stopped without FinishReason, or with one Tencent does
-    /// not document, ends the task with reason OTHER.
-    #[test]
-    fn a_stop_without_a_documented_reason_is_other() {
-        let registry = Arc::new(TaskRegistry::new());
-        let r = receiver(registry.clone());
-        for (id, data) in [
-            ("n1", r#"{"TaskId":"n1"}"#),
-            ("n2", r#"{"TaskId":"n2","FinishReason":"RENDER_CRASHED"}"#),
-            ("n3", r#"{"TaskId":"n3","FinishReason":""}"#),
-        ] {
-            let body =
-                format!(r#"{{"EventType":"WhiteboardPushStopped","SdkAppId":8,"Timestamp":1,"EventData":{data}}}"#);
-            assert_eq!(
-                r.process(body.as_bytes(), 1.0).outcome,
-                CallbackOutcome::Accepted,
-                "{data}"
-            );
-            let t = registry.get(8, id).unwrap();
-            assert_eq!(
-                (t.status, t.finish_reason),
-                (TaskStatus::Stopped, Some(FinishReason::Other))
-            );
-        }
-    }
-
-    #[test]
-    fn tencent_documented_sign_vector() {
-        assert_eq!(
-            compute_sign("Xz4ZgayTr7rMgWQrH", 1588040109),
-            "a2dabb362a9b811c0e26953a6276a41c"
-        );
-        assert!(verify_sign(
-            "Xz4ZgayTr7rMgWQrH",
-            1588040109,
-            "a2dabb362a9b811c0e26953a6276a41c"
-        ));
-        assert!(!verify_sign(
-            "Xz4ZgayTr7rMgWQrH",
-            1588040110,
-            "a2dabb362a9b811c0e26953a6276a41c"
-        ));
-        assert!(!verify_sign(
-            "Xz4ZgayTr7rMgWQrH",
-            1588040109,
-            "A2DABB362A9B811C0E26953A6276A41C"
-        ));
-        assert!(!verify_sign("Xz4ZgayTr7rMgWQrH", 1588040109, ""));
     }
 }

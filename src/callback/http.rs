@@ -1,0 +1,146 @@
+//! The callback route over HTTP: admission (`callback.max_in_flight`), reading the body within
+//! its size and time limits, and the reply — 200 only once the event's effect is on disk.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+
+use super::{CallbackOutcome, CallbackReceiver, Processed};
+use crate::task::unix_now;
+
+/// An oversized body is read (and thrown away) up to this size before the 413, so that the
+/// sender, still writing, gets the answer rather than a broken pipe; beyond it the connection closes.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// One admitted callback; gives its slot back when dropped.
+pub(super) struct InFlight<'a>(pub(super) &'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The callback route alone, mounted on the main router or on its own listener.
+pub fn router(receiver: Arc<CallbackReceiver>, path: &str) -> Router {
+    Router::new().route(path, post(handle)).with_state(receiver)
+}
+
+/// Why a body could not be read whole.
+enum BodyError {
+    /// Longer than `callback.max_body_bytes`: 413.
+    TooLarge(String),
+    /// The body itself is broken (a bad chunk size, a connection cut mid-body): 400 `malformed`.
+    Broken(String),
+}
+
+/// Reads at most `max` bytes; a longer body is drained up to [`DRAIN_LIMIT`] and refused.
+async fn read_limited(body: Body, max: usize) -> Result<Vec<u8>, BodyError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = Vec::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Broken(format!("body broken off: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= max {
+                buf.extend_from_slice(&data);
+            } else if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
+    if seen > max {
+        return Err(BodyError::TooLarge(format!(
+            "body of {seen} bytes or more, larger than {max}"
+        )));
+    }
+    Ok(buf)
+}
+
+async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Response {
+    // Past the cap, shed load at once: TIW delivers a refused event again, and the rest of the
+    // server (scrapes above all) keeps its share of the machine.
+    let Some(_slot) = receiver.admit() else {
+        receiver.metrics.count_refused("callback", "overloaded");
+        // Closing the connection gives its slot (--web.max-connections) back at once.
+        return (
+            [("retry-after", "1"), ("connection", "close")],
+            error_reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many callbacks at once, retry later",
+            ),
+        )
+            .into_response();
+    };
+    let deadline = Duration::from_millis(receiver.read_timeout_ms.load(Ordering::Relaxed));
+    let read = match tokio::time::timeout(deadline, read_limited(body, receiver.max_body_bytes())).await {
+        Ok(read) => read,
+        Err(_) => {
+            receiver.metrics.count_refused("callback", "body_timeout");
+            tracing::debug!(timeout = ?deadline, "callback body did not arrive in time");
+            return (
+                [("connection", "close")],
+                error_reply(StatusCode::REQUEST_TIMEOUT, "body did not arrive in time"),
+            )
+                .into_response();
+        }
+    };
+    let processed = match read {
+        Ok(bytes) => receiver.process(&bytes, unix_now()),
+        Err(e) => {
+            let (outcome, reason) = match e {
+                BodyError::TooLarge(reason) => (CallbackOutcome::TooLarge, reason),
+                BodyError::Broken(reason) => (CallbackOutcome::Malformed, reason),
+            };
+            Processed {
+                sdk_app_id: 0,
+                event_type: "other",
+                outcome,
+                reason,
+                delay_seconds: None,
+            }
+        }
+    };
+    receiver.record(&processed);
+    // Accepted or duplicate, the reply promises durability: a duplicate may be the retry of an
+    // event whose first write failed.
+    if matches!(
+        processed.outcome,
+        CallbackOutcome::Accepted | CallbackOutcome::Duplicate
+    ) {
+        if let Some(store) = receiver.store.get() {
+            if store.flush().await.is_err() {
+                return error_reply(StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry later");
+            }
+        }
+    }
+    let status = processed.outcome.status();
+    if processed.outcome == CallbackOutcome::Full {
+        return (
+            [("retry-after", "5")],
+            error_reply(status, "too many tracked tasks (retention.max_tasks), retry later"),
+        )
+            .into_response();
+    }
+    if status == StatusCode::OK {
+        (status, [("content-type", "application/json")], r#"{"error_code":0}"#).into_response()
+    } else {
+        tracing::debug!(event_type = processed.event_type, outcome = processed.outcome.label(), reason = %processed.reason, "callback refused");
+        error_reply(status, processed.outcome.label())
+    }
+}
+
+/// A refusal as TIW's callback replies are shaped: `{"error_code": <HTTP status>, "error_msg": ...}`.
+fn error_reply(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "error_code": status.as_u16(), "error_msg": message });
+    (status, axum::Json(body)).into_response()
+}
