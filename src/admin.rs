@@ -64,7 +64,7 @@ fn app_client(path: &Path, app: Option<u64>) -> anyhow::Result<(Config, TiwClien
         (None, _) => anyhow::bail!("{} has several apps: choose one with --app", path.display()),
     };
     let metrics = ExporterMetrics::new(std::sync::Arc::new(TaskRegistry::new()), false);
-    let mut clients = build_clients(&config, &metrics, Default::default());
+    let mut clients = build_clients(&config, &metrics.api(), Default::default());
     let client = clients
         .remove(&app)
         .with_context(|| format!("app {app} is not in {}", path.display()))?;

@@ -61,7 +61,7 @@ impl Poller {
         metrics: &Arc<ExporterMetrics>,
         retry: RetryPolicy,
     ) -> Arc<Poller> {
-        let clients = build_clients(config, metrics, retry);
+        let clients = build_clients(config, &metrics.api(), retry);
         let apps = config
             .apps
             .iter()

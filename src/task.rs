@@ -152,6 +152,9 @@ impl Observation {
     }
 }
 
+/// `retention.max_tasks` unless set (SPEC §5): tracked tasks at most.
+pub const DEFAULT_MAX_TASKS: usize = 100_000;
+
 /// The longest label value taken from the network (`GroupId`, `PushUserId`), in bytes.
 pub const MAX_LABEL_BYTES: usize = 256;
 

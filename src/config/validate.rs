@@ -437,11 +437,11 @@ pub(super) fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, probl
         Duration::from_secs(3600),
     );
     let max_tasks = match c.integer("retention.max_tasks", retention.max_tasks.as_ref()) {
-        None => crate::registry::DEFAULT_MAX_TASKS,
+        None => crate::task::DEFAULT_MAX_TASKS,
         Some(n) if n > 0 => n as usize,
         Some(n) => {
             c.fail("retention.max_tasks", format!("must be positive, got {n}"));
-            crate::registry::DEFAULT_MAX_TASKS
+            crate::task::DEFAULT_MAX_TASKS
         }
     };
     let confirm_timeout = c.duration(

@@ -277,6 +277,14 @@ impl ExporterMetrics {
         }
     }
 
+    /// The narrow handle the API client counts its requests with.
+    pub fn api(&self) -> crate::tencentcloud::client::ApiInstruments {
+        crate::tencentcloud::client::ApiInstruments {
+            requests: self.api_requests.clone(),
+            duration: self.api_request_duration.clone(),
+        }
+    }
+
     /// Counts one callback: `sdk_app_id` 0 stands for a body that names no configured app.
     pub fn count_callback(&self, sdk_app_id: u64, event_type: &str, outcome: &str) {
         let app = if sdk_app_id == 0 {

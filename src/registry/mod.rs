@@ -17,7 +17,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-pub use crate::task::{is_task_id, plausible, unix_now, FinishReason, Observation, PushEvent, TaskStatus, MAX_TASK_ID};
+pub use crate::task::{
+    is_task_id, plausible, unix_now, FinishReason, Observation, PushEvent, TaskStatus, DEFAULT_MAX_TASKS, MAX_TASK_ID,
+};
 
 mod journal;
 mod record;
@@ -38,8 +40,6 @@ pub const DURATION_BUCKETS: [f64; 14] = [
     10.0, 30.0, 60.0, 300.0, 600.0, 1200.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0, 10800.0, 14400.0, 21600.0,
 ];
 
-/// `retention.max_tasks` unless set (SPEC §5).
-pub const DEFAULT_MAX_TASKS: usize = 100_000;
 /// `InvalidParameter.TaskNotFound` answers in a row after which a task is dropped (or, if
 /// configured, read only once per discovery interval) (SPEC §2).
 pub const NOT_FOUND_LIMIT: u8 = 3;

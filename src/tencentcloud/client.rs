@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 use super::ratelimit::{budget_key, RateLimiter};
 use super::sign::{sign, SignInput};
 use crate::config::{ApiConfig, AppConfig};
-use crate::metrics::ExporterMetrics;
 
 /// API version of TIW.
 pub const VERSION: &str = "2019-09-19";
@@ -156,6 +155,14 @@ fn is_plausible_code(code: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
 }
 
+/// What the client counts: the exporter's `tiw_exporter_api_requests_total{action,code}` and
+/// `tiw_exporter_api_request_duration_seconds{action}`, and nothing else of its instruments.
+#[derive(Clone)]
+pub struct ApiInstruments {
+    pub requests: prometheus::IntCounterVec,
+    pub duration: prometheus::HistogramVec,
+}
+
 /// Retry policy: exponential backoff with full jitter.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -229,7 +236,7 @@ pub struct Client {
     api: ApiConfig,
     host: String,
     limiters: Arc<Limiters>,
-    metrics: Arc<ExporterMetrics>,
+    instruments: ApiInstruments,
     retry: RetryPolicy,
 }
 
@@ -239,14 +246,14 @@ const BODY_SNIPPET: usize = 120;
 pub const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
 
 impl Client {
-    pub fn new(http: reqwest::Client, api: ApiConfig, limiters: Arc<Limiters>, metrics: Arc<ExporterMetrics>) -> Self {
+    pub fn new(http: reqwest::Client, api: ApiConfig, limiters: Arc<Limiters>, instruments: ApiInstruments) -> Self {
         let host = host_header(&api.endpoint);
         Client {
             http,
             api,
             host,
             limiters,
-            metrics,
+            instruments,
             retry: RetryPolicy::default(),
         }
     }
@@ -296,15 +303,15 @@ impl Client {
         let started = std::time::Instant::now();
         let result = self.send(action, body).await;
         drop(permit);
-        self.metrics
-            .api_request_duration
+        self.instruments
+            .duration
             .with_label_values(&[action])
             .observe(started.elapsed().as_secs_f64());
         let label = match &result {
             Ok(_) => "OK".to_string(),
             Err(e) => e.metric_label(),
         };
-        self.metrics.api_requests.with_label_values(&[action, &label]).inc();
+        self.instruments.requests.with_label_values(&[action, &label]).inc();
         match &result {
             Err(e) if e.kind() == ErrorKind::RateLimited => limiter.on_rate_limited(),
             Ok(_) => limiter.on_success(),
@@ -483,7 +490,7 @@ pub fn http_client() -> reqwest::Client {
 /// Builds one [`TiwClient`] per app, sharing rate limiters between apps on the same credentials.
 pub fn build_clients(
     config: &crate::config::Config,
-    metrics: &Arc<ExporterMetrics>,
+    instruments: &ApiInstruments,
     retry: RetryPolicy,
 ) -> HashMap<u64, super::TiwClient> {
     let http = http_client();
@@ -493,7 +500,7 @@ pub fn build_clients(
         .iter()
         .map(|app| {
             let client =
-                Client::new(http.clone(), app.api.clone(), limiters.clone(), metrics.clone()).with_retry(retry);
+                Client::new(http.clone(), app.api.clone(), limiters.clone(), instruments.clone()).with_retry(retry);
             (app.sdk_app_id, super::TiwClient::new(app.sdk_app_id, client))
         })
         .collect()

@@ -28,7 +28,9 @@ pub fn client_for(
         });
     let config = Config::from_yaml(&yaml, &|_| None).unwrap();
     let metrics = ExporterMetrics::new(std::sync::Arc::new(TaskRegistry::new()), false);
-    build_clients(&config, &metrics, fast_retry()).remove(&app).unwrap()
+    build_clients(&config, &metrics.api(), fast_retry())
+        .remove(&app)
+        .unwrap()
 }
 
 /// Each bad reply, over real HTTP, gives an error that says what happened.
@@ -214,7 +216,9 @@ async fn wrong_key_is_a_signature_failure() {
     let yaml = config_yaml(&sim.endpoint(), &[APP], "1s", "").replace(SECRET_KEY, "wrongKeyValue");
     let config = Config::from_yaml(&yaml, &|_| None).unwrap();
     let metrics = ExporterMetrics::new(std::sync::Arc::new(TaskRegistry::new()), false);
-    let wrong = build_clients(&config, &metrics, fast_retry()).remove(&APP).unwrap();
+    let wrong = build_clients(&config, &metrics.api(), fast_retry())
+        .remove(&APP)
+        .unwrap();
     let err = wrong.describe_whiteboard_push("x").await.unwrap_err();
     assert_eq!(err.code(), Some("AuthFailure.SignatureFailure"));
     assert!(!err.to_string().contains("wrongKeyValue"));

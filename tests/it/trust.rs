@@ -536,7 +536,7 @@ async fn the_simulator_pages_and_refuses_regions_like_tencent() {
             reqwest::Client::new(),
             config.apps[0].api.clone(),
             std::sync::Arc::new(Limiters::new(&config.apps)),
-            metrics,
+            metrics.api(),
         )
         .with_retry(fast_retry())
     };

@@ -14,7 +14,7 @@
 //! `--retention` is both the exporter's `retention.stopped_tasks` and how long the simulator
 //! remembers an ended task, so after a few minutes the registry holds steady and RSS should too.
 
-#[path = "support/process.rs"]
+#[path = "../support/process.rs"]
 mod process;
 
 use std::collections::HashMap;
@@ -142,7 +142,7 @@ async fn main() {
         retry_every: Duration::from_secs(1),
         retries: 3,
     });
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = scratch_dir();
     let interval = humantime::format_duration(o.poll_interval);
     let mut yaml = format!(
         "tencentcloud:\n  endpoint: {}\n  secret_id: {SECRET_ID}\n  secret_key: {SECRET_KEY}\n  timeout: 2s\napps:\n",

@@ -151,3 +151,31 @@ pub fn metric_sum(text: &str, name: &str, contains: &str) -> f64 {
         .sum::<f64>()
         + 0.0 // an empty sum is -0.0
 }
+
+/// A scratch directory under the system's temp dir, removed when dropped. (Not the `tempfile`
+/// crate: it would change the feature set of `rustix`, which the exporter reaches through
+/// `prometheus`'s process collector, and so rebuild the exporter instead of reusing its release
+/// artefacts.)
+pub struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh [`ScratchDir`].
+pub fn scratch_dir() -> ScratchDir {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("tiw-push-exporter-bench-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    std::fs::create_dir_all(&path).expect("a scratch directory");
+    ScratchDir(path)
+}

@@ -2,9 +2,9 @@
 //! Ratios are measured within one run on one machine, since absolute times on shared machines are
 //! noisy. `--smoke` runs tiny sizes (CI runs it so the benchmarks never rot).
 
-#[path = "../benches/common.rs"]
+#[path = "../../../../benches/common.rs"]
 mod common;
-#[path = "support/process.rs"]
+#[path = "../support/process.rs"]
 mod process;
 
 use std::path::Path;
@@ -127,7 +127,7 @@ async fn poll(n: usize, window: Duration, interval: &str) {
         let t = sim.sim.create_task(app, i as i64);
         sim.sim.start_pushing(&t);
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch_dir();
     let config = Config::from_yaml(
         &yaml(&sim.endpoint(), &[app], None, interval, dir.path(), true),
         &|_| None,
@@ -170,7 +170,7 @@ async fn poll(n: usize, window: Duration, interval: &str) {
 async fn freshness(samples: usize) {
     let app = 1400000001;
     let sim = start_sim(sim_config(vec![app], Duration::from_millis(50))).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch_dir();
     let config = Config::from_yaml(
         &yaml(&sim.endpoint(), &[app], Some("freshKey"), "15s", dir.path(), true),
         &|_| None,
@@ -217,7 +217,7 @@ async fn freshness(samples: usize) {
 async fn footprint(n: usize, idle: Duration) {
     let apps: Vec<u64> = (0..n.div_ceil(100) as u64).map(|i| 1_400_000_000 + i).collect();
     let sim = start_sim(sim_config(apps.clone(), Duration::ZERO)).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch_dir();
     {
         let registry = TaskRegistry::new();
         registry.ensure_apps(apps.iter().copied());
@@ -306,7 +306,7 @@ fn wrk_latency_ms(text: &str, percentile: &str) -> f64 {
 async fn ingest(seconds: u64) {
     let app = 1400000001u64;
     let sim = start_sim(sim_config(vec![app], Duration::ZERO)).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = scratch_dir();
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
