@@ -1,12 +1,21 @@
 //! tiw-push-exporter: a Prometheus exporter for Tencent Cloud Interactive Whiteboard (TIW)
-//! whiteboard-push tasks.
+//! whiteboard-push tasks. ARCHITECTURE.md has the layers, the path of a callback and of a poll, and
+//! where each invariant lives.
 //!
-//! Data flows one way: Tencent → [`tencentcloud`] (signed API 3.0 client) → [`poller`] (discovery
-//! and polling within the rate limit) and [`callback`] (verified TIW events) → [`registry`] (the
-//! single source of truth) → [`metrics`] (the collector behind `/metrics`) → [`http`] (router,
-//! landing page, health), served by [`server`] under connection and timeout limits. [`config`] turns
-//! YAML into a validated configuration; [`exporter`] wires everything for `serve`; [`simulator`]
-//! is an embedded stand-in for Tencent that tests and `demo` run against.
+//! From the bottom up:
+//! - [`task`]: plain domain types (status, finish reason, observation, task-id rule, bounds, clock).
+//! - [`config`]: YAML → validated configuration, the only YAML parser.
+//! - [`tencentcloud`]: TC3 signing, the per-account budgets, the HTTP client with Tencent's
+//!   envelope and retries, and the typed TIW actions (wire → domain).
+//! - [`registry`]: the single source of truth — what the API confirmed, what callbacks claim, the
+//!   counters, the poll schedule and the store journal.
+//! - [`store`]: the embedded redb store, group commit, checksums.
+//! - [`metrics`]: the exporter's own instruments and the `/metrics` exposition of the registry.
+//! - [`poller`] (discovery and polling) and [`callback`] (verified TIW events): the two ways in.
+//! - [`reload`], [`http`] (the route table), [`webconfig`] (TLS, basic auth), [`server`] (accept
+//!   loop and limits).
+//! - [`exporter`]: the composition root for `serve`; [`demo`] runs it against [`simulator`], an
+//!   embedded stand-in for Tencent; [`admin`] and [`cli`]: the one-shot commands and the flags.
 
 pub mod admin;
 pub mod callback;
@@ -27,3 +36,8 @@ pub mod store;
 pub mod task;
 pub mod tencentcloud;
 pub mod webconfig;
+
+pub use config::Config;
+pub use exporter::{Exporter, ServeOptions};
+pub use registry::TaskRegistry;
+pub use simulator::Simulator;
