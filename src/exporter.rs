@@ -17,7 +17,7 @@ use crate::http::{router, HttpState};
 use crate::metrics::ExporterMetrics;
 use crate::registry::TaskRegistry;
 use crate::reload::{ReloadHandle, ReloadReply, Supervisor};
-use crate::store::{spawn_writer, Store, StoreError};
+use crate::store::{spawn_writer, writer_channel, Store, StoreError, WriterInbox};
 use crate::task::unix_now;
 use crate::tencentcloud::RetryPolicy;
 use crate::webconfig::{require_auth, WebConfig};
@@ -59,6 +59,8 @@ pub struct Exporter {
     ready: Arc<AtomicBool>,
     reload: ReloadHandle,
     reload_rx: mpsc::Receiver<ReloadReply>,
+    /// Flush requests of the callback receiver, served by the writer once the exporter serves.
+    writer_inbox: WriterInbox,
 }
 
 impl Exporter {
@@ -81,8 +83,14 @@ impl Exporter {
         callback::log_trust(&config);
         metrics.config_last_reload_successful.set(1.0);
         metrics.config_last_reload_success_timestamp.set(unix_now());
-        let callbacks = Arc::new(CallbackReceiver::new(&config, registry.clone(), metrics.clone()));
-        callbacks.set_read_timeout(options.limits.read_timeout);
+        let (durable, writer_inbox) = writer_channel();
+        let callbacks = Arc::new(CallbackReceiver::durable(
+            &config,
+            registry.clone(),
+            metrics.clone(),
+            durable,
+            options.limits.read_timeout,
+        ));
         let (reload, reload_rx) = ReloadHandle::channel();
         Ok(Exporter {
             config,
@@ -94,6 +102,7 @@ impl Exporter {
             ready: Arc::new(AtomicBool::new(false)),
             reload,
             reload_rx,
+            writer_inbox,
         })
     }
 
@@ -185,14 +194,6 @@ impl Exporter {
         // The writer outlives the HTTP servers, so callbacks still in flight at shutdown are made
         // durable and answered; it writes a last batch when it stops.
         let writer_token = CancellationToken::new();
-        let store = spawn_writer(
-            self.store.clone(),
-            self.registry.clone(),
-            self.metrics.clone(),
-            &tracker,
-            writer_token.clone(),
-        );
-        self.callbacks.set_store(store);
         let main_router = self.router();
         let callback_router = self.callback_router();
         let tls = self.options.web.tls.clone();
@@ -205,8 +206,18 @@ impl Exporter {
             options,
             ready,
             reload_rx,
+            store,
+            writer_inbox,
             ..
         } = self;
+        spawn_writer(
+            store,
+            registry.clone(),
+            metrics.clone(),
+            writer_inbox,
+            &tracker,
+            writer_token.clone(),
+        );
 
         let supervisor = Supervisor::start(
             config,

@@ -3,7 +3,6 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -81,7 +80,7 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Re
         )
             .into_response();
     };
-    let deadline = Duration::from_millis(receiver.read_timeout_ms.load(Ordering::Relaxed));
+    let deadline = receiver.read_timeout;
     let read = match tokio::time::timeout(deadline, read_limited(body, receiver.max_body_bytes())).await {
         Ok(read) => read,
         Err(_) => {
@@ -117,7 +116,7 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Re
         processed.outcome,
         CallbackOutcome::Accepted | CallbackOutcome::Duplicate
     ) {
-        if let Some(store) = receiver.store.get() {
+        if let Some(store) = &receiver.store {
             if store.flush().await.is_err() {
                 return error_reply(StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry later");
             }

@@ -15,7 +15,7 @@
 //! without HTTP.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -252,14 +252,38 @@ pub struct CallbackReceiver {
     /// `callback.max_in_flight`, and how many are being handled now.
     max_in_flight: AtomicUsize,
     in_flight: AtomicUsize,
-    /// How long a body may take to arrive, in milliseconds (`--web.read-timeout`).
-    read_timeout_ms: AtomicU64,
-    /// Where a taken event is made durable before it is answered 200.
-    store: std::sync::OnceLock<StoreHandle>,
+    /// How long a body may take to arrive (`--web.read-timeout`).
+    read_timeout: Duration,
+    /// Where a taken event is made durable before it is answered 200 (`None`: no store, as in
+    /// unit tests and the fuzz targets).
+    store: Option<StoreHandle>,
 }
 
 impl CallbackReceiver {
+    /// A receiver that answers as soon as an event is applied: no store, a 10 s body deadline.
     pub fn new(config: &Config, registry: Arc<TaskRegistry>, metrics: Arc<ExporterMetrics>) -> Self {
+        Self::build(config, registry, metrics, None, Duration::from_secs(10))
+    }
+
+    /// The serving receiver: an event is answered 200 only once `store` has it on disk, and a
+    /// body must arrive within `read_timeout`.
+    pub fn durable(
+        config: &Config,
+        registry: Arc<TaskRegistry>,
+        metrics: Arc<ExporterMetrics>,
+        store: StoreHandle,
+        read_timeout: Duration,
+    ) -> Self {
+        Self::build(config, registry, metrics, Some(store), read_timeout)
+    }
+
+    fn build(
+        config: &Config,
+        registry: Arc<TaskRegistry>,
+        metrics: Arc<ExporterMetrics>,
+        store: Option<StoreHandle>,
+        read_timeout: Duration,
+    ) -> Self {
         let receiver = CallbackReceiver {
             registry,
             metrics,
@@ -267,8 +291,8 @@ impl CallbackReceiver {
             max_body_bytes: Default::default(),
             max_in_flight: Default::default(),
             in_flight: Default::default(),
-            read_timeout_ms: AtomicU64::new(10_000),
-            store: Default::default(),
+            read_timeout: read_timeout.max(Duration::from_millis(1)),
+            store,
         };
         receiver.reconfigure(config);
         receiver
@@ -299,12 +323,6 @@ impl CallbackReceiver {
         self.max_body_bytes.load(Ordering::Relaxed)
     }
 
-    /// Sets how long a body may take to arrive before the request is answered 408.
-    pub fn set_read_timeout(&self, timeout: Duration) {
-        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.read_timeout_ms.store(ms, Ordering::Relaxed);
-    }
-
     /// A slot among `callback.max_in_flight`, or `None` when all are taken.
     fn admit(&self) -> Option<InFlight<'_>> {
         let max = self.max_in_flight.load(Ordering::Relaxed);
@@ -314,11 +332,6 @@ impl CallbackReceiver {
             .is_ok();
         // `then`, not `then_some`: a guard built and dropped on refusal would free a slot it never took.
         admitted.then(|| InFlight(&self.in_flight))
-    }
-
-    /// From now on, an event is answered 200 only once the store has it on disk.
-    pub fn set_store(&self, store: StoreHandle) {
-        let _ = self.store.set(store);
     }
 
     /// Verifies, parses and applies one body received at unix time `now`.

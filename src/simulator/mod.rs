@@ -308,11 +308,9 @@ pub fn random_task_id() -> String {
         .collect()
 }
 
+/// Whole unix seconds, as Tencent's fields carry them (from the crate's one clock).
 pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    crate::task::unix_now() as i64
 }
 
 impl Simulator {

@@ -457,15 +457,16 @@ impl StoreHandle {
     }
 }
 
-/// Starts the writer; it writes a last batch and stops when `token` is cancelled.
+/// Starts the writer on `inbox`; it writes a last batch and stops when `token` is cancelled.
 pub fn spawn_writer(
     store: Arc<Store>,
     registry: Arc<TaskRegistry>,
     metrics: Arc<ExporterMetrics>,
+    inbox: WriterInbox,
     tracker: &tokio_util::task::TaskTracker,
     token: CancellationToken,
-) -> StoreHandle {
-    let (tx, mut rx) = mpsc::unbounded_channel::<oneshot::Sender<bool>>();
+) {
+    let WriterInbox(mut rx) = inbox;
     tracker.spawn(async move {
         let mut failing = false;
         loop {
@@ -495,7 +496,16 @@ pub fn spawn_writer(
             }
         }
     });
-    StoreHandle { requests: tx }
+}
+
+/// Where flush requests wait for the writer ([`spawn_writer`]).
+pub struct WriterInbox(mpsc::UnboundedReceiver<oneshot::Sender<bool>>);
+
+/// A handle to ask for durability, and the inbox the writer will serve it from: made before the
+/// writer runs, so whoever needs the handle gets it when built.
+pub fn writer_channel() -> (StoreHandle, WriterInbox) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (StoreHandle { requests: tx }, WriterInbox(rx))
 }
 
 async fn write_once(

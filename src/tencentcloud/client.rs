@@ -264,10 +264,6 @@ impl Client {
         self
     }
 
-    pub fn api(&self) -> &ApiConfig {
-        &self.api
-    }
-
     /// Calls `action` with `request`, retrying what is worth retrying; returns the decoded `Response`.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,

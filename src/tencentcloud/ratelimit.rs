@@ -92,11 +92,6 @@ impl RateLimiter {
         }
     }
 
-    /// The configured requests per second.
-    pub fn limit(&self) -> u32 {
-        self.limit as u32
-    }
-
     /// Current jitter allowance.
     pub fn allowance(&self) -> Duration {
         Duration::from_micros(self.allowance_us.load(Ordering::Relaxed))
