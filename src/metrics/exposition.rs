@@ -126,6 +126,9 @@ pub struct TaskCollector {
     pub(super) tasks: Arc<TaskRegistry>,
     /// `per_task_metrics`, switchable by a reload.
     pub(super) per_task: Arc<AtomicBool>,
+    /// Built at start, which checks every family's name and labels; the oracle describes itself
+    /// with them.
+    #[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
     pub(super) descs: Vec<Desc>,
 }
 

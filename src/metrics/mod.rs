@@ -9,12 +9,14 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+#[cfg(any(test, feature = "fuzzing"))]
 use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
 use crate::registry::TaskRegistry;
 
 mod exposition;
+#[cfg(any(test, feature = "fuzzing"))]
 mod oracle;
 #[cfg(test)]
 mod tests;
@@ -255,6 +257,7 @@ impl ExporterMetrics {
 
     /// The task families as protobuf families, the `prometheus` crate's way (tests compare it with
     /// the text [`ExporterMetrics::render`] writes).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn task_families(&self) -> Vec<MetricFamily> {
         prometheus::core::Collector::collect(&self.task_collector)
     }
@@ -315,6 +318,7 @@ impl ExporterMetrics {
     }
 
     /// The task families alone, as [`ExporterMetrics::render`] writes them.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn encode_task_families(&self, out: &mut String) {
         self.task_collector.encode_text(out);
     }
