@@ -96,10 +96,14 @@ fn checksum(table: &str, key: &str, value: &[u8]) -> [u8; CHECKSUM_BYTES] {
 
 /// A value as stored: the JSON, then its checksum.
 fn seal(table: &str, key: &str, value: &impl serde::Serialize) -> Result<Vec<u8>, serde_json::Error> {
-    let mut bytes = serde_json::to_vec(value)?;
-    let sum = checksum(table, key, &bytes);
-    bytes.extend_from_slice(&sum);
-    Ok(bytes)
+    Ok(with_checksum(table, key, serde_json::to_vec(value)?))
+}
+
+/// `json` followed by its checksum.
+fn with_checksum(table: &str, key: &str, mut json: Vec<u8>) -> Vec<u8> {
+    let sum = checksum(table, key, &json);
+    json.extend_from_slice(&sum);
+    json
 }
 
 /// The JSON of a stored value whose checksum holds; `None` when it does not.
@@ -259,38 +263,19 @@ impl Store {
     /// Version 1 kept records without checksums: seal each as it is, in the opening transaction.
     fn migrate_v1(&self, txn: &redb::WriteTransaction) -> Result<(), StoreError> {
         let mut tasks = txn.open_table(TASKS).map_err(|e| self.read_err(e))?;
-        let rows: Vec<(String, Vec<u8>)> = tasks
-            .iter()
-            .map_err(|e| self.read_err(e))?
-            .map(|r| r.map(|(k, v)| (k.value().to_string(), v.value().to_vec())))
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.read_err(e))?;
-        for (key, json) in rows {
-            let mut sealed = json.clone();
-            sealed.extend_from_slice(&checksum("tasks", &key, &json));
+        for (key, json) in self.all_rows(&tasks, |k, v| (k.to_string(), v.to_vec()))? {
+            let sealed = with_checksum("tasks", &key, json);
             tasks
                 .insert(key.as_str(), sealed.as_slice())
                 .map_err(|e| self.write_err(e))?;
         }
         let mut apps = txn.open_table(APPS).map_err(|e| self.read_err(e))?;
-        let rows: Vec<(u64, Vec<u8>)> = apps
-            .iter()
-            .map_err(|e| self.read_err(e))?
-            .map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())))
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.read_err(e))?;
-        for (id, json) in rows {
-            let mut sealed = json.clone();
-            sealed.extend_from_slice(&checksum("apps", &id.to_string(), &json));
+        for (id, json) in self.all_rows(&apps, |k, v| (k, v.to_vec()))? {
+            let sealed = with_checksum("apps", &id.to_string(), json);
             apps.insert(id, sealed.as_slice()).map_err(|e| self.write_err(e))?;
         }
         let old = txn.open_table(TOMBSTONES_V1).map_err(|e| self.read_err(e))?;
-        let rows: Vec<(String, f64)> = old
-            .iter()
-            .map_err(|e| self.read_err(e))?
-            .map(|r| r.map(|(k, v)| (k.value().to_string(), v.value())))
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.read_err(e))?;
+        let rows = self.all_rows(&old, |k, v| (k.to_string(), v))?;
         drop(old);
         let mut tombstones = txn.open_table(TOMBSTONES).map_err(|e| self.read_err(e))?;
         for (key, at) in rows {
@@ -301,6 +286,20 @@ impl Store {
         }
         txn.delete_table(TOMBSTONES_V1).map_err(|e| self.write_err(e))?;
         Ok(())
+    }
+
+    /// Every row of `table`, each made owned by `own`.
+    fn all_rows<K: redb::Key + 'static, V: redb::Value + 'static, T>(
+        &self,
+        table: &impl ReadableTable<K, V>,
+        own: impl for<'a> Fn(K::SelfType<'a>, V::SelfType<'a>) -> T,
+    ) -> Result<Vec<T>, StoreError> {
+        table
+            .iter()
+            .map_err(|e| self.read_err(e))?
+            .map(|row| row.map(|(k, v)| own(k.value(), v.value())))
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.read_err(e))
     }
 
     /// Everything the store holds. A record that fails its checksum or does not decode refuses
