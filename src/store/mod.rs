@@ -168,13 +168,20 @@ impl Store {
         Ok(store)
     }
 
+    /// Closes the database (redb writes on close, and can panic doing so on a damaged file).
+    fn close(db: Database) {
+        let _ = catching(move || drop(db));
+    }
+
     /// Runs `f` on the database, reopening it first if a write failed since the last success.
     fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
         use std::sync::atomic::Ordering;
         let mut guard = self.db.lock().unwrap_or_else(|e| e.into_inner());
         if self.needs_reopen.load(Ordering::Acquire) {
             // redb holds a file lock: the old handle must be gone before the file is opened again.
-            drop(guard.take());
+            if let Some(old) = guard.take() {
+                Store::close(old);
+            }
             let db = Database::create(&self.path).map_err(|e| self.write_err(format!("reopening: {e}")))?;
             *guard = Some(db);
             self.needs_reopen.store(false, Ordering::Release);
@@ -430,6 +437,20 @@ impl Store {
     /// Size of the database file in bytes.
     pub fn file_size(&self) -> u64 {
         std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+impl Drop for Store {
+    /// Closing is caught like opening: a store refused as damaged must not panic on its way out.
+    fn drop(&mut self) {
+        let db = self
+            .db
+            .get_mut()
+            .map(Option::take)
+            .unwrap_or_else(|e| e.into_inner().take());
+        if let Some(db) = db {
+            Store::close(db);
+        }
     }
 }
 
