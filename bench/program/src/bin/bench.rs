@@ -113,9 +113,8 @@ fn yaml(endpoint: &str, apps: &[u64], key: Option<&str>, poll: &str, state: &Pat
             s.push_str(&format!("    callback_key: {k}\n"));
         }
     }
-    // The ingest workload tracks every event's task (about 700,000 in 20 s): no bound on the count.
     s + &format!(
-        "poll:\n  interval: {poll}\n  discovery_interval: 60s\nstate:\n  path: {}\nretention:\n  max_tasks: 10000000\n",
+        "poll:\n  interval: {poll}\n  discovery_interval: 60s\nstate:\n  path: {}\n",
         state.display()
     )
 }
@@ -311,6 +310,7 @@ async fn ingest(seconds: u64) {
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
+        // Every event is a task of its own (about 700,000 in 20 s): no bound on how many are tracked.
         yaml(
             &sim.endpoint(),
             &[app],
@@ -318,7 +318,7 @@ async fn ingest(seconds: u64) {
             "15s",
             &dir.path().join("state"),
             false,
-        ),
+        ) + "retention:\n  max_tasks: 10000000\n",
     )
     .unwrap();
     let (proc, addr, _) = spawn(&config);
