@@ -147,13 +147,11 @@ pub enum LogFormat {
 
 /// A path for `/metrics` that the router can serve and that no other endpoint uses.
 fn parse_telemetry_path(s: &str) -> Result<String, String> {
-    let reserved = ["/", "/-/healthy", "/-/ready", "/-/reload"];
+    let reserved = crate::http::FIXED_ROUTES;
     if !s.starts_with('/') || s.contains(|c: char| c.is_whitespace() || c.is_control()) {
         Err(format!("{s:?} must be a URL path starting with '/'"))
     } else if reserved.contains(&s) || s.starts_with("/-/") {
-        Err(format!(
-            "{s:?} is taken by another endpoint (/, /-/healthy, /-/ready, /-/reload)"
-        ))
+        Err(format!("{s:?} is taken by another endpoint ({})", reserved.join(", ")))
     } else if s
         .split('/')
         .any(|seg| seg.starts_with([':', '*']) || seg.contains(['{', '}']))

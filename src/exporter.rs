@@ -114,14 +114,8 @@ impl Exporter {
     /// The callback path must not shadow another endpoint of the listener it shares.
     fn check_routes(&self) -> std::io::Result<()> {
         let cb = self.config.callback.path.as_str();
-        let taken = [
-            self.options.telemetry_path.as_str(),
-            "/",
-            "/-/healthy",
-            "/-/ready",
-            "/-/reload",
-        ];
-        if self.config.callback.listen_address.is_none() && taken.contains(&cb) {
+        let taken = cb == self.options.telemetry_path || crate::http::FIXED_ROUTES.contains(&cb);
+        if self.config.callback.listen_address.is_none() && taken {
             return Err(std::io::Error::other(format!(
                 "callback.path {cb} collides with another endpoint of the main listener"
             )));
@@ -146,7 +140,7 @@ impl Exporter {
             // Basic auth guards metrics, reload and the landing page; probes stay open, and
             // callbacks carry their own signature.
             Some(auth) => {
-                let open = vec!["/-/healthy".to_string(), "/-/ready".to_string()];
+                let open = crate::http::OPEN_ROUTES.map(String::from).to_vec();
                 main.layer(axum::middleware::from_fn_with_state(
                     (auth.clone(), Arc::new(open), self.metrics.clone()),
                     require_auth,

@@ -28,14 +28,24 @@ pub struct HttpState {
 /// The largest body these routes let through; none of them reads a body.
 pub const MAX_UNREAD_BODY: u64 = 1024;
 
+/// The main listener's fixed routes, besides the telemetry path and the callback path. The flags
+/// and the callback path are checked against this one list.
+pub const FIXED_ROUTES: [&str; 4] = [LANDING, HEALTHY, READY, RELOAD];
+const LANDING: &str = "/";
+const HEALTHY: &str = "/-/healthy";
+const READY: &str = "/-/ready";
+const RELOAD: &str = "/-/reload";
+/// Routes that basic auth leaves open, for probes.
+pub const OPEN_ROUTES: [&str; 2] = [HEALTHY, READY];
+
 /// The router, apart from any socket so that tests can drive it with `oneshot`.
 pub fn router(state: HttpState) -> Router {
     Router::new()
-        .route("/", get(landing))
+        .route(LANDING, get(landing))
         .route(&state.telemetry_path, get(metrics))
-        .route("/-/healthy", get(|| async { "Healthy\n" }))
-        .route("/-/ready", get(ready))
-        .route("/-/reload", axum::routing::post(reload).get(reload_hint))
+        .route(HEALTHY, get(|| async { "Healthy\n" }))
+        .route(READY, get(ready))
+        .route(RELOAD, axum::routing::post(reload).get(reload_hint))
         .layer(axum::middleware::from_fn(refuse_bodies))
         .with_state(state)
 }
