@@ -224,6 +224,9 @@ async fn callbacks_beyond_max_in_flight_are_shed() {
         "callback:\n  max_in_flight: 2\n",
     )
     .await;
+    // The server accepts before the held connections are opened: otherwise they wait in the
+    // backlog with the probe below, and which of the three is shed is a race.
+    exporter.scrape().await;
     // Two callbacks held in flight: heads sent, bodies not yet.
     let mut held = Vec::new();
     for i in 0..2 {
@@ -236,6 +239,8 @@ async fn callbacks_beyond_max_in_flight_are_shed() {
         s.write_all(head.as_bytes()).await.unwrap();
         held.push((s, body));
     }
+    // Let their handlers take the two slots before the third callback comes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let post = || async {
         reqwest::Client::new()
             .post(exporter.url("/callback"))
