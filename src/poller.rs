@@ -328,19 +328,18 @@ impl Poller {
                 } else if applied.parked {
                     tracing::warn!(sdk_app_id, task_id, every = ?self.settings.discovery_interval, "Tencent does not know this configured task id (TaskNotFound 3 times in a row); it stays UNKNOWN and is read again once per discovery interval");
                 }
-                self.metrics
-                    .last_poll_success
-                    .with_label_values(&[&sdk_app_id.to_string()])
-                    .set(unix_now());
             }
             Err(e) if !e.is_app_down() => {
                 tracing::debug!(sdk_app_id, task_id, error = %e, "DescribeWhiteboardPush failed");
-                self.metrics
-                    .last_poll_success
-                    .with_label_values(&[&sdk_app_id.to_string()])
-                    .set(unix_now());
             }
             Err(_) => {}
+        }
+        // Any answer from Tencent counts, a task-level error included.
+        if !result.as_ref().is_err_and(ApiError::is_app_down) {
+            self.metrics
+                .last_poll_success
+                .with_label_values(&[&sdk_app_id.to_string()])
+                .set(unix_now());
         }
         self.record_health(sdk_app_id, result.as_ref().map(|_| ()));
         self.registry.finish_poll(sdk_app_id, task_id, Instant::now());

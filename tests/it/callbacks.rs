@@ -422,29 +422,14 @@ async fn a_thousand_concurrent_signed_events_are_all_taken() {
     // The API cannot be reached: the claims are counted after callback.confirm_timeout.
     let yaml = callback_yaml_with(&closed_endpoint(), "1h", "callback:\n  confirm_timeout: 500ms\n");
     let exporter = std::sync::Arc::new(start_exporter(&yaml).await);
-    let client = reqwest::Client::new();
-    let mut sends = tokio::task::JoinSet::new();
-    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
-    for i in 0..500 {
+    let bodies = (0..500).flat_map(|i| {
         let task = format!("loadtask{i:012}");
-        for body in [
-            signed(started(KEYED, &task)),
-            signed(stopped(KEYED, &task, now() - 100, now() - 5, 1)),
-        ] {
-            let (client, url, limit) = (client.clone(), exporter.url("/callback"), limit.clone());
-            sends.spawn(async move {
-                let _permit = limit.acquire().await;
-                client
-                    .post(url)
-                    .body(body.to_string())
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or(0)
-            });
-        }
-    }
-    let statuses = sends.join_all().await;
+        [
+            signed(started(KEYED, &task)).to_string(),
+            signed(stopped(KEYED, &task, now() - 100, now() - 5, 1)).to_string(),
+        ]
+    });
+    let statuses = post_all(&exporter.url("/callback"), bodies, 64).await;
     assert_eq!(statuses.len(), 1000);
     assert!(
         statuses.iter().all(|s| *s == 200),

@@ -413,3 +413,24 @@ pub fn write_config_file(dir: &std::path::Path, yaml: &str) -> std::path::PathBu
     std::fs::write(&path, text).expect("config file written");
     path
 }
+
+/// POSTs every body to `url`, at most `at_once` in flight; the HTTP status of each (0: no answer).
+pub async fn post_all(url: &str, bodies: impl IntoIterator<Item = String>, at_once: usize) -> Vec<u16> {
+    let client = reqwest::Client::new();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(at_once));
+    let mut sends = tokio::task::JoinSet::new();
+    for body in bodies {
+        let (client, url, slots) = (client.clone(), url.to_string(), slots.clone());
+        sends.spawn(async move {
+            let _slot = slots.acquire().await;
+            client
+                .post(url)
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        });
+    }
+    sends.join_all().await
+}

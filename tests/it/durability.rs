@@ -417,27 +417,12 @@ async fn retention_keeps_the_store_bounded() {
         &format!("apps:\n  - sdk_app_id: {APP}\n    discover: false\n    allow_unsigned_callbacks: true\n"),
     );
     let exporter = start_exporter(&yaml).await;
-    let client = reqwest::Client::new();
     let mut sizes = Vec::new();
     // 128 senders at a time: below callback.max_in_flight, so none is shed (limits.rs tests that).
-    let senders = std::sync::Arc::new(tokio::sync::Semaphore::new(128));
     for round in 0..4 {
-        let mut sends = tokio::task::JoinSet::new();
-        for i in 0..1000 {
-            let (client, url, senders) = (client.clone(), exporter.url("/callback"), senders.clone());
-            let body = without_sign(event("WhiteboardPushStopped", &format!("cycle{round}n{i:05}")));
-            sends.spawn(async move {
-                let _sender = senders.acquire().await;
-                client
-                    .post(url)
-                    .body(body)
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or(0)
-            });
-        }
-        assert!(sends.join_all().await.iter().all(|s| *s == 200));
+        let bodies = (0..1000).map(|i| without_sign(event("WhiteboardPushStopped", &format!("cycle{round}n{i:05}"))));
+        let statuses = post_all(&exporter.url("/callback"), bodies, 128).await;
+        assert!(statuses.iter().all(|s| *s == 200));
         wait_for(
             Duration::from_secs(20),
             "the round to expire from the store",

@@ -245,31 +245,17 @@ async fn a_forged_callback_flood_is_refused_and_costs_no_api_call() {
         &format!("apps:\n  - sdk_app_id: {APP}\n    callback_key: {KEY}\n    discover: false\n  - sdk_app_id: {NOKEY}\n    discover: false\n"),
     );
     let exporter = start_exporter(&yaml).await;
-    let client = reqwest::Client::new();
-    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
-    let mut sends = tokio::task::JoinSet::new();
-    for i in 0..20_000u32 {
+    let bodies = (0..20_000u32).map(|i| {
         let (app, signed) = if i % 2 == 0 { (NOKEY, false) } else { (APP, true) };
         let event = json!({"EventType": "WhiteboardPushStarted", "SdkAppId": app, "Timestamp": now(),
                            "EventData": {"TaskId": tiw_push_exporter::simulator::random_task_id(), "PushStartTime": now()}});
-        let body = if signed {
+        if signed {
             sign_event(event, "guessed-key", now() + 300).to_string()
         } else {
             event.to_string()
-        };
-        let (client, url, limit) = (client.clone(), exporter.url("/callback"), limit.clone());
-        sends.spawn(async move {
-            let _p = limit.acquire().await;
-            client
-                .post(url)
-                .body(body)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0)
-        });
-    }
-    let statuses = sends.join_all().await;
+        }
+    });
+    let statuses = post_all(&exporter.url("/callback"), bodies, 32).await;
     assert!(
         statuses.iter().all(|s| *s == 401),
         "{:?}",
