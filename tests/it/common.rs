@@ -383,7 +383,7 @@ pub async fn scrape(addr: &str) -> Metrics {
     Metrics::parse(&res.text().await.expect("body"))
 }
 
-/// The release binary, which `.ci/run` builds before the tests (`cargo build --release --locked`):
+/// The release binary, which `.ci/run` builds before the tests (`cargo build --release --workspace --locked`):
 /// `TIW_RELEASE_BIN`, else `release/` beside the target directory of this test binary (so a
 /// `CARGO_TARGET_DIR` is followed).
 pub fn release_bin() -> std::path::PathBuf {
@@ -400,7 +400,7 @@ pub fn release_bin() -> std::path::PathBuf {
         });
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build --release --locked` first",
+        "{} is missing: run `cargo build --release --workspace --locked` first",
         path.display()
     );
     path
