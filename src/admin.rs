@@ -9,8 +9,7 @@ use secrecy::ExposeSecret;
 
 use crate::cli::CallbackCommand;
 use crate::config::{parse_listen_address, Config};
-use crate::metrics::ExporterMetrics;
-use crate::registry::TaskRegistry;
+use crate::instruments::ApiInstruments;
 use crate::tencentcloud::client::build_clients;
 use crate::tencentcloud::{ApiError, TiwClient};
 
@@ -63,8 +62,7 @@ fn app_client(path: &Path, app: Option<u64>) -> anyhow::Result<(Config, TiwClien
         (None, [only]) => only.sdk_app_id,
         (None, _) => anyhow::bail!("{} has several apps: choose one with --app", path.display()),
     };
-    let metrics = ExporterMetrics::new(std::sync::Arc::new(TaskRegistry::new()), false);
-    let mut clients = build_clients(&config, &metrics.api(), Default::default());
+    let mut clients = build_clients(&config, &ApiInstruments::unexposed(), Default::default());
     let client = clients
         .remove(&app)
         .with_context(|| format!("app {app} is not in {}", path.display()))?;

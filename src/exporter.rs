@@ -18,9 +18,8 @@ use crate::metrics::ExporterMetrics;
 use crate::registry::TaskRegistry;
 use crate::reload::{ReloadHandle, ReloadReply, Supervisor};
 use crate::store::{spawn_writer, writer_channel, Store, StoreError, WriterInbox};
-use crate::task::unix_now;
 use crate::tencentcloud::RetryPolicy;
-use crate::webconfig::{require_auth, WebConfig};
+use crate::webconfig::WebConfig;
 
 /// Options that come from flags rather than the config file.
 #[derive(Debug, Clone)]
@@ -81,8 +80,7 @@ impl Exporter {
         let metrics = ExporterMetrics::new(registry.clone(), config.per_task_metrics);
         metrics.register_apps(config.apps.iter().map(|a| a.sdk_app_id));
         callback::log_trust(&config);
-        metrics.config_last_reload_successful.set(1.0);
-        metrics.config_last_reload_success_timestamp.set(unix_now());
+        metrics.config.loaded(true);
         let (durable, writer_inbox) = writer_channel();
         let callbacks = Arc::new(CallbackReceiver::durable(
             &config,
@@ -136,16 +134,10 @@ impl Exporter {
                 n => Some(Arc::new(tokio::sync::Semaphore::new(n))),
             },
         });
-        let main = match &self.options.web.auth {
-            // Basic auth guards metrics, reload and the landing page; probes stay open, and
-            // callbacks carry their own signature.
-            Some(auth) => {
-                let open = crate::http::OPEN_ROUTES.map(String::from).to_vec();
-                main.layer(axum::middleware::from_fn_with_state(
-                    (auth.clone(), Arc::new(open), self.metrics.clone()),
-                    require_auth,
-                ))
-            }
+        // Basic auth guards metrics, reload and the landing page; probes stay open, and callbacks
+        // (merged below, outside the guard) carry their own signature.
+        let main = match &self.options.web.basic_auth_users {
+            Some(users) => crate::http::auth::guard(main, users, self.metrics.http.clone()),
             None => main,
         };
         match self.config.callback.listen_address {
@@ -207,7 +199,7 @@ impl Exporter {
         spawn_writer(
             store,
             registry.clone(),
-            metrics.clone(),
+            metrics.store.clone(),
             writer_inbox,
             &tracker,
             writer_token.clone(),

@@ -4,16 +4,18 @@
 //!
 //! From the bottom up:
 //! - [`task`]: plain domain types (status, finish reason, observation, task-id rule, bounds, clock).
+//! - [`instruments`]: the exporter's own metrics, one group per subsystem with a method per thing
+//!   counted, each handed only to the subsystem that counts with it.
 //! - [`config`]: YAML → validated configuration, the only YAML parser.
 //! - [`tencentcloud`]: TC3 signing, the per-account budgets, the HTTP client with Tencent's
 //!   envelope and retries, and the typed TIW actions (wire → domain).
 //! - [`registry`]: the single source of truth — what the API confirmed, what callbacks claim, the
 //!   counters, the poll schedule and the store journal.
 //! - [`store`]: the embedded redb store, group commit, checksums.
-//! - [`metrics`]: the exporter's own instruments and the `/metrics` exposition of the registry.
+//! - [`metrics`]: `/metrics`: every instrument group and the exposition of the registry.
 //! - [`poller`] (discovery and polling) and [`callback`] (verified TIW events): the two ways in.
-//! - [`reload`], [`http`] (the route table), [`webconfig`] (TLS, basic auth), [`server`] (accept
-//!   loop and limits).
+//! - [`reload`], [`http`] (the route table and basic auth), [`webconfig`] (reads the web config
+//!   file), [`server`] (accept loop, limits, TLS).
 //! - [`exporter`]: the composition root for `serve`; [`demo`] runs it against [`simulator`], an
 //!   embedded stand-in for Tencent; [`admin`] and [`cli`]: the one-shot commands and the flags.
 
@@ -27,6 +29,7 @@ pub mod exporter;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod instruments;
 pub mod metrics;
 pub mod poller;
 pub mod registry;

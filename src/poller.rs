@@ -61,7 +61,7 @@ impl Poller {
         metrics: &Arc<ExporterMetrics>,
         retry: RetryPolicy,
     ) -> Arc<Poller> {
-        let clients = build_clients(config, &metrics.api(), retry);
+        let clients = build_clients(config, &metrics.api, retry);
         let apps = config
             .apps
             .iter()
@@ -203,7 +203,7 @@ impl Poller {
                         found += 1;
                         tracing::debug!(sdk_app_id, task_id = %id, "discovered task");
                     }
-                    Track::Full => self.metrics.count_dropped(sdk_app_id, "limit"),
+                    Track::Full => self.metrics.tasks.dropped(sdk_app_id, "limit"),
                     Track::Known => {}
                 }
             }
@@ -243,7 +243,7 @@ impl Poller {
         let mut sweeps = self.sweeps.lock().unwrap_or_else(|e| e.into_inner());
         sweeps.insert(group.to_string(), took);
         let longest = sweeps.values().max().copied().unwrap_or_default();
-        self.metrics.poll_sweep_duration.set(longest.as_secs_f64());
+        self.metrics.poll.swept(longest);
     }
 
     /// Polls tasks of `apps` until none is left to poll (see [`TaskRegistry::next_to_poll`]).
@@ -294,9 +294,7 @@ impl Poller {
             Ok(answered) => {
                 let (answer, message) = match &answered.answer {
                     PushAnswer::State(obs) => {
-                        if obs.truncated > 0 {
-                            self.metrics.count_truncated("api", obs.truncated);
-                        }
+                        self.metrics.tasks.truncated("api", obs.truncated);
                         (Answer::State(obs.clone()), None)
                     }
                     PushAnswer::NoStatus => (Answer::NoStatus(answered.request_id.clone()), None),
@@ -308,7 +306,8 @@ impl Poller {
                         .apply_answer(sdk_app_id, task_id, &answer, self.settings.discovery_interval);
                 if let Some((event, status, reason)) = applied.contradicted {
                     self.metrics
-                        .count_callback(sdk_app_id, event.event_type(), "contradicted");
+                        .callbacks
+                        .received(sdk_app_id, event.event_type(), "contradicted");
                     tracing::warn!(sdk_app_id, task_id, event_type = event.event_type(), claimed_status = status.as_str(), claimed_reason = reason.map(FinishReason::as_str), request_id = %answered.request_id, "DescribeWhiteboardPush contradicts a callback; the API's answer wins");
                 }
                 if let Some(request_ids) = &applied.failed_without_status {
@@ -319,7 +318,7 @@ impl Poller {
                     tracing::debug!(sdk_app_id, task_id, reason = ?applied.ended, "task ended");
                 }
                 if applied.dropped {
-                    self.metrics.count_dropped(sdk_app_id, "not_found");
+                    self.metrics.tasks.dropped(sdk_app_id, "not_found");
                     tracing::info!(
                         sdk_app_id,
                         task_id,
@@ -336,10 +335,7 @@ impl Poller {
         }
         // Any answer from Tencent counts, a task-level error included.
         if !result.as_ref().is_err_and(ApiError::is_app_down) {
-            self.metrics
-                .last_poll_success
-                .with_label_values(&[&sdk_app_id.to_string()])
-                .set(unix_now());
+            self.metrics.poll.answered(sdk_app_id);
         }
         self.record_health(sdk_app_id, result.as_ref().map(|_| ()));
         self.registry.finish_poll(sdk_app_id, task_id, Instant::now());
@@ -357,10 +353,7 @@ impl Poller {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(sdk_app_id, unix_now());
         }
-        self.metrics
-            .up
-            .with_label_values(&[&sdk_app_id.to_string()])
-            .set(if problem.is_some() { 0.0 } else { 1.0 });
+        self.metrics.poll.set_up(sdk_app_id, problem.is_none());
         let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
         let previous = health.insert(sdk_app_id, problem.clone());
         match (previous.flatten(), problem) {

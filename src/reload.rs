@@ -15,7 +15,6 @@ use crate::config::Config;
 use crate::metrics::ExporterMetrics;
 use crate::poller::{track_configured_tasks, Poller};
 use crate::registry::TaskRegistry;
-use crate::task::unix_now;
 use crate::tencentcloud::RetryPolicy;
 
 pub(crate) type ReloadReply = oneshot::Sender<Result<String, String>>;
@@ -131,12 +130,11 @@ impl Supervisor {
         let result = self.try_reload(parent).await;
         match &result {
             Ok(summary) => {
-                self.metrics.config_last_reload_successful.set(1.0);
-                self.metrics.config_last_reload_success_timestamp.set(unix_now());
+                self.metrics.config.loaded(true);
                 tracing::info!(changes = %summary, "configuration reloaded");
             }
             Err(e) => {
-                self.metrics.config_last_reload_successful.set(0.0);
+                self.metrics.config.loaded(false);
                 tracing::error!(error = %e, "configuration reload refused; the previous configuration stays in force");
             }
         }
@@ -172,9 +170,7 @@ impl Supervisor {
         let new_ids: BTreeSet<u64> = new.apps.iter().map(|a| a.sdk_app_id).collect();
         self.stop_poller().await;
         for id in old.difference(&new_ids) {
-            let label = id.to_string();
-            let _ = self.metrics.up.remove_label_values(&[&label]);
-            let _ = self.metrics.last_poll_success.remove_label_values(&[&label]);
+            self.metrics.poll.forget_app(*id);
         }
         self.registry.set_configured(new_ids.iter().copied());
         log_hidden_apps(&self.registry);

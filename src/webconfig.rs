@@ -11,26 +11,19 @@
 //!   prometheus: $2y$10$...                         # bcrypt hash (htpasswd -nBC 10 "" | tr -d ':')
 //! ```
 //!
-//! TLS is rustls (TLS 1.2 and 1.3 only). Basic auth guards `/metrics`, `/-/reload` and the landing
-//! page; `/-/healthy` and `/-/ready` stay open for probes, and callbacks keep their own signature
-//! check. Keys the toolkit has but this exporter does not support are refused by name, never ignored.
+//! This module reads and checks the file; serving it is elsewhere: TLS in `server`, basic auth in
+//! `http::auth`. TLS is rustls (TLS 1.2 and 1.3 only). Keys the toolkit has but this exporter does
+//! not support are refused by name, never ignored.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
-
-/// A TLS handshake that has not finished by then is dropped.
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,15 +55,34 @@ pub struct WebConfigError {
 #[derive(Clone, Default)]
 pub struct WebConfig {
     pub tls: Option<Arc<ServerConfig>>,
-    pub auth: Option<Arc<BasicAuth>>,
+    /// `None` when the file lists no user: no basic auth.
+    pub basic_auth_users: Option<BasicAuthUsers>,
 }
 
 impl std::fmt::Debug for WebConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WebConfig")
             .field("tls", &self.tls.is_some())
-            .field("auth", &self.auth.is_some())
+            .field("basic_auth_users", &self.basic_auth_users)
             .finish()
+    }
+}
+
+/// `basic_auth_users`: user name to bcrypt hash, each checked to be a bcrypt hash. Its `Debug`
+/// names the users, never the hashes.
+#[derive(Clone)]
+pub struct BasicAuthUsers(BTreeMap<String, String>);
+
+impl BasicAuthUsers {
+    /// The bcrypt hash of `user`, if it is listed.
+    pub fn hash(&self, user: &str) -> Option<&str> {
+        self.0.get(user).map(String::as_str)
+    }
+}
+
+impl std::fmt::Debug for BasicAuthUsers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
     }
 }
 
@@ -191,7 +203,7 @@ impl WebConfig {
             .transpose()
             .map_err(err)?
             .map(Arc::new);
-        let auth = match raw.basic_auth_users {
+        let basic_auth_users = match raw.basic_auth_users {
             Some(users) if !users.is_empty() => {
                 for (user, hash) in &users {
                     if !hash.starts_with("$2") || hash.len() != 60 {
@@ -200,135 +212,11 @@ impl WebConfig {
                         )));
                     }
                 }
-                Some(Arc::new(BasicAuth::new(users)))
+                Some(BasicAuthUsers(users))
             }
             _ => None,
         };
-        Ok(WebConfig { tls, auth })
-    }
-}
-
-/// bcrypt checks at once at most: each costs a core for tens of milliseconds, and
-/// `spawn_blocking` would otherwise start a thread per wrong password under a flood.
-pub const MAX_CONCURRENT_BCRYPT: usize = 2;
-/// Verified credentials remembered (least recently used dropped first).
-const VERIFIED_CACHE: usize = 64;
-
-/// bcrypt-checked users. Only credentials that verified are cached, so a flood of wrong passwords
-/// can neither evict the real scraper's entry nor make it pay bcrypt again; bcrypt work is
-/// bounded by [`MAX_CONCURRENT_BCRYPT`], past which a request is refused at once.
-pub struct BasicAuth {
-    users: BTreeMap<String, String>,
-    /// (user, SHA-256 of the password) of verified credentials, most recently used last.
-    verified: Mutex<VecDeque<(String, [u8; 32])>>,
-    bcrypt_slots: Arc<tokio::sync::Semaphore>,
-}
-
-/// The outcome of checking an `Authorization` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthCheck {
-    Allowed,
-    Denied,
-    /// Every bcrypt slot is busy: refused at once (503), counted as `auth_busy`.
-    Busy,
-}
-
-/// A real bcrypt hash (of a random password, cost 10), verified for unknown users so that the
-/// time taken does not tell which users exist.
-fn dummy_hash() -> &'static str {
-    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HASH.get_or_init(|| {
-        let random: [u8; 16] = rand::random();
-        bcrypt::hash(hex::encode(random), 10).unwrap_or_default()
-    })
-}
-
-impl BasicAuth {
-    fn new(users: BTreeMap<String, String>) -> BasicAuth {
-        BasicAuth {
-            users,
-            verified: Mutex::new(VecDeque::with_capacity(VERIFIED_CACHE)),
-            bcrypt_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_BCRYPT)),
-        }
-    }
-
-    /// Checks an `Authorization` header value.
-    pub async fn check(self: &Arc<Self>, header_value: Option<&str>) -> AuthCheck {
-        use base64::Engine;
-        let Some(encoded) = header_value.and_then(|h| h.strip_prefix("Basic ")) else {
-            return AuthCheck::Denied;
-        };
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-            return AuthCheck::Denied;
-        };
-        let Ok(text) = String::from_utf8(decoded) else {
-            return AuthCheck::Denied;
-        };
-        let Some((user, password)) = text.split_once(':') else {
-            return AuthCheck::Denied;
-        };
-        let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
-        let key = (user.to_string(), digest);
-        {
-            let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = verified.iter().position(|k| *k == key) {
-                if let Some(hit) = verified.remove(i) {
-                    verified.push_back(hit);
-                }
-                return AuthCheck::Allowed;
-            }
-        }
-        let Ok(slot) = self.bcrypt_slots.clone().try_acquire_owned() else {
-            return AuthCheck::Busy;
-        };
-        let hash = self.users.get(user).cloned();
-        let password = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            let known = hash.is_some();
-            let hash = hash.unwrap_or_else(|| dummy_hash().to_string());
-            bcrypt::verify(&password, &hash).unwrap_or(false) && known
-        })
-        .await
-        .unwrap_or(false);
-        if !ok {
-            return AuthCheck::Denied;
-        }
-        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        if verified.len() >= VERIFIED_CACHE {
-            verified.pop_front();
-        }
-        verified.push_back(key);
-        AuthCheck::Allowed
-    }
-}
-
-/// Middleware: paths in `open` pass; every other one needs a valid `Authorization: Basic`.
-/// What [`require_auth`] needs: the users, the paths left open, and where refusals are counted.
-pub type AuthState = (Arc<BasicAuth>, Arc<Vec<String>>, Arc<crate::metrics::ExporterMetrics>);
-
-pub async fn require_auth(State((auth, open, metrics)): State<AuthState>, req: Request, next: Next) -> Response {
-    if open.iter().any(|p| p == req.uri().path()) {
-        return next.run(req).await;
-    }
-    let header_value = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    match auth.check(header_value).await {
-        AuthCheck::Allowed => next.run(req).await,
-        AuthCheck::Denied => (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, r#"Basic realm="tiw-push-exporter""#)],
-            "Unauthorized\n",
-        )
-            .into_response(),
-        AuthCheck::Busy => {
-            metrics.count_refused("auth", "auth_busy");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, "1")],
-                "too many password checks at once, retry later\n",
-            )
-                .into_response()
-        }
+        Ok(WebConfig { tls, basic_auth_users })
     }
 }
 

@@ -69,7 +69,7 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Re
     // Past the cap, shed load at once: TIW delivers a refused event again, and the rest of the
     // server (scrapes above all) keeps its share of the machine.
     let Some(_slot) = receiver.admit() else {
-        receiver.metrics.count_refused("callback", "overloaded");
+        receiver.metrics.http.refused("callback", "overloaded");
         // Closing the connection gives its slot (--web.max-connections) back at once.
         return (
             [("retry-after", "1"), ("connection", "close")],
@@ -84,7 +84,7 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Re
     let read = match tokio::time::timeout(deadline, read_limited(body, receiver.max_body_bytes())).await {
         Ok(read) => read,
         Err(_) => {
-            receiver.metrics.count_refused("callback", "body_timeout");
+            receiver.metrics.http.refused("callback", "body_timeout");
             tracing::debug!(timeout = ?deadline, "callback body did not arrive in time");
             return (
                 [("connection", "close")],

@@ -441,9 +441,7 @@ impl CallbackReceiver {
             Ok(p) => p,
             Err(reason) => return refuse(app, event_type, CallbackOutcome::Malformed, reason),
         };
-        if push.observation.truncated > 0 {
-            self.metrics.count_truncated("callback", push.observation.truncated);
-        }
+        self.metrics.tasks.truncated("callback", push.observation.truncated);
         if let Some((code, message)) = &push.error {
             tracing::warn!(sdk_app_id = app, task_id = %push.task_id, code = %truncate(code, 64), error_message = %truncate(message, 200), "WhiteboardPushStopped reports an error");
         }
@@ -479,16 +477,14 @@ impl CallbackReceiver {
     /// Counts a processed callback on `/metrics`.
     fn record(&self, p: &Processed) {
         if p.outcome == CallbackOutcome::Full {
-            self.metrics.count_dropped(p.sdk_app_id, "limit");
+            self.metrics.tasks.dropped(p.sdk_app_id, "limit");
         } else {
             self.metrics
-                .count_callback(p.sdk_app_id, p.event_type, p.outcome.label());
+                .callbacks
+                .received(p.sdk_app_id, p.event_type, p.outcome.label());
         }
         if let Some(delay) = p.delay_seconds {
-            self.metrics
-                .callback_delay
-                .with_label_values(&[p.event_type])
-                .observe(delay);
+            self.metrics.callbacks.delayed(p.event_type, delay);
         }
     }
 }

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::ExporterMetrics;
+use crate::instruments::StoreInstruments;
 use crate::registry::{AppStats, Batch, Key, Restored, Task, TaskRegistry};
 
 #[cfg(test)]
@@ -481,7 +481,7 @@ impl StoreHandle {
 pub fn spawn_writer(
     store: Arc<Store>,
     registry: Arc<TaskRegistry>,
-    metrics: Arc<ExporterMetrics>,
+    metrics: StoreInstruments,
     inbox: WriterInbox,
     tracker: &tokio_util::task::TaskTracker,
     token: CancellationToken,
@@ -531,7 +531,7 @@ pub fn writer_channel() -> (StoreHandle, WriterInbox) {
 async fn write_once(
     store: &Arc<Store>,
     registry: &Arc<TaskRegistry>,
-    metrics: &ExporterMetrics,
+    metrics: &StoreInstruments,
     failing: &mut bool,
 ) -> bool {
     let batch = registry.take_batch();
@@ -553,10 +553,9 @@ async fn write_once(
             return false;
         }
     };
-    metrics.store_write_duration.observe(started.elapsed().as_secs_f64());
+    metrics.wrote(started.elapsed(), result.is_ok());
     match result {
         Ok(()) => {
-            metrics.store_last_write_successful.set(1.0);
             if std::mem::take(failing) {
                 tracing::info!(path = %store.path().display(), "store writes again");
             }
@@ -564,8 +563,6 @@ async fn write_once(
         }
         Err(e) => {
             registry.return_batch(batch);
-            metrics.store_errors.with_label_values(&["write"]).inc();
-            metrics.store_last_write_successful.set(0.0);
             if !std::mem::replace(failing, true) {
                 tracing::error!(error = %e, "store write failed; callbacks are answered 503 until it writes again");
             }

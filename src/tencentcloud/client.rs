@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::ratelimit::{budget_key, RateLimiter};
 use super::sign::{sign, SignInput};
 use crate::config::{ApiConfig, AppConfig};
+use crate::instruments::ApiInstruments;
 
 /// API version of TIW.
 pub const VERSION: &str = "2019-09-19";
@@ -155,14 +156,6 @@ fn is_plausible_code(code: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
 }
 
-/// What the client counts: the exporter's `tiw_exporter_api_requests_total{action,code}` and
-/// `tiw_exporter_api_request_duration_seconds{action}`, and nothing else of its instruments.
-#[derive(Clone)]
-pub struct ApiInstruments {
-    pub requests: prometheus::IntCounterVec,
-    pub duration: prometheus::HistogramVec,
-}
-
 /// Retry policy: exponential backoff with full jitter.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -299,15 +292,11 @@ impl Client {
         let started = std::time::Instant::now();
         let result = self.send(action, body).await;
         drop(permit);
-        self.instruments
-            .duration
-            .with_label_values(&[action])
-            .observe(started.elapsed().as_secs_f64());
-        let label = match &result {
+        let code = match &result {
             Ok(_) => "OK".to_string(),
             Err(e) => e.metric_label(),
         };
-        self.instruments.requests.with_label_values(&[action, &label]).inc();
+        self.instruments.requested(action, &code, started.elapsed());
         match &result {
             Err(e) if e.kind() == ErrorKind::RateLimited => limiter.on_rate_limited(),
             Ok(_) => limiter.on_success(),

@@ -4,8 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tiw_push_exporter::config::Config;
-use tiw_push_exporter::metrics::ExporterMetrics;
-use tiw_push_exporter::registry::TaskRegistry;
+use tiw_push_exporter::instruments::ApiInstruments;
 use tiw_push_exporter::simulator::Fault;
 use tiw_push_exporter::tencentcloud::client::build_clients;
 
@@ -27,8 +26,7 @@ pub fn client_for(
             y.replace(from, to)
         });
     let config = Config::from_yaml(&yaml, &|_| None).unwrap();
-    let metrics = ExporterMetrics::new(std::sync::Arc::new(TaskRegistry::new()), false);
-    build_clients(&config, &metrics.api(), fast_retry())
+    build_clients(&config, &ApiInstruments::unexposed(), fast_retry())
         .remove(&app)
         .unwrap()
 }
@@ -215,8 +213,7 @@ async fn wrong_key_is_a_signature_failure() {
     let sim = start_sim(sim_config(&[APP])).await;
     let yaml = config_yaml(&sim.endpoint(), &[APP], "1s", "").replace(SECRET_KEY, "wrongKeyValue");
     let config = Config::from_yaml(&yaml, &|_| None).unwrap();
-    let metrics = ExporterMetrics::new(std::sync::Arc::new(TaskRegistry::new()), false);
-    let wrong = build_clients(&config, &metrics.api(), fast_retry())
+    let wrong = build_clients(&config, &ApiInstruments::unexposed(), fast_retry())
         .remove(&APP)
         .unwrap();
     let err = wrong.describe_whiteboard_push("x").await.unwrap_err();

@@ -5,8 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tiw_push_exporter::config::Config;
-use tiw_push_exporter::metrics::ExporterMetrics;
-use tiw_push_exporter::registry::TaskRegistry;
+use tiw_push_exporter::instruments::ApiInstruments;
 use tiw_push_exporter::simulator::callbacks::sign_event;
 use tiw_push_exporter::simulator::{app_level_fault, SimCredential};
 use tiw_push_exporter::tencentcloud::tiw::{RunningTasks, DESCRIBE_RUNNING_TASKS};
@@ -517,12 +516,11 @@ async fn the_simulator_pages_and_refuses_regions_like_tencent() {
             sim.endpoint()
         );
         let config = Config::from_yaml(&yaml, &|_| None).unwrap();
-        let metrics = ExporterMetrics::new(std::sync::Arc::new(TaskRegistry::new()), false);
         Client::new(
             reqwest::Client::new(),
             config.apps[0].api.clone(),
             std::sync::Arc::new(Limiters::new(&config.apps)),
-            metrics.api(),
+            ApiInstruments::unexposed(),
         )
         .with_retry(fast_retry())
     };

@@ -148,7 +148,7 @@ async fn poll(n: usize, window: Duration, interval: &str) {
     let expected = n as f64 / 20.0;
     // The first sweep starts before discovery has found anything; wait for one that covered the tasks.
     let deadline = Instant::now() + interval + Duration::from_secs_f64(expected * 2.0 + 10.0);
-    while metrics.poll_sweep_duration.get() < expected / 2.0 && Instant::now() < deadline {
+    while metrics.poll.sweep_seconds() < expected / 2.0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     out("poll_tasks", n);
@@ -158,7 +158,7 @@ async fn poll(n: usize, window: Duration, interval: &str) {
     out("poll_max_in_any_second", stats.max_per_second("DescribeWhiteboardPush"));
     out(
         "poll_sweep_seconds",
-        format!("{:.1}", metrics.poll_sweep_duration.get()),
+        format!("{:.1}", metrics.poll.sweep_seconds()),
     );
     out("poll_sweep_expected_seconds", format!("{expected:.1}"));
     token.cancel();

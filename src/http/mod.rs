@@ -12,6 +12,8 @@ use axum::Router;
 use crate::metrics::{ExporterMetrics, REVISION, TEXT_CONTENT_TYPE, VERSION};
 use crate::reload::ReloadHandle;
 
+pub mod auth;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct HttpState {
@@ -75,7 +77,7 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         Some(scrapes) => match scrapes.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
             Err(_) => {
-                state.metrics.count_refused("metrics", "overloaded");
+                state.metrics.http.refused("metrics", "overloaded");
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,
                     [(header::RETRY_AFTER, "1")],
@@ -194,7 +196,7 @@ mod tests {
         let (s, _, body) = get(router(full), "/custom").await;
         assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("--web.max-requests"), "{body}");
-        let refused = metrics.http_refused.with_label_values(&["metrics", "overloaded"]).get();
+        let refused = metrics.http.refused_count("metrics", "overloaded");
         assert_eq!(refused, 1);
         let mut free = state(true);
         free.scrapes = Some(Arc::new(tokio::sync::Semaphore::new(1)));
