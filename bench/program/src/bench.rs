@@ -2,11 +2,6 @@
 //! Ratios are measured within one run on one machine, since absolute times on shared machines are
 //! noisy. `--smoke` runs tiny sizes (CI runs it so the benchmarks never rot).
 
-#[path = "../../../../benches/common.rs"]
-mod common;
-#[path = "../support/process.rs"]
-mod process;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -20,7 +15,8 @@ use tiw_push_exporter::simulator::{SimConfig, SimCredential};
 use tiw_push_exporter::store::Store;
 use tokio_util::sync::CancellationToken;
 
-use process::*;
+use crate::common;
+use crate::process::*;
 
 const SECRET_ID: &str = "AKIDbenchSecretId00000000000000000";
 const SECRET_KEY: &str = "benchSecretKey000000000000000000";
@@ -156,10 +152,7 @@ async fn poll(n: usize, window: Duration, interval: &str) {
     out("poll_rate_ratio", format!("{:.3}", rate / 20.0));
     out("poll_rate_limited", sim.sim.stats().rate_limited);
     out("poll_max_in_any_second", stats.max_per_second("DescribeWhiteboardPush"));
-    out(
-        "poll_sweep_seconds",
-        format!("{:.1}", metrics.poll.sweep_seconds()),
-    );
+    out("poll_sweep_seconds", format!("{:.1}", metrics.poll.sweep_seconds()));
     out("poll_sweep_expected_seconds", format!("{expected:.1}"));
     token.cancel();
     let _ = served.await;
@@ -376,8 +369,8 @@ async fn ingest(seconds: u64) {
     sim.stop().await;
 }
 
-#[tokio::main]
-async fn main() {
+/// `bench/run`: the workloads `--only` names (all by default), `--smoke` at tiny sizes.
+pub async fn main() {
     let smoke = std::env::args().any(|a| a == "--smoke");
     let s = if smoke {
         Sizes {

@@ -14,9 +14,6 @@
 //! `--retention` is both the exporter's `retention.stopped_tasks` and how long the simulator
 //! remembers an ended task, so after a few minutes the registry holds steady and RSS should too.
 
-#[path = "../support/process.rs"]
-mod process;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,7 +25,7 @@ use tiw_push_exporter::simulator::lifecycle::Generator;
 use tiw_push_exporter::simulator::{CallbackKnobs, FaultRates, SimConfig, SimCredential, SimStatus};
 use tokio_util::sync::CancellationToken;
 
-use process::*;
+use crate::process::*;
 
 const SECRET_ID: &str = "AKIDsoakSecretId000000000000000000";
 const SECRET_KEY: &str = "soakSecretKey0000000000000000000";
@@ -116,8 +113,8 @@ fn junk(i: u64, app: u64) -> String {
     }
 }
 
-#[tokio::main]
-async fn main() {
+/// `bench/soak`: runs for `--duration`, then checks the final state; exits 1 on any failure.
+pub async fn main() {
     let o = options();
     let apps: Vec<u64> = (0..o.apps as u64).map(|i| 1_400_000_001 + i).collect();
     let sim = start_sim(SimConfig {
