@@ -1,5 +1,6 @@
 //! Integration tests: the exporter against the embedded simulator over real HTTP on loopback.
 
+mod alerting;
 mod bench_smoke;
 mod callbacks;
 mod cli;

@@ -13,7 +13,7 @@ use crate::common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tiw-push-exporter");
 
-fn repo(path: &str) -> PathBuf {
+pub(crate) fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
@@ -48,28 +48,86 @@ fn promtool_checks_and_unit_tests_the_rules() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // Every alert has a runbook section in the README and is covered by a unit test.
+    // Every alert: a firing and a quiet promtool case, a runbook section in docs/runbooks.md that
+    // its absolute runbook_url points at (under the project's home, Cargo.toml's `repository`),
+    // severity, summary and description.
     let rules: serde_yaml::Value =
         serde_yaml::from_str(&std::fs::read_to_string(repo("prometheus/alerts.yml")).unwrap()).unwrap();
-    let tests = std::fs::read_to_string(repo("prometheus/alerts.test.yml")).unwrap();
-    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let tests: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo("prometheus/alerts.test.yml")).unwrap()).unwrap();
+    let runbooks = std::fs::read_to_string(repo("docs/runbooks.md")).unwrap();
+    let cargo = std::fs::read_to_string(repo("Cargo.toml")).unwrap();
+    let home = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("repository = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("Cargo.toml declares the project's repository");
+    let cases: Vec<(&str, bool)> = tests["tests"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["alert_rule_test"].as_sequence().unwrap())
+        .map(|c| {
+            let fires = c["exp_alerts"].as_sequence().is_some_and(|a| !a.is_empty());
+            (c["alertname"].as_str().unwrap(), fires)
+        })
+        .collect();
+    let mut names = Vec::new();
     for group in rules["groups"].as_sequence().unwrap() {
         for rule in group["rules"].as_sequence().unwrap() {
             let name = rule["alert"].as_str().unwrap();
+            names.push(name);
+            for fires in [true, false] {
+                assert!(
+                    cases.contains(&(name, fires)),
+                    "{name} has no promtool case where it {}",
+                    if fires { "fires" } else { "stays quiet" }
+                );
+            }
             assert!(
-                tests.contains(&format!("alertname: {name}")),
-                "{name} has no promtool test"
+                runbooks.contains(&format!("\n## {name}\n")),
+                "{name} has no section in docs/runbooks.md"
             );
-            assert!(
-                readme.contains(&format!("#### {name}")),
-                "{name} has no runbook in README.md"
+            let url = rule["annotations"]["runbook_url"].as_str().unwrap_or("");
+            assert_eq!(
+                url,
+                format!("{home}/blob/main/docs/runbooks.md#{}", name.to_lowercase()),
+                "{name}'s runbook_url"
             );
-            for key in ["summary", "description", "runbook"] {
+            for key in ["summary", "description"] {
                 assert!(rule["annotations"][key].is_string(), "{name} lacks {key}");
             }
-            assert!(rule["labels"]["severity"].is_string(), "{name} lacks severity");
+            assert!(
+                matches!(rule["labels"]["severity"].as_str(), Some("critical" | "warning")),
+                "{name} lacks severity"
+            );
         }
     }
+    for new in [
+        "TiwExporterAbsent",
+        "TiwConfigReloadFailed",
+        "TiwPollingBehind",
+        "TiwPushExceptionFinishes",
+        "TiwPushFailures",
+    ] {
+        assert!(names.contains(&new), "{new} is missing");
+    }
+}
+
+/// The shipped rules, PrometheusRule and dashboard are exactly what mixin/ renders (Debian's jsonnet).
+#[test]
+fn shipped_rules_and_dashboard_are_the_mixins_output() {
+    let out = Command::new("bash")
+        .arg(repo("mixin/build"))
+        .arg("--check")
+        .output()
+        .expect("bash runs mixin/build");
+    assert!(
+        out.status.success(),
+        "mixin/build --check:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn dashboard() -> Value {
@@ -87,6 +145,7 @@ fn dashboard_queries() -> Vec<(String, String)> {
                 .unwrap()
                 .replace("$sdk_app_id", ".*")
                 .replace("$job", "tiw-push-exporter")
+                .replace("$instance", ".*")
                 .replace("$__rate_interval", "1m")
                 .replace("$__range", "5m");
             out.push((
@@ -142,8 +201,32 @@ async fn dashboard_is_importable_and_queries_only_served_metrics() {
     assert!(vars
         .iter()
         .any(|v| v["name"] == "sdk_app_id" && v["multi"] == true && v["includeAll"] == true));
+    // Importable grafana.com-style, and scoped: every query filters on $job and $instance, every
+    // panel that shows numbers says in what unit (or maps them to words).
+    assert_eq!(d["__inputs"][0]["name"], "DS_PROMETHEUS");
+    assert!(d["__requires"]
+        .as_array()
+        .is_some_and(|r| r.iter().any(|x| x["id"] == "prometheus")));
+    for name in ["job", "instance"] {
+        assert!(vars.iter().any(|v| v["name"] == name), "no ${name} variable");
+    }
+    assert!(vars
+        .iter()
+        .any(|v| v["name"] == "sdk_app_id" && v["definition"].as_str().is_some_and(|q| q.contains("$job"))));
     for p in d["panels"].as_array().unwrap().iter().filter(|p| p["type"] != "row") {
         let title = p["title"].as_str().unwrap();
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            assert!(
+                expr.contains(r#"job=~"$job""#) && expr.contains(r#"instance=~"$instance""#),
+                "{title}: {expr} is not scoped by $job and $instance"
+            );
+        }
+        let defaults = &p["fieldConfig"]["defaults"];
+        assert!(
+            p["type"] == "table" || defaults["unit"].is_string() || defaults["mappings"].is_array(),
+            "{title} has no unit"
+        );
         assert!(
             p["description"].as_str().is_some_and(|s| !s.is_empty()),
             "{title} has no description"
@@ -204,7 +287,7 @@ async fn dashboard_is_importable_and_queries_only_served_metrics() {
     sim.stop().await;
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -226,7 +309,7 @@ async fn query(prom: &str, expr: &str) -> Result<Vec<Value>, String> {
     Ok(body["data"]["result"].as_array().cloned().unwrap_or_default())
 }
 
-async fn alerts(prom: &str) -> Vec<Value> {
+pub(crate) async fn alerts(prom: &str) -> Vec<Value> {
     let body: Value = reqwest::get(format!("{prom}/api/v1/alerts"))
         .await
         .unwrap()

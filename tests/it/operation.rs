@@ -340,14 +340,14 @@ fn kubernetes_manifests_carry_the_same_rules_and_dashboard() {
         serde_yaml::from_str(&std::fs::read_to_string(repo("prometheus/alerts.yml")).unwrap()).unwrap();
     let rule = &yaml_docs("deploy/kubernetes/prometheusrule.yaml")[0];
     assert_eq!(rule["kind"], "PrometheusRule");
-    assert_eq!(rule["spec"]["groups"], rules["groups"], "run scripts/sync-deploy");
+    assert_eq!(rule["spec"]["groups"], rules["groups"], "run mixin/build");
     let cm = &yaml_docs("deploy/kubernetes/grafana-dashboard.yaml")[0];
     assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
     let in_cm: serde_json::Value =
         serde_json::from_str(cm["data"]["tiw-push-exporter.json"].as_str().unwrap()).unwrap();
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(repo("grafana/dashboard.json")).unwrap()).unwrap();
-    assert_eq!(in_cm, dashboard, "run scripts/sync-deploy");
+    assert_eq!(in_cm, dashboard, "run mixin/build");
 
     let deployment = &yaml_docs("deploy/kubernetes/deployment.yaml")[0];
     let spec = &deployment["spec"]["template"]["spec"];

@@ -1,0 +1,186 @@
+// The alert rules. Every alert has severity, summary, description and an absolute runbook_url
+// (docs/runbooks.md); exporter and app alerts keep the labels a page needs (job, instance,
+// sdk_app_id), per-task alerts aggregate the replica labels away.
+{
+  prometheusAlerts+:: {
+    local cfg = $._config,
+    local sel = cfg.selector,
+    local exporter = std.join(', ', cfg.exporterLabels),
+    local replicas = std.join(', ', cfg.replicaLabels),
+    local alert(name, severity, expr, summary, description, forTime=null) = {
+      alert: name,
+      expr: expr,
+      [if forTime != null then 'for']: forTime,
+      labels: { severity: severity },
+      annotations: {
+        summary: summary,
+        description: description,
+        runbook_url: cfg.runbookURLBase + std.asciiLower(name),
+      },
+    },
+    // One series per task, whichever replica reports it.
+    local perTask(metric, matchers) =
+      'max without (%s) (%s{%s, %s})' % [replicas, metric, sel, matchers],
+    // The aggregate counters of finishes, for apps whose per-task series are off
+    // (per_task_metrics: false): an app with per-task series alerts per task instead.
+    local finishesWithoutPerTask(reason) = |||
+      sum by (job, sdk_app_id) (max without (%(replicas)s) (increase(tiw_push_tasks_finished_total{%(sel)s, reason="%(reason)s"}[%(window)s]))) > 0
+      unless on (job, sdk_app_id)
+      group by (job, sdk_app_id) (tiw_push_task_info{%(sel)s})
+    ||| % { replicas: replicas, sel: sel, reason: reason, window: cfg.finishesWindow },
+
+    groups+: [
+      {
+        name: 'tiw-push-tasks',
+        rules: [
+          alert(
+            'TiwPushFinishedWithException',
+            'critical',
+            perTask('tiw_push_task_finish_reason', 'reason="EXCEPTION"') + ' == 1',
+            'Whiteboard push {{ $labels.task_id }} ended with EXCEPTION',
+            'Push task {{ $labels.task_id }} of SdkAppId {{ $labels.sdk_app_id }} in room {{ $labels.room_id }} stopped with FinishReason=EXCEPTION: the class\'s whiteboard recording is incomplete.',
+          ),
+          alert(
+            'TiwPushFailed',
+            'critical',
+            perTask('tiw_push_task_finish_reason', 'reason="FAILED"') + ' == 1',
+            'Whiteboard push {{ $labels.task_id }} failed',
+            'Push task {{ $labels.task_id }} of SdkAppId {{ $labels.sdk_app_id }} in room {{ $labels.room_id }} failed (FailedOperation.WhiteboardPush): nothing was pushed. The exporter\'s log has Tencent\'s reason.',
+          ),
+          alert(
+            'TiwPushExceptionFinishes',
+            'critical',
+            finishesWithoutPerTask('EXCEPTION'),
+            '{{ $value | printf "%.0f" }} whiteboard pushes of SdkAppId {{ $labels.sdk_app_id }} ended with EXCEPTION',
+            '{{ $value | printf "%.0f" }} push tasks of SdkAppId {{ $labels.sdk_app_id }} stopped with FinishReason=EXCEPTION in the last ' + cfg.finishesWindow + '. Per-task series are off for this app (per_task_metrics: false), so the tasks are in the exporter\'s log, not in this alert.',
+          ),
+          alert(
+            'TiwPushFailures',
+            'critical',
+            finishesWithoutPerTask('FAILED'),
+            '{{ $value | printf "%.0f" }} whiteboard pushes of SdkAppId {{ $labels.sdk_app_id }} failed',
+            '{{ $value | printf "%.0f" }} push tasks of SdkAppId {{ $labels.sdk_app_id }} failed (FailedOperation.WhiteboardPush) in the last ' + cfg.finishesWindow + '. Per-task series are off for this app (per_task_metrics: false): the exporter\'s log has each task and Tencent\'s reason.',
+          ),
+          alert(
+            'TiwPushStuckPreparing',
+            'warning',
+            perTask('tiw_push_task_status', 'status="PREPARED"') + ' == 1',
+            'Whiteboard push {{ $labels.task_id }} has been PREPARED for over ' + cfg.preparedFor,
+            'Push task {{ $labels.task_id }} of SdkAppId {{ $labels.sdk_app_id }} in room {{ $labels.room_id }} has not started pushing after ' + cfg.preparedFor + '.',
+            cfg.preparedFor,
+          ),
+          alert(
+            'TiwPushExceptionsRising',
+            'warning',
+            'sum by (%s, sdk_app_id) (increase(tiw_push_exceptions_total{%s}[%s])) > %d' % [exporter, sel, cfg.exceptionsWindow, cfg.exceptionsThreshold],
+            'Push exceptions are rising for SdkAppId {{ $labels.sdk_app_id }}',
+            '{{ $value | printf "%.0f" }} push exceptions (ExceptionCnt) in the last ' + cfg.exceptionsWindow + ' for SdkAppId {{ $labels.sdk_app_id }}.',
+          ),
+        ],
+      },
+      {
+        name: 'tiw-push-exporter',
+        rules: [
+          alert(
+            'TiwApiDown',
+            'critical',
+            'min by (%s, sdk_app_id) (tiw_up{%s}) == 0' % [exporter, sel],
+            'Tencent Cloud API unusable for SdkAppId {{ $labels.sdk_app_id }}',
+            'For ' + cfg.apiDownFor + ' {{ $labels.instance }} has had no usable answer from Tencent Cloud for SdkAppId {{ $labels.sdk_app_id }} (network, credentials, or the app\'s service state): push tasks of this app are not watched, and its per-task alerts are held back (inhibited).',
+            cfg.apiDownFor,
+          ),
+          alert(
+            'TiwApiRateLimited',
+            'warning',
+            'sum by (%s, action) (increase(tiw_exporter_api_requests_total{%s, code=~"RequestLimitExceeded.*"}[5m])) > 0' % [exporter, sel],
+            'Tencent Cloud rate-limits {{ $labels.action }}',
+            '{{ $value | printf "%.0f" }} {{ $labels.action }} requests of {{ $labels.instance }} were refused with RequestLimitExceeded in 5 minutes: something else uses the same account\'s 20 requests/s.',
+          ),
+          alert(
+            'TiwCallbacksRejected',
+            'warning',
+            'sum by (%s, sdk_app_id, event_type, outcome) (increase(tiw_exporter_callbacks_total{%s, outcome=~"bad_signature|unsigned|expired"}[10m])) > 0' % [exporter, sel],
+            'Callbacks refused: {{ $labels.outcome }} (SdkAppId {{ $labels.sdk_app_id }})',
+            '{{ $value | printf "%.0f" }} {{ $labels.event_type }} callbacks for SdkAppId {{ $labels.sdk_app_id }} were refused by {{ $labels.instance }} as {{ $labels.outcome }} in 10 minutes: a forgery, a wrong callback key, an app without callback_key, or clock skew.',
+          ),
+          alert(
+            'TiwCallbacksContradicted',
+            'warning',
+            'sum by (%s, sdk_app_id, event_type) (increase(tiw_exporter_callbacks_total{%s, outcome="contradicted"}[10m])) > 0' % [exporter, sel],
+            'Callbacks contradicted by the API (SdkAppId {{ $labels.sdk_app_id }})',
+            '{{ $value | printf "%.0f" }} {{ $labels.event_type }} callbacks for SdkAppId {{ $labels.sdk_app_id }} claimed what DescribeWhiteboardPush then denied, in 10 minutes: the API\'s answer was kept. A signed callback body can be forged by whoever saw one Sign until its ExpireTime.',
+          ),
+          alert(
+            'TiwCallbacksMissing',
+            'warning',
+            // Per exporter instance: with shards, one that gets no callbacks is not hidden by
+            // another that does. FAILED tasks never pushed, and TIW sends no callback for them.
+            |||
+              (sum by (%(exporter)s, sdk_app_id) (increase(tiw_push_tasks_finished_total{%(sel)s, reason!="FAILED"}[%(window)s])) > 0)
+              unless on (%(exporter)s, sdk_app_id)
+              (sum by (%(exporter)s, sdk_app_id) (increase(tiw_exporter_callbacks_total{%(sel)s, outcome=~"accepted|duplicate"}[%(window)s])) > 0)
+            ||| % { exporter: exporter, sel: sel, window: cfg.callbacksWindow },
+            'Push tasks of SdkAppId {{ $labels.sdk_app_id }} end but no TIW callback reaches {{ $labels.instance }}',
+            'Tasks of SdkAppId {{ $labels.sdk_app_id }} have ended in the last ' + cfg.callbacksWindow + ', learned by polling alone, and {{ $labels.instance }} has accepted no callback of this app for ' + cfg.callbacksWindow + ': the callback URL is probably not registered (tiw-push-exporter callback show), not routed to this instance, or the app has no callback_key.',
+            cfg.callbacksWindow,
+          ),
+          alert(
+            'TiwTasksRefused',
+            'warning',
+            'sum by (%s, sdk_app_id) (increase(tiw_exporter_tasks_dropped_total{%s, reason="limit"}[10m])) > 0' % [exporter, sel],
+            'retention.max_tasks reached: new tasks of SdkAppId {{ $labels.sdk_app_id }} are refused',
+            '{{ $value | printf "%.0f" }} new tasks of SdkAppId {{ $labels.sdk_app_id }} were refused by {{ $labels.instance }} in 10 minutes because retention.max_tasks unfinished tasks are tracked: a flood of forged ids on an app that allows unsigned callbacks, or a fleet larger than the bound.',
+          ),
+          alert(
+            'TiwPollingBehind',
+            'warning',
+            'max by (%s) (tiw_exporter_poll_sweep_duration_seconds{%s}) > %d' % [exporter, sel, cfg.pollInterval * cfg.pollingBehindFactor],
+            'tiw-push-exporter {{ $labels.instance }} takes {{ $value | humanizeDuration }} to poll every task once',
+            'A polling sweep over all unfinished tasks on {{ $labels.instance }} has taken over ' + std.toString(cfg.pollingBehindFactor) + ' poll intervals (' + std.toString(cfg.pollInterval * cfg.pollingBehindFactor) + ' s) for ' + cfg.pollingBehindFor + ': the fleet needs more than the API budget allows, so without callbacks an ended task is noticed late.',
+            cfg.pollingBehindFor,
+          ),
+          alert(
+            'TiwStoreWriteFailing',
+            'critical',
+            'min by (%s) (tiw_exporter_store_last_write_successful{%s}) == 0' % [exporter, sel],
+            'tiw-push-exporter {{ $labels.instance }} cannot write its store',
+            'The store at state.path on {{ $labels.instance }} has failed to write for ' + cfg.storeFailingFor + ' (disk full?): callbacks are answered 503 and TIW gives up after its retries.',
+            cfg.storeFailingFor,
+          ),
+          alert(
+            'TiwConfigReloadFailed',
+            'warning',
+            'max by (%s) (tiw_exporter_config_last_reload_successful{%s}) == 0' % [exporter, sel],
+            'tiw-push-exporter {{ $labels.instance }} refused its new configuration',
+            'The last configuration reload on {{ $labels.instance }} failed ' + cfg.configReloadFailedFor + ' ago or more: the previous configuration is still in force, and a restart would fail the same way. The exporter\'s log says what is wrong, key by key.',
+            cfg.configReloadFailedFor,
+          ),
+          alert(
+            'TiwExporterOverloaded',
+            'warning',
+            'sum by (%s, handler, reason) (increase(tiw_exporter_http_requests_refused_total{%s}[10m])) > 0' % [exporter, sel],
+            'tiw-push-exporter refuses {{ $labels.handler }} requests ({{ $labels.reason }})',
+            '{{ $value | printf "%.0f" }} {{ $labels.handler }} requests to {{ $labels.instance }} were refused as {{ $labels.reason }} in 10 minutes, for ' + cfg.overloadedFor + ' on end: callbacks past callback.max_in_flight (TIW retries them, but only a few times), scrapes past --web.max-requests, or callback bodies slower than --web.read-timeout.',
+            cfg.overloadedFor,
+          ),
+          alert(
+            'TiwExporterDown',
+            'critical',
+            'max by (%s) (up{%s}) == 0' % [exporter, sel],
+            'tiw-push-exporter {{ $labels.instance }} is down',
+            'Prometheus has not scraped tiw-push-exporter at {{ $labels.instance }} for ' + cfg.exporterDownFor + ': no push task is watched there and no callback is received.',
+            cfg.exporterDownFor,
+          ),
+          alert(
+            'TiwExporterAbsent',
+            'critical',
+            'absent(up{%s})' % sel,
+            'No tiw-push-exporter target is known to Prometheus',
+            'Prometheus has had no target matching {' + std.strReplace(sel, '"', "'") + '} for ' + cfg.exporterDownFor + ': the exporter is gone from service discovery (deleted, renamed, or its ServiceMonitor no longer selected), so nothing watches push tasks and TiwExporterDown cannot fire.',
+            cfg.exporterDownFor,
+          ),
+        ],
+      },
+    ],
+  },
+}
