@@ -216,9 +216,10 @@
           target('histogram_quantile(%s, sum by (le, action) (rate(tiw_exporter_api_request_duration_seconds_bucket{%s}[$__rate_interval])))' % [q, sel], 'p%s {{action}}' % std.strReplace(q, '0.', ''))
           for q in ['0.5', '0.95', '0.99']
         ], 's'),
-        timeseries('Polling', 'How long a full sweep over unfinished tasks takes (grows past poll.interval when the API budget is the limit; TiwPollingBehind past %d s), and the time since each app\'s last answered DescribeWhiteboardPush.' % (cfg.pollInterval * cfg.pollingBehindFactor), 12, 7, [
+        timeseries('Polling', 'How long a full sweep over unfinished tasks takes (grows past poll.interval when the API budget is the limit; TiwPollingBehind past %d s), the time since each app\'s last answered DescribeWhiteboardPush, and since its last complete DescribeRunningTasks pass (an end without a callback is noticed at the next pass).' % (cfg.pollInterval * cfg.pollingBehindFactor), 12, 7, [
           target('tiw_exporter_poll_sweep_duration_seconds{%s}' % sel, 'sweep {{instance}}'),
           target('time() - tiw_exporter_last_poll_success_timestamp_seconds{%s}' % app, 'since last poll {{instance}} {{sdk_app_id}}'),
+          target('time() - tiw_exporter_last_discovery_success_timestamp_seconds{%s}' % app, 'since last running list {{instance}} {{sdk_app_id}}'),
         ], 's'),
 
         row('Exporter'),

@@ -80,12 +80,15 @@ impl ApiInstruments {
     }
 }
 
-/// What polling tells about each app: `tiw_up`, the last answered poll, and the sweep duration.
+/// What polling tells about each app: `tiw_up`, the last answered poll, the sweep duration, and
+/// the last complete DescribeRunningTasks pass.
 #[derive(Clone)]
 pub struct PollInstruments {
     up: GaugeVec,
     last_success: GaugeVec,
     sweep_duration: Gauge,
+    discovery_duration: GaugeVec,
+    last_discovery: GaugeVec,
 }
 
 impl PollInstruments {
@@ -106,6 +109,20 @@ impl PollInstruments {
                 "tiw_exporter_poll_sweep_duration_seconds",
                 "How long the last full polling sweep over all unfinished tasks took (the longest over credential groups); grows past poll.interval when the API budget is the limit.",
             )?)?,
+            discovery_duration: registered(registry, GaugeVec::new(
+                Opts::new(
+                    "tiw_exporter_discovery_duration_seconds",
+                    "How long the app's last complete DescribeRunningTasks pass took (every page).",
+                ),
+                &["sdk_app_id"],
+            )?)?,
+            last_discovery: registered(registry, GaugeVec::new(
+                Opts::new(
+                    "tiw_exporter_last_discovery_success_timestamp_seconds",
+                    "Unix time the app's last complete DescribeRunningTasks pass ended: the running list it saw is a status hint for every known task.",
+                ),
+                &["sdk_app_id"],
+            )?)?,
         })
     }
 
@@ -123,6 +140,15 @@ impl PollInstruments {
             .set(unix_now());
     }
 
+    /// A complete DescribeRunningTasks pass of the app just ended, after `took`.
+    pub fn discovered(&self, sdk_app_id: u64, took: Duration) {
+        let label = sdk_app_id.to_string();
+        self.discovery_duration
+            .with_label_values(&[&label])
+            .set(took.as_secs_f64());
+        self.last_discovery.with_label_values(&[&label]).set(unix_now());
+    }
+
     /// The longest sweep over credential groups took `took`.
     pub fn swept(&self, took: Duration) {
         self.sweep_duration.set(took.as_secs_f64());
@@ -136,8 +162,14 @@ impl PollInstruments {
     /// Removes the series of an app left out of the configuration.
     pub fn forget_app(&self, sdk_app_id: u64) {
         let label = sdk_app_id.to_string();
-        let _ = self.up.remove_label_values(&[&label]);
-        let _ = self.last_success.remove_label_values(&[&label]);
+        for family in [
+            &self.up,
+            &self.last_success,
+            &self.discovery_duration,
+            &self.last_discovery,
+        ] {
+            let _ = family.remove_label_values(&[&label]);
+        }
     }
 }
 

@@ -174,10 +174,15 @@ impl Poller {
     }
 
     /// Pages through DescribeRunningTasks once and tracks every whiteboard-push task it lists.
+    /// A complete pass is also a status signal for the tasks already known: one no longer listed,
+    /// or listed FINISHED, gets its confirming poll first ([`TaskRegistry::hint_running_list`]).
     pub async fn discover_once(&self, sdk_app_id: u64) -> usize {
         let Some(app) = self.apps.get(&sdk_app_id) else {
             return 0;
         };
+        let started = Instant::now();
+        let mut listed: HashMap<String, bool> = HashMap::new();
+        let mut complete = false;
         let mut found = 0;
         let mut offset = 0;
         for _ in 0..MAX_PAGES {
@@ -195,9 +200,11 @@ impl Poller {
             let tasks = page.tasks.unwrap_or_default();
             let n = tasks.len() as i64;
             for t in tasks {
+                let finished = t.status.as_deref() == Some("FINISHED");
                 let Some((id, room_id)) = discovered(sdk_app_id, t) else {
                     continue;
                 };
+                listed.insert(id.clone(), finished);
                 match self.registry.track(sdk_app_id, &id, room_id, Source::Discovery) {
                     Track::Added => {
                         found += 1;
@@ -209,8 +216,21 @@ impl Poller {
             }
             offset += n;
             if n == 0 || offset >= page.total.unwrap_or(0) {
+                complete = true;
                 break;
             }
+        }
+        // Only a pass that saw the whole list may say a task is gone from it.
+        if complete {
+            let hinted = self.registry.hint_running_list(sdk_app_id, &listed, started);
+            if hinted > 0 {
+                tracing::debug!(
+                    sdk_app_id,
+                    tasks = hinted,
+                    "tasks gone from DescribeRunningTasks or listed FINISHED: confirming them first"
+                );
+            }
+            self.metrics.poll.discovered(sdk_app_id, started.elapsed());
         }
         found
     }

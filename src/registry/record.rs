@@ -150,6 +150,13 @@ pub struct Task {
     /// A configured task Tencent does not know: not read again before this.
     #[serde(skip)]
     pub(super) parked_until: Option<Instant>,
+    /// When this process began tracking the task (`None`: restored from the store).
+    #[serde(skip)]
+    pub(super) tracked_at: Option<Instant>,
+    /// Missing from DescribeRunningTasks while unfinished, and already hinted for it: a task older
+    /// than the list's 3-day window stays off the list while it runs, and is not hinted again.
+    #[serde(skip)]
+    pub(super) off_list: bool,
 }
 
 impl Task {
@@ -184,6 +191,8 @@ impl Task {
             last_polled: None,
             poll_seq: 0,
             parked_until: None,
+            tracked_at: Some(Instant::now()),
+            off_list: false,
         }
     }
 

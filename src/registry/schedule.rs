@@ -3,6 +3,7 @@
 //! polled), so picking the next one is O(log n) and ended tasks cost nothing; parked tasks wait in
 //! another by the time they may be read again.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use super::{Inner, Key, Task, TaskRegistry};
@@ -111,6 +112,53 @@ impl TaskRegistry {
             t.last_polled = Some(at);
         }
         inner.requeue(&key);
+    }
+
+    /// Diffs one complete DescribeRunningTasks pass of `sdk_app_id` (task id → listed `FINISHED`),
+    /// begun at `pass_started`, against the registry. An unfinished task the list shows
+    /// `FINISHED`, or no longer shows, goes to the front of the poll order for its confirming
+    /// DescribeWhiteboardPush: the list is a hint, and only that reply ends a task. A task that
+    /// stays off the list while running (older than the list's 3-day window) is hinted once, not
+    /// on every pass; one tracked after the pass began is left alone. Returns how many were hinted.
+    pub fn hint_running_list(&self, sdk_app_id: u64, listed: &HashMap<String, bool>, pass_started: Instant) -> usize {
+        let mut inner = self.lock();
+        let keys: Vec<Key> = inner
+            .tasks
+            .iter()
+            .filter(|(k, t)| k.0 == sdk_app_id && t.is_pollable() && !t.status.is_ended())
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut hinted = 0;
+        for key in keys {
+            let Some(t) = inner.tasks.get_mut(&key) else {
+                continue;
+            };
+            let hint = match listed.get(&key.1) {
+                Some(true) => true,
+                Some(false) => {
+                    t.off_list = false;
+                    false
+                }
+                None if t.off_list || t.tracked_at.is_some_and(|at| at >= pass_started) => false,
+                None => {
+                    t.off_list = true;
+                    true
+                }
+            };
+            if hint && !t.needs_poll {
+                inner.unqueue(&key);
+                if let Some(t) = inner.tasks.get_mut(&key) {
+                    t.needs_poll = true;
+                }
+                inner.requeue(&key);
+                hinted += 1;
+            }
+        }
+        drop(inner);
+        if hinted > 0 {
+            self.want_poll();
+        }
+        hinted
     }
 
     /// Picks the next task of `apps` to poll and marks it in flight.

@@ -496,3 +496,74 @@ fn stats_from_before_other_load() {
     let s: AppStats = serde_json::from_value(v).unwrap();
     assert_eq!(s.finished_total, [1, 2, 3, 4, 0]);
 }
+
+/// Polls `id` with a PUSHING answer, so it is no longer wanted early.
+fn polled_pushing(r: &TaskRegistry, id: &str) {
+    answer(r, id, Answer::State(obs(TaskStatus::Pushing)));
+}
+
+#[test]
+fn the_running_list_moves_gone_and_finished_tasks_to_the_front_once() {
+    let r = TaskRegistry::new();
+    for id in ["listed", "gone", "finished", "old"] {
+        r.track(1, id, None, Source::Discovery);
+        polled_pushing(&r, id);
+    }
+    assert!(r.next_to_poll(&[1], None).is_none(), "nothing wanted early");
+    let pass = Instant::now();
+    let listed: HashMap<String, bool> = [("listed", false), ("finished", true)]
+        .into_iter()
+        .map(|(id, f)| (id.to_string(), f))
+        .collect();
+    // "gone" and "old" are off the list, "finished" is listed FINISHED: all three first.
+    assert_eq!(r.hint_running_list(1, &listed, pass), 3);
+    let mut wanted: Vec<String> = std::iter::from_fn(|| r.next_to_poll(&[1], None))
+        .map(|(_, id)| id)
+        .collect();
+    wanted.sort();
+    assert_eq!(wanted, ["finished", "gone", "old"]);
+    // "gone" really ended; "old" still pushes (older than the list's 3-day window).
+    r.apply_answer(
+        1,
+        "gone",
+        &Answer::State(stopped(Some(FinishReason::Exception))),
+        Duration::from_secs(60),
+    );
+    r.apply_answer(
+        1,
+        "old",
+        &Answer::State(obs(TaskStatus::Pushing)),
+        Duration::from_secs(60),
+    );
+    r.apply_answer(
+        1,
+        "finished",
+        &Answer::State(stopped(Some(FinishReason::Auto))),
+        Duration::from_secs(60),
+    );
+    for id in ["gone", "old", "finished"] {
+        r.finish_poll(1, id, Instant::now());
+    }
+    assert_eq!(r.get(1, "gone").unwrap().status, TaskStatus::Stopped);
+    // The next pass still does not list "old": it is not hinted again, nor are ended tasks.
+    let listed: HashMap<String, bool> = [("listed".to_string(), false)].into();
+    assert_eq!(r.hint_running_list(1, &listed, Instant::now()), 0);
+    assert!(r.next_to_poll(&[1], None).is_none());
+    // A task tracked after the pass began (a callback raced the list) is left alone.
+    let earlier = Instant::now();
+    r.track(1, "new", None, Source::Callback);
+    polled_pushing(&r, "new");
+    assert_eq!(r.hint_running_list(1, &listed, earlier), 0);
+    // Another app's tasks are not this list's business, even off it.
+    r.track(2, "elsewhere", None, Source::Discovery);
+    answer_app(&r, 2, "elsewhere");
+    let listed: HashMap<String, bool> = [("listed".to_string(), false), ("new".to_string(), false)].into();
+    assert_eq!(r.hint_running_list(1, &listed, Instant::now()), 0);
+    assert!(r.next_to_poll(&[1, 2], None).is_none());
+}
+
+fn answer_app(r: &TaskRegistry, app: u64, id: &str) {
+    assert!(r.next_to_poll(&[app], None).is_some());
+    r.apply_answer(app, id, &Answer::State(obs(TaskStatus::Pushing)), Duration::from_secs(60));
+    r.finish_poll(app, id, Instant::now());
+}

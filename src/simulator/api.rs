@@ -448,6 +448,9 @@ fn beijing_time(unix: i64) -> String {
     .unwrap_or_default()
 }
 
+/// How far back DescribeRunningTasks sees: 3 days.
+pub const RUNNING_LIST_WINDOW_SECS: i64 = 3 * 24 * 3600;
+
 fn describe_running(shared: &Shared, app: u64, params: &Value, rid: &str) -> Response {
     if params.get("TaskType").and_then(Value::as_str) != Some("WhiteboardPush") {
         return error("InvalidParameter", "TaskType must be WhiteboardPush.", rid);
@@ -458,11 +461,16 @@ fn describe_running(shared: &Shared, app: u64, params: &Value, rid: &str) -> Res
     if !(1..=tiw::RUNNING_TASKS_PAGE).contains(&limit) {
         return error("InvalidParameter", "Limit must be between 1 and 500.", rid);
     }
+    // Tencent's DescribeRunningTasks lists running tasks only, and only those created in the last
+    // 3 days (its API doc: "只能查询最近3天内的任务"; SPEC §1): an older task that still pushes is
+    // not listed.
+    let window_start = crate::task::unix_now() as i64 - RUNNING_LIST_WINDOW_SECS;
     let mut running: Vec<SimTask> = shared
         .world()
         .tasks
         .values()
         .filter(|t| t.sdk_app_id == app && matches!(t.status, SimStatus::Prepared | SimStatus::Pushing))
+        .filter(|t| t.create_time >= window_start)
         .cloned()
         .collect();
     running.sort_by(|a, b| (a.create_time, &a.task_id).cmp(&(b.create_time, &b.task_id)));

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod durability;
 mod faults;
+mod freshness;
 mod hostile;
 mod integrity;
 mod lifecycle;
