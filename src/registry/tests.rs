@@ -19,12 +19,17 @@ fn stopped(reason: Option<FinishReason>) -> Observation {
 }
 
 fn answer(r: &TaskRegistry, id: &str, a: Answer) -> AnswerApplied {
+    answer_in(r, 1, id, a)
+}
+
+/// Polls `id` of `app` (early or in a sweep) and applies `a` as its answer.
+fn answer_in(r: &TaskRegistry, app: u64, id: &str, a: Answer) -> AnswerApplied {
     let picked = r
-        .next_to_poll(&[1], None)
-        .or_else(|| r.next_to_poll(&[1], Some(Instant::now())));
+        .next_to_poll(&[app], None)
+        .or_else(|| r.next_to_poll(&[app], Some(Instant::now())));
     assert!(picked.is_some(), "{id} is due");
-    let out = r.apply_answer(1, id, &a, Duration::from_secs(60));
-    r.finish_poll(1, id, Instant::now());
+    let out = r.apply_answer(app, id, &a, Duration::from_secs(60));
+    r.finish_poll(app, id, Instant::now());
     out
 }
 
@@ -556,14 +561,8 @@ fn the_running_list_moves_gone_and_finished_tasks_to_the_front_once() {
     assert_eq!(r.hint_running_list(1, &listed, earlier), 0);
     // Another app's tasks are not this list's business, even off it.
     r.track(2, "elsewhere", None, Source::Discovery);
-    answer_app(&r, 2, "elsewhere");
+    answer_in(&r, 2, "elsewhere", Answer::State(obs(TaskStatus::Pushing)));
     let listed: HashMap<String, bool> = [("listed".to_string(), false), ("new".to_string(), false)].into();
     assert_eq!(r.hint_running_list(1, &listed, Instant::now()), 0);
     assert!(r.next_to_poll(&[1, 2], None).is_none());
-}
-
-fn answer_app(r: &TaskRegistry, app: u64, id: &str) {
-    assert!(r.next_to_poll(&[app], None).is_some());
-    r.apply_answer(app, id, &Answer::State(obs(TaskStatus::Pushing)), Duration::from_secs(60));
-    r.finish_poll(app, id, Instant::now());
 }
