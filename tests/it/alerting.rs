@@ -12,7 +12,7 @@ use serde_json::Value;
 use tiw_push_exporter::simulator::app_level_fault;
 
 use crate::common::*;
-use crate::observability::{alerts, free_port, repo};
+use crate::observability::{alerts, free_port, repo, start_prometheus};
 
 const PAGED: u64 = 1400000001;
 const BLIND: u64 = 1400000002;
@@ -110,8 +110,6 @@ async fn an_exception_finish_pages_once_and_api_down_holds_back_its_apps_alerts(
             .expect("Alertmanager is installed (Debian's prometheus-alertmanager; .ci/run installs it)"),
     );
 
-    let prom_port = free_port();
-    let prom = format!("http://127.0.0.1:{prom_port}");
     std::fs::write(
         dir.path().join("prometheus.yml"),
         format!(
@@ -122,22 +120,12 @@ async fn an_exception_finish_pages_once_and_api_down_holds_back_its_apps_alerts(
         ),
     )
     .unwrap();
-    let _prometheus = KillOnDrop(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus is installed (Debian's prometheus package; .ci/run installs it)"),
-    );
-    for url in [format!("{prom}/-/ready"), format!("{am}/-/ready")] {
-        wait_for(Duration::from_secs(30), &url, || async {
-            reqwest::get(&url).await.ok().filter(|r| r.status() == 200).map(|_| ())
-        })
-        .await;
-    }
+    let (_prometheus, prom) = start_prometheus(dir.path()).await;
+    let url = format!("{am}/-/ready");
+    wait_for(Duration::from_secs(30), "Alertmanager ready", || async {
+        reqwest::get(&url).await.ok().filter(|r| r.status() == 200).map(|_| ())
+    })
+    .await;
 
     // BLIND's API goes down; TiwApiDown fires for it (and pages).
     sim.sim

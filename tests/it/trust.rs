@@ -323,36 +323,22 @@ async fn an_allowed_flood_stays_bounded_and_costs_at_most_three_calls_per_id() {
     let pid = proc.child.id();
     let url = format!("http://{}/callback", proc.addr);
     let rss_before = rss_kib(pid);
-    let client = reqwest::Client::new();
-    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(32));
-    let mut sends = tokio::task::JoinSet::new();
-    for _ in 0..10_000u32 {
-        let body = json!({"EventType": "WhiteboardPushStarted", "SdkAppId": APP, "Timestamp": now(),
-                          "EventData": {"TaskId": tiw_push_exporter::simulator::random_task_id(), "PushStartTime": now()}})
-        .to_string();
-        let (client, url, limit) = (client.clone(), url.clone(), limit.clone());
-        sends.spawn(async move {
-            let _p = limit.acquire().await;
-            client
-                .post(url)
-                .body(body)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0)
-        });
-    }
+    let bodies: Vec<String> = (0..10_000u32)
+        .map(|_| {
+            json!({"EventType": "WhiteboardPushStarted", "SdkAppId": APP, "Timestamp": now(),
+                   "EventData": {"TaskId": tiw_push_exporter::simulator::random_task_id(), "PushStartTime": now()}})
+            .to_string()
+        })
+        .collect();
+    // 32 at a time, while the tracked count is watched.
+    let flood = tokio::spawn(async move { post_all(&url, bodies, 32).await });
     let mut peak = 0.0f64;
-    let mut statuses = Vec::new();
-    while !sends.is_empty() {
-        tokio::select! {
-            Some(s) = sends.join_next() => statuses.push(s.unwrap()),
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {
-                let m = scrape(&proc.addr).await;
-                peak = peak.max(m.sum("tiw_push_tasks", &[]));
-            }
-        }
+    while !flood.is_finished() {
+        let m = scrape(&proc.addr).await;
+        peak = peak.max(m.sum("tiw_push_tasks", &[]));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let statuses = flood.await.unwrap();
     let accepted = statuses.iter().filter(|s| **s == 200).count() as f64;
     let refused = statuses.iter().filter(|s| **s == 503).count() as f64;
     assert_eq!(accepted + refused, 10_000.0, "every event answered 200 or 503");
