@@ -78,14 +78,14 @@ async fn an_exception_finish_pages_once_and_api_down_holds_back_its_apps_alerts(
 
     // The mixin's rules, as a user renders them: TiwApiDown's `for` shortened to fit a test.
     let dir = tempfile::tempdir().unwrap();
-    let rules = Command::new("jsonnet")
-        .args(["-J", "mixin", "-e"])
-        .arg(r#"((import "mixin.libsonnet") + { _config+:: { apiDownFor: "5s" } }).prometheusAlerts"#)
-        .current_dir(repo(""))
-        .output()
-        .expect("jsonnet is installed (Debian's jsonnet; .ci/run installs it)");
-    assert!(rules.status.success(), "{}", String::from_utf8_lossy(&rules.stderr));
-    std::fs::write(dir.path().join("alerts.yml"), &rules.stdout).unwrap();
+    let rules = run_ok(
+        Command::new("jsonnet")
+            .args(["-J", "mixin", "-e"])
+            .arg(r#"((import "mixin.libsonnet") + { _config+:: { apiDownFor: "5s" } }).prometheusAlerts"#)
+            .current_dir(repo("")),
+        "jsonnet (Debian's jsonnet; .ci/run installs it)",
+    );
+    std::fs::write(dir.path().join("alerts.yml"), rules).unwrap();
 
     // The shipped Alertmanager config, its receivers pointed at this test.
     let (hook, inbox) = webhook_receiver().await;
@@ -121,11 +121,7 @@ async fn an_exception_finish_pages_once_and_api_down_holds_back_its_apps_alerts(
     )
     .unwrap();
     let (_prometheus, prom) = start_prometheus(dir.path()).await;
-    let url = format!("{am}/-/ready");
-    wait_for(Duration::from_secs(30), "Alertmanager ready", || async {
-        reqwest::get(&url).await.ok().filter(|r| r.status() == 200).map(|_| ())
-    })
-    .await;
+    wait_ready(&format!("{am}/-/ready")).await;
 
     // BLIND's API goes down; TiwApiDown fires for it (and pages).
     sim.sim
@@ -227,26 +223,14 @@ async fn an_exception_finish_pages_once_and_api_down_holds_back_its_apps_alerts(
 #[test]
 fn the_alertmanager_config_checks_and_routes_by_severity() {
     let config = repo("deploy/alertmanager/alertmanager.yml");
+    let what = "amtool (Debian's prometheus-alertmanager; .ci/run installs it)";
     let amtool = |args: &[&str]| {
-        let out = Command::new("amtool")
-            .args(args)
-            .arg(format!("--config.file={}", config.display()))
-            .output()
-            .expect("amtool is installed (Debian's prometheus-alertmanager; .ci/run installs it)");
-        assert!(
-            out.status.success(),
-            "amtool {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        let mut cmd = Command::new("amtool");
+        cmd.args(args).arg(format!("--config.file={}", config.display()));
+        run_ok(&mut cmd, what).trim().to_string()
     };
-    let out = Command::new("amtool")
-        .arg("check-config")
-        .arg(&config)
-        .output()
-        .expect("amtool is installed");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("3 inhibit rules"));
+    let checked = run_ok(Command::new("amtool").arg("check-config").arg(&config), what);
+    assert!(checked.contains("3 inhibit rules"), "{checked}");
     for (labels, receiver) in [
         (
             ["severity=critical", "alertname=TiwPushFinishedWithException"],

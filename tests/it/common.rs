@@ -423,14 +423,39 @@ pub async fn post_all(url: &str, bodies: impl IntoIterator<Item = String>, at_on
         let (client, url, slots) = (client.clone(), url.to_string(), slots.clone());
         sends.spawn(async move {
             let _slot = slots.acquire().await;
-            client
-                .post(url)
-                .body(body)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0)
+            post_status(&client, &url, body).await
         });
     }
     sends.join_all().await
+}
+
+/// POSTs `body` to `url`: the status, or 0 when no answer came.
+pub async fn post_status(client: &reqwest::Client, url: &str, body: String) -> u16 {
+    client
+        .post(url)
+        .body(body)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Runs `cmd` (`what` names it and what installs it) and asserts it succeeded; its stdout.
+pub fn run_ok(cmd: &mut std::process::Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until `url` answers 200 (a server's readiness endpoint).
+pub async fn wait_ready(url: &str) {
+    wait_for(Duration::from_secs(30), url, || async {
+        reqwest::get(url).await.ok().filter(|r| r.status() == 200).map(|_| ())
+    })
+    .await;
 }

@@ -41,16 +41,9 @@ fn promtool_checks_and_unit_tests_the_rules() {
         vec!["test", "rules", "alerts.test.yml"],
         vec!["check", "config", "prometheus.yml"],
     ] {
-        let out = Command::new("promtool")
-            .args(&args)
-            .current_dir(repo("prometheus"))
-            .output()
-            .expect("promtool is installed");
-        assert!(
-            out.status.success(),
-            "promtool {args:?}:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new("promtool").args(&args).current_dir(repo("prometheus")),
+            &format!("promtool {args:?} (Debian's prometheus)"),
         );
     }
     // Every alert: a firing and a quiet promtool case, a runbook section in docs/runbooks.md that
@@ -122,16 +115,9 @@ fn promtool_checks_and_unit_tests_the_rules() {
 /// The shipped rules, PrometheusRule and dashboard are exactly what mixin/ renders (Debian's jsonnet).
 #[test]
 fn shipped_rules_and_dashboard_are_the_mixins_output() {
-    let out = Command::new("bash")
-        .arg(repo("mixin/build"))
-        .arg("--check")
-        .output()
-        .expect("bash runs mixin/build");
-    assert!(
-        out.status.success(),
-        "mixin/build --check:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("bash").arg(repo("mixin/build")).arg("--check"),
+        "mixin/build --check (needs Debian's jsonnet)",
     );
 }
 
@@ -329,14 +315,7 @@ pub(crate) async fn start_prometheus(dir: &Path) -> (KillOnDrop, String) {
             .spawn()
             .expect("prometheus is installed (Debian's prometheus package; .ci/run installs it)"),
     );
-    wait_for(Duration::from_secs(30), "Prometheus ready", || async {
-        reqwest::get(format!("{prom}/-/ready"))
-            .await
-            .ok()
-            .filter(|r| r.status() == 200)
-            .map(|_| ())
-    })
-    .await;
+    wait_ready(&format!("{prom}/-/ready")).await;
     (process, prom)
 }
 

@@ -30,13 +30,7 @@ fn polls(sim: &SimServerRef) -> u64 {
 type SimServerRef = tiw_push_exporter::simulator::Simulator;
 
 async fn post(url: &str, body: String) -> u16 {
-    reqwest::Client::new()
-        .post(url)
-        .body(body)
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
+    post_status(&reqwest::Client::new(), url, body).await
 }
 
 /// A failed task that Tencent answers the international site's way (a success reply with only
