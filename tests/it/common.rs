@@ -37,10 +37,15 @@ pub async fn start_sim(config: SimConfig) -> SimServer {
 
 /// An endpoint where nothing listens: an API that cannot be reached, so callback claims stand
 /// unconfirmed.
+///
+/// The port stays bound (never listening) for the rest of the test process: connections to it
+/// are refused, and no other test's server can be given it. A port merely released could be handed
+/// to a simulator of a test running beside this one, which would then answer as "the API".
 pub fn closed_endpoint() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    drop(listener);
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+    let port = socket.local_addr().expect("addr").port();
+    std::mem::forget(socket);
     format!("http://127.0.0.1:{port}")
 }
 
