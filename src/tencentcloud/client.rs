@@ -9,7 +9,7 @@ use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::ratelimit::{budget_key, RateLimiter};
+use super::ratelimit::{budget_key, Permit, RateLimiter};
 use super::sign::{sign, SignInput};
 use crate::config::{ApiConfig, AppConfig};
 use crate::instruments::ApiInstruments;
@@ -263,6 +263,22 @@ impl Client {
         action: &'static str,
         request: &Req,
     ) -> Result<Resp, ApiError> {
+        self.call_in_turn(action, request, None).await
+    }
+
+    /// Waits for the next send turn of `action` in this budget's rate limit.
+    pub async fn turn(&self, action: &'static str) -> Permit {
+        self.limiters.get(&self.api, action).acquire().await
+    }
+
+    /// [`Client::call`], whose first attempt goes out in `turn` (taken with [`Client::turn`])
+    /// instead of waiting for one; retries wait their turn as usual.
+    pub async fn call_in_turn<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        action: &'static str,
+        request: &Req,
+        mut turn: Option<Permit>,
+    ) -> Result<Resp, ApiError> {
         let body = serde_json::to_vec(request).map_err(|e| ApiError::BadReply {
             endpoint: self.api.endpoint.to_string(),
             detail: format!("cannot encode request: {e}"),
@@ -270,7 +286,7 @@ impl Client {
         let limiter = self.limiters.get(&self.api, action);
         let mut attempt = 0;
         loop {
-            let result = self.attempt(action, &body, &limiter).await;
+            let result = self.attempt(action, &body, &limiter, turn.take()).await;
             attempt += 1;
             match result {
                 Err(e) if e.is_retryable() && attempt < self.retry.max_attempts => {
@@ -287,9 +303,14 @@ impl Client {
         action: &'static str,
         body: &[u8],
         limiter: &RateLimiter,
+        turn: Option<Permit>,
     ) -> Result<Resp, ApiError> {
-        let permit = limiter.acquire().await;
+        let permit = match turn {
+            Some(permit) => permit,
+            None => limiter.acquire().await,
+        };
         let started = std::time::Instant::now();
+        permit.sending();
         let result = self.send(action, body).await;
         drop(permit);
         let code = match &result {

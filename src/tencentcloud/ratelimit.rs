@@ -53,8 +53,10 @@ pub struct RateLimiter {
 }
 
 struct Slot {
-    /// Microseconds since `origin` at send.
-    sent_us: u64,
+    /// Microseconds since `origin` at send: when the permit was granted, moved later by
+    /// [`Permit::sending`] when the request actually leaves (signing and scheduling take time,
+    /// more so when the caller took its turn before choosing what to send).
+    sent_us: AtomicU64,
     /// Microseconds since `origin` when the reply (or failure) came back; 0 while in flight.
     done_us: AtomicU64,
 }
@@ -64,6 +66,14 @@ struct Slot {
 pub struct Permit {
     slot: Arc<Slot>,
     origin: Instant,
+}
+
+impl Permit {
+    /// The request leaves now: later requests count its window from here, not from the grant.
+    pub fn sending(&self) {
+        let now = micros_since(self.origin, Instant::now());
+        self.slot.sent_us.fetch_max(now, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Permit {
@@ -104,15 +114,16 @@ impl RateLimiter {
             let now = Instant::now();
             // Even spacing after the previous send...
             let mut earliest = slots.back().map_or(now, |last| {
-                self.origin + Duration::from_micros(last.sent_us) + self.spacing
+                self.origin + Duration::from_micros(last.sent_us.load(Ordering::Relaxed)) + self.spacing
             });
             // ...and a full window (as the server saw it) after the send `limit` requests back.
             if slots.len() >= self.limit {
                 let oldest = &slots[0];
                 let allowance = self.allowance_us.load(Ordering::Relaxed);
+                let sent = oldest.sent_us.load(Ordering::Relaxed);
                 let seen_by_server = match oldest.done_us.load(Ordering::Relaxed) {
-                    0 => oldest.sent_us + allowance,
-                    done => done.min(oldest.sent_us + allowance),
+                    0 => sent + allowance,
+                    done => done.min(sent + allowance),
                 };
                 earliest = earliest.max(self.origin + Duration::from_micros(seen_by_server) + WINDOW);
             }
@@ -127,7 +138,7 @@ impl RateLimiter {
             tokio::time::sleep_until(earliest).await;
         }
         let slot = Arc::new(Slot {
-            sent_us: micros_since(self.origin, Instant::now()),
+            sent_us: AtomicU64::new(micros_since(self.origin, Instant::now())),
             done_us: AtomicU64::new(0),
         });
         slots.push_back(slot.clone());

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::client::{ApiError, Client, ErrorKind};
+use super::ratelimit::Permit;
 use crate::task::{plausible, FinishReason, Observation, TaskStatus};
 
 pub const DESCRIBE_WHITEBOARD_PUSH: &str = "DescribeWhiteboardPush";
@@ -257,10 +258,25 @@ impl TiwClient {
         TiwClient { sdk_app_id, client }
     }
 
+    /// Waits for the next send turn of DescribeWhiteboardPush in this app's budget, so that the
+    /// caller can choose which task to read when the request can actually go.
+    pub async fn read_turn(&self) -> Permit {
+        self.client.turn(DESCRIBE_WHITEBOARD_PUSH).await
+    }
+
     /// DescribeWhiteboardPush as the poller needs it: task-level answers (state, failed, not
-    /// found, no status) are `Ok`; `Err` is everything that says nothing about the task.
-    pub async fn read_task(&self, task_id: &str) -> Result<Answered, ApiError> {
-        match self.describe_whiteboard_push(task_id).await {
+    /// found, no status) are `Ok`; `Err` is everything that says nothing about the task. The
+    /// first attempt goes out in `turn` when given ([`TiwClient::read_turn`]).
+    pub async fn read_task(&self, task_id: &str, turn: Option<Permit>) -> Result<Answered, ApiError> {
+        let req = DescribeWhiteboardPushRequest {
+            sdk_app_id: self.sdk_app_id,
+            task_id: task_id.to_string(),
+        };
+        match self
+            .client
+            .call_in_turn::<_, WhiteboardPush>(DESCRIBE_WHITEBOARD_PUSH, &req, turn)
+            .await
+        {
             Ok(reply) => Ok(Answered {
                 answer: reply.answer(),
                 request_id: reply.request_id.clone().unwrap_or_default(),
