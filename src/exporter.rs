@@ -15,18 +15,18 @@ use crate::callback::{self, CallbackReceiver};
 use crate::config::Config;
 use crate::http::{router, HttpState};
 use crate::metrics::ExporterMetrics;
+use crate::poller::PollOptions;
 use crate::registry::TaskRegistry;
 use crate::reload::{ReloadHandle, ReloadReply, Supervisor};
 use crate::store::{spawn_writer, writer_channel, Store, StoreError, WriterInbox};
-use crate::tencentcloud::RetryPolicy;
 use crate::webconfig::WebConfig;
 
 /// Options that come from flags rather than the config file.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub telemetry_path: String,
-    /// Retry policy of API calls (tests shorten it).
-    pub retry: RetryPolicy,
+    /// How polling runs beside the configuration (retries; tests shorten them).
+    pub poll: PollOptions,
     /// Where a reload reads the configuration from; `None`: reloads are refused.
     pub config_file: Option<PathBuf>,
     /// TLS and basic auth (`--web.config.file`).
@@ -39,7 +39,7 @@ impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
             telemetry_path: "/metrics".into(),
-            retry: RetryPolicy::default(),
+            poll: PollOptions::default(),
             config_file: None,
             web: WebConfig::default(),
             limits: Default::default(),
@@ -210,7 +210,7 @@ impl Exporter {
             registry,
             metrics,
             callbacks,
-            (options.config_file, options.retry),
+            (options.config_file, options.poll),
             &token,
         );
         tracker.spawn(supervisor.run(reload_rx, token.clone()));

@@ -20,7 +20,7 @@ use crate::metrics::ExporterMetrics;
 use crate::registry::{Answer, Source, TaskRegistry, Track};
 use crate::task::{truncate, unix_now, FinishReason};
 use crate::tencentcloud::client::build_clients;
-use crate::tencentcloud::ratelimit::budget_key;
+use crate::tencentcloud::ratelimit::{budget_key, Permit};
 use crate::tencentcloud::tiw::{PushAnswer, RUNNING_TASKS_PAGE};
 use crate::tencentcloud::RetryPolicy;
 use crate::tencentcloud::{ApiError, TiwClient};
@@ -31,6 +31,8 @@ pub const MAX_IN_FLIGHT: usize = 64;
 const MAX_PAGES: i64 = 200;
 /// How often, at most, ended tasks past retention are removed.
 const EXPIRY_PERIOD: Duration = Duration::from_secs(5);
+/// How often, between sweeps, PREPARED tasks are checked for their next read.
+const PREPARED_CHECK: Duration = Duration::from_secs(1);
 /// Longest piece of Tencent's failure message put in a log line.
 const MESSAGE_LOG_LIMIT: usize = 200;
 
@@ -42,6 +44,28 @@ pub struct PollSettings {
     pub retention: Duration,
     /// `callback.confirm_timeout`: claims are counted unconfirmed after the API was unreachable this long.
     pub confirm_timeout: Duration,
+    /// See [`PollOptions::follow_running_list`].
+    pub follow_running_list: bool,
+}
+
+/// How polling runs, beside what the configuration says: set by the program that embeds it.
+#[derive(Debug, Clone, Copy)]
+pub struct PollOptions {
+    /// Retry policy of API calls (tests shorten it).
+    pub retry: RetryPolicy,
+    /// Each complete DescribeRunningTasks pass is a status hint for the tasks already known (the
+    /// default). `false` leaves end detection without callbacks to the per-task round robin alone,
+    /// as before the exporter read the list that way: `bench/run` measures one against the other.
+    pub follow_running_list: bool,
+}
+
+impl Default for PollOptions {
+    fn default() -> Self {
+        PollOptions {
+            retry: RetryPolicy::default(),
+            follow_running_list: true,
+        }
+    }
 }
 
 /// One app as the poller sees it.
@@ -59,9 +83,9 @@ impl Poller {
         config: &Config,
         registry: &Arc<TaskRegistry>,
         metrics: &Arc<ExporterMetrics>,
-        retry: RetryPolicy,
+        options: PollOptions,
     ) -> Arc<Poller> {
-        let clients = build_clients(config, &metrics.api, retry);
+        let clients = build_clients(config, &metrics.api, options.retry);
         let apps = config
             .apps
             .iter()
@@ -82,7 +106,9 @@ impl Poller {
             discovery_interval: config.poll.discovery_interval,
             retention: config.retention_stopped_tasks,
             confirm_timeout: config.callback.confirm_timeout,
+            follow_running_list: options.follow_running_list,
         };
+        registry.set_prepared_reread(settings.interval);
         Poller::new(registry.clone(), metrics.clone(), apps, settings)
     }
 }
@@ -221,7 +247,7 @@ impl Poller {
             }
         }
         // Only a pass that saw the whole list may say a task is gone from it.
-        if complete {
+        if complete && self.settings.follow_running_list {
             let hinted = self.registry.hint_running_list(sdk_app_id, &listed, started);
             if hinted > 0 {
                 tracing::debug!(
@@ -230,6 +256,8 @@ impl Poller {
                     "tasks gone from DescribeRunningTasks or listed FINISHED: confirming them first"
                 );
             }
+        }
+        if complete {
             self.metrics.poll.discovered(sdk_app_id, started.elapsed());
         }
         found
@@ -247,6 +275,8 @@ impl Poller {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep_until(next) => break,
+                    // PREPARED tasks come due by the clock, not by a change.
+                    _ = tokio::time::sleep(PREPARED_CHECK) => self.poll_until_done(&apps, None).await,
                     changed = wanted.changed() => {
                         if changed.is_err() {
                             tokio::time::sleep_until(next).await;
@@ -266,22 +296,35 @@ impl Poller {
         self.metrics.poll.swept(longest);
     }
 
-    /// Polls tasks of `apps` until none is left to poll (see [`TaskRegistry::next_to_poll`]).
+    /// Polls tasks of `apps` (one credential group) until none is left to poll (see
+    /// [`TaskRegistry::next_to_poll`]).
+    ///
+    /// The send turn in the group's rate limit is taken first and the task chosen after: at the
+    /// full budget, a read that turned urgent meanwhile (a callback's claim, the running list's
+    /// hint) goes in the very next turn, instead of behind requests queued for the limiter.
     pub async fn poll_until_done(self: &Arc<Self>, apps: &[u64], since: Option<Instant>) {
+        // Every app of a group draws from the same limiter.
+        let Some(client) = apps.iter().find_map(|id| self.apps.get(id)).map(|a| a.client.clone()) else {
+            return;
+        };
         let mut in_flight = JoinSet::new();
         loop {
+            while in_flight.try_join_next().is_some() {}
             while in_flight.len() >= MAX_IN_FLIGHT {
                 in_flight.join_next().await;
             }
-            match self.registry.next_to_poll(apps, since) {
-                Some((app, task)) => {
-                    let me = self.clone();
-                    in_flight.spawn(async move { me.poll_task(app, &task).await });
+            if !self.registry.has_due(apps, since) {
+                if in_flight.is_empty() {
+                    return;
                 }
-                None if in_flight.is_empty() => return,
-                None => {
-                    in_flight.join_next().await;
-                }
+                in_flight.join_next().await;
+                continue;
+            }
+            let turn = client.read_turn().await;
+            // Nothing may be due any more (a reply ended the last one): the turn goes unused.
+            if let Some((app, task)) = self.registry.next_to_poll(apps, since) {
+                let me = self.clone();
+                in_flight.spawn(async move { me.poll_task(app, &task, Some(turn)).await });
             }
         }
     }
@@ -303,13 +346,20 @@ impl Poller {
         }
     }
 
-    /// Reads one task with DescribeWhiteboardPush and applies the answer.
-    pub async fn poll_task(&self, sdk_app_id: u64, task_id: &str) {
+    /// How often a configured task Tencent does not know is read again: once per discovery
+    /// interval (SPEC §2), and never more often than a running task is (`poll.interval`), so a
+    /// stale id in the config costs little now that passes run every few seconds.
+    fn unknown_reread(&self) -> Duration {
+        self.settings.discovery_interval.max(self.settings.interval)
+    }
+
+    /// Reads one task with DescribeWhiteboardPush (in `turn`, if one was taken) and applies the answer.
+    pub async fn poll_task(&self, sdk_app_id: u64, task_id: &str, turn: Option<Permit>) {
         let Some(app) = self.apps.get(&sdk_app_id) else {
             self.registry.finish_poll(sdk_app_id, task_id, Instant::now());
             return;
         };
-        let result = app.client.read_task(task_id).await;
+        let result = app.client.read_task(task_id, turn).await;
         match &result {
             Ok(answered) => {
                 let (answer, message) = match &answered.answer {
@@ -321,9 +371,9 @@ impl Poller {
                     PushAnswer::Failed { message } => (Answer::Failed, Some(message.as_str())),
                     PushAnswer::NotFound => (Answer::NotFound, None),
                 };
-                let applied =
-                    self.registry
-                        .apply_answer(sdk_app_id, task_id, &answer, self.settings.discovery_interval);
+                let applied = self
+                    .registry
+                    .apply_answer(sdk_app_id, task_id, &answer, self.unknown_reread());
                 if let Some((event, status, reason)) = applied.contradicted {
                     self.metrics
                         .callbacks
@@ -345,7 +395,7 @@ impl Poller {
                         "dropped a task Tencent does not know (TaskNotFound 3 times in a row)"
                     );
                 } else if applied.parked {
-                    tracing::warn!(sdk_app_id, task_id, every = ?self.settings.discovery_interval, "Tencent does not know this configured task id (TaskNotFound 3 times in a row); it stays UNKNOWN and is read again once per discovery interval");
+                    tracing::warn!(sdk_app_id, task_id, every = ?self.unknown_reread(), "Tencent does not know this configured task id (TaskNotFound 3 times in a row); it stays UNKNOWN and is read again once per discovery interval (or poll interval, if longer)");
                 }
             }
             Err(e) if !e.is_app_down() => {

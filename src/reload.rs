@@ -13,9 +13,8 @@ use tokio_util::task::TaskTracker;
 use crate::callback::CallbackReceiver;
 use crate::config::Config;
 use crate::metrics::ExporterMetrics;
-use crate::poller::{track_configured_tasks, Poller};
+use crate::poller::{track_configured_tasks, PollOptions, Poller};
 use crate::registry::TaskRegistry;
-use crate::tencentcloud::RetryPolicy;
 
 pub(crate) type ReloadReply = oneshot::Sender<Result<String, String>>;
 
@@ -64,7 +63,7 @@ pub(crate) struct Supervisor {
     callbacks: Arc<CallbackReceiver>,
     /// Where a reload reads the configuration; `None`: reloads are refused.
     config_file: Option<PathBuf>,
-    retry: RetryPolicy,
+    poll: PollOptions,
     poller: Option<(CancellationToken, TaskTracker)>,
 }
 
@@ -75,7 +74,7 @@ impl Supervisor {
         registry: Arc<TaskRegistry>,
         metrics: Arc<ExporterMetrics>,
         callbacks: Arc<CallbackReceiver>,
-        (config_file, retry): (Option<PathBuf>, RetryPolicy),
+        (config_file, poll): (Option<PathBuf>, PollOptions),
         parent: &CancellationToken,
     ) -> Supervisor {
         let mut supervisor = Supervisor {
@@ -84,7 +83,7 @@ impl Supervisor {
             metrics,
             callbacks,
             config_file,
-            retry,
+            poll,
             poller: None,
         };
         supervisor.start_poller(parent);
@@ -109,7 +108,7 @@ impl Supervisor {
     }
 
     fn start_poller(&mut self, parent: &CancellationToken) {
-        let poller = Poller::from_config(&self.config, &self.registry, &self.metrics, self.retry);
+        let poller = Poller::from_config(&self.config, &self.registry, &self.metrics, self.poll);
         let (token, tracker) = (parent.child_token(), TaskTracker::new());
         poller.spawn(&tracker, &token);
         tracker.close();

@@ -43,6 +43,8 @@ pub const DURATION_BUCKETS: [f64; 14] = [
 /// `InvalidParameter.TaskNotFound` answers in a row after which a task is dropped (or, if
 /// configured, read only once per discovery interval) (SPEC §2).
 pub const NOT_FOUND_LIMIT: u8 = 3;
+/// How often a PREPARED task is read until the poller says otherwise (the default `poll.interval`).
+const DEFAULT_PREPARED_EVERY: Duration = Duration::from_secs(15);
 /// Success replies without `Status` in a row after which a task has failed (SPEC §2).
 pub const NO_STATUS_LIMIT: usize = 3;
 
@@ -150,6 +152,11 @@ struct Inner {
     queue: BTreeSet<OrderKey>,
     /// Parked tasks by the time they may be read again.
     parked: BTreeSet<(Instant, Key)>,
+    /// PREPARED tasks by the time they are read again, ahead of the round robin: a task stuck
+    /// PREPARED is an alert, so it may not wait a whole sweep of a large fleet.
+    prepared_due: BTreeSet<(Instant, Key)>,
+    /// How often a PREPARED task is read (`poll.interval`).
+    prepared_every: Duration,
     /// Tasks whose end the API confirmed, oldest end first: the first to go when the registry is full.
     finished: BTreeSet<(u64, Key)>,
     /// Bumped by every callback claim and read by every poll handed out.
@@ -176,6 +183,8 @@ impl Inner {
             tombstones_pruned: Vec::new(),
             queue: BTreeSet::new(),
             parked: BTreeSet::new(),
+            prepared_due: BTreeSet::new(),
+            prepared_every: DEFAULT_PREPARED_EVERY,
             finished: BTreeSet::new(),
             seq: 0,
             max_tasks,
@@ -270,6 +279,12 @@ impl TaskRegistry {
             inner: Mutex::new(Inner::new(max_tasks.max(1))),
             poll_wanted: tokio::sync::watch::channel(0).0,
         }
+    }
+
+    /// How often a task the API last answered PREPARED is read again, whatever the round robin's
+    /// length (the poller sets `poll.interval`).
+    pub fn set_prepared_reread(&self, every: Duration) {
+        self.lock().prepared_every = every;
     }
 
     /// A reload changed `retention.max_tasks`; tasks beyond a lower bound are not evicted.
@@ -456,7 +471,7 @@ impl TaskRegistry {
             } else if !behind {
                 task.claim = None;
             } else {
-                task.needs_poll = true;
+                task.expedite();
             }
         }
         let confirmed = task.confirmed().clone();
@@ -544,7 +559,7 @@ impl TaskRegistry {
                 claim.facts.absorb(obs);
                 claim.at = now;
                 claim.seq = seq;
-                task.needs_poll = true;
+                task.expedite();
                 task.refresh(now);
             }
             let ended = task.status.is_ended() && !was_ended;

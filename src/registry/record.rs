@@ -140,6 +140,11 @@ pub struct Task {
     /// A poll is owed soon: the task is new, or a claim waits for its confirming poll.
     #[serde(skip)]
     pub(super) needs_poll: bool,
+    /// The poll owed is urgent, ahead even of tasks never read: it confirms a callback's claim or
+    /// the running list's hint, or the task is PREPARED and due. After a restart every task is
+    /// owed a first read; an end the list reveals may not wait behind all of them.
+    #[serde(skip)]
+    pub(super) urgent: bool,
     #[serde(skip)]
     pub(super) polling: bool,
     #[serde(skip)]
@@ -187,6 +192,7 @@ impl Task {
             started_counted: false,
             finished_counted: false,
             needs_poll: true,
+            urgent: false,
             polling: false,
             last_polled: None,
             poll_seq: 0,
@@ -194,6 +200,12 @@ impl Task {
             tracked_at: Some(Instant::now()),
             off_list: false,
         }
+    }
+
+    /// Owes the task a poll ahead of every task that is merely new.
+    pub(super) fn expedite(&mut self) {
+        self.needs_poll = true;
+        self.urgent = true;
     }
 
     /// Whether the poller should still read this task.

@@ -1,18 +1,29 @@
 //! The poll schedule: which task is read next. Every pollable task that is neither in flight nor
 //! parked sits in one ordered set (wanted now first, then never polled, then least recently
 //! polled), so picking the next one is O(log n) and ended tasks cost nothing; parked tasks wait in
-//! another by the time they may be read again.
+//! another by the time they may be read again, and PREPARED tasks in a third by the time they are
+//! read again ahead of the round robin.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::{Inner, Key, Task, TaskRegistry};
+use super::{Inner, Key, Task, TaskRegistry, TaskStatus};
 
-/// (not wanted now, last polled, SdkAppId, TaskId): the poll order.
-pub(super) type OrderKey = (bool, Option<Instant>, u64, String);
+/// (rank, last polled, SdkAppId, TaskId): the poll order.
+pub(super) type OrderKey = (u8, Option<Instant>, u64, String);
+
+/// Ranks of the poll order: an urgent read, then a task's first read, then the round robin.
+const URGENT: u8 = 0;
+const WANTED: u8 = 1;
+const ROUND_ROBIN: u8 = 2;
 
 pub(super) fn order_key(t: &Task) -> OrderKey {
-    (!t.needs_poll, t.last_polled, t.sdk_app_id, t.task_id.clone())
+    let rank = match (t.needs_poll, t.urgent) {
+        (true, true) => URGENT,
+        (true, false) => WANTED,
+        (false, _) => ROUND_ROBIN,
+    };
+    (rank, t.last_polled, t.sdk_app_id, t.task_id.clone())
 }
 
 /// Key of the `finished` index: when the task ended, in milliseconds.
@@ -43,8 +54,49 @@ impl Inner {
         if let Some(t) = self.tasks.get_mut(key) {
             t.final_read = true;
             t.needs_poll = false;
+            t.urgent = false;
             if let Some(k) = finished_key(t) {
                 self.finished.insert(k);
+            }
+        }
+    }
+
+    /// The task of `apps` to poll next, if one is due (see [`TaskRegistry::next_to_poll`]).
+    fn first_due(&mut self, apps: &[u64], since: Option<Instant>) -> Option<OrderKey> {
+        let now = Instant::now();
+        self.wake_parked(now);
+        self.wake_prepared(now);
+        // The queue is in poll order, so the first entry of these apps is the best candidate; if
+        // it is not due, none after it is.
+        let first = self.queue.iter().find(|(_, _, app, _)| apps.contains(app))?;
+        let (rank, last_polled) = (first.0, first.1);
+        let due = match since {
+            Some(since) => rank < ROUND_ROBIN || last_polled.is_none_or(|p| p < since),
+            None => rank < ROUND_ROBIN,
+        };
+        due.then(|| first.clone())
+    }
+
+    /// PREPARED tasks not read for `prepared_every` want a read now, ahead of the round robin.
+    pub(super) fn wake_prepared(&mut self, now: Instant) {
+        while let Some((due, key)) = self.prepared_due.first().cloned() {
+            if due > now {
+                break;
+            }
+            self.prepared_due.pop_first();
+            let every = self.prepared_every;
+            let wanted = self.tasks.get(&key).is_some_and(|t| {
+                t.status == TaskStatus::Prepared
+                    && Inner::queued(t)
+                    && !t.urgent
+                    && t.last_polled.is_none_or(|p| p + every <= now)
+            });
+            if wanted {
+                self.unqueue(&key);
+                if let Some(t) = self.tasks.get_mut(&key) {
+                    t.expedite();
+                }
+                self.requeue(&key);
             }
         }
     }
@@ -109,7 +161,16 @@ impl TaskRegistry {
             t.polling = false;
             // A claim that came in while the poll was in flight still wants its own poll.
             t.needs_poll = t.claim.as_ref().is_some_and(|c| c.seq > t.poll_seq) && !t.final_read;
+            t.urgent = t.needs_poll;
             t.last_polled = Some(at);
+        }
+        if inner
+            .tasks
+            .get(&key)
+            .is_some_and(|t| t.status == TaskStatus::Prepared && t.is_pollable())
+        {
+            let due = at + inner.prepared_every;
+            inner.prepared_due.insert((due, key.clone()));
         }
         inner.requeue(&key);
     }
@@ -119,7 +180,10 @@ impl TaskRegistry {
     /// `FINISHED`, or no longer shows, goes to the front of the poll order for its confirming
     /// DescribeWhiteboardPush: the list is a hint, and only that reply ends a task. A task that
     /// stays off the list while running (older than the list's 3-day window) is hinted once, not
-    /// on every pass; one tracked after the pass began is left alone. Returns how many were hinted.
+    /// on every pass; one tracked after the pass began is left alone, and one whose poll is in
+    /// flight is left to the next pass (that poll may have been sent before the end). The hinted
+    /// read is urgent: it goes ahead even of tasks never read, as after a restart. Returns how
+    /// many were hinted.
     pub fn hint_running_list(&self, sdk_app_id: u64, listed: &HashMap<String, bool>, pass_started: Instant) -> usize {
         let mut inner = self.lock();
         let keys: Vec<Key> = inner
@@ -134,21 +198,22 @@ impl TaskRegistry {
                 continue;
             };
             let hint = match listed.get(&key.1) {
-                Some(true) => true,
                 Some(false) => {
                     t.off_list = false;
                     false
                 }
+                _ if t.polling => false,
+                Some(true) => true,
                 None if t.off_list || t.tracked_at.is_some_and(|at| at >= pass_started) => false,
                 None => {
                     t.off_list = true;
                     true
                 }
             };
-            if hint && !t.needs_poll {
+            if hint && !t.urgent {
                 inner.unqueue(&key);
                 if let Some(t) = inner.tasks.get_mut(&key) {
-                    t.needs_poll = true;
+                    t.expedite();
                 }
                 inner.requeue(&key);
                 hinted += 1;
@@ -161,6 +226,11 @@ impl TaskRegistry {
         hinted
     }
 
+    /// Whether [`TaskRegistry::next_to_poll`] would hand out a task now.
+    pub fn has_due(&self, apps: &[u64], since: Option<Instant>) -> bool {
+        self.lock().first_due(apps, since).is_some()
+    }
+
     /// Picks the next task of `apps` to poll and marks it in flight.
     ///
     /// With `since = Some(t)`: any pollable task not polled since `t` (a sweep). With `None`: only
@@ -168,19 +238,9 @@ impl TaskRegistry {
     /// so a sweep that the budget cannot finish in time degrades to a fair round robin.
     pub fn next_to_poll(&self, apps: &[u64], since: Option<Instant>) -> Option<(u64, String)> {
         let mut inner = self.lock();
-        inner.wake_parked(Instant::now());
-        // The queue is in poll order, so the first entry of these apps is the best candidate; if
-        // it is not due, none after it is.
-        let first = inner.queue.iter().find(|(_, _, app, _)| apps.contains(app)).cloned()?;
-        let (not_wanted, last_polled, app, task_id) = first.clone();
-        let due = match since {
-            Some(since) => !not_wanted || last_polled.is_none_or(|p| p < since),
-            None => !not_wanted,
-        };
-        if !due {
-            return None;
-        }
+        let first = inner.first_due(apps, since)?;
         inner.queue.remove(&first);
+        let (_, _, app, task_id) = first;
         let seq = inner.seq;
         let key = (app, task_id);
         if let Some(t) = inner.tasks.get_mut(&key) {

@@ -566,3 +566,61 @@ fn the_running_list_moves_gone_and_finished_tasks_to_the_front_once() {
     assert_eq!(r.hint_running_list(1, &listed, Instant::now()), 0);
     assert!(r.next_to_poll(&[1, 2], None).is_none());
 }
+
+/// After a restart every task is owed its first read; an end the running list reveals goes ahead
+/// of all of them, and a task whose poll is in flight is left to the next pass.
+#[test]
+fn a_hinted_read_goes_ahead_of_first_reads_and_waits_for_one_in_flight() {
+    let r = TaskRegistry::new();
+    for id in ["a", "b", "c", "d", "ended"] {
+        r.track(1, id, None, Source::Discovery);
+    }
+    let (_, first) = r.next_to_poll(&[1], None).expect("never-read tasks are wanted");
+    assert_eq!(first, "a", "first reads go in id order");
+    // "a" is in flight; the list omits it and "ended".
+    let listed: HashMap<String, bool> = ["b", "c", "d"].into_iter().map(|id| (id.to_string(), false)).collect();
+    let pass = Instant::now() + Duration::from_secs(1);
+    assert_eq!(r.hint_running_list(1, &listed, pass), 1, "only the idle one is hinted");
+    assert_eq!(
+        r.next_to_poll(&[1], None).map(|k| k.1).as_deref(),
+        Some("ended"),
+        "ahead of b, c and d"
+    );
+    // "a" comes back from its read; the next pass that still omits it hints it then.
+    r.apply_answer(
+        1,
+        "a",
+        &Answer::State(obs(TaskStatus::Pushing)),
+        Duration::from_secs(60),
+    );
+    r.finish_poll(1, "a", Instant::now());
+    assert_eq!(r.hint_running_list(1, &listed, pass), 1);
+    assert_eq!(r.next_to_poll(&[1], None).map(|k| k.1).as_deref(), Some("a"));
+}
+
+/// A PREPARED task is read again every `poll.interval`, ahead of the round robin, whatever the
+/// fleet's size; a PUSHING one waits for its turn.
+#[test]
+fn a_prepared_task_is_read_again_ahead_of_the_round_robin() {
+    let r = TaskRegistry::new();
+    r.set_prepared_reread(Duration::from_millis(50));
+    r.track(1, "prepared", None, Source::Discovery);
+    r.track(1, "pushing", None, Source::Discovery);
+    answer(&r, "prepared", Answer::State(obs(TaskStatus::Prepared)));
+    answer(&r, "pushing", Answer::State(obs(TaskStatus::Pushing)));
+    assert!(r.next_to_poll(&[1], None).is_none(), "nothing due yet");
+    std::thread::sleep(Duration::from_millis(60));
+    assert_eq!(r.next_to_poll(&[1], None).map(|k| k.1).as_deref(), Some("prepared"));
+    r.apply_answer(
+        1,
+        "prepared",
+        &Answer::State(obs(TaskStatus::Pushing)),
+        Duration::from_secs(60),
+    );
+    r.finish_poll(1, "prepared", Instant::now());
+    std::thread::sleep(Duration::from_millis(60));
+    assert!(
+        r.next_to_poll(&[1], None).is_none(),
+        "a PUSHING task is left to the round robin"
+    );
+}

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tiw_push_exporter::config::Config;
 use tiw_push_exporter::exporter::{Exporter, ServeOptions};
+pub use tiw_push_exporter::poller::PollOptions;
 use tiw_push_exporter::registry::TaskRegistry;
 use tiw_push_exporter::simulator::{SimConfig, SimCredential, SimServer, Simulator};
 use tiw_push_exporter::tencentcloud::RetryPolicy;
@@ -124,7 +125,10 @@ pub async fn start_exporter_with(yaml: &str, state: tempfile::TempDir, options: 
     let yaml = format!("{yaml}state:\n  path: {}\n", state.path().display());
     let config = Config::from_yaml(&yaml, &|_| None).expect("test config is valid");
     let options = ServeOptions {
-        retry: fast_retry(),
+        poll: PollOptions {
+            retry: fast_retry(),
+            ..options.poll
+        },
         ..options
     };
     let exporter = Exporter::new(config, options).expect("store opens");

@@ -30,7 +30,11 @@ async fn an_unlisted_task_is_confirmed_at_the_next_pass_not_the_next_sweep() {
     let yaml =
         config_yaml(&sim.endpoint(), &[APP], "600s", "").replace("discovery_interval: 600s", "discovery_interval: 1s");
     let exporter = start_exporter(&yaml).await;
-    wait_status(&exporter, &tasks[39], "PUSHING").await;
+    wait_for(Duration::from_secs(15), "every task read once", || async {
+        let m = exporter.scrape().await;
+        (m.get("tiw_push_tasks", &[("sdk_app_id", "1400000001"), ("status", "PUSHING")]) == Some(40.0)).then_some(())
+    })
+    .await;
     // The old task is tracked only if configured or called back; track it the way a callback would.
     exporter
         .registry
