@@ -96,6 +96,13 @@ impl PartialEq for Credentials {
     }
 }
 
+/// `poll.discovery_interval` unless set. A pass of DescribeRunningTasks costs one request per 500
+/// running tasks of an app (in practice one per app: Tencent runs at most 100 push tasks per app),
+/// from that action's own 20/s, and it is also how an end is noticed without callbacks. Every 5 s
+/// keeps that under a few seconds; the budget is met by the rate limiter, not by this number: an
+/// account with more than ~100 discovering apps gets passes as often as 20/s allows.
+pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone)]
 pub struct PollConfig {
     pub interval: Duration,

@@ -12,7 +12,7 @@ use url::Url;
 
 use super::{
     parse_listen_address, ApiConfig, AppConfig, CallbackConfig, Config, Credentials, PollConfig, Problem,
-    DEFAULT_CALLBACKS_IN_FLIGHT, DEFAULT_ENDPOINT, MAX_REQUESTS_PER_SECOND,
+    DEFAULT_CALLBACKS_IN_FLIGHT, DEFAULT_DISCOVERY_INTERVAL, DEFAULT_ENDPOINT, MAX_REQUESTS_PER_SECOND,
 };
 
 #[derive(Deserialize, Default)]
@@ -383,7 +383,7 @@ pub(super) fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, probl
         discovery_interval: c.duration(
             "poll.discovery_interval",
             poll.discovery_interval.as_ref(),
-            Duration::from_secs(60),
+            DEFAULT_DISCOVERY_INTERVAL,
         ),
     };
 
