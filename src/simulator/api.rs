@@ -212,7 +212,11 @@ async fn handle(
         Some(_) => {}
     }
     if !shared.admit(&secret_id, &action, arrived) {
-        shared.stats_mut().rate_limited += 1;
+        {
+            let mut stats = shared.stats_mut();
+            stats.rate_limited += 1;
+            *stats.over_limit.entry(action.clone()).or_default() += 1;
+        }
         let limit = shared.config.requests_per_second;
         // Several SecretIds of one account over the account's budget: Tencent's sub-code.
         let shared_account = shared

@@ -172,6 +172,8 @@ pub struct SimStats {
     pub requests: HashMap<String, u64>,
     /// Requests answered `RequestLimitExceeded`.
     pub rate_limited: u64,
+    /// Requests refused for the per-second limit (not injected faults), per action.
+    pub over_limit: HashMap<String, u64>,
     /// Requests refused with an `AuthFailure.*` code.
     pub auth_failures: u64,
     /// Arrival instants of admitted requests, per action (for rate checks in tests).

@@ -38,6 +38,10 @@ fn bench_run_smoke_reports_every_figure() {
         "footprint_idle_cpu_seconds_per_minute",
         "poll_rate_ratio",
         "poll_sweep_seconds",
+        "endings_100_list_p50_s",
+        "endings_100_list_max_s",
+        "endings_100_round_robin_p50_s",
+        "endings_100_round_robin_max_s",
     ] {
         assert!(
             figures.get(name).is_some_and(|v| v.is_finite() && *v >= 0.0),
@@ -49,6 +53,15 @@ fn bench_run_smoke_reports_every_figure() {
     assert_eq!(figures["ingest_all_reflected"], 1.0, "{text}");
     assert_eq!(figures["poll_rate_limited"], 0.0, "{text}");
     assert!(figures["poll_max_in_any_second"] <= 20.0, "{text}");
+    for mode in ["list", "round_robin"] {
+        assert_eq!(figures[&*format!("endings_100_{mode}_ends")], 5.0, "{text}");
+        for action in ["push", "list"] {
+            assert!(
+                figures[&*format!("endings_100_{mode}_{action}_max_in_any_second")] <= 20.0,
+                "{text}"
+            );
+        }
+    }
     println!("{text}");
 }
 

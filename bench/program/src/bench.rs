@@ -2,6 +2,7 @@
 //! Ratios are measured within one run on one machine, since absolute times on shared machines are
 //! noisy. `--smoke` runs tiny sizes (CI runs it so the benchmarks never rot).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use tiw_push_exporter::callback::compute_sign;
 use tiw_push_exporter::config::Config;
 use tiw_push_exporter::exporter::{Exporter, ServeOptions};
 use tiw_push_exporter::metrics::ExporterMetrics;
+use tiw_push_exporter::poller::PollOptions;
 use tiw_push_exporter::registry::{FinishReason, Observation, Source, TaskRegistry, TaskStatus};
 use tiw_push_exporter::simulator::{SimConfig, SimCredential};
 use tiw_push_exporter::store::Store;
@@ -31,6 +33,10 @@ struct Sizes {
     footprint_tasks: usize,
     idle_window: Duration,
     ingest_seconds: u64,
+    /// Fleet sizes of the `endings` workload, and how many tasks it ends over what window.
+    endings: Vec<usize>,
+    endings_count: usize,
+    endings_window: Duration,
 }
 
 fn out(name: &str, value: impl std::fmt::Display) {
@@ -204,6 +210,136 @@ async fn freshness(samples: usize) {
     token.cancel();
     let _ = served.await;
     sim.stop().await;
+}
+
+/// Tencent's ceiling of concurrent push tasks per app: a fleet of N is N/100 apps.
+const TASKS_PER_APP: usize = 100;
+
+/// endings: N running tasks (100 per app, on one account), callbacks off; `ends` random tasks end
+/// with EXCEPTION at the simulator, at random instants over `window`. How long from each
+/// end until `/metrics` shows that task STOPPED with reason EXCEPTION: with the per-task round
+/// robin alone (`follow_list` false: before the running list was read as a status signal) and
+/// with it, at the default discovery interval.
+async fn endings(n: usize, ends: usize, window: Duration, follow_list: bool) {
+    use rand::seq::IndexedRandom;
+    let label = format!("endings_{n}_{}", if follow_list { "list" } else { "round_robin" });
+    let apps: Vec<u64> = (0..n.div_ceil(TASKS_PER_APP) as u64).map(|i| 1400000001 + i).collect();
+    let sim = start_sim(sim_config(apps.clone(), Duration::from_millis(100))).await;
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = sim.sim.create_task(apps[i / TASKS_PER_APP], i as i64);
+        sim.sim.start_pushing(&t);
+        tasks.push(t);
+    }
+    let dir = scratch_dir();
+    // The default discovery interval: no `discovery_interval` key.
+    let yaml = yaml(&sim.endpoint(), &apps, None, "15s", dir.path(), true).replace("  discovery_interval: 60s\n", "");
+    let config = Config::from_yaml(&yaml, &|_| None).unwrap();
+    let options = ServeOptions {
+        poll: PollOptions {
+            follow_running_list: follow_list,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let exporter = Exporter::new(config, options).unwrap();
+    let registry = exporter.registry.clone();
+    let token = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = tokio::spawn(exporter.serve(listener, token.clone()));
+    // Every task discovered, and a moment of steady polling.
+    while registry.len() < n {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut rng = rand::rng();
+    let mut schedule: Vec<(Duration, String)> = tasks
+        .choose_multiple(&mut rng, ends)
+        .map(|t| (window.mul_f64(rand::Rng::random::<f64>(&mut rng)), t.clone()))
+        .collect();
+    schedule.sort();
+    let cpu_before = cpu_seconds(std::process::id());
+    let t0 = Instant::now();
+    let ender = {
+        let (sim, schedule) = (sim.sim.clone(), schedule.clone());
+        tokio::spawn(async move {
+            for (at, t) in schedule {
+                tokio::time::sleep_until((t0 + at).into()).await;
+                sim.stop(&t, "EXCEPTION");
+            }
+        })
+    };
+    let client = reqwest::Client::new();
+    let mut delays: HashMap<&str, f64> = HashMap::new();
+    while delays.len() < schedule.len() {
+        let text = get_text(&client, &format!("http://{addr}/metrics")).await;
+        let now = t0.elapsed();
+        // Off the runtime the exporter and the simulator share: reading 14 MB would hold up their
+        // requests, and the simulator would count a late arrival against the limit.
+        let shown = tokio::task::spawn_blocking(move || ended_with_exception(&text))
+            .await
+            .unwrap();
+        for (at, t) in &schedule {
+            if *at <= now && !delays.contains_key(t.as_str()) && shown.contains(t.as_str()) {
+                delays.insert(t, (now - *at).as_secs_f64());
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(1800),
+            "{label}: not every end showed in 30 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let _ = ender.await;
+    let t1 = Instant::now();
+    let took = (t1 - t0).as_secs_f64();
+    let delays: Vec<f64> = delays.values().copied().collect();
+    let stats = sim.sim.stats();
+    out(&format!("{label}_ends"), delays.len());
+    out(&format!("{label}_p50_s"), format!("{:.1}", percentile(&delays, 0.5)));
+    out(&format!("{label}_max_s"), format!("{:.1}", percentile(&delays, 1.0)));
+    for (action, short) in [("DescribeWhiteboardPush", "push"), ("DescribeRunningTasks", "list")] {
+        out(
+            &format!("{label}_{short}_rate_limited"),
+            stats.over_limit.get(action).copied().unwrap_or(0),
+        );
+        let rate = stats.admitted_between(action, t0, t1) as f64 / took;
+        out(&format!("{label}_{short}_requests_per_second"), format!("{rate:.2}"));
+        out(
+            &format!("{label}_{short}_max_in_any_second"),
+            stats.max_per_second(action),
+        );
+    }
+    // The whole bench process (simulator, exporter, scraper) while waiting: what the list costs.
+    out(
+        &format!("{label}_cpu_percent"),
+        format!("{:.0}", (cpu_seconds(std::process::id()) - cpu_before) / took * 100.0),
+    );
+    token.cancel();
+    let _ = served.await;
+    sim.stop().await;
+}
+
+/// Tasks an exposition shows STOPPED with reason EXCEPTION, in one pass over it.
+fn ended_with_exception(text: &str) -> std::collections::HashSet<String> {
+    use std::collections::HashSet;
+    let mut stopped = HashSet::new();
+    let mut exception = HashSet::new();
+    for line in text.lines() {
+        let set = if line.starts_with("tiw_push_task_status{") && line.contains("status=\"STOPPED\"} 1") {
+            &mut stopped
+        } else if line.starts_with("tiw_push_task_finish_reason{") && line.contains("reason=\"EXCEPTION\"} 1") {
+            &mut exception
+        } else {
+            continue;
+        };
+        if let Some(id) = line.split("task_id=\"").nth(1).and_then(|s| s.split('"').next()) {
+            set.insert(id);
+        }
+    }
+    stopped.intersection(&exception).map(|id| id.to_string()).collect()
 }
 
 /// footprint: start with N ended tasks in the store: time to ready, RSS, idle CPU.
@@ -382,6 +518,9 @@ pub async fn main() {
             footprint_tasks: 1_000,
             idle_window: Duration::from_secs(3),
             ingest_seconds: 2,
+            endings: vec![100],
+            endings_count: 5,
+            endings_window: Duration::from_secs(5),
         }
     } else {
         Sizes {
@@ -393,9 +532,12 @@ pub async fn main() {
             footprint_tasks: 10_000,
             idle_window: Duration::from_secs(60),
             ingest_seconds: 20,
+            endings: vec![1_000, 10_000],
+            endings_count: 20,
+            endings_window: Duration::from_secs(20),
         }
     };
-    // --only NAME[,NAME]: run just those workloads (render, ingest, freshness, footprint, poll).
+    // --only NAME[,NAME]: run just those workloads (render, ingest, freshness, footprint, poll, endings).
     let args: Vec<String> = std::env::args().collect();
     let only = args
         .iter()
@@ -422,5 +564,18 @@ pub async fn main() {
     }
     if run("poll") {
         poll(s.poll_tasks, s.poll_window, s.poll_interval).await;
+    }
+    // --endings N[,N]: the fleet sizes of the endings workload.
+    let endings_sizes: Vec<usize> = args
+        .iter()
+        .position(|a| a == "--endings")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or(s.endings.clone());
+    if run("endings") {
+        for &n in &endings_sizes {
+            endings(n, s.endings_count, s.endings_window, true).await;
+            endings(n, s.endings_count, s.endings_window, false).await;
+        }
     }
 }
