@@ -5,9 +5,24 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// `--version`: what node_exporter and the Prometheus toolkit print (`-V` prints the version only).
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (branch: ",
+    env!("TIW_BUILD_BRANCH"),
+    ", revision: ",
+    env!("TIW_BUILD_REVISION"),
+    ")\n  build date:       ",
+    env!("TIW_BUILD_DATE"),
+    "\n  rust version:     ",
+    env!("TIW_BUILD_RUSTC"),
+    "\n  platform:         ",
+    env!("TIW_BUILD_TARGET"),
+);
+
 /// Prometheus exporter for Tencent Cloud Interactive Whiteboard (TIW) whiteboard-push tasks.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, long_version = LONG_VERSION, about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,

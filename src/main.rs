@@ -123,6 +123,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let hup = catch_sighup();
             let token = CancellationToken::new();
             cancel_on_signal(token.clone());
+            tracing::info!(
+                version = env!("CARGO_PKG_VERSION"),
+                revision = env!("TIW_BUILD_REVISION"),
+                branch = env!("TIW_BUILD_BRANCH"),
+                build_date = env!("TIW_BUILD_DATE"),
+                rust = env!("TIW_BUILD_RUSTC"),
+                platform = env!("TIW_BUILD_TARGET"),
+                "starting tiw-push-exporter"
+            );
             let config = Config::load(config_file).map_err(|e| anyhow::anyhow!("{}: {e}", config_file.display()))?;
             let apps = config.apps.len();
             let options = ServeOptions {

@@ -410,3 +410,36 @@ fn compose_uses_the_tested_prometheus_and_grafana_files() {
     let provider = std::fs::read_to_string(repo("grafana/provisioning/dashboards/tiw-push-exporter.yml")).unwrap();
     assert!(provider.contains("path: /etc/grafana/tiw"));
 }
+
+/// `--version` prints what node_exporter prints: version, branch, revision, build date, toolchain
+/// and platform; `-V` the version alone.
+#[test]
+fn version_names_the_build() {
+    let long = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(long.status.success());
+    let long = String::from_utf8_lossy(&long.stdout);
+    let first = format!("tiw-push-exporter {} (branch: ", env!("CARGO_PKG_VERSION"));
+    assert!(long.starts_with(&first), "{long}");
+    for part in [
+        "revision: ",
+        "build date:",
+        "rust version:     rustc ",
+        "platform:         ",
+    ] {
+        assert!(long.contains(part), "{part:?} missing:\n{long}");
+    }
+    let revision = long
+        .split("revision: ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .unwrap_or("");
+    assert!(
+        revision == "unknown" || (revision.len() == 12 && revision.chars().all(|c| c.is_ascii_hexdigit())),
+        "{long}"
+    );
+    let short = Command::new(BIN).arg("-V").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&short.stdout).trim(),
+        format!("tiw-push-exporter {}", env!("CARGO_PKG_VERSION"))
+    );
+}
