@@ -373,13 +373,14 @@ pub fn spawn_exporter(bin: &std::path::Path, config: &std::path::Path, extra: &[
 }
 
 /// `program` as a shell would run it: without what cargo gives test processes (CARGO_PKG_* and
-/// friends, OUT_DIR, build-script variables). Build scripts watch those, so a nested cargo build
-/// would otherwise find an up-to-date release build stale and rebuild it.
+/// friends, OUT_DIR, and our build script's `TIW_BUILD_*`, which cargo also sets for tests). The
+/// build script watches those, so a nested cargo build would otherwise find an up-to-date release
+/// build stale, rebuild it with a new build date, and the next build outside the tests again.
 pub fn shell_command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
     let mut cmd = std::process::Command::new(program);
     for (key, _) in std::env::vars() {
         let from_cargo = key.starts_with("CARGO_") && !matches!(key.as_str(), "CARGO_HOME" | "CARGO_TARGET_DIR");
-        if from_cargo || key == "OUT_DIR" || key == "TIW_BUILD_REVISION" {
+        if from_cargo || key == "OUT_DIR" || key.starts_with("TIW_BUILD_") {
             cmd.env_remove(key);
         }
     }
