@@ -124,8 +124,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let token = CancellationToken::new();
             cancel_on_signal(token.clone());
             tracing::info!(
-                version = env!("CARGO_PKG_VERSION"),
-                revision = env!("TIW_BUILD_REVISION"),
+                version = tiw_push_exporter::metrics::VERSION,
+                revision = tiw_push_exporter::metrics::REVISION,
                 branch = env!("TIW_BUILD_BRANCH"),
                 build_date = env!("TIW_BUILD_DATE"),
                 rust = env!("TIW_BUILD_RUSTC"),

@@ -268,15 +268,7 @@ impl TiwClient {
     /// found, no status) are `Ok`; `Err` is everything that says nothing about the task. The
     /// first attempt goes out in `turn` when given ([`TiwClient::read_turn`]).
     pub async fn read_task(&self, task_id: &str, turn: Option<Permit>) -> Result<Answered, ApiError> {
-        let req = DescribeWhiteboardPushRequest {
-            sdk_app_id: self.sdk_app_id,
-            task_id: task_id.to_string(),
-        };
-        match self
-            .client
-            .call_in_turn::<_, WhiteboardPush>(DESCRIBE_WHITEBOARD_PUSH, &req, turn)
-            .await
-        {
+        match self.describe_whiteboard_push_in_turn(task_id, turn).await {
             Ok(reply) => Ok(Answered {
                 answer: reply.answer(),
                 request_id: reply.request_id.clone().unwrap_or_default(),
@@ -302,11 +294,20 @@ impl TiwClient {
 
     /// DescribeWhiteboardPush for one task.
     pub async fn describe_whiteboard_push(&self, task_id: &str) -> Result<WhiteboardPush, ApiError> {
+        self.describe_whiteboard_push_in_turn(task_id, None).await
+    }
+
+    /// DescribeWhiteboardPush for one task, its first attempt in `turn` when given.
+    async fn describe_whiteboard_push_in_turn(
+        &self,
+        task_id: &str,
+        turn: Option<Permit>,
+    ) -> Result<WhiteboardPush, ApiError> {
         let req = DescribeWhiteboardPushRequest {
             sdk_app_id: self.sdk_app_id,
             task_id: task_id.to_string(),
         };
-        self.client.call(DESCRIBE_WHITEBOARD_PUSH, &req).await
+        self.client.call_in_turn(DESCRIBE_WHITEBOARD_PUSH, &req, turn).await
     }
 
     /// One page of DescribeRunningTasks for whiteboard-push tasks.
