@@ -16,6 +16,7 @@
 //! - [`poller`] (discovery and polling) and [`callback`] (verified TIW events): the two ways in.
 //! - [`reload`], [`http`] (the route table and basic auth), [`webconfig`] (reads the web config
 //!   file), [`server`] (accept loop, limits, TLS).
+//! - [`logfmt`]: the log line format of `--log.format=logfmt` (`msg=`, as the ecosystem writes it).
 //! - [`exporter`]: the composition root for `serve`; [`demo`] runs it against [`simulator`], an
 //!   embedded stand-in for Tencent; [`admin`] and [`cli`]: the one-shot commands and the flags.
 
@@ -30,6 +31,7 @@ pub mod exporter;
 pub mod fuzzing;
 pub mod http;
 pub mod instruments;
+pub mod logfmt;
 pub mod metrics;
 pub mod poller;
 pub mod registry;
