@@ -72,7 +72,28 @@ async fn refuse_bodies(request: axum::extract::Request, next: axum::middleware::
     }
 }
 
-async fn metrics(State(state): State<HttpState>) -> Response {
+/// Whether an `Accept-Encoding` header value takes gzip (RFC 9110 §12.5.3): `gzip` or `*` listed
+/// with a weight above zero, and gzip not refused by name (`gzip;q=0`).
+pub fn accepts_gzip(header_value: &str) -> bool {
+    let mut star = false;
+    for item in header_value.split(',') {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let weight = parts
+            .filter_map(|p| p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q=")))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            return weight > 0.0;
+        }
+        if coding == "*" {
+            star = weight > 0.0;
+        }
+    }
+    star
+}
+
+async fn metrics(State(state): State<HttpState>, headers: axum::http::HeaderMap) -> Response {
     let _permit = match &state.scrapes {
         Some(scrapes) => match scrapes.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
@@ -88,12 +109,26 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         },
         None => None,
     };
+    let gzip = headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(accepts_gzip);
     let m = state.metrics.clone();
-    // Rendering a large registry is CPU work; keep it off the async workers.
-    match tokio::task::spawn_blocking(move || m.render()).await {
-        Ok(body) => ([(header::CONTENT_TYPE, TEXT_CONTENT_TYPE)], body).into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metrics rendering failed\n").into_response(),
+    // Rendering (and compressing) a large registry is CPU work; keep it off the async workers.
+    let rendered =
+        tokio::task::spawn_blocking(move || if gzip { m.render_gzip() } else { m.render().into_bytes() }).await;
+    let Ok(body) = rendered else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "metrics rendering failed\n").into_response();
+    };
+    let mut response = ([(header::CONTENT_TYPE, TEXT_CONTENT_TYPE)], body).into_response();
+    let headers = response.headers_mut();
+    // Caches between the scraper and us must not hand a gzip body to a client that did not ask.
+    headers.insert(header::VARY, header::HeaderValue::from_static("accept-encoding"));
+    if gzip {
+        headers.insert(header::CONTENT_ENCODING, header::HeaderValue::from_static("gzip"));
     }
+    response
 }
 
 async fn reload(State(state): State<HttpState>) -> Response {
@@ -201,6 +236,63 @@ mod tests {
         let mut free = state(true);
         free.scrapes = Some(Arc::new(tokio::sync::Semaphore::new(1)));
         assert_eq!(get(router(free), "/custom").await.0, StatusCode::OK);
+    }
+
+    #[test]
+    fn accept_encoding_is_read_as_rfc_9110_says() {
+        for (value, gzip) in [
+            ("gzip", true),
+            ("gzip, deflate, br", true),
+            ("deflate, GZIP;q=0.5", true),
+            ("identity", false),
+            ("gzip;q=0", false),
+            ("gzip; q=0.000", false),
+            ("*", true),
+            ("*;q=0", false),
+            ("gzip;q=0, *", false),
+            ("br, *;q=0.1", true),
+            ("", false),
+        ] {
+            assert_eq!(accepts_gzip(value), gzip, "{value:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn metrics_are_gzipped_only_when_asked() {
+        use std::io::Read;
+        let request = |encoding: Option<&str>| {
+            let mut r = Request::get("/custom");
+            if let Some(e) = encoding {
+                r = r.header(header::ACCEPT_ENCODING, e);
+            }
+            r.body(Body::empty()).unwrap()
+        };
+        let plain = router(state(true)).oneshot(request(None)).await.unwrap();
+        assert!(plain.headers().get(header::CONTENT_ENCODING).is_none());
+        let plain = axum::body::to_bytes(plain.into_body(), 1 << 20).await.unwrap();
+        let zipped = router(state(true))
+            .oneshot(request(Some("gzip, deflate")))
+            .await
+            .unwrap();
+        assert_eq!(zipped.headers()[header::CONTENT_ENCODING], "gzip");
+        assert_eq!(zipped.headers()[header::VARY], "accept-encoding");
+        assert_eq!(zipped.headers()[header::CONTENT_TYPE], TEXT_CONTENT_TYPE);
+        let zipped = axum::body::to_bytes(zipped.into_body(), 1 << 20).await.unwrap();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&zipped[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        // The process collector's values move between two renders; the families do not.
+        let names = |t: &str| {
+            t.lines()
+                .filter(|l| l.starts_with("# TYPE"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&text), names(std::str::from_utf8(&plain).unwrap()));
+        assert!(text.contains("tiw_exporter_build_info"));
+        let refused = router(state(true)).oneshot(request(Some("gzip;q=0"))).await.unwrap();
+        assert!(refused.headers().get(header::CONTENT_ENCODING).is_none());
     }
 
     #[tokio::test]

@@ -200,9 +200,24 @@ fn push_series(out: &mut String, name: &str, labels: &str, extra: Option<(&str, 
     out.push('}');
 }
 
+/// Hands `out` to `flush` once it holds `limit` bytes or more (see [`TaskCollector::encode_text_chunked`]).
+#[inline]
+fn spill(out: &mut String, limit: usize, flush: &mut dyn FnMut(&mut String)) {
+    if out.len() >= limit {
+        flush(out);
+    }
+}
+
 impl TaskCollector {
     /// Writes every task family in the text exposition format, under one short registry lock.
     pub fn encode_text(&self, out: &mut String) {
+        self.encode_text_chunked(out, usize::MAX, &mut |_| {});
+    }
+
+    /// Like [`TaskCollector::encode_text`], but hands `out` to `flush` whenever it holds `limit`
+    /// bytes or more (`flush` empties it), so that a compressed scrape of a large fleet never
+    /// holds the whole text at once. What is left at the end stays in `out`.
+    pub fn encode_text_chunked(&self, out: &mut String, limit: usize, flush: &mut dyn FnMut(&mut String)) {
         let view = self.tasks.view();
         if self.per_task.load(Ordering::Relaxed) {
             // Each task's shared labels, escaped once: `sdk_app_id="..",task_id="..",room_id=".."`.
@@ -222,9 +237,12 @@ impl TaskCollector {
                 .collect();
             // Stable order (as the prometheus crate's gather gives): diffs and greps stay readable.
             tasks.sort_unstable_by(|(a, _), (b, _)| (a.sdk_app_id, &a.task_id).cmp(&(b.sdk_app_id, &b.task_id)));
-            out.reserve(tasks.len() * 1200);
+            if limit == usize::MAX {
+                out.reserve(tasks.len() * 1200);
+            }
             push_header(out, &INFO);
             for (t, l) in &tasks {
+                spill(out, limit, flush);
                 out.push_str(INFO.name);
                 out.push('{');
                 out.push_str(l);
@@ -236,6 +254,7 @@ impl TaskCollector {
             }
             push_header(out, &STATUS);
             for (t, l) in &tasks {
+                spill(out, limit, flush);
                 for s in TaskStatus::ALL {
                     push_int(
                         out,
@@ -248,40 +267,47 @@ impl TaskCollector {
             }
             push_header(out, &FINISH_REASON);
             for (t, l) in &tasks {
+                spill(out, limit, flush);
                 if let (true, Some(r)) = (t.status.is_ended(), t.finish_reason) {
                     push_int(out, FINISH_REASON.name, l, Some(("reason", r.as_str())), 1);
                 }
             }
             push_header(out, &START);
             for (t, l) in &tasks {
+                spill(out, limit, flush);
                 if let Some(s) = t.push_start_time {
                     push_int(out, START.name, l, None, s);
                 }
             }
             push_header(out, &STOP);
             for (t, l) in &tasks {
+                spill(out, limit, flush);
                 if let (true, Some(s)) = (t.status.is_ended(), t.push_stop_time) {
                     push_int(out, STOP.name, l, None, s);
                 }
             }
             push_header(out, &DURATION);
             for (t, l) in &tasks {
+                spill(out, limit, flush);
                 if let Some(d) = t.duration() {
                     push_float(out, DURATION.name, l, None, d);
                 }
             }
             push_header(out, &EXCEPTIONS);
             for (t, l) in &tasks {
+                spill(out, limit, flush);
                 push_int(out, EXCEPTIONS.name, l, None, t.exception_cnt as i64);
             }
             push_header(out, &IM_SYNC);
             for (t, l) in &tasks {
+                spill(out, limit, flush);
                 if let Some(s) = t.im_sync_time {
                     push_int(out, IM_SYNC.name, l, None, s);
                 }
             }
             push_header(out, &LAST_UPDATE);
             for (t, l) in &tasks {
+                spill(out, limit, flush);
                 push_float(out, LAST_UPDATE.name, l, None, t.last_update);
             }
         }

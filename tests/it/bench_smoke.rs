@@ -27,6 +27,9 @@ fn bench_run_smoke_reports_every_figure() {
         "render_100_bytes",
         "render_100_ratio",
         "render_1000_ratio",
+        "render_1000_gzip_median_ms",
+        "render_1000_gzip_ratio",
+        "gzip_1000_level6_bytes",
         "ingest_events_per_second",
         "ingest_p99_ms",
         "ingest_healthy_requests_per_second",
@@ -35,6 +38,7 @@ fn bench_run_smoke_reports_every_figure() {
         "freshness_p99_ms",
         "footprint_ready_seconds",
         "footprint_rss_mib",
+        "footprint_rss_gzip_scrapes_mib",
         "footprint_idle_cpu_seconds_per_minute",
         "poll_rate_ratio",
         "poll_sweep_seconds",
@@ -52,6 +56,12 @@ fn bench_run_smoke_reports_every_figure() {
     assert_eq!(figures["ingest_socket_errors"], 0.0, "{text}");
     assert_eq!(figures["ingest_all_reflected"], 1.0, "{text}");
     assert_eq!(figures["poll_rate_limited"], 0.0, "{text}");
+    // gzip is on the wire, and it compresses: a small share of the plain text.
+    assert!(figures["footprint_gzip_scrape_bytes"] > 0.0, "{text}");
+    assert!(
+        figures["render_1000_gzip_bytes"] * 4.0 < figures["render_1000_bytes"],
+        "{text}"
+    );
     assert!(figures["poll_max_in_any_second"] <= 20.0, "{text}");
     for mode in ["list", "round_robin"] {
         assert_eq!(figures[&*format!("endings_100_{mode}_ends")], 5.0, "{text}");

@@ -87,6 +87,30 @@ fn render(sizes: &[(usize, usize)]) {
             &format!("render_{n}_ratio"),
             format!("{:.3}", percentile(&mine, 0.5) / percentile(&base, 0.5)),
         );
+        // What a Prometheus scrape costs: render and gzip (the exporter's level and backend).
+        let (zipped, zipped_bytes) = time_ms(&mut || ours.render_gzip().len(), reps);
+        out(
+            &format!("render_{n}_gzip_median_ms"),
+            format!("{:.3}", percentile(&zipped, 0.5)),
+        );
+        out(&format!("render_{n}_gzip_bytes"), zipped_bytes);
+        out(
+            &format!("render_{n}_gzip_ratio"),
+            format!("{:.3}", percentile(&zipped, 0.5) / percentile(&base, 0.5)),
+        );
+        // The choice of level: the same text at levels 1 and 6 (BENCHMARKS.md has the choice of backend).
+        let text = ours.render();
+        for level in [1, 6] {
+            let (t, b) = time_ms(
+                &mut || tiw_push_exporter::metrics::gzip(text.as_bytes(), level).len(),
+                reps.div_ceil(2),
+            );
+            out(
+                &format!("gzip_{n}_level{level}_median_ms"),
+                format!("{:.3}", percentile(&t, 0.5)),
+            );
+            out(&format!("gzip_{n}_level{level}_bytes"), b);
+        }
     }
 }
 
@@ -378,11 +402,18 @@ async fn footprint(n: usize, idle: Duration) {
     let client = reqwest::Client::new();
     wait_ready(&client, &addr).await;
     let ready = started.elapsed();
+    let pid = proc.0.id();
+    // Scraped as Prometheus does (gzip) first, so that this RSS is what a gzip-only scraper costs;
+    // then plain scrapes on top.
+    let mut gzip_bytes = 0;
+    for _ in 0..5 {
+        gzip_bytes = get_gzip_len(&client, &format!("http://{addr}/metrics")).await;
+    }
+    let rss_gzip = rss_mib(pid);
     let mut bytes = 0;
     for _ in 0..5 {
         bytes = get_text(&client, &format!("http://{addr}/metrics")).await.len();
     }
-    let pid = proc.0.id();
     let rss = rss_mib(pid);
     let cpu0 = cpu_seconds(pid);
     let t0 = Instant::now();
@@ -392,6 +423,8 @@ async fn footprint(n: usize, idle: Duration) {
     out("footprint_ready_seconds", format!("{:.3}", ready.as_secs_f64()));
     out("footprint_rss_mib", format!("{rss:.1}"));
     out("footprint_scrape_bytes", bytes);
+    out("footprint_gzip_scrape_bytes", gzip_bytes);
+    out("footprint_rss_gzip_scrapes_mib", format!("{rss_gzip:.1}"));
     out("footprint_idle_cpu_seconds_per_minute", format!("{cpu_per_minute:.3}"));
     drop(proc);
     sim.stop().await;

@@ -28,6 +28,22 @@ pub async fn get_text(client: &reqwest::Client, url: &str) -> String {
     res.text().await.unwrap_or_else(|e| panic!("GET {url}: {e}"))
 }
 
+/// The size on the wire of a GET that asks for gzip (as Prometheus does); the body must be gzip.
+pub async fn get_gzip_len(client: &reqwest::Client, url: &str) -> usize {
+    let res = client
+        .get(url)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert_eq!(
+        res.headers().get("content-encoding").and_then(|v| v.to_str().ok()),
+        Some("gzip"),
+        "GET {url} with Accept-Encoding: gzip"
+    );
+    res.bytes().await.unwrap_or_else(|e| panic!("GET {url}: {e}")).len()
+}
+
 /// A child process killed when dropped.
 pub struct Proc(pub Child);
 impl Drop for Proc {
