@@ -27,7 +27,9 @@ pub fn print_quietly(text: &str) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
-/// GET /-/healthy on this machine's listener; exit 0 when it answers 200.
+/// GET /-/healthy on this machine's listener; exit 0 when it answers 200. Over HTTPS when the
+/// web config has TLS; without the web config, a listener that does not speak plain HTTP is
+/// tried again over HTTPS, so a container health check works whichever way the exporter runs.
 pub async fn healthcheck(listen_address: &str, tls: bool) -> anyhow::Result<ExitCode> {
     let addr = parse_listen_address(listen_address).map_err(|e| anyhow::anyhow!("--web.listen-address: {e}"))?;
     let host = if addr.ip().is_unspecified() {
@@ -35,13 +37,24 @@ pub async fn healthcheck(listen_address: &str, tls: bool) -> anyhow::Result<Exit
     } else {
         addr
     };
-    let url = format!("{}://{host}/-/healthy", if tls { "https" } else { "http" });
     // Our own loopback listener: its certificate is for the outside name, not 127.0.0.1.
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(5))
         .danger_accept_invalid_certs(true)
         .build()?;
-    match client.get(&url).send().await {
+    let get = |scheme: &str| {
+        let url = format!("{scheme}://{host}/-/healthy");
+        let request = client.get(&url).send();
+        async move { (url, request.await) }
+    };
+    let (mut url, mut answer) = get(if tls { "https" } else { "http" }).await;
+    if let (false, Err(e)) = (tls, &answer) {
+        // Connected, but no HTTP answer: a TLS listener (its reply to plain HTTP is not HTTP).
+        if !e.is_connect() && !e.is_timeout() {
+            (url, answer) = get("https").await;
+        }
+    }
+    match answer {
         Ok(r) if r.status().is_success() => Ok(ExitCode::SUCCESS),
         Ok(r) => {
             eprintln!("{url}: HTTP {}", r.status());

@@ -27,14 +27,31 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
     /// Path of the YAML configuration file.
-    #[arg(long = "config.file", global = true, default_value = "config.yaml")]
+    #[arg(
+        long = "config.file",
+        global = true,
+        env = "TIW_CONFIG_FILE",
+        default_value = "config.yaml"
+    )]
     pub config_file: PathBuf,
-    /// Address to listen on for metrics, health and callbacks.
-    #[arg(long = "web.listen-address", global = true, default_value = ":9897")]
-    pub listen_address: String,
-    /// TLS and basic auth, in the Prometheus exporter-toolkit format (tls_server_config, basic_auth_users).
-    #[arg(long = "web.config.file", global = true)]
+    /// Address to listen on for metrics, health and callbacks; repeat the flag (or separate with
+    /// commas) to listen on several. `healthcheck` checks the first.
+    #[arg(
+        long = "web.listen-address",
+        global = true,
+        env = "TIW_WEB_LISTEN_ADDRESS",
+        default_value = ":9897",
+        value_delimiter = ','
+    )]
+    pub listen_address: Vec<String>,
+    /// TLS and basic auth, in the Prometheus exporter-toolkit format (tls_server_config,
+    /// basic_auth_users); re-read when it or a certificate it names changes.
+    #[arg(long = "web.config.file", global = true, env = "TIW_WEB_CONFIG_FILE")]
     pub web_config_file: Option<PathBuf>,
+    /// Leave out the metrics about the exporter process and its HTTP server (process_*,
+    /// tiw_exporter_http_*); what it observes of TIW and its own polling stays.
+    #[arg(long = "web.disable-exporter-metrics", global = true)]
+    pub disable_exporter_metrics: bool,
     /// Path under which metrics are exposed.
     #[arg(long = "web.telemetry-path", global = true, default_value = "/metrics", value_parser = parse_telemetry_path)]
     pub telemetry_path: String,

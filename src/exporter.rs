@@ -19,7 +19,7 @@ use crate::poller::PollOptions;
 use crate::registry::TaskRegistry;
 use crate::reload::{ReloadHandle, ReloadReply, Supervisor};
 use crate::store::{spawn_writer, writer_channel, Store, StoreError, WriterInbox};
-use crate::webconfig::WebConfig;
+use crate::webconfig::{LiveWebConfig, WebConfig, WEB_CONFIG_CHECK_INTERVAL};
 
 /// Options that come from flags rather than the config file.
 #[derive(Debug, Clone)]
@@ -29,8 +29,14 @@ pub struct ServeOptions {
     pub poll: PollOptions,
     /// Where a reload reads the configuration from; `None`: reloads are refused.
     pub config_file: Option<PathBuf>,
-    /// TLS and basic auth (`--web.config.file`).
+    /// TLS and basic auth (`--web.config.file`) as read at start.
     pub web: WebConfig,
+    /// Where `web` was read from: re-read while serving when it (or a certificate it names)
+    /// changes. `None`: `web` stays as given.
+    pub web_config_file: Option<PathBuf>,
+    /// The metrics about the process and its HTTP server (`process_*`, `tiw_exporter_http_*`);
+    /// `false`: `--web.disable-exporter-metrics`.
+    pub exporter_metrics: bool,
     /// Connection, timeout and concurrency limits (`--web.*`).
     pub limits: crate::server::Limits,
 }
@@ -42,6 +48,8 @@ impl Default for ServeOptions {
             poll: PollOptions::default(),
             config_file: None,
             web: WebConfig::default(),
+            web_config_file: None,
+            exporter_metrics: true,
             limits: Default::default(),
         }
     }
@@ -55,6 +63,8 @@ pub struct Exporter {
     pub callbacks: Arc<CallbackReceiver>,
     pub store: Arc<Store>,
     options: ServeOptions,
+    /// The web config in force (re-read on change).
+    web: Arc<LiveWebConfig>,
     ready: Arc<AtomicBool>,
     reload: ReloadHandle,
     reload_rx: mpsc::Receiver<ReloadReply>,
@@ -77,7 +87,8 @@ impl Exporter {
         // Apps left out of the configuration keep their state, hidden, until they return.
         registry.set_configured(config.apps.iter().map(|a| a.sdk_app_id));
         crate::reload::log_hidden_apps(&registry);
-        let metrics = ExporterMetrics::new(registry.clone(), config.per_task_metrics);
+        let metrics =
+            ExporterMetrics::with_exporter_metrics(registry.clone(), config.per_task_metrics, options.exporter_metrics);
         metrics.register_apps(config.apps.iter().map(|a| a.sdk_app_id));
         callback::log_trust(&config);
         metrics.config.loaded(true);
@@ -90,7 +101,9 @@ impl Exporter {
             options.limits.read_timeout,
         ));
         let (reload, reload_rx) = ReloadHandle::channel();
+        let web = LiveWebConfig::new(options.web.clone(), options.web_config_file.clone());
         Ok(Exporter {
+            web,
             config,
             registry,
             metrics,
@@ -107,6 +120,20 @@ impl Exporter {
     /// A handle that reloads this exporter once it serves.
     pub fn reload_handle(&self) -> ReloadHandle {
         self.reload.clone()
+    }
+
+    /// POST /-/reload answers whoever reaches the main listener when no basic auth guards it; with
+    /// callbacks on that listener too, that is whoever TIW's callbacks come through. Said at start.
+    fn warn_if_reload_is_open(&self, callbacks_apart: bool) {
+        let guarded = self.options.web.basic_auth_users.is_some();
+        if !guarded && !callbacks_apart {
+            tracing::warn!(
+                callback_path = %self.config.callback.path,
+                "callbacks share the main listener and no basic_auth_users guard it: whoever can send \
+                 callbacks can also scrape and POST /-/reload; set callback.listen_address (which serves \
+                 the callback path alone) or basic_auth_users in --web.config.file"
+            );
+        }
     }
 
     /// The callback path must not shadow another endpoint of the listener it shares.
@@ -135,10 +162,12 @@ impl Exporter {
             },
         });
         // Basic auth guards metrics, reload and the landing page; probes stay open, and callbacks
-        // (merged below, outside the guard) carry their own signature.
-        let main = match &self.options.web.basic_auth_users {
-            Some(users) => crate::http::auth::guard(main, users, self.metrics.http.clone()),
-            None => main,
+        // (merged below, outside the guard) carry their own signature. With a web config file the
+        // guard is always there: a later version of the file may list users.
+        let main = if self.options.web_config_file.is_some() || self.options.web.basic_auth_users.is_some() {
+            crate::http::auth::guard(main, self.web.clone(), self.metrics.http.clone())
+        } else {
+            main
         };
         match self.config.callback.listen_address {
             None => main.merge(self.callback_router()),
@@ -153,6 +182,12 @@ impl Exporter {
 
     /// Like [`Exporter::serve_with`], binding `callback.listen_address` when it is set.
     pub async fn serve(self, listener: TcpListener, token: CancellationToken) -> std::io::Result<()> {
+        self.serve_on(vec![listener], token).await
+    }
+
+    /// [`Exporter::serve`] on several listeners (`--web.listen-address` given more than once),
+    /// each serving the same routes.
+    pub async fn serve_on(self, listeners: Vec<TcpListener>, token: CancellationToken) -> std::io::Result<()> {
         let callback_listener = match self.config.callback.listen_address {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
                 std::io::Error::new(
@@ -162,15 +197,15 @@ impl Exporter {
             })?),
             None => None,
         };
-        self.serve_with(listener, callback_listener, token).await
+        self.serve_with(listeners, callback_listener, token).await
     }
 
-    /// Tracks the configured tasks, starts polling, and serves HTTP on `listener` (and callbacks on
+    /// Tracks the configured tasks, starts polling, and serves HTTP on `listeners` (and callbacks on
     /// `callback_listener` when given) until `token` is cancelled; then lets open requests finish
     /// (at most [`crate::server::SHUTDOWN_GRACE`]), writes the store a last time and waits for every loop to stop.
     pub async fn serve_with(
         self,
-        listener: TcpListener,
+        listeners: Vec<TcpListener>,
         callback_listener: Option<TcpListener>,
         token: CancellationToken,
     ) -> std::io::Result<()> {
@@ -182,8 +217,10 @@ impl Exporter {
         let writer_token = CancellationToken::new();
         let main_router = self.router();
         let callback_router = self.callback_router();
-        let tls = self.options.web.tls.clone();
+        // Whether the listeners speak TLS is fixed at start; the certificate follows the file.
+        let tls = self.options.web.tls.is_some().then(|| self.web.clone());
         let limits = self.options.limits.clone();
+        self.warn_if_reload_is_open(callback_listener.is_some());
         let Exporter {
             config,
             registry,
@@ -194,6 +231,7 @@ impl Exporter {
             reload_rx,
             store,
             writer_inbox,
+            web,
             ..
         } = self;
         spawn_writer(
@@ -205,6 +243,7 @@ impl Exporter {
             writer_token.clone(),
         );
 
+        let metrics_for_web = metrics.clone();
         let supervisor = Supervisor::start(
             config,
             registry,
@@ -223,12 +262,62 @@ impl Exporter {
                 }
             });
         }
+        {
+            let (metrics, stop) = (metrics_for_web, token.clone());
+            tracker.spawn(watch_web_config(web, metrics, stop));
+        }
+        let mut main_servers = tokio::task::JoinSet::new();
+        for listener in listeners {
+            let (tls, router, limits, stop) = (tls.clone(), main_router.clone(), limits.clone(), token.clone());
+            main_servers.spawn(async move { crate::server::serve(listener, tls, router, &limits, stop).await });
+        }
         tracker.close();
         ready.store(true, Ordering::Release);
-        let result = crate::server::serve(listener, tls, main_router, &limits, token.clone()).await;
+        // The first listener to fail stops them all (and the exporter); otherwise they end together.
+        let mut result = Ok(());
+        while let Some(ended) = main_servers.join_next().await {
+            match ended {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    token.cancel();
+                    result = result.and(Err(e));
+                }
+                Err(e) => {
+                    token.cancel();
+                    result = result.and(Err(std::io::Error::other(format!("listener task failed: {e}"))));
+                }
+            }
+        }
         token.cancel();
         writer_token.cancel();
         tracker.wait().await;
         result
+    }
+}
+
+/// Re-reads the web config every [`WEB_CONFIG_CHECK_INTERVAL`] until `token` is cancelled, logging
+/// and counting what changed.
+async fn watch_web_config(web: Arc<LiveWebConfig>, metrics: Arc<ExporterMetrics>, token: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(WEB_CONFIG_CHECK_INTERVAL) => {}
+            _ = token.cancelled() => return,
+        }
+        // File reads and a certificate parse: off the async workers.
+        let checking = web.clone();
+        let Ok(checked) = tokio::task::spawn_blocking(move || checking.check()).await else {
+            continue;
+        };
+        match checked {
+            None => {}
+            Some(Ok(())) => {
+                metrics.config.web_loaded(true);
+                tracing::info!("web config file changed: new connections use it");
+            }
+            Some(Err(e)) => {
+                metrics.config.web_loaded(false);
+                tracing::error!(error = %e, "web config file changed but cannot be used; the previous one stays in force");
+            }
+        }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use prometheus::{Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
 use crate::task::unix_now;
 
@@ -370,11 +370,13 @@ impl StoreInstruments {
     }
 }
 
-/// Whether the configuration last loaded, and when it last did.
+/// Whether the configuration last loaded, and when it last did; the same for `--web.config.file`.
 #[derive(Clone)]
 pub struct ConfigInstruments {
     last_reload_successful: Gauge,
     last_reload_success_timestamp: Gauge,
+    web_last_reload_successful: Gauge,
+    web_reload_failures: IntCounter,
 }
 
 impl ConfigInstruments {
@@ -394,7 +396,30 @@ impl ConfigInstruments {
                     "Unix time of the last successful configuration load.",
                 )?,
             )?,
+            web_last_reload_successful: registered(
+                registry,
+                Gauge::new(
+                    "tiw_exporter_web_config_last_reload_successful",
+                    "1 if the --web.config.file in force is the file as it is now (1 without one); 0 while a change to it is refused.",
+                )?,
+            )?,
+            web_reload_failures: registered(
+                registry,
+                IntCounter::new(
+                    "tiw_exporter_web_config_reload_failures_total",
+                    "Changes to --web.config.file (or the certificates it names) refused; the previous web config stayed in force.",
+                )?,
+            )?,
         })
+        .inspect(|c| c.web_last_reload_successful.set(1.0))
+    }
+
+    /// A changed web config file was taken (`ok`) or refused.
+    pub fn web_loaded(&self, ok: bool) {
+        self.web_last_reload_successful.set(if ok { 1.0 } else { 0.0 });
+        if !ok {
+            self.web_reload_failures.inc();
+        }
     }
 
     /// A configuration load succeeded (`ok`) just now, or was refused.

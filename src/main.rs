@@ -104,6 +104,15 @@ async fn bind(address: &str) -> anyhow::Result<tokio::net::TcpListener> {
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
+/// Every `--web.listen-address`; the same address twice is an error, as binding it twice would be.
+async fn bind_all(addresses: &[String]) -> anyhow::Result<Vec<tokio::net::TcpListener>> {
+    let mut listeners = Vec::with_capacity(addresses.len());
+    for address in addresses {
+        listeners.push(bind(address).await?);
+    }
+    Ok(listeners)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let web = match &cli.web_config_file {
         Some(path) => WebConfig::load(path)?,
@@ -118,11 +127,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_requests: cli.max_requests as usize,
         },
         web,
+        web_config_file: cli.web_config_file.clone(),
+        exporter_metrics: !cli.disable_exporter_metrics,
         ..Default::default()
     };
     let config_file = cli.config_file.as_path();
+    let first_address = cli.listen_address.first().map(String::as_str).unwrap_or(":9897");
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Healthcheck => admin::healthcheck(&cli.listen_address, options.web.tls.is_some()).await,
+        Command::Healthcheck => admin::healthcheck(first_address, options.web.tls.is_some()).await,
         Command::Serve => {
             let hup = catch_sighup();
             let token = CancellationToken::new();
@@ -143,10 +155,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ..options
             };
             let exporter = Exporter::new(config, options)?;
-            let listener = bind(&cli.listen_address).await?;
-            tracing::info!(address = %listener.local_addr()?, apps, version = env!("CARGO_PKG_VERSION"), "listening");
+            let listeners = bind_all(&cli.listen_address).await?;
+            for listener in &listeners {
+                tracing::info!(address = %listener.local_addr()?, apps, version = env!("CARGO_PKG_VERSION"), "listening");
+            }
             reload_on_sighup(hup, exporter.reload_handle());
-            exporter.serve(listener, token).await?;
+            exporter.serve_on(listeners, token).await?;
             tracing::info!("stopped");
             Ok(ExitCode::SUCCESS)
         }
@@ -156,7 +170,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let simulator_address = parse_listen_address(&simulator_address)
                 .map_err(|e| anyhow::anyhow!("--simulator.listen-address: {e}"))?;
-            let listener = bind(&cli.listen_address).await?;
+            if cli.listen_address.len() > 1 {
+                anyhow::bail!(
+                    "--web.listen-address: demo listens on one address, got {}",
+                    cli.listen_address.len()
+                );
+            }
+            let listener = bind(first_address).await?;
             let token = CancellationToken::new();
             cancel_on_signal(token.clone());
             let demo_options = tiw_push_exporter::demo::DemoOptions {

@@ -21,8 +21,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
+
+use crate::webconfig::LiveWebConfig;
 
 /// How long a graceful shutdown waits for open connections before it stops them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
@@ -57,10 +58,11 @@ impl Default for Limits {
 }
 
 /// Serves `router` on `listener`, over TLS when `tls` is set, until `token` is cancelled; then
-/// lets open requests finish for at most [`SHUTDOWN_GRACE`].
+/// lets open requests finish for at most [`SHUTDOWN_GRACE`]. Each TLS connection gets the
+/// certificate in force when it is accepted (the web config is re-read on change).
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<Arc<ServerConfig>>,
+    tls: Option<Arc<LiveWebConfig>>,
     router: axum::Router,
     limits: &Limits,
     token: CancellationToken,
@@ -72,7 +74,6 @@ pub async fn serve(
         .header_read_timeout(limits.read_header_timeout)
         .max_header_size(MAX_HEAD_BYTES);
     let http = Arc::new(http);
-    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut full_logged = false;
     loop {
         // Take a slot first, so that past the cap connections wait in the backlog.
@@ -111,7 +112,11 @@ pub async fn serve(
             full_logged = false;
         }
         let _ = tcp.set_nodelay(true);
-        let (http, router, watcher, tls) = (http.clone(), router.clone(), graceful.watcher(), tls.clone());
+        let tls = tls
+            .as_ref()
+            .and_then(|live| live.tls())
+            .map(tokio_rustls::TlsAcceptor::from);
+        let (http, router, watcher) = (http.clone(), router.clone(), graceful.watcher());
         tokio::spawn(async move {
             let _slot = slot;
             serve_connection(tcp, peer, tls, &http, router, watcher).await;

@@ -17,7 +17,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
 
 use serde::Deserialize;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -57,6 +61,9 @@ pub struct WebConfig {
     pub tls: Option<Arc<ServerConfig>>,
     /// `None` when the file lists no user: no basic auth.
     pub basic_auth_users: Option<BasicAuthUsers>,
+    /// The files it was read from (the web config, then the certificate, key and client CA it
+    /// names): what [`LiveWebConfig`] watches for changes.
+    sources: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for WebConfig {
@@ -115,8 +122,14 @@ fn read_certs(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, St
     Ok(certs)
 }
 
-fn build_tls(raw: RawTls, base: &Path) -> Result<ServerConfig, String> {
+fn build_tls(raw: RawTls, base: &Path, sources: &mut Vec<PathBuf>) -> Result<ServerConfig, String> {
     let resolve = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+    sources.extend(
+        [&raw.cert_file, &raw.key_file, &raw.client_ca_file]
+            .into_iter()
+            .flatten()
+            .map(|p| resolve(p.clone())),
+    );
     let cert_file = raw
         .cert_file
         .map(resolve)
@@ -197,9 +210,10 @@ impl WebConfig {
             Err(e) => return Err(err(format!("{e} (supported: tls_server_config, basic_auth_users)"))),
         };
         let base = path.parent().unwrap_or(Path::new("."));
+        let mut sources = vec![path.to_owned()];
         let tls = raw
             .tls_server_config
-            .map(|t| build_tls(t, base))
+            .map(|t| build_tls(t, base, &mut sources))
             .transpose()
             .map_err(err)?
             .map(Arc::new);
@@ -216,7 +230,122 @@ impl WebConfig {
             }
             _ => None,
         };
-        Ok(WebConfig { tls, basic_auth_users })
+        Ok(WebConfig {
+            tls,
+            basic_auth_users,
+            sources,
+        })
+    }
+}
+
+/// How often [`LiveWebConfig::check`] runs while the exporter serves.
+pub const WEB_CONFIG_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The web config in force, re-read when its files change, as the exporter-toolkit re-reads its
+/// file: a rotated certificate is served to new connections without a restart. A file that no
+/// longer loads keeps the previous config in force (the caller logs and counts the refusal).
+///
+/// Whether a listener speaks TLS is fixed at start: a change that adds or removes
+/// `tls_server_config` is refused, since it would need the listeners re-bound.
+pub struct LiveWebConfig {
+    /// The web config file; `None`: fixed for the process's life.
+    path: Option<PathBuf>,
+    current: RwLock<Arc<WebConfig>>,
+    /// Bumped on every change taken, so that readers can rebuild what they derive from it.
+    generation: AtomicU64,
+    /// Digest of the watched files as last read, taken or refused.
+    seen: Mutex<[u8; 32]>,
+}
+
+impl std::fmt::Debug for LiveWebConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveWebConfig")
+            .field("path", &self.path)
+            .field("current", &self.current())
+            .finish()
+    }
+}
+
+/// A digest of `files`' names and contents (an unreadable file counts as its error), so that any
+/// rewrite, replacement or removal changes it.
+fn digest(files: &[PathBuf]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    for file in files {
+        hash.update(file.as_os_str().as_encoded_bytes());
+        match std::fs::read(file) {
+            Ok(bytes) => {
+                hash.update([1]);
+                hash.update((bytes.len() as u64).to_le_bytes());
+                hash.update(&bytes);
+            }
+            Err(e) => {
+                hash.update([0]);
+                hash.update(e.kind().to_string());
+            }
+        }
+    }
+    hash.finalize().into()
+}
+
+impl LiveWebConfig {
+    /// `initial`, re-read from `path` when it or the files it names change (`None`: never).
+    pub fn new(initial: WebConfig, path: Option<PathBuf>) -> Arc<LiveWebConfig> {
+        let seen = digest(&initial.sources);
+        Arc::new(LiveWebConfig {
+            path,
+            current: RwLock::new(Arc::new(initial)),
+            generation: AtomicU64::new(0),
+            seen: Mutex::new(seen),
+        })
+    }
+
+    /// The config in force.
+    pub fn current(&self) -> Arc<WebConfig> {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The TLS config new connections get (`None`: plain HTTP).
+    pub fn tls(&self) -> Option<Arc<ServerConfig>> {
+        self.current().tls.clone()
+    }
+
+    /// Changes taken since start.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Re-reads the file when it or a file it names changed since the last look: `None` when
+    /// nothing changed, `Some(Ok)` when the new config is in force, `Some(Err)` when it was
+    /// refused and the previous one stays. A refused file is not reported again until it changes.
+    pub fn check(&self) -> Option<Result<(), WebConfigError>> {
+        let path = self.path.as_ref()?;
+        let current = self.current();
+        let now = digest(&current.sources);
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if *seen == now {
+                return None;
+            }
+            *seen = now;
+        }
+        let next = match WebConfig::load(path) {
+            Ok(next) => next,
+            Err(e) => return Some(Err(e)),
+        };
+        if next.tls.is_some() != current.tls.is_some() {
+            return Some(Err(WebConfigError {
+                path: path.clone(),
+                message: format!(
+                    "tls_server_config was {}: switching the listeners between HTTP and HTTPS needs a restart",
+                    if next.tls.is_some() { "added" } else { "removed" }
+                ),
+            }));
+        }
+        // The new files' digest: a config that now names other files is watched through those.
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = digest(&next.sources);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Some(Ok(()))
     }
 }
 

@@ -14,16 +14,48 @@ use sha2::{Digest, Sha256};
 
 use super::OPEN_ROUTES;
 use crate::instruments::HttpInstruments;
-use crate::webconfig::BasicAuthUsers;
+use crate::webconfig::{BasicAuthUsers, LiveWebConfig};
 
-/// Puts `router` behind basic auth for `users`; refusals for lack of a bcrypt slot are counted
-/// on `refused`.
-pub fn guard(router: Router, users: &BasicAuthUsers, refused: HttpInstruments) -> Router {
+/// Puts `router` behind basic auth for the `basic_auth_users` of `web` in force at each request
+/// (none listed: open); refusals for lack of a bcrypt slot are counted on `refused`.
+pub fn guard(router: Router, web: Arc<LiveWebConfig>, refused: HttpInstruments) -> Router {
     let state = AuthState {
-        auth: Arc::new(BasicAuth::new(users.clone())),
+        auth: Arc::new(LiveAuth {
+            web,
+            built: Mutex::new(None),
+        }),
         refused,
     };
     router.layer(axum::middleware::from_fn_with_state(state, require_auth))
+}
+
+/// The users of the web config in force, with their cache of verified credentials; rebuilt (and
+/// the cache emptied) when the web config changes, so a removed user or a changed password stops
+/// working at once.
+struct LiveAuth {
+    web: Arc<LiveWebConfig>,
+    /// (generation of the web config, its users; `None`: no basic auth).
+    built: Mutex<Option<(u64, Option<Arc<BasicAuth>>)>>,
+}
+
+impl LiveAuth {
+    fn current(&self) -> Option<Arc<BasicAuth>> {
+        let generation = self.web.generation();
+        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        match &*built {
+            Some((g, auth)) if *g == generation => auth.clone(),
+            _ => {
+                let auth = self
+                    .web
+                    .current()
+                    .basic_auth_users
+                    .clone()
+                    .map(|u| Arc::new(BasicAuth::new(u)));
+                *built = Some((generation, auth.clone()));
+                auth
+            }
+        }
+    }
 }
 
 /// bcrypt checks at once at most: each costs a core for tens of milliseconds, and
@@ -124,17 +156,21 @@ impl BasicAuth {
 /// What [`require_auth`] needs: the users and where refusals are counted.
 #[derive(Clone)]
 struct AuthState {
-    auth: Arc<BasicAuth>,
+    auth: Arc<LiveAuth>,
     refused: HttpInstruments,
 }
 
-/// Middleware: [`OPEN_ROUTES`] pass; every other path needs a valid `Authorization: Basic`.
+/// Middleware: [`OPEN_ROUTES`] pass; every other path needs a valid `Authorization: Basic` while
+/// the web config lists users.
 async fn require_auth(State(state): State<AuthState>, req: Request, next: Next) -> Response {
     if OPEN_ROUTES.contains(&req.uri().path()) {
         return next.run(req).await;
     }
+    let Some(auth) = state.auth.current() else {
+        return next.run(req).await;
+    };
     let header_value = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    match state.auth.check(header_value).await {
+    match auth.check(header_value).await {
         AuthCheck::Allowed => next.run(req).await,
         AuthCheck::Denied => (
             StatusCode::UNAUTHORIZED,

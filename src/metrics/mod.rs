@@ -69,12 +69,32 @@ pub struct ExporterMetrics {
 impl ExporterMetrics {
     /// Builds every instrument and registers them, the task collector and the process collector.
     pub fn new(tasks: Arc<TaskRegistry>, per_task_metrics: bool) -> Arc<ExporterMetrics> {
-        // Names and label sets are constants of the instrument groups: failing here is a programming error.
-        Self::build(tasks, per_task_metrics).expect("metric definitions are valid")
+        Self::with_exporter_metrics(tasks, per_task_metrics, true)
     }
 
-    fn build(tasks: Arc<TaskRegistry>, per_task_metrics: bool) -> prometheus::Result<Arc<ExporterMetrics>> {
+    /// Like [`ExporterMetrics::new`]; `exporter_metrics: false` (`--web.disable-exporter-metrics`,
+    /// as node_exporter has) leaves out the metrics about the process and its HTTP server
+    /// (`process_*`, `tiw_exporter_http_*`), the counterpart of node_exporter's `process_*`,
+    /// `go_*` and `promhttp_*`. What the exporter observes of TIW and its own polling, callbacks,
+    /// store and config stays: alerts need it.
+    pub fn with_exporter_metrics(
+        tasks: Arc<TaskRegistry>,
+        per_task_metrics: bool,
+        exporter_metrics: bool,
+    ) -> Arc<ExporterMetrics> {
+        // Names and label sets are constants of the instrument groups: failing here is a programming error.
+        Self::build(tasks, per_task_metrics, exporter_metrics).expect("metric definitions are valid")
+    }
+
+    fn build(
+        tasks: Arc<TaskRegistry>,
+        per_task_metrics: bool,
+        exporter_metrics: bool,
+    ) -> prometheus::Result<Arc<ExporterMetrics>> {
         let registry = Registry::new();
+        // Left-out instruments still count (into a registry nobody gathers), so no code path changes.
+        let unexposed = Registry::new();
+        let process_and_http = if exporter_metrics { &registry } else { &unexposed };
         let build_info = GaugeVec::new(
             Opts::new(
                 "tiw_exporter_build_info",
@@ -88,13 +108,13 @@ impl ExporterMetrics {
         // Not registered: `render` writes its families straight into the text format (see there).
         let task_collector = TaskCollector::new(tasks, per_task_metrics.clone())?;
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        process_and_http.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         Ok(Arc::new(ExporterMetrics {
             api: ApiInstruments::new(&registry)?,
             poll: PollInstruments::new(&registry)?,
             tasks: TaskInstruments::new(&registry)?,
             callbacks: CallbackInstruments::new(&registry)?,
-            http: HttpInstruments::new(&registry)?,
+            http: HttpInstruments::new(process_and_http)?,
             store: StoreInstruments::new(&registry)?,
             config: ConfigInstruments::new(&registry)?,
             registry,

@@ -565,6 +565,17 @@ async fn callbacks_can_have_their_own_listener() {
         404,
         "metrics are not served on the callback listener"
     );
+    // Nothing but the callback path: no reload, landing page or probes where TIW reaches.
+    let reload_there = client.post(format!("http://{cb_addr}/-/reload")).send().await.unwrap();
+    assert_eq!(
+        reload_there.status(),
+        404,
+        "reload is not served on the callback listener"
+    );
+    for path in ["/", "/-/healthy", "/-/ready", "/callback"] {
+        let there = client.get(format!("http://{cb_addr}{path}")).send().await.unwrap();
+        assert_eq!(there.status(), 404, "{path} on the callback listener");
+    }
     assert_eq!(
         exporter.scrape().await.status_of("ownlistener000000001").as_deref(),
         Some("PUSHING")

@@ -18,4 +18,5 @@ mod promtool;
 mod ratelimit;
 mod secrets;
 mod tls;
+mod toolkit;
 mod trust;

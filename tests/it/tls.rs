@@ -1,6 +1,7 @@
 //! `--web.config.file`: TLS, basic auth and mutual TLS with certificates made here.
 
 use std::path::Path;
+use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tiw_push_exporter::exporter::ServeOptions;
@@ -205,4 +206,91 @@ fn a_bad_web_config_stops_the_binary_with_a_clear_message() {
         err.contains("web.yml") && err.contains("tls_server_config.cert_file") && err.contains("missing.crt"),
         "{err}"
     );
+}
+
+/// A client that trusts `ca_pem` only; every request on a new connection (no pooling), so each
+/// sees the certificate the server hands out now.
+fn fresh_client(ca_pem: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+        .use_rustls_tls()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_and_users_rotate_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (web, pki) = setup(dir.path(), None);
+    let sim = start_sim(sim_config(&[1400000001])).await;
+    let options = ServeOptions {
+        web,
+        web_config_file: Some(dir.path().join("web.yml")),
+        ..Default::default()
+    };
+    let yaml = config_yaml(&sim.endpoint(), &[1400000001], "1s", "");
+    let exporter = start_exporter_with(&yaml, tempfile::tempdir().unwrap(), options).await;
+    let url = |path: &str| format!("https://localhost:{}{path}", exporter.addr.port());
+    let metrics_with = |client: &reqwest::Client, password: &str| {
+        client
+            .get(url("/metrics"))
+            .basic_auth("prometheus", Some(password.to_string()))
+            .send()
+    };
+    let old = fresh_client(&pki.ca_pem);
+    assert_eq!(metrics_with(&old, "s3cret-password").await.unwrap().status(), 200);
+
+    // A new certificate from another CA and a new password, as a rotation writes them: new files,
+    // then the web config renamed into place.
+    let next_ca = ca("next server CA");
+    let (cert, key) = leaf(&["localhost"], &next_ca);
+    std::fs::write(dir.path().join("server2.key"), key).unwrap();
+    std::fs::write(dir.path().join("server2.crt"), cert).unwrap();
+    let new_hash = bcrypt::hash("rotated-password", 4).unwrap();
+    let rotated = format!(
+        "tls_server_config:\n  cert_file: server2.crt\n  key_file: server2.key\nbasic_auth_users:\n  prometheus: \"{new_hash}\"\n"
+    );
+    let replace = |name: &str, text: &str| {
+        std::fs::write(dir.path().join("next.tmp"), text).unwrap();
+        std::fs::rename(dir.path().join("next.tmp"), dir.path().join(name)).unwrap();
+    };
+    replace("web.yml", &rotated);
+    let new = fresh_client(&next_ca.pem());
+    let res = wait_for(Duration::from_secs(10), "the new certificate", || async {
+        metrics_with(&new, "rotated-password").await.ok()
+    })
+    .await;
+    assert_eq!(res.status(), 200, "the new password works");
+    assert!(
+        metrics_with(&old, "s3cret-password").await.is_err(),
+        "new connections no longer get the old certificate"
+    );
+    assert_eq!(
+        metrics_with(&new, "s3cret-password").await.unwrap().status(),
+        401,
+        "the old password no longer works"
+    );
+    let m = Metrics::parse(
+        &metrics_with(&new, "rotated-password")
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(m.get("tiw_exporter_web_config_last_reload_successful", &[]), Some(1.0));
+
+    // A broken certificate: refused, logged and counted; the rotated one stays in force.
+    replace("server2.crt", "-----BEGIN CERTIFICATE-----\nbroken\n");
+    let m = wait_for(Duration::from_secs(10), "the refusal to be counted", || async {
+        let res = metrics_with(&new, "rotated-password").await.ok()?;
+        let m = Metrics::parse(&res.text().await.ok()?);
+        (m.get("tiw_exporter_web_config_reload_failures_total", &[]) >= Some(1.0)).then_some(m)
+    })
+    .await;
+    assert_eq!(m.get("tiw_exporter_web_config_last_reload_successful", &[]), Some(0.0));
+    assert_eq!(new.get(url("/-/healthy")).send().await.unwrap().status(), 200);
+    exporter.stop().await;
+    sim.stop().await;
 }
