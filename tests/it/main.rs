@@ -9,6 +9,7 @@ mod durability;
 mod faults;
 mod freshness;
 mod hostile;
+mod install;
 mod integrity;
 mod lifecycle;
 mod limits;

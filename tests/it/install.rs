@@ -1,0 +1,425 @@
+//! Installing it as operators do: the static binary and the release tarballs, the image FROM scratch
+//! built with buildah and run as nobody, the kustomize base rendered by kubectl, the systemd unit
+//! checked by systemd-analyze. `.ci/run` installs buildah, kubectl and systemd's tools, and builds the
+//! static binary (`scripts/release --binary-only`) before the tests.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_yaml::Value;
+
+use crate::common::*;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// The static binary `scripts/release --binary-only` leaves for the image.
+fn static_binary() -> PathBuf {
+    let bin = repo(".build/linux-amd64/tiw-push-exporter");
+    assert!(
+        bin.exists(),
+        "{} is missing: run scripts/release --binary-only (as .ci/run does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Whether an ELF64 file asks for a dynamic loader (has a PT_INTERP program header).
+fn has_interpreter(elf: &[u8]) -> bool {
+    assert_eq!(&elf[..4], b"\x7fELF", "not an ELF file");
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    (0..phnum).any(|i| {
+        let at = phoff + i * phentsize;
+        u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == 3
+    })
+}
+
+#[test]
+fn the_release_binary_is_static_and_the_tarball_has_checksums() {
+    let bin = static_binary();
+    assert!(
+        !has_interpreter(&std::fs::read(&bin).unwrap()),
+        "{} is dynamic",
+        bin.display()
+    );
+    assert!(
+        has_interpreter(&std::fs::read(release_bin()).unwrap()),
+        "the check can tell"
+    );
+    let version = run_ok(Command::new(&bin).arg("--version"), "the static binary");
+    assert!(
+        version.contains("platform:         x86_64-unknown-linux-musl"),
+        "{version}"
+    );
+
+    // The full release: tarball and checksums (the binary is already built: no second build).
+    run_ok(
+        shell_command(repo("scripts/release")).current_dir(repo("")),
+        "scripts/release",
+    );
+    let name = format!("tiw-push-exporter-{}.linux-amd64", env!("CARGO_PKG_VERSION"));
+    let sums = std::fs::read_to_string(repo("dist/sha256sums.txt")).unwrap();
+    assert!(sums.contains(&format!("  {name}.tar.gz")), "{sums}");
+    run_ok(
+        Command::new("sha256sum")
+            .args(["-c", "sha256sums.txt"])
+            .current_dir(repo("dist")),
+        "sha256sum -c",
+    );
+    let listing = run_ok(
+        Command::new("tar")
+            .arg("-tzf")
+            .arg(repo(&format!("dist/{name}.tar.gz"))),
+        "tar -t",
+    );
+    for file in [
+        "tiw-push-exporter",
+        "LICENSE",
+        "README.md",
+        "CHANGELOG.md",
+        "config.example.yaml",
+        "examples/systemd/tiw-push-exporter.service",
+    ] {
+        assert!(
+            listing.lines().any(|l| l == format!("{name}/{file}")),
+            "{file} missing:\n{listing}"
+        );
+    }
+}
+
+fn buildah(args: &[&str]) -> String {
+    run_ok(
+        Command::new("buildah").args(args),
+        &format!("buildah {}", args.join(" ")),
+    )
+}
+
+/// Removes the working container and the image, whatever the test's outcome.
+struct Image {
+    name: String,
+    container: Option<String>,
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        if let Some(c) = &self.container {
+            let _ = Command::new("buildah").args(["rm", c]).output();
+        }
+        let _ = Command::new("buildah").args(["rmi", "-f", &self.name]).output();
+    }
+}
+
+/// The uid the process whose command line holds all of `words` runs as.
+fn uid_of(words: &[&str]) -> Option<u32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        // The exporter itself, not `buildah run` holding the same words.
+        if args.first().is_some_and(|a| a.ends_with("/tiw-push-exporter"))
+            && words.iter().all(|w| args.iter().any(|a| a == w))
+        {
+            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+            let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+            return uid.split_whitespace().next()?.parse().ok();
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_builds_from_scratch_starts_the_demo_as_nobody_and_passes_its_healthcheck() {
+    static_binary();
+    let revision = run_ok(
+        Command::new("git").args(["rev-parse", "HEAD"]).current_dir(repo("")),
+        "git",
+    );
+    let revision = revision.trim();
+    let mut image = Image {
+        name: format!("localhost/tiw-push-exporter:ci-{}", std::process::id()),
+        container: None,
+    };
+    let version_arg = format!("VERSION={}", env!("CARGO_PKG_VERSION"));
+    let revision_arg = format!("REVISION={revision}");
+    let started = std::time::Instant::now();
+    // The docker format keeps HEALTHCHECK (OCI images have no field for it).
+    buildah(&[
+        "bud",
+        "--isolation",
+        "chroot",
+        "--format",
+        "docker",
+        "--build-arg",
+        "BINARY=prebuilt",
+        "--build-arg",
+        &version_arg,
+        "--build-arg",
+        &revision_arg,
+        "-t",
+        &image.name,
+        repo("").to_str().unwrap(),
+    ]);
+    let size = buildah(&["images", "--format", "{{.Size}}", &image.name]);
+    println!(
+        "image built: {} in {:?}, size {}",
+        image.name,
+        started.elapsed(),
+        size.trim()
+    );
+
+    let inspect: serde_json::Value =
+        serde_json::from_str(&buildah(&["inspect", "--type", "image", &image.name])).unwrap();
+    let config = &inspect["Docker"]["config"];
+    assert_eq!(config["User"], "65534:65534");
+    let labels = &config["Labels"];
+    assert_eq!(labels["org.opencontainers.image.revision"], revision);
+    assert_eq!(labels["org.opencontainers.image.version"], env!("CARGO_PKG_VERSION"));
+    for key in ["source", "documentation", "licenses"] {
+        let value = labels[format!("org.opencontainers.image.{key}")].as_str().unwrap_or("");
+        assert!(!value.is_empty(), "label {key}");
+    }
+    assert!(labels["org.opencontainers.image.source"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://"));
+    let healthcheck: Vec<String> = config["Healthcheck"]["Test"]
+        .as_array()
+        .expect("a HEALTHCHECK")
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(healthcheck[0], "CMD", "{healthcheck:?}");
+
+    let container = buildah(&["from", &image.name]).trim().to_string();
+    image.container = Some(container.clone());
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let address = format!("TIW_WEB_LISTEN_ADDRESS=127.0.0.1:{port}");
+    // The documented first command, as the image runs it: nobody, no /tmp, the address from the
+    // environment (which the health check reads too).
+    let demo = KillOnDrop(
+        Command::new("buildah")
+            .args([
+                "run",
+                "--isolation",
+                "chroot",
+                "--user",
+                "65534:65534",
+                "--env",
+                &address,
+            ])
+            .arg(&container)
+            .args(["--", "/bin/tiw-push-exporter", "demo"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("buildah run"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let metrics = wait_for(Duration::from_secs(60), "the demo in the image", || async {
+        let m = reqwest::get(format!("{base}/metrics")).await.ok()?.text().await.ok()?;
+        m.contains("tiw_push_task_status{").then_some(m)
+    })
+    .await;
+    println!(
+        "image started: demo answers /metrics on 127.0.0.1:{port} after {:?} ({} bytes)",
+        started.elapsed(),
+        metrics.len()
+    );
+    let uid = uid_of(&["demo"]).expect("the exporter's process");
+    assert_eq!(uid, 65534, "runs as nobody");
+    println!("image process runs as uid {uid}");
+
+    let mut check = Command::new("buildah");
+    check
+        .args([
+            "run",
+            "--isolation",
+            "chroot",
+            "--user",
+            "65534:65534",
+            "--env",
+            &address,
+        ])
+        .arg(&container)
+        .arg("--")
+        .args(&healthcheck[1..]);
+    run_ok(&mut check, "the image's HEALTHCHECK");
+    println!("image healthcheck passed: {}", healthcheck[1..].join(" "));
+    drop(demo);
+    drop(image);
+}
+
+/// `kubectl kustomize` renders the base and the TLS overlay; what they say agrees with the
+/// exporter's sources (ports, paths, image version) and with the hardening README promises.
+#[test]
+fn the_kustomize_base_renders_and_agrees_with_the_sources() {
+    let render = |dir: &str| -> Vec<Value> {
+        let text = run_ok(
+            Command::new("kubectl").arg("kustomize").arg(repo(dir)),
+            "kubectl kustomize",
+        );
+        serde_yaml::Deserializer::from_str(&text)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect()
+    };
+    let base = render("deploy/kubernetes");
+    let find = |docs: &[Value], kind: &str, name: &str| -> Value {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{kind} {name}"))
+            .clone()
+    };
+    let deployment = find(&base, "Deployment", "tiw-push-exporter");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(
+        container["image"],
+        format!(
+            "ghcr.io/tiw-push-exporter/tiw-push-exporter:{}",
+            env!("CARGO_PKG_VERSION")
+        ),
+        "the image is the version Cargo.toml builds"
+    );
+    let port = |name: &str| -> i64 {
+        container["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("container port {name}"))["containerPort"]
+            .as_i64()
+            .unwrap()
+    };
+    let env = |name: &str| -> Option<String> {
+        container["env"]
+            .as_sequence()?
+            .iter()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str().map(str::to_string))
+    };
+    assert_eq!(env("TIW_WEB_LISTEN_ADDRESS"), Some(format!(":{}", port("http"))));
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["port"], "http");
+        assert_eq!(container[probe]["httpGet"]["scheme"], "HTTP");
+    }
+
+    // The config the pod reads: callbacks on their own listener, on the port the Services use.
+    let cm = find(&base, "ConfigMap", "tiw-push-exporter");
+    let config_path = env("TIW_CONFIG_FILE").unwrap();
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "config")
+        .unwrap()["mountPath"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let file = Path::new(&config_path).strip_prefix(&mount).unwrap().to_str().unwrap();
+    let secrets = |name: &str| Some(format!("value-of-{name}"));
+    let config = tiw_push_exporter::config::Config::from_yaml(cm["data"][file].as_str().unwrap(), &secrets).unwrap();
+    let callback_addr = config.callback.listen_address.expect("callbacks on their own listener");
+    assert_eq!(callback_addr.port() as i64, port("callback"));
+
+    let metrics_svc = find(&base, "Service", "tiw-push-exporter");
+    assert_eq!(
+        metrics_svc["spec"]["ports"].as_sequence().unwrap().len(),
+        1,
+        "metrics only"
+    );
+    assert_eq!(metrics_svc["spec"]["ports"][0]["targetPort"], "http");
+    let callback_svc = find(&base, "Service", "tiw-push-exporter-callback");
+    assert_eq!(callback_svc["spec"]["ports"][0]["targetPort"], "callback");
+    let ingress = find(&base, "Ingress", "tiw-push-exporter-callback");
+    let paths = ingress["spec"]["rules"][0]["http"]["paths"].as_sequence().unwrap();
+    assert_eq!(paths.len(), 1, "the callback path alone");
+    assert_eq!(paths[0]["path"], config.callback.path.as_str());
+    assert_eq!(paths[0]["pathType"], "Exact");
+    assert_eq!(paths[0]["backend"]["service"]["name"], "tiw-push-exporter-callback");
+
+    let policy = find(&base, "NetworkPolicy", "tiw-push-exporter");
+    let allowed: Vec<&str> = policy["spec"]["ingress"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|rule| {
+            rule["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .filter_map(|p| p["port"].as_str())
+        })
+        .collect();
+    assert_eq!(allowed, ["http", "callback"]);
+
+    // The label Prometheus selects by, on both kinds it selects.
+    for kind in ["ServiceMonitor", "PrometheusRule"] {
+        let doc = find(&base, kind, "tiw-push-exporter");
+        assert_eq!(doc["metadata"]["labels"]["release"], "kube-prometheus-stack", "{kind}");
+    }
+    let monitor = find(&base, "ServiceMonitor", "tiw-push-exporter");
+    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+
+    // TLS on: probes and scrapes switch to HTTPS, serve and healthcheck get the web config.
+    let tls = render("deploy/overlays/tls");
+    let deployment = find(&tls, "Deployment", "tiw-push-exporter");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["scheme"], "HTTPS", "{probe}");
+    }
+    assert!(container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|e| e["name"] == "TIW_WEB_CONFIG_FILE"));
+    let monitor = find(&tls, "ServiceMonitor", "tiw-push-exporter");
+    assert_eq!(monitor["spec"]["endpoints"][0]["scheme"], "https");
+}
+
+/// The systemd unit passes `systemd-analyze verify` and rates "OK" in `systemd-analyze security`.
+#[test]
+fn the_systemd_unit_verifies_and_is_hardened() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(repo("examples/systemd/tiw-push-exporter.service")).unwrap();
+    // verify checks that ExecStart exists: the release binary stands in for /usr/local/bin's.
+    let unit = unit.replace("/usr/local/bin/tiw-push-exporter", release_bin().to_str().unwrap());
+    let path = dir.path().join("tiw-push-exporter.service");
+    std::fs::write(&path, unit).unwrap();
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        verify.status.success() && said.trim().is_empty(),
+        "systemd-analyze verify:\n{said}"
+    );
+    let security = run_ok(
+        Command::new("systemd-analyze")
+            .args(["security", "--offline=yes"])
+            .arg(&path),
+        "systemd-analyze security",
+    );
+    let exposure: f64 = security
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for tiw-push-exporter.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level:\n{security}"));
+    println!("systemd-analyze security: exposure {exposure}");
+    assert!(exposure <= 2.0, "exposure {exposure}:\n{security}");
+}
