@@ -153,6 +153,7 @@ impl Exporter {
     pub fn router(&self) -> axum::Router {
         let main = router(HttpState {
             metrics: self.metrics.clone(),
+            registry: self.registry.clone(),
             ready: self.ready.clone(),
             telemetry_path: self.options.telemetry_path.clone(),
             reload: Some(self.reload_handle()),

@@ -145,6 +145,7 @@ impl Poller {
         apps: HashMap<u64, PolledApp>,
         settings: PollSettings,
     ) -> Arc<Self> {
+        metrics.recent.keep_apps(&apps.keys().copied().collect());
         Arc::new(Poller {
             registry,
             metrics,
@@ -413,6 +414,9 @@ impl Poller {
 
     /// Sets `tiw_up` from a call's outcome and logs once when an app's health changes.
     fn record_health(&self, sdk_app_id: u64, outcome: Result<(), &ApiError>) {
+        if let Err(e) = outcome {
+            self.metrics.recent.api_error(sdk_app_id, e);
+        }
         let problem = match outcome {
             Err(e) if e.is_app_down() => Some(e.to_string()),
             _ => None,

@@ -106,6 +106,7 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Re
                 outcome,
                 reason,
                 delay_seconds: None,
+                task_id: None,
             }
         }
     };
@@ -118,11 +119,14 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Re
     ) {
         if let Some(store) = &receiver.store {
             if store.flush().await.is_err() {
+                let why = "the store could not write it: not acknowledged, TIW retries";
+                receiver.remember(&processed, StatusCode::SERVICE_UNAVAILABLE, Some(why));
                 return error_reply(StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry later");
             }
         }
     }
     let status = processed.outcome.status();
+    receiver.remember(&processed, status, None);
     if processed.outcome == CallbackOutcome::Full {
         return (
             [("retry-after", "5")],

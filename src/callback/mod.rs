@@ -106,6 +106,8 @@ pub struct Processed {
     pub reason: String,
     /// receive time − Timestamp, for verified push events.
     pub delay_seconds: Option<f64>,
+    /// The task a verified push event names (`None` before the signature is verified).
+    pub task_id: Option<String>,
 }
 
 /// `lowercase hex MD5(key + decimal ExpireTime)`, TIW's callback signature.
@@ -342,6 +344,7 @@ impl CallbackReceiver {
             outcome,
             reason,
             delay_seconds: None,
+            task_id: None,
         };
         let max_body_bytes = self.max_body_bytes();
         if body.len() > max_body_bytes {
@@ -457,12 +460,15 @@ impl CallbackReceiver {
             }
             CallbackApplied::Duplicate => CallbackOutcome::Duplicate,
             CallbackApplied::Full => {
-                return refuse(
-                    app,
-                    event_type,
-                    CallbackOutcome::Full,
-                    "retention.max_tasks tasks are tracked".into(),
-                )
+                return Processed {
+                    task_id: Some(push.task_id),
+                    ..refuse(
+                        app,
+                        event_type,
+                        CallbackOutcome::Full,
+                        "retention.max_tasks tasks are tracked".into(),
+                    )
+                }
             }
         };
         Processed {
@@ -471,6 +477,7 @@ impl CallbackReceiver {
             outcome,
             reason: String::new(),
             delay_seconds: Some((now - envelope.timestamp as f64).max(0.0)),
+            task_id: Some(push.task_id),
         }
     }
 
@@ -486,6 +493,24 @@ impl CallbackReceiver {
         if let Some(delay) = p.delay_seconds {
             self.metrics.callbacks.delayed(p.event_type, delay);
         }
+    }
+
+    /// Keeps a callback for the landing page with the status it was answered (`why` when that
+    /// differs from what processing said, as when the store could not take it).
+    fn remember(&self, p: &Processed, status: StatusCode, why: Option<&str>) {
+        self.metrics.recent.callback(crate::instruments::RecentCallback {
+            at: crate::task::unix_now(),
+            sdk_app_id: p.sdk_app_id,
+            event_type: p.event_type,
+            task_id: p.task_id.clone(),
+            outcome: match p.outcome {
+                CallbackOutcome::Full => "full",
+                CallbackOutcome::TooLarge => "too_large",
+                other => other.label(),
+            },
+            status: status.as_u16(),
+            reason: why.map(str::to_string).unwrap_or_else(|| p.reason.clone()),
+        });
     }
 }
 

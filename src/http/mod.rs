@@ -5,19 +5,23 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::metrics::{ExporterMetrics, REVISION, TEXT_CONTENT_TYPE, VERSION};
+use crate::metrics::{ExporterMetrics, TEXT_CONTENT_TYPE};
+use crate::registry::TaskRegistry;
 use crate::reload::ReloadHandle;
 
 pub mod auth;
+mod landing;
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct HttpState {
     pub metrics: Arc<ExporterMetrics>,
+    /// What the landing page and the task pages show.
+    pub registry: Arc<TaskRegistry>,
     /// Set once the registry is loaded and the poller runs.
     pub ready: Arc<AtomicBool>,
     pub telemetry_path: String,
@@ -32,7 +36,7 @@ pub const MAX_UNREAD_BODY: u64 = 1024;
 
 /// The main listener's fixed routes, besides the telemetry path and the callback path. The flags
 /// and the callback path are checked against this one list.
-pub const FIXED_ROUTES: [&str; 4] = [LANDING, HEALTHY, READY, RELOAD];
+pub const FIXED_ROUTES: [&str; 5] = [LANDING, HEALTHY, READY, RELOAD, landing::TASK];
 const LANDING: &str = "/";
 const HEALTHY: &str = "/-/healthy";
 const READY: &str = "/-/ready";
@@ -43,7 +47,8 @@ pub const OPEN_ROUTES: [&str; 2] = [HEALTHY, READY];
 /// The router, apart from any socket so that tests can drive it with `oneshot`.
 pub fn router(state: HttpState) -> Router {
     Router::new()
-        .route(LANDING, get(landing))
+        .route(LANDING, get(landing::landing))
+        .route(landing::TASK, get(landing::task))
         .route(&state.telemetry_path, get(metrics))
         .route(HEALTHY, get(|| async { "Healthy\n" }))
         .route(READY, get(ready))
@@ -162,45 +167,18 @@ async fn ready(State(state): State<HttpState>) -> Response {
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-async fn landing(State(state): State<HttpState>) -> Html<String> {
-    let path = escape(&state.telemetry_path);
-    Html(format!(
-        r#"<!doctype html>
-<html><head><meta charset="utf-8"><title>TIW Push Exporter</title>
-<style>body{{font-family:sans-serif;max-width:50em;margin:2em auto;line-height:1.5}}code{{background:#eee;padding:0 .2em}}</style>
-</head><body>
-<h1>TIW Push Exporter</h1>
-<p>Prometheus exporter for Tencent Cloud Interactive Whiteboard whiteboard-push tasks.
-Version <code>{VERSION}</code>, revision <code>{REVISION}</code>.</p>
-<ul>
-<li><a href="{path}">Metrics</a> — task status, durations, exceptions and exporter health (polled in the background; a scrape never calls Tencent)</li>
-<li><a href="/-/healthy">Health</a></li>
-<li><a href="/-/ready">Readiness</a></li>
-<li><code>POST /-/reload</code> (or SIGHUP) reloads the configuration file</li>
-</ul>
-</body></html>
-"#
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::TaskRegistry;
     use axum::body::Body;
     use axum::http::Request;
     use tower::ServiceExt;
 
     fn state(ready: bool) -> HttpState {
+        let registry = Arc::new(TaskRegistry::new());
         HttpState {
-            metrics: ExporterMetrics::new(Arc::new(TaskRegistry::new()), true),
+            metrics: ExporterMetrics::new(registry.clone(), true),
+            registry,
             ready: Arc::new(AtomicBool::new(ready)),
             telemetry_path: "/custom".into(),
             reload: None,

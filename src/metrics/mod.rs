@@ -23,8 +23,8 @@ mod oracle;
 mod tests;
 
 use crate::instruments::{
-    ApiInstruments, CallbackInstruments, ConfigInstruments, HttpInstruments, PollInstruments, StoreInstruments,
-    TaskInstruments,
+    ApiInstruments, CallbackInstruments, ConfigInstruments, HttpInstruments, PollInstruments, RecentEvents,
+    StoreInstruments, TaskInstruments,
 };
 pub use exposition::{TaskCollector, TEXT_CONTENT_TYPE};
 
@@ -61,6 +61,8 @@ pub struct ExporterMetrics {
     pub http: HttpInstruments,
     pub store: StoreInstruments,
     pub config: ConfigInstruments,
+    /// The last callbacks and API errors, for the landing page (not on `/metrics`).
+    pub recent: RecentEvents,
     /// Whether per-task series are rendered (`per_task_metrics`).
     pub per_task_metrics: Arc<AtomicBool>,
     task_collector: TaskCollector,
@@ -117,6 +119,7 @@ impl ExporterMetrics {
             http: HttpInstruments::new(process_and_http)?,
             store: StoreInstruments::new(&registry)?,
             config: ConfigInstruments::new(&registry)?,
+            recent: RecentEvents::default(),
             registry,
             per_task_metrics,
             task_collector,

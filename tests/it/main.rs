@@ -11,6 +11,7 @@ mod freshness;
 mod hostile;
 mod install;
 mod integrity;
+mod landing;
 mod lifecycle;
 mod limits;
 mod observability;
