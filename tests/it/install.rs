@@ -83,6 +83,11 @@ fn the_release_binary_is_static_and_the_tarball_has_checksums() {
         "CHANGELOG.md",
         "config.example.yaml",
         "examples/systemd/tiw-push-exporter.service",
+        "prometheus/prometheus.yml",
+        "prometheus/alerts.yml",
+        "deploy/alertmanager/alertmanager.yml",
+        "grafana/dashboard.json",
+        "docs/runbooks.md",
     ] {
         assert!(
             listing.lines().any(|l| l == format!("{name}/{file}")),
@@ -113,23 +118,38 @@ impl Drop for Image {
     }
 }
 
-/// The uid the process whose command line holds all of `words` runs as.
-fn uid_of(words: &[&str]) -> Option<u32> {
+/// A process's parent, from /proc.
+fn parent_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The uid of the process running `program` (its argv[0], as the container sees it) that descends
+/// from `ancestor` (our `buildah run`): other tests run the exporter too, as root.
+fn uid_of(program: &str, ancestor: u32) -> Option<u32> {
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
             continue;
         };
-        let args: Vec<String> = cmdline
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        // The exporter itself, not `buildah run` holding the same words.
-        if args.first().is_some_and(|a| a.ends_with("/tiw-push-exporter"))
-            && words.iter().all(|w| args.iter().any(|a| a == w))
-        {
-            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
-            let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
-            return uid.split_whitespace().next()?.parse().ok();
+        if cmdline.split(|b| *b == 0).next() != Some(program.as_bytes()) {
+            continue;
+        }
+        let mut up = Some(pid);
+        while let Some(p) = up.filter(|p| *p > 1) {
+            if p == ancestor {
+                let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+                let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+                return uid.split_whitespace().next()?.parse().ok();
+            }
+            up = parent_of(p);
         }
     }
     None
@@ -237,7 +257,7 @@ async fn the_image_builds_from_scratch_starts_the_demo_as_nobody_and_passes_its_
         started.elapsed(),
         metrics.len()
     );
-    let uid = uid_of(&["demo"]).expect("the exporter's process");
+    let uid = uid_of("/bin/tiw-push-exporter", demo.id()).expect("the exporter's process in the container");
     assert_eq!(uid, 65534, "runs as nobody");
     println!("image process runs as uid {uid}");
 
