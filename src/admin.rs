@@ -92,7 +92,39 @@ fn mask(key: &str) -> String {
     }
 }
 
-pub async fn callback(path: &Path, action: CallbackCommand) -> anyhow::Result<ExitCode> {
+/// `warning: …` on standard error, where an operator running a command reads it.
+fn warn(text: &str) {
+    eprintln!("warning: {text}");
+}
+
+/// What TIW's key (`tiw`, empty: none) means for callbacks to an exporter on `config`'s app.
+fn key_mismatch(config: &Config, sdk_app_id: u64, tiw: &str) -> Option<String> {
+    let app = config.app(sdk_app_id)?;
+    let ours: Vec<&str> = app
+        .callback_key
+        .iter()
+        .chain(&app.callback_key_previous)
+        .map(|k| k.expose_secret())
+        .collect();
+    match (tiw.is_empty(), ours.is_empty()) {
+        (true, true) => None,
+        (true, false) if app.allow_unsigned_callbacks => None,
+        (true, false) => Some(format!(
+            "TIW has no callback key for app {sdk_app_id}, so it sends unsigned callbacks, and the config's callback_key makes the exporter refuse them as `unsigned`"
+        )),
+        (false, true) => Some(format!(
+            "the config has no callback_key for app {sdk_app_id}: the exporter cannot verify TIW's signed callbacks and refuses them; set callback_key to the same key and reload"
+        )),
+        (false, false) if ours.contains(&tiw) => None,
+        (false, false) => Some(format!(
+            "the key TIW signs with for app {sdk_app_id} differs from the config's callback_key (and callback_key_previous): callbacks are refused as `bad_signature` until they agree and the exporter reloads"
+        )),
+    }
+}
+
+pub async fn callback(action: CallbackCommand) -> anyhow::Result<ExitCode> {
+    let path = action.config_file().to_owned();
+    let path = path.as_path();
     let report = |what: &str, result: Result<Option<String>, ApiError>| match result {
         Ok(request_id) => {
             outln!("{what}: OK (RequestId {})", request_id.unwrap_or_default());
@@ -104,10 +136,15 @@ pub async fn callback(path: &Path, action: CallbackCommand) -> anyhow::Result<Ex
         }
     };
     match action {
-        CallbackCommand::Show { app } => {
-            let (_, client) = app_client(path, app)?;
+        CallbackCommand::Show { app, .. } => {
+            let (config, client) = app_client(path, app.app)?;
             match client.describe_callback().await {
                 Ok(reply) => {
+                    if let Some(problem) =
+                        key_mismatch(&config, client.sdk_app_id, reply.callback_key.as_deref().unwrap_or(""))
+                    {
+                        warn(&problem);
+                    }
                     outln!("SdkAppId:    {}", client.sdk_app_id);
                     outln!(
                         "Callback:    {}",
@@ -126,7 +163,8 @@ pub async fn callback(path: &Path, action: CallbackCommand) -> anyhow::Result<Ex
                 }
             }
         }
-        CallbackCommand::SetUrl { app, url, delete } => {
+        CallbackCommand::SetUrl { app, url, delete, .. } => {
+            let (config, client) = app_client(path, app.app)?;
             let url = match (url, delete) {
                 (_, true) => String::new(),
                 (Some(url), false) => {
@@ -135,11 +173,20 @@ pub async fn callback(path: &Path, action: CallbackCommand) -> anyhow::Result<Ex
                         matches!(parsed.scheme(), "http" | "https"),
                         "the callback URL must be http or https"
                     );
+                    if parsed.scheme() == "http" {
+                        warn("http:// sends every callback, its Sign included, in clear text across the internet; register an https:// URL (TLS on callback.listen_address, or a TLS-terminating ingress)");
+                    }
+                    if parsed.path() != config.callback.path {
+                        warn(&format!(
+                            "the URL's path {} is not the config's callback.path {}: the exporter answers 404 there unless something in front rewrites it",
+                            parsed.path(),
+                            config.callback.path
+                        ));
+                    }
                     url
                 }
                 (None, false) => anyhow::bail!("give the callback URL, or --delete"),
             };
-            let (_, client) = app_client(path, app)?;
             report(
                 "SetWhiteboardPushCallback",
                 client.set_callback(&url).await.map(|r| r.request_id),
@@ -150,8 +197,9 @@ pub async fn callback(path: &Path, action: CallbackCommand) -> anyhow::Result<Ex
             from_env,
             stdin,
             delete,
+            ..
         } => {
-            let (config, client) = app_client(path, app)?;
+            let (config, client) = app_client(path, app.app)?;
             let key = if delete {
                 String::new()
             } else if let Some(var) = from_env {
@@ -179,10 +227,15 @@ pub async fn callback(path: &Path, action: CallbackCommand) -> anyhow::Result<Ex
                 key.chars().count() <= 64,
                 "the key is longer than 64 characters (Tencent's limit)"
             );
-            report(
-                "SetWhiteboardPushCallbackKey",
-                client.set_callback_key(&key).await.map(|r| r.request_id),
-            )
+            let sent = client.set_callback_key(&key).await.map(|r| r.request_id);
+            let taken = sent.is_ok();
+            let result = report("SetWhiteboardPushCallbackKey", sent);
+            if taken {
+                if let Some(problem) = key_mismatch(&config, client.sdk_app_id, &key) {
+                    warn(&problem);
+                }
+            }
+            result
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// `--version`: what node_exporter and the Prometheus toolkit print (`-V` prints the version only).
 pub const LONG_VERSION: &str = concat!(
@@ -21,24 +21,35 @@ pub const LONG_VERSION: &str = concat!(
 );
 
 /// Prometheus exporter for Tencent Cloud Interactive Whiteboard (TIW) whiteboard-push tasks.
+///
+/// Without a subcommand it serves: `tiw-push-exporter --config.file config.yaml` is
+/// `tiw-push-exporter serve --config.file config.yaml`. Each subcommand takes only its own flags
+/// (`tiw-push-exporter <command> --help`).
 #[derive(Parser)]
-#[command(version, long_version = LONG_VERSION, about)]
+#[command(version, long_version = LONG_VERSION, about, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Path of the YAML configuration file.
-    #[arg(
-        long = "config.file",
-        global = true,
-        env = "TIW_CONFIG_FILE",
-        default_value = "config.yaml"
-    )]
+    /// `serve`'s flags, when no subcommand is given.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// `--config.file`, for every command that reads the configuration.
+#[derive(Args, Clone, Debug)]
+pub struct ConfigArg {
+    /// Path of the YAML configuration file (start from config.example.yaml).
+    #[arg(long = "config.file", env = "TIW_CONFIG_FILE", default_value = "config.yaml")]
     pub config_file: PathBuf,
+}
+
+/// The HTTP server's flags (`serve` and `demo`).
+#[derive(Args, Clone, Debug)]
+pub struct WebArgs {
     /// Address to listen on for metrics, health and callbacks; repeat the flag (or separate with
-    /// commas) to listen on several. `healthcheck` checks the first.
+    /// commas) to listen on several.
     #[arg(
         long = "web.listen-address",
-        global = true,
         env = "TIW_WEB_LISTEN_ADDRESS",
         default_value = ":9897",
         value_delimiter = ','
@@ -46,54 +57,69 @@ pub struct Cli {
     pub listen_address: Vec<String>,
     /// TLS and basic auth, in the Prometheus exporter-toolkit format (tls_server_config,
     /// basic_auth_users); re-read when it or a certificate it names changes.
-    #[arg(long = "web.config.file", global = true, env = "TIW_WEB_CONFIG_FILE")]
+    #[arg(long = "web.config.file", env = "TIW_WEB_CONFIG_FILE")]
     pub web_config_file: Option<PathBuf>,
     /// Leave out the metrics about the exporter process and its HTTP server (process_*,
     /// tiw_exporter_http_*); what it observes of TIW and its own polling stays.
-    #[arg(long = "web.disable-exporter-metrics", global = true)]
+    #[arg(long = "web.disable-exporter-metrics")]
     pub disable_exporter_metrics: bool,
     /// Path under which metrics are exposed.
-    #[arg(long = "web.telemetry-path", global = true, default_value = "/metrics", value_parser = parse_telemetry_path)]
+    #[arg(long = "web.telemetry-path", default_value = "/metrics", value_parser = parse_telemetry_path)]
     pub telemetry_path: String,
     /// Open connections at most, per listener; further clients wait to be accepted.
-    #[arg(long = "web.max-connections", global = true, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long = "web.max-connections", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
     /// Time a client has to send a request's headers; also closes connections idle for as long.
-    #[arg(long = "web.read-header-timeout", global = true, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long = "web.read-header-timeout", default_value = "10s", value_parser = parse_duration)]
     pub read_header_timeout: Duration,
     /// Time a client has to send a request's body (callbacks); 408 after it.
-    #[arg(long = "web.read-timeout", global = true, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long = "web.read-timeout", default_value = "10s", value_parser = parse_duration)]
     pub read_timeout: Duration,
     /// Scrapes answered at once; more get 503 (0: no limit).
-    #[arg(long = "web.max-requests", global = true, default_value_t = 40)]
+    #[arg(long = "web.max-requests", default_value_t = 40)]
     pub max_requests: u32,
+}
+
+/// The logging flags (`serve` and `demo`; the one-shot commands print what they do).
+#[derive(Args, Clone, Copy, Debug)]
+pub struct LogArgs {
     /// Only log messages with the given severity or above.
-    #[arg(long = "log.level", global = true, value_enum, default_value = "info")]
-    pub log_level: LogLevel,
+    #[arg(long = "log.level", value_enum, default_value = "info")]
+    pub level: LogLevel,
     /// Output format of log messages.
-    #[arg(long = "log.format", global = true, value_enum, default_value = "logfmt")]
-    pub log_format: LogFormat,
+    #[arg(long = "log.format", value_enum, default_value = "logfmt")]
+    pub format: LogFormat,
+}
+
+/// `serve`'s flags.
+#[derive(Args, Clone, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(flatten)]
+    pub web: WebArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// `--app`, where the configuration may have one app or several.
+#[derive(Args, Clone, Copy, Debug)]
+pub struct AppChoice {
+    /// The SdkAppId to act on (may be left out when the configuration has one app).
+    #[arg(long)]
+    pub app: Option<u64>,
 }
 
 #[derive(Subcommand)]
 pub enum Command {
     /// Poll Tencent Cloud and serve /metrics (the default).
-    Serve,
+    Serve(ServeArgs),
     /// Run against an embedded TIW simulator: no Tencent Cloud account needed.
-    Demo {
-        /// Address of the embedded simulator's API.
-        #[arg(long = "simulator.listen-address", default_value = "127.0.0.1:0")]
-        simulator_address: String,
-        /// Share of the simulator's API requests that fail, spread over every kind of fault
-        /// (5xx, reset, hang, truncated or non-JSON body, InternalError, RequestLimitExceeded,
-        /// 3 s late, SignatureExpire). Change it live with PUT /sim/faults.
-        #[arg(long = "simulator.fault-rate", default_value_t = 0.0, value_parser = parse_share)]
-        fault_rate: f64,
-    },
+    Demo(DemoArgs),
     /// Validate the configuration file and print every problem with its key path.
-    CheckConfig,
+    CheckConfig(ConfigArg),
     /// Exit 0 when the exporter at --web.listen-address answers /-/healthy (for container health checks).
-    Healthcheck,
+    Healthcheck(HealthcheckArgs),
     /// Show or change the callback URL and key registered with TIW for an app.
     Callback {
         #[command(subcommand)]
@@ -106,6 +132,8 @@ pub enum Command {
     },
     /// Call DescribeWhiteboardPush for one task and print the reply as JSON.
     Describe {
+        #[command(flatten)]
+        config: ConfigArg,
         /// The task's SdkAppId (must be in the configuration).
         #[arg(long)]
         app: u64,
@@ -114,11 +142,52 @@ pub enum Command {
     },
 }
 
+/// `demo`'s flags.
+#[derive(Args, Clone, Debug)]
+pub struct DemoArgs {
+    /// Run this configuration against the simulator instead of the demo's own: its apps,
+    /// credentials and callback keys are simulated; its endpoint and state.path are replaced
+    /// (Tencent is never called and the real store is never touched).
+    #[arg(long = "config.file")]
+    pub config_file: Option<PathBuf>,
+    /// Address of the embedded simulator's API.
+    #[arg(long = "simulator.listen-address", default_value = "127.0.0.1:0")]
+    pub simulator_address: String,
+    /// Share of the simulator's API requests that fail, spread over every kind of fault
+    /// (5xx, reset, hang, truncated or non-JSON body, InternalError, RequestLimitExceeded,
+    /// 3 s late, SignatureExpire). Change it live with PUT /sim/faults.
+    #[arg(long = "simulator.fault-rate", default_value_t = 0.0, value_parser = parse_share)]
+    pub fault_rate: f64,
+    #[command(flatten)]
+    pub web: WebArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// `healthcheck`'s flags: where the exporter listens, and whether it speaks TLS.
+#[derive(Args, Clone, Debug)]
+pub struct HealthcheckArgs {
+    /// The exporter's listen address (the first, if it has several).
+    #[arg(
+        long = "web.listen-address",
+        env = "TIW_WEB_LISTEN_ADDRESS",
+        default_value = ":9897",
+        value_delimiter = ','
+    )]
+    pub listen_address: Vec<String>,
+    /// The exporter's web config: HTTPS when it has tls_server_config (without it, a listener
+    /// that does not answer plain HTTP is tried over HTTPS).
+    #[arg(long = "web.config.file", env = "TIW_WEB_CONFIG_FILE")]
+    pub web_config_file: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 pub enum StateCommand {
     /// Forget one app's tasks, tombstones and counters for good. A reload or restart that leaves
     /// an app out of the configuration keeps them; this is how they go.
     Forget {
+        #[command(flatten)]
+        config: ConfigArg,
         /// The SdkAppId whose recorded state goes.
         #[arg(long)]
         app: u64,
@@ -129,14 +198,18 @@ pub enum StateCommand {
 pub enum CallbackCommand {
     /// DescribeWhiteboardPushCallback: the registered URL and key (masked).
     Show {
-        /// SdkAppId (may be left out when the configuration has one app).
-        #[arg(long)]
-        app: Option<u64>,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        app: AppChoice,
     },
-    /// SetWhiteboardPushCallback: register URL (http or https) as the app's callback, or delete it.
+    /// SetWhiteboardPushCallback: register URL (https; http is taken with a warning) as the
+    /// app's callback, or delete it.
     SetUrl {
-        #[arg(long)]
-        app: Option<u64>,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        app: AppChoice,
         /// The exporter's callback URL as TIW reaches it, e.g. https://exporter.example.com/callback.
         #[arg(required_unless_present = "delete")]
         url: Option<String>,
@@ -148,8 +221,10 @@ pub enum CallbackCommand {
     /// SetWhiteboardPushCallbackKey: the key from the config's callback_key, --from-env or --stdin
     /// (never an argument, where ps would show it).
     SetKey {
-        #[arg(long)]
-        app: Option<u64>,
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        app: AppChoice,
         /// Read the key from this environment variable.
         #[arg(long = "from-env", value_name = "VAR", conflicts_with = "stdin")]
         from_env: Option<String>,
@@ -162,7 +237,18 @@ pub enum CallbackCommand {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+impl CallbackCommand {
+    /// The configuration file the command reads.
+    pub fn config_file(&self) -> &std::path::Path {
+        match self {
+            CallbackCommand::Show { config, .. }
+            | CallbackCommand::SetUrl { config, .. }
+            | CallbackCommand::SetKey { config, .. } => &config.config_file,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum LogLevel {
     Trace,
     Debug,
@@ -171,7 +257,7 @@ pub enum LogLevel {
     Error,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum LogFormat {
     Logfmt,
     Json,

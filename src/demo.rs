@@ -6,14 +6,20 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use secrecy::ExposeSecret;
+
 use crate::config::Config;
 use crate::exporter::{Exporter, ServeOptions};
-use crate::simulator::{
-    lifecycle::Generator, random_task_id, FaultRates, LifecyclePlan, Outcome, SimConfig, SimCredential, Simulator,
-};
+use crate::simulator::{lifecycle::Generator, FaultRates, LifecyclePlan, Outcome, SimConfig, SimCredential, Simulator};
 
 /// The demo's apps.
 pub const DEMO_APPS: [u64; 2] = [1400000001, 1400000002];
+/// The simulator's credentials, fixed and printed, so that an exporter of your own (or `describe`
+/// and `callback show`) can be pointed at the demo's simulator. They open nothing at Tencent.
+pub const DEMO_SECRET_ID: &str = "AKIDtiwPushExporterDemo000000000000";
+pub const DEMO_SECRET_KEY: &str = "tiwPushExporterDemoSecretKey0000";
+/// The key the simulator signs the demo apps' callbacks with.
+pub const DEMO_CALLBACK_KEY: &str = "tiw-push-exporter-demo-callback-key";
 
 /// Settings of `demo`.
 #[derive(Debug, Clone)]
@@ -25,6 +31,9 @@ pub struct DemoOptions {
     pub poll_interval: Duration,
     /// Random API faults from the start (`--simulator.faults`).
     pub fault_rates: FaultRates,
+    /// The user's own configuration (`demo --config.file`): its apps, credentials and callback
+    /// keys are simulated instead of the demo's; its endpoints and state.path are replaced.
+    pub config: Option<Config>,
 }
 
 impl Default for DemoOptions {
@@ -34,6 +43,7 @@ impl Default for DemoOptions {
             tasks_per_app: 6,
             poll_interval: Duration::from_secs(2),
             fault_rates: FaultRates::default(),
+            config: None,
         }
     }
 }
@@ -45,16 +55,36 @@ pub async fn run(
     serve: ServeOptions,
     token: CancellationToken,
 ) -> anyhow::Result<()> {
-    let secret_id = format!("AKIDdemo{}", random_task_id());
-    let secret_key = random_task_id();
+    // Whose apps and credentials the simulator takes: the user's config, or the demo's own.
+    let (apps, credentials): (Vec<u64>, Vec<SimCredential>) = match &options.config {
+        Some(config) => {
+            let mut credentials: Vec<SimCredential> = Vec::new();
+            for app in &config.apps {
+                let c = &app.api.credentials;
+                if !credentials.iter().any(|k| k.secret_id == c.secret_id) {
+                    credentials.push(SimCredential {
+                        secret_id: c.secret_id.clone(),
+                        secret_key: c.secret_key.expose_secret().to_string(),
+                        session_token: c.session_token.as_ref().map(|t| t.expose_secret().to_string()),
+                        account: app.api.account.clone(),
+                    });
+                }
+            }
+            (config.apps.iter().map(|a| a.sdk_app_id).collect(), credentials)
+        }
+        None => (
+            DEMO_APPS.to_vec(),
+            vec![SimCredential {
+                secret_id: DEMO_SECRET_ID.into(),
+                secret_key: DEMO_SECRET_KEY.into(),
+                session_token: None,
+                ..Default::default()
+            }],
+        ),
+    };
     let sim = Simulator::new(SimConfig {
-        credentials: vec![SimCredential {
-            secret_id: secret_id.clone(),
-            secret_key: secret_key.clone(),
-            session_token: None,
-            ..Default::default()
-        }],
-        apps: DEMO_APPS.to_vec(),
+        credentials,
+        apps: apps.clone(),
         requests_per_second: 20,
         latency: Duration::from_millis(30),
         latency_jitter: Duration::from_millis(20),
@@ -62,7 +92,7 @@ pub async fn run(
         fault_rates: options.fault_rates.clone(),
     });
     // A few short tasks at once, so every status shows within seconds.
-    for (i, app) in DEMO_APPS.iter().enumerate() {
+    for (i, app) in apps.iter().enumerate() {
         let room = 100 + i as i64 * 10;
         let seconds = Duration::from_secs;
         for (k, (prepare, push, outcome, exceptions)) in [
@@ -87,9 +117,10 @@ pub async fn run(
         }
     }
     let server = sim.clone().spawn(options.simulator_address).await?;
+    let config_is_users = options.config.is_some();
     let lifecycle = sim.spawn_lifecycle(
         Generator {
-            apps: DEMO_APPS.to_vec(),
+            apps: apps.clone(),
             target_per_app: options.tasks_per_app,
             create_every: Duration::from_secs(3),
             ..Default::default()
@@ -97,45 +128,94 @@ pub async fn run(
         token.clone(),
     );
     // TIW calls the exporter back, signed, as an operator would register with `callback set-url`.
-    let callback_key = random_task_id();
     let addr = listener.local_addr()?;
-    let shown = if addr.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], addr.port()))
-    } else {
-        addr
+    let loopback = |a: SocketAddr| {
+        if a.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], a.port()))
+        } else {
+            a
+        }
     };
-    for app in DEMO_APPS {
-        sim.set_callback(app, &format!("http://{shown}/callback"), &callback_key);
-    }
+    let shown = loopback(addr);
     let state = std::env::temp_dir().join(format!("tiw-push-exporter-demo-{}", std::process::id()));
-    let interval = humantime::format_duration(options.poll_interval);
-    let yaml = format!(
-        "tencentcloud:\n  endpoint: {}\n  secret_id: {secret_id}\n  secret_key: {secret_key}\n  session_token: ''\n\
-         apps:\n  - sdk_app_id: {}\n    callback_key: {callback_key}\n  - sdk_app_id: {}\n    callback_key: {callback_key}\n\
-         poll:\n  interval: {interval}\n  discovery_interval: {interval}\n\
-         state:\n  path: {}\nretention:\n  stopped_tasks: 10m\n",
-        server.endpoint(),
-        DEMO_APPS[0],
-        DEMO_APPS[1],
-        state.display()
-    );
-    let config = Config::from_yaml(&yaml, &|_| None).map_err(|e| anyhow::anyhow!("demo config: {e}"))?;
+    let endpoint = server.endpoint();
+    let config = match options.config {
+        Some(mut config) => {
+            let sim_endpoint = url::Url::parse(&endpoint).map_err(|e| anyhow::anyhow!("simulator endpoint: {e}"))?;
+            for app in &mut config.apps {
+                app.api.endpoint = sim_endpoint.clone();
+            }
+            config.state_path = state.clone();
+            let callbacks_at = loopback(config.callback.listen_address.unwrap_or(addr));
+            for app in &config.apps {
+                let key = app
+                    .callback_key
+                    .as_ref()
+                    .map(|k| k.expose_secret().to_string())
+                    .unwrap_or_default();
+                sim.set_callback(
+                    app.sdk_app_id,
+                    &format!("http://{callbacks_at}{}", config.callback.path),
+                    &key,
+                );
+            }
+            config
+        }
+        None => {
+            for app in DEMO_APPS {
+                sim.set_callback(app, &format!("http://{shown}/callback"), DEMO_CALLBACK_KEY);
+            }
+            let interval = humantime::format_duration(options.poll_interval);
+            let yaml = format!(
+                "tencentcloud:\n  endpoint: {endpoint}\n  secret_id: {DEMO_SECRET_ID}\n  secret_key: {DEMO_SECRET_KEY}\n  session_token: ''\n\
+                 apps:\n  - sdk_app_id: {}\n    callback_key: {DEMO_CALLBACK_KEY}\n  - sdk_app_id: {}\n    callback_key: {DEMO_CALLBACK_KEY}\n\
+                 poll:\n  interval: {interval}\n  discovery_interval: {interval}\n\
+                 state:\n  path: {}\nretention:\n  stopped_tasks: 10m\n",
+                DEMO_APPS[0],
+                DEMO_APPS[1],
+                state.display()
+            );
+            Config::from_yaml(&yaml, &|_| None).map_err(|e| anyhow::anyhow!("demo config: {e}"))?
+        }
+    };
+    let app_list: Vec<String> = apps.iter().map(u64::to_string).collect();
+    let whose = if config_is_users {
+        format!(
+            "your configuration's apps {} (their credentials and callback keys)",
+            app_list.join(", ")
+        )
+    } else {
+        format!("apps {}", app_list.join(" and "))
+    };
     // One write, whose failure (`demo | head -3`: the reader is gone) is no reason to stop.
-    let banner = format!(
-        "tiw-push-exporter demo: a simulated TIW with apps {} and {}\n\
+    let mut banner = format!(
+        "tiw-push-exporter demo: a simulated TIW with {whose}\n\
          \x20 metrics:       http://{shown}{telemetry}\n\
          \x20 landing page:  http://{shown}/\n\
-         \x20 simulator API: {endpoint} (Tencent Cloud API 3.0, TC3-signed, 20 requests/s per action)\n\
-         Tasks start, push, and stop with AUTO, USER_CALL, EXCEPTION or fail; try:\n\
+         \x20 simulator API: {endpoint} (Tencent Cloud API 3.0, TC3-signed, 20 requests/s per action)\n",
+        telemetry = serve.telemetry_path,
+    );
+    if !config_is_users {
+        banner.push_str(&format!(
+            "The simulator's credentials, to point your own config at it (they open nothing at Tencent):\n\
+             \x20 tencentcloud:\n\
+             \x20   endpoint: {endpoint}\n\
+             \x20   secret_id: {DEMO_SECRET_ID}\n\
+             \x20   secret_key: {DEMO_SECRET_KEY}\n\
+             \x20 apps: [{{sdk_app_id: {}, callback_key: {DEMO_CALLBACK_KEY}}}, {{sdk_app_id: {}, callback_key: {DEMO_CALLBACK_KEY}}}]\n\
+             (or run your own config against the simulator: tiw-push-exporter demo --config.file config.yaml;\n\
+             \x20--simulator.listen-address 127.0.0.1:18080 keeps the endpoint the same from run to run)\n",
+            DEMO_APPS[0], DEMO_APPS[1],
+        ));
+    }
+    banner.push_str(&format!(
+        "Tasks start, push, and stop with AUTO, USER_CALL, EXCEPTION or fail; try:\n\
          \x20 curl -s http://{shown}{telemetry} | grep -E '^tiw_push_(tasks|task_status)'\n\
          Break the API on purpose (a share of requests gets 5xx, resets, hangs, errors...):\n\
          \x20 curl -X PUT {endpoint}/sim/faults -d '{{\"http_5xx\":0.1,\"connection_reset\":0.05,\"slow\":0.05}}'\n\
          Ctrl-C stops the demo.\n",
-        DEMO_APPS[0],
-        DEMO_APPS[1],
         telemetry = serve.telemetry_path,
-        endpoint = server.endpoint(),
-    );
+    ));
     crate::admin::print_quietly(&banner);
     let result = match Exporter::new(config, serve) {
         Ok(exporter) => exporter

@@ -486,9 +486,50 @@ pub struct RecentApiError {
 pub struct RecentEvents {
     callbacks: std::sync::Mutex<std::collections::VecDeque<RecentCallback>>,
     api_errors: std::sync::Mutex<std::collections::BTreeMap<u64, std::collections::VecDeque<RecentApiError>>>,
+    /// (app, what) said once per process: the first API answer, the first accepted callback.
+    said: std::sync::Mutex<std::collections::HashSet<(u64, &'static str)>>,
+    /// (app, outcome) of refused callbacks: when one was last logged, and how many since.
+    refusals: std::sync::Mutex<std::collections::HashMap<RefusalKey, (std::time::Instant, u64)>>,
 }
 
+/// (app, outcome) of a refused callback.
+type RefusalKey = (u64, &'static str);
+
+/// Refused callbacks of one app and outcome are logged at most once per this.
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
 impl RecentEvents {
+    /// True the first time `what` happens for `app` in this process (reloads included), so that
+    /// a milestone is logged once.
+    pub fn first(&self, app: u64, what: &'static str) -> bool {
+        self.said.lock().unwrap_or_else(|e| e.into_inner()).insert((app, what))
+    }
+
+    /// Whether to log a refused callback of `app` with `outcome` now: `Some(n)` with the refusals
+    /// not logged since the last line, at most once per [`REFUSAL_LOG_EVERY`] per app and outcome
+    /// (a flood of forged callbacks costs one line a minute). `app` is a configured app or 0, and
+    /// outcomes are a fixed set, so this stays small.
+    pub fn refusal_to_log(&self, app: u64, outcome: &'static str) -> Option<u64> {
+        let now = std::time::Instant::now();
+        let mut map = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get_mut(&(app, outcome)) {
+            Some((last, quiet)) if now.duration_since(*last) < REFUSAL_LOG_EVERY => {
+                *quiet += 1;
+                None
+            }
+            Some((last, quiet)) => {
+                let suppressed = *quiet;
+                *last = now;
+                *quiet = 0;
+                Some(suppressed)
+            }
+            None => {
+                map.insert((app, outcome), (now, 0));
+                Some(0)
+            }
+        }
+    }
+
     pub fn callback(&self, mut callback: RecentCallback) {
         callback.reason = crate::task::truncate(&callback.reason, RECENT_TEXT);
         let mut ring = self.callbacks.lock().unwrap_or_else(|e| e.into_inner());

@@ -8,7 +8,7 @@ use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 use tiw_push_exporter::admin;
-use tiw_push_exporter::cli::{Cli, Command, LogFormat, LogLevel, StateCommand};
+use tiw_push_exporter::cli::{Cli, Command, DemoArgs, LogArgs, LogFormat, LogLevel, ServeArgs, StateCommand, WebArgs};
 use tiw_push_exporter::config::{parse_listen_address, Config};
 use tiw_push_exporter::exporter::{Exporter, ServeOptions};
 use tiw_push_exporter::reload::ReloadHandle;
@@ -113,94 +113,126 @@ async fn bind_all(addresses: &[String]) -> anyhow::Result<Vec<tokio::net::TcpLis
     Ok(listeners)
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let web = match &cli.web_config_file {
+/// What `serve` and `demo` take from the `--web.*` flags.
+fn serve_options(web: &WebArgs) -> anyhow::Result<ServeOptions> {
+    let web_config = match &web.web_config_file {
         Some(path) => WebConfig::load(path)?,
         None => WebConfig::default(),
     };
-    let options = ServeOptions {
-        telemetry_path: cli.telemetry_path.clone(),
+    Ok(ServeOptions {
+        telemetry_path: web.telemetry_path.clone(),
         limits: Limits {
-            max_connections: cli.max_connections as usize,
-            read_header_timeout: cli.read_header_timeout,
-            read_timeout: cli.read_timeout,
-            max_requests: cli.max_requests as usize,
+            max_connections: web.max_connections as usize,
+            read_header_timeout: web.read_header_timeout,
+            read_timeout: web.read_timeout,
+            max_requests: web.max_requests as usize,
         },
-        web,
-        web_config_file: cli.web_config_file.clone(),
-        exporter_metrics: !cli.disable_exporter_metrics,
+        web: web_config,
+        web_config_file: web.web_config_file.clone(),
+        exporter_metrics: !web.disable_exporter_metrics,
+        ..Default::default()
+    })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let hup = catch_sighup();
+    let token = CancellationToken::new();
+    cancel_on_signal(token.clone());
+    tracing::info!(
+        version = tiw_push_exporter::metrics::VERSION,
+        revision = tiw_push_exporter::metrics::REVISION,
+        branch = env!("TIW_BUILD_BRANCH"),
+        build_date = env!("TIW_BUILD_DATE"),
+        rust = env!("TIW_BUILD_RUSTC"),
+        platform = env!("TIW_BUILD_TARGET"),
+        "starting tiw-push-exporter"
+    );
+    let config_file = args.config.config_file.as_path();
+    let options = serve_options(&args.web)?;
+    let config = Config::load(config_file).map_err(|e| anyhow::anyhow!("{}: {e}", config_file.display()))?;
+    // The callback keys' warnings are logged by the exporter itself (and again on reload).
+    for warning in config.region_warnings() {
+        tracing::warn!(file = %config_file.display(), "{warning}");
+    }
+    let apps = config.apps.len();
+    let options = ServeOptions {
+        config_file: Some(config_file.to_owned()),
+        ..options
+    };
+    let exporter = Exporter::new(config, options)?;
+    let listeners = bind_all(&args.web.listen_address).await?;
+    for listener in &listeners {
+        tracing::info!(address = %listener.local_addr()?, apps, version = env!("CARGO_PKG_VERSION"), "listening");
+    }
+    reload_on_sighup(hup, exporter.reload_handle());
+    exporter.serve_on(listeners, token).await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let simulator_address = parse_listen_address(&args.simulator_address)
+        .map_err(|e| anyhow::anyhow!("--simulator.listen-address: {e}"))?;
+    if args.web.listen_address.len() > 1 {
+        anyhow::bail!(
+            "--web.listen-address: demo listens on one address, got {}",
+            args.web.listen_address.len()
+        );
+    }
+    let own_config = match &args.config_file {
+        Some(path) => Some(Config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?),
+        None => None,
+    };
+    let options = serve_options(&args.web)?;
+    let listener = bind(args.web.listen_address.first().map(String::as_str).unwrap_or(":9897")).await?;
+    let token = CancellationToken::new();
+    cancel_on_signal(token.clone());
+    let demo_options = tiw_push_exporter::demo::DemoOptions {
+        simulator_address,
+        fault_rates: tiw_push_exporter::simulator::FaultRates::uniform(args.fault_rate),
+        config: own_config,
         ..Default::default()
     };
-    let config_file = cli.config_file.as_path();
-    let first_address = cli.listen_address.first().map(String::as_str).unwrap_or(":9897");
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Healthcheck => admin::healthcheck(first_address, options.web.tls.is_some()).await,
-        Command::Serve => {
-            let hup = catch_sighup();
-            let token = CancellationToken::new();
-            cancel_on_signal(token.clone());
-            tracing::info!(
-                version = tiw_push_exporter::metrics::VERSION,
-                revision = tiw_push_exporter::metrics::REVISION,
-                branch = env!("TIW_BUILD_BRANCH"),
-                build_date = env!("TIW_BUILD_DATE"),
-                rust = env!("TIW_BUILD_RUSTC"),
-                platform = env!("TIW_BUILD_TARGET"),
-                "starting tiw-push-exporter"
-            );
-            let config = Config::load(config_file).map_err(|e| anyhow::anyhow!("{}: {e}", config_file.display()))?;
-            let apps = config.apps.len();
-            let options = ServeOptions {
-                config_file: Some(config_file.to_owned()),
-                ..options
+    tiw_push_exporter::demo::run(listener, demo_options, options, token).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(args) => serve(args).await,
+        Command::Demo(args) => demo(args).await,
+        Command::Healthcheck(args) => {
+            let tls = match &args.web_config_file {
+                Some(path) => WebConfig::load(path)?.tls.is_some(),
+                None => false,
             };
-            let exporter = Exporter::new(config, options)?;
-            let listeners = bind_all(&cli.listen_address).await?;
-            for listener in &listeners {
-                tracing::info!(address = %listener.local_addr()?, apps, version = env!("CARGO_PKG_VERSION"), "listening");
-            }
-            reload_on_sighup(hup, exporter.reload_handle());
-            exporter.serve_on(listeners, token).await?;
-            tracing::info!("stopped");
-            Ok(ExitCode::SUCCESS)
+            let first = args.listen_address.first().map(String::as_str).unwrap_or(":9897");
+            admin::healthcheck(first, tls).await
         }
-        Command::Demo {
-            simulator_address,
-            fault_rate,
-        } => {
-            let simulator_address = parse_listen_address(&simulator_address)
-                .map_err(|e| anyhow::anyhow!("--simulator.listen-address: {e}"))?;
-            if cli.listen_address.len() > 1 {
-                anyhow::bail!(
-                    "--web.listen-address: demo listens on one address, got {}",
-                    cli.listen_address.len()
-                );
-            }
-            let listener = bind(first_address).await?;
-            let token = CancellationToken::new();
-            cancel_on_signal(token.clone());
-            let demo_options = tiw_push_exporter::demo::DemoOptions {
-                simulator_address,
-                fault_rates: tiw_push_exporter::simulator::FaultRates::uniform(fault_rate),
-                ..Default::default()
-            };
-            tiw_push_exporter::demo::run(listener, demo_options, options, token).await?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::CheckConfig => Ok(admin::check_config(config_file)),
-        Command::Callback { action } => admin::callback(config_file, action).await,
+        Command::CheckConfig(args) => Ok(admin::check_config(&args.config_file)),
+        Command::Callback { action } => admin::callback(action).await,
         Command::State {
-            action: StateCommand::Forget { app },
-        } => admin::forget_app(config_file, app),
-        Command::Describe { app, task_id } => admin::describe(config_file, app, &task_id).await,
+            action: StateCommand::Forget { config, app },
+        } => admin::forget_app(&config.config_file, app),
+        Command::Describe { config, app, task_id } => admin::describe(&config.config_file, app, &task_id).await,
     }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_level, cli.log_format);
-    match run(cli).await {
+    let command = cli.command.unwrap_or(Command::Serve(cli.serve));
+    // serve and demo log as their flags say; the one-shot commands at info, in logfmt.
+    let log = match &command {
+        Command::Serve(args) => args.log,
+        Command::Demo(args) => args.log,
+        _ => LogArgs {
+            level: LogLevel::Info,
+            format: LogFormat::Logfmt,
+        },
+    };
+    init_logging(log.level, log.format);
+    match run(command).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("tiw-push-exporter: {e:#}");

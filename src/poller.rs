@@ -75,6 +75,9 @@ pub struct PolledApp {
     pub discover: bool,
     /// Key of the credential group (shared rate budget).
     pub group: String,
+    /// Where its API calls go, for the log line that confirms the first answer.
+    pub region: String,
+    pub endpoint: String,
 }
 
 impl Poller {
@@ -97,6 +100,8 @@ impl Poller {
                         client,
                         discover: app.discover,
                         group: budget_key(&app.api),
+                        region: app.api.region.clone(),
+                        endpoint: app.api.endpoint.to_string(),
                     },
                 )
             })
@@ -260,6 +265,16 @@ impl Poller {
         }
         if complete {
             self.metrics.poll.discovered(sdk_app_id, started.elapsed());
+            if self.metrics.recent.first(sdk_app_id, "api answer") {
+                tracing::info!(
+                    sdk_app_id,
+                    region = %app.region,
+                    endpoint = %app.endpoint,
+                    running_tasks = listed.len(),
+                    new_tasks = found,
+                    "Tencent Cloud API answers for this app: credentials accepted, running tasks listed"
+                );
+            }
         }
         found
     }
@@ -381,10 +396,33 @@ impl Poller {
                         .received(sdk_app_id, event.event_type(), "contradicted");
                     tracing::warn!(sdk_app_id, task_id, event_type = event.event_type(), claimed_status = status.as_str(), claimed_reason = reason.map(FinishReason::as_str), request_id = %answered.request_id, "DescribeWhiteboardPush contradicts a callback; the API's answer wins");
                 }
+                // An end that may have cost a class its recording: with what a person needs to
+                // find the class (room) and judge it (how long it pushed, how many exceptions).
+                let ended_badly = matches!(applied.ended, Some(FinishReason::Exception | FinishReason::Failed));
+                let task = if ended_badly {
+                    self.registry.get(sdk_app_id, task_id)
+                } else {
+                    None
+                };
+                let room_id = task
+                    .as_ref()
+                    .and_then(|t| t.room_id)
+                    .map(|r| r.to_string())
+                    .unwrap_or_default();
+                let duration_seconds = task
+                    .as_ref()
+                    .and_then(|t| t.duration())
+                    .map(|d| d.to_string())
+                    .unwrap_or_default();
+                let exceptions = task.as_ref().map(|t| t.exception_cnt).unwrap_or(0);
                 if let Some(request_ids) = &applied.failed_without_status {
-                    tracing::warn!(sdk_app_id, task_id, request_ids = %request_ids.join(","), "whiteboard push task failed: DescribeWhiteboardPush answered without Status 3 times in a row");
+                    tracing::warn!(sdk_app_id, task_id, room_id, request_ids = %request_ids.join(","), "whiteboard push task failed: DescribeWhiteboardPush answered without Status 3 times in a row");
                 } else if let (Some(FinishReason::Failed), Some(message)) = (applied.ended, message) {
-                    tracing::warn!(sdk_app_id, task_id, request_id = %answered.request_id, reason = %truncate(message, MESSAGE_LOG_LIMIT), "whiteboard push task failed");
+                    tracing::warn!(sdk_app_id, task_id, room_id, request_id = %answered.request_id, reason = %truncate(message, MESSAGE_LOG_LIMIT), "whiteboard push task failed");
+                } else if applied.ended == Some(FinishReason::Failed) {
+                    tracing::warn!(sdk_app_id, task_id, room_id, request_id = %answered.request_id, "whiteboard push task failed");
+                } else if applied.ended == Some(FinishReason::Exception) {
+                    tracing::info!(sdk_app_id, task_id, room_id, duration_seconds, exceptions, request_id = %answered.request_id, "whiteboard push task ended with EXCEPTION: the class's recording or relay may be incomplete");
                 } else if applied.ended.is_some() {
                     tracing::debug!(sdk_app_id, task_id, reason = ?applied.ended, "task ended");
                 }
@@ -421,6 +459,13 @@ impl Poller {
             Err(e) if e.is_app_down() => Some(e.to_string()),
             _ => None,
         };
+        // Apps that do not discover confirm their credentials with their first task read.
+        let quiet_app = self.apps.get(&sdk_app_id).filter(|a| !a.discover);
+        if let (None, Some(app)) = (&problem, quiet_app) {
+            if self.metrics.recent.first(sdk_app_id, "api answer") {
+                tracing::info!(sdk_app_id, region = %app.region, endpoint = %app.endpoint, "Tencent Cloud API answers for this app: credentials accepted");
+            }
+        }
         if problem.is_none() {
             self.answered
                 .lock()

@@ -135,9 +135,29 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Re
             .into_response();
     }
     if status == StatusCode::OK {
+        if processed.outcome == CallbackOutcome::Accepted && receiver.first_for_app(processed.sdk_app_id) {
+            tracing::info!(
+                sdk_app_id = processed.sdk_app_id,
+                event_type = processed.event_type,
+                task_id = processed.task_id.as_deref().unwrap_or(""),
+                "first callback accepted for this app: TIW reaches the exporter and the key matches"
+            );
+        }
         (status, [("content-type", "application/json")], r#"{"error_code":0}"#).into_response()
     } else {
-        tracing::debug!(event_type = processed.event_type, outcome = processed.outcome.label(), reason = %processed.reason, "callback refused");
+        // At info, so that a wrong key shows in the log at once; at most once a minute per app and
+        // outcome. The reason is the receiver's own words: never a key, a Sign or the body.
+        if let Some(suppressed) = receiver.refusal_to_log(processed.sdk_app_id, processed.outcome.label()) {
+            tracing::info!(
+                sdk_app_id = processed.sdk_app_id,
+                event_type = processed.event_type,
+                outcome = processed.outcome.label(),
+                status = status.as_u16(),
+                reason = %processed.reason,
+                refused_since_last_line = suppressed,
+                "callback refused"
+            );
+        }
         error_reply(status, processed.outcome.label())
     }
 }

@@ -495,6 +495,17 @@ impl CallbackReceiver {
         }
     }
 
+    /// True for the first accepted callback of `sdk_app_id` in this process.
+    fn first_for_app(&self, sdk_app_id: u64) -> bool {
+        self.metrics.recent.first(sdk_app_id, "accepted callback")
+    }
+
+    /// Whether to log this refusal now (see [`crate::instruments::RecentEvents::refusal_to_log`]).
+    fn refusal_to_log(&self, sdk_app_id: u64, outcome: &'static str) -> Option<u64> {
+        let outcome = if outcome.is_empty() { "full" } else { outcome };
+        self.metrics.recent.refusal_to_log(sdk_app_id, outcome)
+    }
+
     /// Keeps a callback for the landing page with the status it was answered (`why` when that
     /// differs from what processing said, as when the store could not take it).
     fn remember(&self, p: &Processed, status: StatusCode, why: Option<&str>) {

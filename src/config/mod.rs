@@ -145,10 +145,22 @@ impl fmt::Display for Problem {
 /// Why a config could not be loaded: the file, or every problem in it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {source}{}", missing_hint(.path, .source))]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{}", format_problems(.0))]
     Invalid(Vec<Problem>),
+}
+
+/// For a config file that does not exist: where to start one.
+fn missing_hint(path: &std::path::Path, e: &std::io::Error) -> String {
+    if e.kind() != std::io::ErrorKind::NotFound {
+        return String::new();
+    }
+    format!(
+        " (start from the example, which documents every key: cp config.example.yaml {}, then tiw-push-exporter check-config --config.file {}; config.example.yaml is in the release tarball and the repository)",
+        path.display(),
+        path.display()
+    )
 }
 
 fn format_problems(problems: &[Problem]) -> String {
@@ -235,10 +247,8 @@ impl Config {
             }
         };
         for path in unknown {
-            problems.push(Problem {
-                path,
-                message: "unknown key".into(),
-            });
+            let message = validate::unknown_key_message(&path);
+            problems.push(Problem { path, message });
         }
         let config = validate(raw, env, &mut problems);
         // Defaults shared by several apps are checked once per app; report each problem once.
@@ -253,7 +263,7 @@ impl Config {
 
     /// What is valid but probably not meant, one line each with its key path (`check-config`).
     pub fn warnings(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.region_warnings();
         for (i, app) in self.apps.iter().enumerate() {
             match (&app.callback_key, app.allow_unsigned_callbacks) {
                 (None, false) => out.push(format!(
@@ -271,6 +281,23 @@ impl Config {
             }
         }
         out
+    }
+
+    /// A warning per region outside Tencent's list for TIW, naming the apps that use it.
+    pub fn region_warnings(&self) -> Vec<String> {
+        let mut regions: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        for app in &self.apps {
+            regions
+                .entry(app.api.region.as_str())
+                .or_default()
+                .push(app.sdk_app_id.to_string());
+        }
+        regions
+            .into_iter()
+            .filter_map(|(region, apps)| {
+                validate::region_warning(&format!("region of app {}", apps.join(", ")), region)
+            })
+            .collect()
     }
 
     /// The configuration of one app.

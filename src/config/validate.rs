@@ -467,3 +467,172 @@ pub(super) fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, probl
         per_task_metrics,
     }
 }
+
+/// The field names serde's derive gives a struct, read by asking it to deserialize from a
+/// deserializer that only records them (`deserialize_struct` receives the list).
+fn fields_of<'de, T: Deserialize<'de>>() -> &'static [&'static str] {
+    struct Fields<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Fields<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(serde::de::Error::custom("fields read"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
+            unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Fields(&mut fields));
+    fields
+}
+
+/// The keys the file may hold under `parent` (a key path with its list indices removed:
+/// `apps[3].tencentcloud` → `apps.tencentcloud`).
+fn known_keys(parent: &str) -> &'static [&'static str] {
+    match parent {
+        "" => fields_of::<RawFile>(),
+        "tencentcloud" | "apps.tencentcloud" => fields_of::<RawApi>(),
+        "apps" => fields_of::<RawApp>(),
+        "poll" => fields_of::<RawPoll>(),
+        "callback" => fields_of::<RawCallback>(),
+        "state" => fields_of::<RawState>(),
+        "retention" => fields_of::<RawRetention>(),
+        _ => &[],
+    }
+}
+
+/// Edit distance between two short words (Levenshtein).
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substituted = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substituted.min(previous + 1).min(row[j] + 1);
+        }
+    }
+    row[b.len()]
+}
+
+/// The candidate closest to `word`, if it is close enough to be a typo (at most a third of the
+/// word's letters differ, and at least one).
+pub(super) fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (distance(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// What to say of an unknown key: the closest known key beside it, when there is one.
+pub(super) fn unknown_key_message(path: &str) -> String {
+    let plain: String = {
+        // Drop list indices: apps[0].colour → apps.colour.
+        let mut out = String::with_capacity(path.len());
+        let mut in_index = false;
+        for c in path.chars() {
+            match c {
+                '[' => in_index = true,
+                ']' => in_index = false,
+                c if !in_index => out.push(c),
+                _ => {}
+            }
+        }
+        out
+    };
+    let (parent, leaf) = plain.rsplit_once('.').unwrap_or(("", plain.as_str()));
+    match closest(leaf, known_keys(parent).iter().copied()) {
+        Some(known) => format!("unknown key (did you mean `{known}`?)"),
+        None => match known_keys(parent) {
+            [] => "unknown key".into(),
+            keys => format!("unknown key (known here: {})", keys.join(", ")),
+        },
+    }
+}
+
+/// The regions Tencent lists for TIW's API 3.0 ("Request Structure" of the Interactive Whiteboard
+/// API, tencentcloud.com/document/product/1176/55145, and the API 3.0 region list it refers to).
+/// A region outside it is a warning, not an error: the list may grow.
+pub const TIW_REGIONS: [&str; 16] = [
+    "ap-guangzhou",
+    "ap-shanghai",
+    "ap-beijing",
+    "ap-chengdu",
+    "ap-chongqing",
+    "ap-nanjing",
+    "ap-hongkong",
+    "ap-singapore",
+    "ap-bangkok",
+    "ap-jakarta",
+    "ap-mumbai",
+    "ap-seoul",
+    "ap-tokyo",
+    "na-siliconvalley",
+    "na-ashburn",
+    "eu-frankfurt",
+];
+
+/// A warning for a region Tencent does not list for TIW, naming the closest listed one.
+pub(super) fn region_warning(key: &str, region: &str) -> Option<String> {
+    if TIW_REGIONS.contains(&region) {
+        return None;
+    }
+    let hint = match closest(region, TIW_REGIONS) {
+        Some(near) => format!("did you mean {near}?"),
+        None => format!("TIW's regions: {}", TIW_REGIONS.join(", ")),
+    };
+    Some(format!(
+        "{key}: {region:?} is not a region Tencent lists for TIW ({hint}); requests may fail with InvalidParameterValue"
+    ))
+}
+
+#[cfg(test)]
+mod suggestion_tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_name_the_closest_known_one() {
+        assert_eq!(
+            unknown_key_message("poll.discovery_intervall"),
+            "unknown key (did you mean `discovery_interval`?)"
+        );
+        assert_eq!(
+            unknown_key_message("apps[2].callbak_key"),
+            "unknown key (did you mean `callback_key`?)"
+        );
+        assert_eq!(
+            unknown_key_message("apps[0].tencentcloud.secretkey"),
+            "unknown key (did you mean `secret_key`?)"
+        );
+        assert_eq!(
+            unknown_key_message("tencentclod"),
+            "unknown key (did you mean `tencentcloud`?)"
+        );
+        let far = unknown_key_message("state.colour");
+        assert_eq!(far, "unknown key (known here: path)");
+    }
+
+    #[test]
+    fn a_mistyped_region_is_a_warning_with_the_closest_region() {
+        let w = region_warning("tencentcloud.region", "ap-guangzhuo").unwrap();
+        assert!(w.contains("did you mean ap-guangzhou?"), "{w}");
+        assert!(region_warning("tencentcloud.region", "ap-singapore").is_none());
+        let far = region_warning("tencentcloud.region", "mars-1").unwrap();
+        assert!(far.contains("TIW's regions: ap-guangzhou"), "{far}");
+    }
+}

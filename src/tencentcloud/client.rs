@@ -467,10 +467,28 @@ fn describe_reqwest(e: &reqwest::Error) -> String {
         root = s.to_string();
         source = s.source();
     }
-    if root.is_empty() {
+    let said = if root.is_empty() {
         kind.to_string()
     } else {
         format!("{kind}: {root}")
+    };
+    format!("{said}{}", scheme_hint(e.url().map(|u| u.scheme()), &root))
+}
+
+/// Words for the two ways an endpoint's scheme can be wrong, which TLS and HTTP libraries report
+/// in their own terms (rustls: "received corrupt message of type InvalidContentType"; hyper:
+/// "invalid HTTP version parsed").
+fn scheme_hint(scheme: Option<&str>, root: &str) -> &'static str {
+    let plain_http_answer = root.contains("InvalidContentType") || root.contains("corrupt message");
+    let tls_answer = root.contains("invalid HTTP version") || root.contains("invalid HTTP status");
+    match scheme {
+        Some("https") if plain_http_answer => {
+            " — the endpoint answered in plain HTTP, not TLS: is it an http:// endpoint (such as a simulator) written as https://?"
+        }
+        Some("http") if tls_answer => {
+            " — the endpoint answered with something that is not HTTP, likely TLS: is it an https:// endpoint written as http://?"
+        }
+        _ => "",
     }
 }
 
@@ -619,5 +637,19 @@ mod tests {
             "tiw.tencentcloudapi.com"
         );
         assert_eq!(host_header(&u("http://127.0.0.1:18080")), "127.0.0.1:18080");
+    }
+}
+
+#[cfg(test)]
+mod scheme_hint_tests {
+    use super::scheme_hint;
+
+    #[test]
+    fn a_wrong_scheme_is_explained_in_words() {
+        let tls_to_http = scheme_hint(Some("https"), "received corrupt message of type InvalidContentType");
+        assert!(tls_to_http.contains("plain HTTP, not TLS"), "{tls_to_http}");
+        let http_to_tls = scheme_hint(Some("http"), "invalid HTTP version parsed");
+        assert!(http_to_tls.contains("likely TLS"), "{http_to_tls}");
+        assert_eq!(scheme_hint(Some("https"), "connection refused"), "");
     }
 }

@@ -249,30 +249,27 @@ fn check_config_warns_about_callback_trust() {
 fn bad_limit_flags_name_the_flag() {
     for (args, flag) in [
         (
-            vec!["--web.read-header-timeout", "0s", "check-config"],
+            vec!["serve", "--web.read-header-timeout", "0s"],
             "--web.read-header-timeout",
         ),
-        (vec!["--web.read-timeout", "soon", "check-config"], "--web.read-timeout"),
-        (
-            vec!["--web.max-connections", "0", "check-config"],
-            "--web.max-connections",
-        ),
-        (vec!["--web.max-requests", "lots", "check-config"], "--web.max-requests"),
+        (vec!["--web.read-timeout", "soon"], "--web.read-timeout"),
+        (vec!["--web.max-connections", "0"], "--web.max-connections"),
+        (vec!["serve", "--web.max-requests", "lots"], "--web.max-requests"),
         (vec!["demo", "--simulator.fault-rate", "1.5"], "--simulator.fault-rate"),
         // Paths axum's router would panic on, or that another endpoint uses.
-        (vec!["--web.telemetry-path", "/", "demo"], "--web.telemetry-path"),
+        (vec!["demo", "--web.telemetry-path", "/"], "--web.telemetry-path"),
         (
-            vec!["--web.telemetry-path", "/-/healthy", "demo"],
+            vec!["demo", "--web.telemetry-path", "/-/healthy"],
             "--web.telemetry-path",
         ),
         (
-            vec!["--web.telemetry-path", "/-/reload", "demo"],
+            vec!["demo", "--web.telemetry-path", "/-/reload"],
             "--web.telemetry-path",
         ),
-        (vec!["--web.telemetry-path", "/:id", "demo"], "--web.telemetry-path"),
-        (vec!["--web.telemetry-path", "/m/*rest", "demo"], "--web.telemetry-path"),
-        (vec!["--web.telemetry-path", "/{x}", "demo"], "--web.telemetry-path"),
-        (vec!["--web.telemetry-path", "metrics", "demo"], "--web.telemetry-path"),
+        (vec!["demo", "--web.telemetry-path", "/:id"], "--web.telemetry-path"),
+        (vec!["demo", "--web.telemetry-path", "/m/*rest"], "--web.telemetry-path"),
+        (vec!["demo", "--web.telemetry-path", "/{x}"], "--web.telemetry-path"),
+        (vec!["demo", "--web.telemetry-path", "metrics"], "--web.telemetry-path"),
     ] {
         let out = Command::new(BIN).args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -122,8 +122,8 @@ async fn secrets_never_leave_the_process() {
         "the auth failure is logged:\n{err}"
     );
     assert!(
-        err.contains("level=debug") && err.contains("callback refused"),
-        "verbose logging was on:\n{err}"
+        err.contains("msg=\"callback refused\"") && err.contains("outcome=bad_signature"),
+        "refusals are logged with their reason:\n{err}"
     );
     assert_clean("stdout", &out);
     assert_clean("stderr at trace level", &err);
