@@ -424,3 +424,105 @@ fn readmes_command_list_matches_the_binary() {
         }
     }
 }
+
+/// Starts `demo` with `extra` flags; (the process, its banner's lines until "Ctrl-C").
+fn start_demo(extra: &[&str]) -> (KillOnDrop, Vec<String>) {
+    use std::io::BufRead;
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(["demo", "--web.listen-address", "127.0.0.1:0"])
+            .args(extra)
+            .env_remove("TIW_CONFIG_FILE")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    let mut banner = Vec::new();
+    for line in lines.by_ref() {
+        let last = line.starts_with("Ctrl-C");
+        banner.push(line);
+        if last {
+            break;
+        }
+    }
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, banner)
+}
+
+/// The value after `label` on a banner line.
+fn banner_value(banner: &[String], label: &str) -> String {
+    banner
+        .iter()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix(label)
+                .map(|v| v.trim().split_whitespace().next().unwrap_or("").to_string())
+        })
+        .unwrap_or_else(|| panic!("{label} in the banner:\n{}", banner.join("\n")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_prints_credentials_that_work_and_runs_your_own_config() {
+    use tiw_push_exporter::demo::{DEMO_CALLBACK_KEY, DEMO_SECRET_ID, DEMO_SECRET_KEY};
+    let (demo, banner) = tokio::task::spawn_blocking(|| start_demo(&[])).await.unwrap();
+    let text = banner.join("\n");
+    for shown in [DEMO_SECRET_ID, DEMO_SECRET_KEY, DEMO_CALLBACK_KEY] {
+        assert!(text.contains(shown), "{shown} not in the banner:\n{text}");
+    }
+    let endpoint = banner_value(&banner, "endpoint:");
+    // Pointed at the simulator with the printed credentials, the callback commands work and agree.
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "tencentcloud:\n  endpoint: {endpoint}\n  secret_id: {DEMO_SECRET_ID}\n  secret_key: {DEMO_SECRET_KEY}\napps:\n  - sdk_app_id: {APP}\n    callback_key: {DEMO_CALLBACK_KEY}\nstate:\n  path: {}\n",
+        dir.path().join("state").display()
+    );
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let (ok, said) = run(args(&["callback", "show"], config.to_str().unwrap()), vec![]).await;
+    assert!(ok, "{said}");
+    assert!(said.contains("/callback") && !said.contains("warning"), "{said}");
+    drop(demo);
+
+    // Your own config against the simulator: your app, credentials and key; your store untouched.
+    let own = tempfile::tempdir().unwrap();
+    let store = own.path().join("real-store");
+    let own_app = 1400000077u64;
+    let yaml = format!(
+        "tencentcloud:\n  endpoint: https://tiw.tencentcloudapi.com\n  secret_id: AKIDmyOwnSecretId000000000000000000\n  secret_key: myOwnSecretKey00000000000000000\napps:\n  - sdk_app_id: {own_app}\n    callback_key: myOwnCallbackKey0001\npoll:\n  interval: 1s\n  discovery_interval: 1s\nstate:\n  path: {}\n",
+        store.display()
+    );
+    let own_config = own.path().join("config.yaml");
+    std::fs::write(&own_config, yaml).unwrap();
+    let flag = own_config.display().to_string();
+    let (demo, banner) = tokio::task::spawn_blocking(move || start_demo(&["--config.file", &flag]))
+        .await
+        .unwrap();
+    let text = banner.join("\n");
+    assert!(text.contains("your configuration's apps 1400000077"), "{text}");
+    assert!(
+        !text.contains("myOwnSecretKey") && !text.contains("myOwnCallbackKey"),
+        "{text}"
+    );
+    let metrics = banner_value(&banner, "metrics:");
+    let app = own_app.to_string();
+    wait_for(
+        Duration::from_secs(20),
+        "a callback of your app, signed with your key, accepted",
+        || async {
+            let text = reqwest::get(&metrics).await.ok()?.text().await.ok()?;
+            let m = Metrics::parse(&text);
+            let accepted = m.sum(
+                "tiw_exporter_callbacks_total",
+                &[("sdk_app_id", &app), ("outcome", "accepted")],
+            );
+            (accepted >= 1.0 && m.get("tiw_up", &[("sdk_app_id", &app)]) == Some(1.0)).then_some(())
+        },
+    )
+    .await;
+    assert!(!store.exists(), "the demo never touches your state.path");
+    drop(demo);
+}

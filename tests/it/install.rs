@@ -392,6 +392,20 @@ fn the_kustomize_base_renders_and_agrees_with_the_sources() {
     }
     let monitor = find(&base, "ServiceMonitor", "tiw-push-exporter");
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    // The container's arguments are ones the binary takes (clap stops at an unknown one before
+    // --help).
+    let container_args: Vec<String> = container["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_tiw-push-exporter"))
+            .args(&container_args)
+            .arg("--help"),
+        "the Deployment's args",
+    );
 
     // TLS on: probes and scrapes switch to HTTPS, serve and healthcheck get the web config.
     let tls = render("deploy/overlays/tls");
@@ -413,9 +427,9 @@ fn the_kustomize_base_renders_and_agrees_with_the_sources() {
 #[test]
 fn the_systemd_unit_verifies_and_is_hardened() {
     let dir = tempfile::tempdir().unwrap();
-    let unit = std::fs::read_to_string(repo("examples/systemd/tiw-push-exporter.service")).unwrap();
+    let unit_text = std::fs::read_to_string(repo("examples/systemd/tiw-push-exporter.service")).unwrap();
     // verify checks that ExecStart exists: the release binary stands in for /usr/local/bin's.
-    let unit = unit.replace("/usr/local/bin/tiw-push-exporter", release_bin().to_str().unwrap());
+    let unit = unit_text.replace("/usr/local/bin/tiw-push-exporter", release_bin().to_str().unwrap());
     let path = dir.path().join("tiw-push-exporter.service");
     std::fs::write(&path, unit).unwrap();
     let verify = Command::new("systemd-analyze")
@@ -427,6 +441,24 @@ fn the_systemd_unit_verifies_and_is_hardened() {
     assert!(
         verify.status.success() && said.trim().is_empty(),
         "systemd-analyze verify:\n{said}"
+    );
+    // ExecStart's arguments are ones the binary takes.
+    let exec_args: Vec<String> = unit_text
+        .split("ExecStart=")
+        .nth(1)
+        .unwrap()
+        .split('\n')
+        .scan(true, |more, line| {
+            let this = *more;
+            *more = line.trim_end().ends_with('\\');
+            this.then(|| line.trim().trim_end_matches('\\').trim().to_string())
+        })
+        .flat_map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .skip(1)
+        .collect();
+    run_ok(
+        Command::new(release_bin()).args(&exec_args).arg("--help"),
+        "the unit's ExecStart arguments",
     );
     let security = run_ok(
         Command::new("systemd-analyze")
