@@ -460,7 +460,7 @@ fn banner_value(banner: &[String], label: &str) -> String {
         .find_map(|l| {
             l.trim()
                 .strip_prefix(label)
-                .map(|v| v.trim().split_whitespace().next().unwrap_or("").to_string())
+                .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
         })
         .unwrap_or_else(|| panic!("{label} in the banner:\n{}", banner.join("\n")))
 }
