@@ -87,7 +87,15 @@ async fn disable_exporter_metrics_leaves_out_the_process_and_http_server() {
     assert!(all.contains("tiw_exporter_http_requests_refused_total"));
     drop(with);
     let without = spawn_exporter(Path::new(BIN), &config, &["--web.disable-exporter-metrics"]);
-    let some = text(without.addr.clone()).await;
+    // Once the first API call is counted (its series appear with it).
+    let some = wait_for(Duration::from_secs(10), "the first API call counted", || {
+        let addr = without.addr.clone();
+        async move {
+            let some = text(addr).await;
+            some.contains("tiw_exporter_api_requests_total{").then_some(some)
+        }
+    })
+    .await;
     assert!(!some.contains("process_"), "{some}");
     assert!(!some.contains("tiw_exporter_http_"), "{some}");
     for kept in [
