@@ -78,6 +78,10 @@ pub struct WebArgs {
     /// Scrapes answered at once; more get 503 (0: no limit).
     #[arg(long = "web.max-requests", default_value_t = 40)]
     pub max_requests: u32,
+    /// On SIGTERM, answer /-/ready with 503 for this long while still serving, so that a load
+    /// balancer sends new callbacks to another replica before this one stops (0s: stop at once).
+    #[arg(long = "web.shutdown-delay", default_value = "0s", value_parser = parse_duration_or_zero)]
+    pub shutdown_delay: Duration,
 }
 
 /// The logging flags (`serve` and `demo`; the one-shot commands print what they do).
@@ -292,6 +296,11 @@ fn parse_share(s: &str) -> Result<f64, String> {
         Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
         _ => Err(format!("{s:?} is not a number between 0 and 1")),
     }
+}
+
+/// A duration such as `0s`, `500ms` or `10s`.
+fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 0s, 500ms, 10s)"))
 }
 
 /// A positive duration such as `500ms`, `10s` or `1m`.

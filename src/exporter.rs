@@ -39,6 +39,9 @@ pub struct ServeOptions {
     pub exporter_metrics: bool,
     /// Connection, timeout and concurrency limits (`--web.*`).
     pub limits: crate::server::Limits,
+    /// On shutdown, how long `/-/ready` answers 503 while requests (callbacks) are still served,
+    /// so that a load balancer moves new ones to another replica first (`--web.shutdown-delay`).
+    pub shutdown_delay: std::time::Duration,
 }
 
 impl Default for ServeOptions {
@@ -51,6 +54,7 @@ impl Default for ServeOptions {
             web_config_file: None,
             exporter_metrics: true,
             limits: Default::default(),
+            shutdown_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -255,8 +259,27 @@ impl Exporter {
         );
         tracker.spawn(supervisor.run(reload_rx, token.clone()));
 
+        // The HTTP servers stop `shutdown_delay` after the rest: first /-/ready says 503, so that
+        // the load balancer sends new callbacks to another replica, while this one still answers.
+        let serving = CancellationToken::new();
+        {
+            let (token, serving, ready, delay) =
+                (token.clone(), serving.clone(), ready.clone(), options.shutdown_delay);
+            tracker.spawn(async move {
+                tokio::select! {
+                    _ = token.cancelled() => {}
+                    _ = serving.cancelled() => return,
+                }
+                ready.store(false, Ordering::Release);
+                if !delay.is_zero() {
+                    tracing::info!(delay = ?delay, "not ready: answering until the load balancer has moved new requests away");
+                    tokio::time::sleep(delay).await;
+                }
+                serving.cancel();
+            });
+        }
         if let Some(cb_listener) = callback_listener {
-            let (stop, tls, limits) = (token.clone(), tls.clone(), limits.clone());
+            let (stop, tls, limits) = (serving.clone(), tls.clone(), limits.clone());
             tracker.spawn(async move {
                 if let Err(e) = crate::server::serve(cb_listener, tls, callback_router, &limits, stop).await {
                     tracing::error!(error = %e, "callback listener failed");
@@ -269,7 +292,7 @@ impl Exporter {
         }
         let mut main_servers = tokio::task::JoinSet::new();
         for listener in listeners {
-            let (tls, router, limits, stop) = (tls.clone(), main_router.clone(), limits.clone(), token.clone());
+            let (tls, router, limits, stop) = (tls.clone(), main_router.clone(), limits.clone(), serving.clone());
             main_servers.spawn(async move { crate::server::serve(listener, tls, router, &limits, stop).await });
         }
         tracker.close();
@@ -281,15 +304,18 @@ impl Exporter {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     token.cancel();
+                    serving.cancel();
                     result = result.and(Err(e));
                 }
                 Err(e) => {
                     token.cancel();
+                    serving.cancel();
                     result = result.and(Err(std::io::Error::other(format!("listener task failed: {e}"))));
                 }
             }
         }
         token.cancel();
+        serving.cancel();
         writer_token.cancel();
         tracker.wait().await;
         result

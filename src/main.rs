@@ -130,6 +130,7 @@ fn serve_options(web: &WebArgs) -> anyhow::Result<ServeOptions> {
         web: web_config,
         web_config_file: web.web_config_file.clone(),
         exporter_metrics: !web.disable_exporter_metrics,
+        shutdown_delay: web.shutdown_delay,
         ..Default::default()
     })
 }

@@ -34,6 +34,9 @@ pub struct Config {
     /// Tracked tasks at most (`retention.max_tasks`): the bound on memory and cardinality.
     pub max_tasks: usize,
     pub per_task_metrics: bool,
+    /// `ha.replicas`: identical replicas polling the same account; each app's
+    /// `requests_per_second` is already divided by it.
+    pub ha_replicas: u32,
 }
 
 /// One SdkAppId and how to reach Tencent for it.

@@ -154,3 +154,26 @@ fn listen_addresses() {
     assert_eq!(parse_listen_address("[::1]:80").unwrap(), "[::1]:80".parse().unwrap());
     assert!(parse_listen_address("nope").is_err());
 }
+
+#[test]
+fn ha_replicas_split_every_budget() {
+    let yaml = |ha: &str| {
+        format!(
+            "tencentcloud: {{secret_id: a, secret_key: b, requests_per_second: 20}}\napps:\n  - sdk_app_id: 1\n  - sdk_app_id: 2\n    tencentcloud: {{secret_id: c, secret_key: d, requests_per_second: 5}}\n{ha}"
+        )
+    };
+    let one = Config::from_yaml(&yaml(""), &|_| None).unwrap();
+    assert_eq!(one.ha_replicas, 1);
+    assert_eq!(one.apps[0].api.requests_per_second, 20);
+    let two = Config::from_yaml(&yaml("ha: {replicas: 2}\n"), &|_| None).unwrap();
+    assert_eq!(
+        (two.apps[0].api.requests_per_second, two.apps[1].api.requests_per_second),
+        (10, 2)
+    );
+    let many = Config::from_yaml(&yaml("ha: {replicas: 20}\n"), &|_| None).unwrap();
+    assert_eq!(many.apps[1].api.requests_per_second, 1, "at least 1 each");
+    let e = Config::from_yaml(&yaml("ha: {replicas: 0}\n"), &|_| None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ha.replicas: must be between 1 and 20"), "{e}");
+}

@@ -24,6 +24,12 @@ pub(super) struct RawFile {
     state: Option<RawState>,
     retention: Option<RawRetention>,
     per_task_metrics: Option<Value>,
+    ha: Option<RawHa>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawHa {
+    replicas: Option<Value>,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -450,6 +456,22 @@ pub(super) fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, probl
         Duration::from_secs(300),
     );
     let per_task_metrics = c.boolean("per_task_metrics", raw.per_task_metrics.as_ref(), true);
+    // Identical replicas poll the same account: each takes its share of every budget, so that
+    // together they stay within Tencent's limit per action (README "High availability").
+    let ha_replicas = match c.integer("ha.replicas", raw.ha.unwrap_or_default().replicas.as_ref()) {
+        None => 1,
+        Some(n) if (1..=MAX_REQUESTS_PER_SECOND as i64).contains(&n) => n as u32,
+        Some(n) => {
+            c.fail(
+                "ha.replicas",
+                format!("must be between 1 and {MAX_REQUESTS_PER_SECOND} (each replica needs at least 1 request/s), got {n}"),
+            );
+            1
+        }
+    };
+    for app in &mut apps {
+        app.api.requests_per_second = (app.api.requests_per_second / ha_replicas).max(1);
+    }
 
     Config {
         apps,
@@ -465,6 +487,7 @@ pub(super) fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, probl
         retention_stopped_tasks,
         max_tasks,
         per_task_metrics,
+        ha_replicas,
     }
 }
 
@@ -507,6 +530,7 @@ fn known_keys(parent: &str) -> &'static [&'static str] {
         "callback" => fields_of::<RawCallback>(),
         "state" => fields_of::<RawState>(),
         "retention" => fields_of::<RawRetention>(),
+        "ha" => fields_of::<RawHa>(),
         _ => &[],
     }
 }

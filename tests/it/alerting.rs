@@ -4,6 +4,7 @@
 //! an absolute runbook URL, and resolves once the task's series expire; while TiwApiDown fires for
 //! an app, that app's per-task alerts are held back.
 
+use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -216,6 +217,118 @@ async fn an_exception_finish_pages_once_and_api_down_holds_back_its_apps_alerts(
         resolved.0.duration_since(finished).as_secs_f64()
     );
     exporter.stop().await;
+}
+
+/// Two replicas report the same EXCEPTION finishes (one of them while the other is down): the
+/// mixin's rules, run by the real Prometheus, raise one alert per task, and Alertmanager notifies
+/// each task once, never once per replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_page_once_per_exception_task() {
+    let sim = start_sim(sim_config(&[PAGED])).await;
+    let yaml = config_yaml(&sim.endpoint(), &[PAGED], "200ms", "ha:\n  replicas: 2\n");
+    let replicas = [start_exporter(&yaml).await, start_exporter(&yaml).await];
+    let dir = tempfile::tempdir().unwrap();
+    let rules = run_ok(
+        Command::new("jsonnet")
+            .args(["-J", "mixin", "-e", r#"(import "mixin.libsonnet").prometheusAlerts"#])
+            .current_dir(repo("")),
+        "jsonnet (Debian's jsonnet; .ci/run installs it)",
+    );
+    std::fs::write(dir.path().join("alerts.yml"), rules).unwrap();
+    let (hook, inbox) = webhook_receiver().await;
+    let am_config = std::fs::read_to_string(repo("deploy/alertmanager/alertmanager.yml"))
+        .unwrap()
+        .replace("http://127.0.0.1:9095", &hook);
+    std::fs::write(dir.path().join("alertmanager.yml"), am_config).unwrap();
+    let am_port = free_port();
+    let _alertmanager = KillOnDrop(
+        Command::new("prometheus-alertmanager")
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("alertmanager.yml").display()
+            ))
+            .arg(format!("--storage.path={}", dir.path().join("am").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Alertmanager is installed (Debian's prometheus-alertmanager; .ci/run installs it)"),
+    );
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [alerts.yml]\n\
+             alerting:\n  alertmanagers:\n    - static_configs: [{{targets: ['127.0.0.1:{am_port}']}}]\n\
+             scrape_configs:\n  - job_name: tiw-push-exporter\n    static_configs: [{{targets: ['{}', '{}']}}]\n",
+            replicas[0].addr, replicas[1].addr
+        ),
+    )
+    .unwrap();
+    let (_prometheus, prom) = start_prometheus(dir.path()).await;
+    wait_ready(&format!("http://127.0.0.1:{am_port}/-/ready")).await;
+
+    // Both replicas see the first end; the second ends while replica 1 is down.
+    let both = sim.sim.create_task(PAGED, 501);
+    let one = sim.sim.create_task(PAGED, 502);
+    sim.sim.start_pushing(&both);
+    sim.sim.start_pushing(&one);
+    for r in &replicas {
+        wait_status(r, &both, "PUSHING").await;
+    }
+    sim.sim.stop(&both, "EXCEPTION");
+    for r in &replicas {
+        wait_status(r, &both, "STOPPED").await;
+    }
+    let [first, second] = replicas;
+    let kept_state = second.stop_keeping_state().await;
+    sim.sim.stop(&one, "EXCEPTION");
+    wait_status(&first, &one, "STOPPED").await;
+    let pages = wait_for(Duration::from_secs(60), "a page for each task", || async {
+        let pages = notified(&inbox, "TiwPushFinishedWithException", "firing");
+        let tasks: HashSet<String> = pages
+            .iter()
+            .filter_map(|(_, _, a)| a["labels"]["task_id"].as_str().map(str::to_string))
+            .collect();
+        (tasks.contains(&both) && tasks.contains(&one)).then_some(pages)
+    })
+    .await;
+    // Prometheus: one alert per task, though two replicas reported the first.
+    let firing: Vec<Value> = alerts(&prom)
+        .await
+        .into_iter()
+        .filter(|a| a["labels"]["alertname"] == "TiwPushFinishedWithException")
+        .collect();
+    for task in [&both, &one] {
+        let n = firing
+            .iter()
+            .filter(|a| a["labels"]["task_id"] == task.as_str())
+            .count();
+        assert_eq!(n, 1, "one alert for {task} in Prometheus: {firing:?}");
+    }
+    // Alertmanager: no notification names a task twice, and no alert carries a replica's label.
+    for (_, _, n) in inbox.lock().unwrap().iter() {
+        let tasks: Vec<&str> = n["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["labels"]["alertname"] == "TiwPushFinishedWithException")
+            .filter_map(|a| a["labels"]["task_id"].as_str())
+            .collect();
+        let distinct: HashSet<&&str> = tasks.iter().collect();
+        assert_eq!(distinct.len(), tasks.len(), "a task twice in one notification: {n}");
+    }
+    assert!(
+        pages.iter().all(|(_, _, a)| a["labels"].get("instance").is_none()),
+        "{pages:?}"
+    );
+    println!(
+        "two replicas: {} notifications for 2 EXCEPTION tasks, one alert each",
+        inbox.lock().unwrap().len()
+    );
+    drop(kept_state);
+    first.stop().await;
+    sim.stop().await;
 }
 
 /// The shipped Alertmanager config passes `amtool check-config`, and its routes send critical

@@ -349,7 +349,8 @@ fn the_kustomize_base_renders_and_agrees_with_the_sources() {
         .unwrap()
         .to_string();
     let file = Path::new(&config_path).strip_prefix(&mount).unwrap().to_str().unwrap();
-    let secrets = |name: &str| Some(format!("value-of-{name}"));
+    // The Secret's variables; TIW_HA_REPLICAS is unset in the base (the HA overlay sets it).
+    let secrets = |name: &str| (name != "TIW_HA_REPLICAS").then(|| format!("value-of-{name}"));
     let config = tiw_push_exporter::config::Config::from_yaml(cm["data"][file].as_str().unwrap(), &secrets).unwrap();
     let callback_addr = config.callback.listen_address.expect("callbacks on their own listener");
     assert_eq!(callback_addr.port() as i64, port("callback"));
@@ -421,6 +422,86 @@ fn the_kustomize_base_renders_and_agrees_with_the_sources() {
         .any(|e| e["name"] == "TIW_WEB_CONFIG_FILE"));
     let monitor = find(&tls, "ServiceMonitor", "tiw-push-exporter");
     assert_eq!(monitor["spec"]["endpoints"][0]["scheme"], "https");
+}
+
+/// The HA overlay: two replicas of the base's pod, each with its store, the budget split between
+/// them, not-ready before stopping, one at a time.
+#[test]
+fn the_ha_overlay_runs_two_replicas_that_share_the_budget() {
+    let text = run_ok(
+        Command::new("kubectl").arg("kustomize").arg(repo("deploy/overlays/ha")),
+        "kubectl kustomize deploy/overlays/ha",
+    );
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let of_kind = |kind: &str| docs.iter().filter(|d| d["kind"] == kind).cloned().collect::<Vec<_>>();
+    assert!(of_kind("Deployment").is_empty() && of_kind("PersistentVolumeClaim").is_empty());
+    let set = &of_kind("StatefulSet")[0];
+    let replicas = set["spec"]["replicas"].as_i64().unwrap();
+    assert_eq!(replicas, 2);
+    assert_eq!(
+        set["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], "data",
+        "one store per replica"
+    );
+    let pod = &set["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    let container = &pod["containers"][0];
+    assert_eq!(
+        container["image"],
+        format!(
+            "ghcr.io/tiw-push-exporter/tiw-push-exporter:{}",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    let env: std::collections::HashMap<String, String> = container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        env["TIW_HA_REPLICAS"],
+        replicas.to_string(),
+        "the budget is split as many ways as there are replicas"
+    );
+    let args: Vec<String> = container["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    assert!(args.iter().any(|a| a.starts_with("--web.shutdown-delay=")), "{args:?}");
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_tiw-push-exporter"))
+            .args(&args)
+            .arg("--help"),
+        "the StatefulSet's args",
+    );
+    // The config each replica reads: half of Tencent's 20/s each.
+    let cm = of_kind("ConfigMap")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "tiw-push-exporter")
+        .unwrap();
+    let vars = |name: &str| match name {
+        "TIW_HA_REPLICAS" => Some(env["TIW_HA_REPLICAS"].clone()),
+        other => Some(format!("value-of-{other}")),
+    };
+    let config =
+        tiw_push_exporter::config::Config::from_yaml(cm["data"]["config.yaml"].as_str().unwrap(), &vars).unwrap();
+    assert_eq!(config.ha_replicas, 2);
+    assert_eq!(config.apps[0].api.requests_per_second, 10);
+    let pdb = &of_kind("PodDisruptionBudget")[0];
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    // Callbacks reach both through the base's Service and Ingress.
+    assert!(of_kind("Ingress")
+        .iter()
+        .any(|i| i["metadata"]["name"] == "tiw-push-exporter-callback"));
 }
 
 /// The systemd unit passes `systemd-analyze verify` and rates "OK" in `systemd-analyze security`.

@@ -9,6 +9,7 @@ mod durability;
 mod faults;
 mod firsthour;
 mod freshness;
+mod ha;
 mod hostile;
 mod install;
 mod integrity;
