@@ -219,14 +219,32 @@ async fn an_exception_finish_pages_once_and_api_down_holds_back_its_apps_alerts(
     exporter.stop().await;
 }
 
-/// Two replicas report the same EXCEPTION finishes (one of them while the other is down): the
-/// mixin's rules, run by the real Prometheus, raise one alert per task, and Alertmanager notifies
-/// each task once, never once per replica.
+/// The HA scenario through the real Prometheus and Alertmanager: two replica processes behind a
+/// fail-over balancer, each killed with SIGKILL in turn while tasks end with EXCEPTION (one while
+/// both run, one while a replica is down). The mixin's rules raise one alert per task, and
+/// Alertmanager notifies each task once, never once per replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_page_once_per_exception_task() {
+    use crate::ha::{balancer, free_addr, replica, wait_replica_status};
     let sim = start_sim(sim_config(&[PAGED])).await;
-    let yaml = config_yaml(&sim.endpoint(), &[PAGED], "200ms", "ha:\n  replicas: 2\n");
-    let replicas = [start_exporter(&yaml).await, start_exporter(&yaml).await];
+    let addrs = [free_addr(), free_addr()];
+    let lb = balancer(addrs.to_vec(), Arc::default()).await;
+    sim.sim.set_callback(PAGED, &format!("http://{lb}/callback"), KEY);
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let configs: Vec<std::path::PathBuf> = dirs
+        .iter()
+        .map(|d| {
+            let yaml = config_yaml(&sim.endpoint(), &[PAGED], "200ms", "ha:\n  replicas: 2\n").replace(
+                &format!("  - sdk_app_id: {PAGED}\n"),
+                &format!("  - sdk_app_id: {PAGED}\n    callback_key: {KEY}\n"),
+            );
+            write_config_file(d.path(), &yaml)
+        })
+        .collect();
+    let mut replicas = [
+        Some(replica(&configs[0], addrs[0])),
+        Some(replica(&configs[1], addrs[1])),
+    ];
     let dir = tempfile::tempdir().unwrap();
     let rules = run_ok(
         Command::new("jsonnet")
@@ -261,36 +279,48 @@ async fn two_replicas_page_once_per_exception_task() {
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [alerts.yml]\n\
              alerting:\n  alertmanagers:\n    - static_configs: [{{targets: ['127.0.0.1:{am_port}']}}]\n\
              scrape_configs:\n  - job_name: tiw-push-exporter\n    static_configs: [{{targets: ['{}', '{}']}}]\n",
-            replicas[0].addr, replicas[1].addr
+            addrs[0], addrs[1]
         ),
     )
     .unwrap();
     let (_prometheus, prom) = start_prometheus(dir.path()).await;
     wait_ready(&format!("http://127.0.0.1:{am_port}/-/ready")).await;
+    for addr in addrs {
+        wait_ready(&format!("http://{addr}/-/ready")).await;
+    }
 
-    // Both replicas see the first end; the second ends while replica 1 is down.
+    // Both replicas up: the first task ends with EXCEPTION and both report it.
     let both = sim.sim.create_task(PAGED, 501);
-    let one = sim.sim.create_task(PAGED, 502);
     sim.sim.start_pushing(&both);
-    sim.sim.start_pushing(&one);
-    for r in &replicas {
-        wait_status(r, &both, "PUSHING").await;
+    for addr in addrs {
+        wait_replica_status(addr, &both, "PUSHING").await;
     }
     sim.sim.stop(&both, "EXCEPTION");
-    for r in &replicas {
-        wait_status(r, &both, "STOPPED").await;
+    for addr in addrs {
+        wait_replica_status(addr, &both, "STOPPED").await;
     }
-    let [first, second] = replicas;
-    let kept_state = second.stop_keeping_state().await;
-    sim.sim.stop(&one, "EXCEPTION");
-    wait_status(&first, &one, "STOPPED").await;
+    // Replica 1 killed: a task starts and ends with EXCEPTION inside its outage; then it returns.
+    drop(replicas[1].take());
+    let inside = sim.sim.create_task(PAGED, 502);
+    sim.sim.start_pushing(&inside);
+    wait_replica_status(addrs[0], &inside, "PUSHING").await;
+    sim.sim.stop(&inside, "EXCEPTION");
+    wait_replica_status(addrs[0], &inside, "STOPPED").await;
+    replicas[1] = Some(replica(&configs[1], addrs[1]));
+    wait_ready(&format!("http://{}/-/ready", addrs[1])).await;
+    // Replica 0 killed in its turn, and back.
+    drop(replicas[0].take());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    replicas[0] = Some(replica(&configs[0], addrs[0]));
+    wait_ready(&format!("http://{}/-/ready", addrs[0])).await;
+
     let pages = wait_for(Duration::from_secs(60), "a page for each task", || async {
         let pages = notified(&inbox, "TiwPushFinishedWithException", "firing");
         let tasks: HashSet<String> = pages
             .iter()
             .filter_map(|(_, _, a)| a["labels"]["task_id"].as_str().map(str::to_string))
             .collect();
-        (tasks.contains(&both) && tasks.contains(&one)).then_some(pages)
+        (tasks.contains(&both) && tasks.contains(&inside)).then_some(pages)
     })
     .await;
     // Prometheus: one alert per task, though two replicas reported the first.
@@ -299,15 +329,16 @@ async fn two_replicas_page_once_per_exception_task() {
         .into_iter()
         .filter(|a| a["labels"]["alertname"] == "TiwPushFinishedWithException")
         .collect();
-    for task in [&both, &one] {
+    for task in [&both, &inside] {
         let n = firing
             .iter()
             .filter(|a| a["labels"]["task_id"] == task.as_str())
             .count();
         assert_eq!(n, 1, "one alert for {task} in Prometheus: {firing:?}");
     }
-    // Alertmanager: no notification names a task twice, and no alert carries a replica's label.
-    for (_, _, n) in inbox.lock().unwrap().iter() {
+    // Alertmanager: every notification names each task once, and no alert carries a replica's label.
+    let notifications = inbox.lock().unwrap().clone();
+    for (_, _, n) in &notifications {
         let tasks: Vec<&str> = n["alerts"]
             .as_array()
             .into_iter()
@@ -322,12 +353,24 @@ async fn two_replicas_page_once_per_exception_task() {
         pages.iter().all(|(_, _, a)| a["labels"].get("instance").is_none()),
         "{pages:?}"
     );
+    let first_pages = |task: &str| {
+        notifications
+            .iter()
+            .filter(|(_, _, n)| n["status"] == "firing")
+            .filter(|(_, _, n)| {
+                n["alerts"].as_array().into_iter().flatten().any(|a| {
+                    a["labels"]["alertname"] == "TiwPushFinishedWithException" && a["labels"]["task_id"] == task
+                })
+            })
+            .count()
+    };
     println!(
-        "two replicas: {} notifications for 2 EXCEPTION tasks, one alert each",
-        inbox.lock().unwrap().len()
+        "two replicas, each killed once: {} notifications; {both} in {}, {inside} in {}; one alert per task",
+        notifications.len(),
+        first_pages(&both),
+        first_pages(&inside)
     );
-    drop(kept_state);
-    first.stop().await;
+    drop(replicas);
     sim.stop().await;
 }
 

@@ -80,12 +80,12 @@ async fn a_stopping_replica_turns_not_ready_and_still_answers_for_the_shutdown_d
 }
 
 /// What went through the balancer: (replica, task id, HTTP status) of each callback.
-type Routed = Arc<Mutex<Vec<(usize, String, u16)>>>;
+pub(crate) type Routed = Arc<Mutex<Vec<(usize, String, u16)>>>;
 
 /// A round-robin TCP balancer over `backends` that fails over to the next backend when one
 /// refuses the connection (as a Service's endpoints do once a pod is gone), and records, for each
 /// callback it carries, which replica answered what.
-async fn balancer(backends: Vec<std::net::SocketAddr>, routed: Routed) -> std::net::SocketAddr {
+pub(crate) async fn balancer(backends: Vec<std::net::SocketAddr>, routed: Routed) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -185,7 +185,7 @@ fn complete_reply(reply: &[u8]) -> bool {
     reply.len() >= head_end + 4 + length
 }
 
-fn free_addr() -> std::net::SocketAddr {
+pub(crate) fn free_addr() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -193,7 +193,7 @@ fn free_addr() -> std::net::SocketAddr {
 }
 
 /// One replica: the binary on `config`, listening on `addr`, killed with SIGKILL when dropped.
-fn replica(config: &Path, addr: std::net::SocketAddr) -> KillOnDrop {
+pub(crate) fn replica(config: &Path, addr: std::net::SocketAddr) -> KillOnDrop {
     KillOnDrop(
         std::process::Command::new(env!("CARGO_BIN_EXE_tiw-push-exporter"))
             .args(["serve", "--config.file"])
@@ -204,6 +204,26 @@ fn replica(config: &Path, addr: std::net::SocketAddr) -> KillOnDrop {
             .spawn()
             .unwrap(),
     )
+}
+
+/// Waits until the replica at `addr` shows `task` with `status`.
+pub(crate) async fn wait_replica_status(addr: std::net::SocketAddr, task: &str, status: &str) {
+    wait_for(
+        Duration::from_secs(20),
+        &format!("{task} {status} on {addr}"),
+        || async {
+            let m = Metrics::parse(
+                &reqwest::get(format!("http://{addr}/metrics"))
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?,
+            );
+            (m.status_of(task).as_deref() == Some(status)).then_some(())
+        },
+    )
+    .await;
 }
 
 /// Per task, the status and finish reason a replica's /metrics show.
