@@ -103,18 +103,41 @@ fn buildah(args: &[&str]) -> String {
     )
 }
 
-/// Removes the working container and the image, whatever the test's outcome.
+/// Removes every working container and image made since it was created (buildah 1.28's `bud`
+/// leaves the `FROM ${BINARY}` stage's container and image behind), whatever the test's outcome.
 struct Image {
     name: String,
-    container: Option<String>,
+    /// The working containers and images that existed before the build: not ours to remove.
+    before: (Vec<String>, Vec<String>),
+}
+
+/// The ids `buildah <args>` lists, one a line.
+fn ids(args: &[&str]) -> Vec<String> {
+    Command::new("buildah")
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// The working containers and images buildah has now.
+fn buildah_state() -> (Vec<String>, Vec<String>) {
+    (
+        ids(&["containers", "--quiet", "--notruncate"]),
+        ids(&["images", "--all", "--quiet", "--no-trunc"]),
+    )
 }
 
 impl Drop for Image {
     fn drop(&mut self) {
-        if let Some(c) = &self.container {
+        let (containers, images) = buildah_state();
+        for c in containers.iter().filter(|c| !self.before.0.contains(c)) {
             let _ = Command::new("buildah").args(["rm", c]).output();
         }
         let _ = Command::new("buildah").args(["rmi", "-f", &self.name]).output();
+        for i in images.iter().filter(|i| !self.before.1.contains(i)) {
+            let _ = Command::new("buildah").args(["rmi", "-f", i]).output();
+        }
     }
 }
 
@@ -129,9 +152,9 @@ fn parent_of(pid: u32) -> Option<u32> {
         .ok()
 }
 
-/// The uid of the process running `program` (its argv[0], as the container sees it) that descends
-/// from `ancestor` (our `buildah run`): other tests run the exporter too, as root.
-fn uid_of(program: &str, ancestor: u32) -> Option<u32> {
+/// The process running `program` (its argv[0], as the container sees it) that descends from
+/// `ancestor` (our `buildah run`): other tests run the exporter too, as root.
+fn descendant(program: &str, ancestor: u32) -> Option<u32> {
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
@@ -145,14 +168,41 @@ fn uid_of(program: &str, ancestor: u32) -> Option<u32> {
         let mut up = Some(pid);
         while let Some(p) = up.filter(|p| *p > 1) {
             if p == ancestor {
-                let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
-                let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
-                return uid.split_whitespace().next()?.parse().ok();
+                return Some(pid);
             }
             up = parent_of(p);
         }
     }
     None
+}
+
+/// The uid a process runs as.
+fn uid_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    uid.split_whitespace().next()?.parse().ok()
+}
+
+/// `buildah run` of the exporter. Killing `buildah run` leaves the process it started in the chroot
+/// running, so when dropped this stops that process first (SIGTERM, as a container runtime would),
+/// then `buildah run` itself.
+struct InContainer(std::process::Child);
+
+impl Drop for InContainer {
+    fn drop(&mut self) {
+        if let Some(pid) = descendant("/bin/tiw-push-exporter", self.0.id()) {
+            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,9 +213,9 @@ async fn the_image_builds_from_scratch_starts_the_demo_as_nobody_and_passes_its_
         "git",
     );
     let revision = revision.trim();
-    let mut image = Image {
+    let image = Image {
         name: format!("localhost/tiw-push-exporter:ci-{}", std::process::id()),
-        container: None,
+        before: buildah_state(),
     };
     let version_arg = format!("VERSION={}", env!("CARGO_PKG_VERSION"));
     let revision_arg = format!("REVISION={revision}");
@@ -219,7 +269,6 @@ async fn the_image_builds_from_scratch_starts_the_demo_as_nobody_and_passes_its_
     assert_eq!(healthcheck[0], "CMD", "{healthcheck:?}");
 
     let container = buildah(&["from", &image.name]).trim().to_string();
-    image.container = Some(container.clone());
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
@@ -227,7 +276,7 @@ async fn the_image_builds_from_scratch_starts_the_demo_as_nobody_and_passes_its_
     let address = format!("TIW_WEB_LISTEN_ADDRESS=127.0.0.1:{port}");
     // The documented first command, as the image runs it: nobody, no /tmp, the address from the
     // environment (which the health check reads too).
-    let demo = KillOnDrop(
+    let demo = InContainer(
         Command::new("buildah")
             .args([
                 "run",
@@ -241,7 +290,7 @@ async fn the_image_builds_from_scratch_starts_the_demo_as_nobody_and_passes_its_
             .arg(&container)
             .args(["--", "/bin/tiw-push-exporter", "demo"])
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
             .expect("buildah run"),
     );
@@ -257,7 +306,8 @@ async fn the_image_builds_from_scratch_starts_the_demo_as_nobody_and_passes_its_
         started.elapsed(),
         metrics.len()
     );
-    let uid = uid_of("/bin/tiw-push-exporter", demo.id()).expect("the exporter's process in the container");
+    let pid = descendant("/bin/tiw-push-exporter", demo.0.id()).expect("the exporter's process in the container");
+    let uid = uid_of(pid).expect("its uid");
     assert_eq!(uid, 65534, "runs as nobody");
     println!("image process runs as uid {uid}");
 
@@ -278,6 +328,11 @@ async fn the_image_builds_from_scratch_starts_the_demo_as_nobody_and_passes_its_
     run_ok(&mut check, "the image's HEALTHCHECK");
     println!("image healthcheck passed: {}", healthcheck[1..].join(" "));
     drop(demo);
+    assert!(
+        descendant("/bin/tiw-push-exporter", pid).is_none() && uid_of(pid).is_none(),
+        "the demo in the container stopped"
+    );
+    println!("image stopped: SIGTERM to the demo ended it");
     drop(image);
 }
 
