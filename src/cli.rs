@@ -43,11 +43,13 @@ pub struct ConfigArg {
     pub config_file: PathBuf,
 }
 
-/// The HTTP server's flags (`serve` and `demo`).
+/// Where the exporter listens and with which TLS and auth: `serve`'s and `demo`'s, and what
+/// `healthcheck` needs to reach them (the same flags and environment variables, so the image's
+/// health check follows the address and TLS the exporter runs with).
 #[derive(Args, Clone, Debug)]
-pub struct WebArgs {
+pub struct ListenArgs {
     /// Address to listen on for metrics, health and callbacks; repeat the flag (or separate with
-    /// commas) to listen on several.
+    /// commas) to listen on several (healthcheck checks the first).
     #[arg(
         long = "web.listen-address",
         env = "TIW_WEB_LISTEN_ADDRESS",
@@ -59,6 +61,20 @@ pub struct WebArgs {
     /// basic_auth_users); re-read when it or a certificate it names changes.
     #[arg(long = "web.config.file", env = "TIW_WEB_CONFIG_FILE")]
     pub web_config_file: Option<PathBuf>,
+}
+
+impl ListenArgs {
+    /// The first listen address (the one `healthcheck` checks, and `demo`'s only one).
+    pub fn first(&self) -> &str {
+        self.listen_address.first().map(String::as_str).unwrap_or(":9897")
+    }
+}
+
+/// The HTTP server's flags (`serve` and `demo`).
+#[derive(Args, Clone, Debug)]
+pub struct WebArgs {
+    #[command(flatten)]
+    pub listen: ListenArgs,
     /// Leave out the metrics about the exporter process and its HTTP server (process_*,
     /// tiw_exporter_http_*); what it observes of TIW and its own polling stays.
     #[arg(long = "web.disable-exporter-metrics")]
@@ -123,7 +139,7 @@ pub enum Command {
     /// Validate the configuration file and print every problem with its key path.
     CheckConfig(ConfigArg),
     /// Exit 0 when the exporter at --web.listen-address answers /-/healthy (for container health checks).
-    Healthcheck(HealthcheckArgs),
+    Healthcheck(ListenArgs),
     /// Show or change the callback URL and key registered with TIW for an app.
     Callback {
         #[command(subcommand)]
@@ -166,23 +182,6 @@ pub struct DemoArgs {
     pub web: WebArgs,
     #[command(flatten)]
     pub log: LogArgs,
-}
-
-/// `healthcheck`'s flags: where the exporter listens, and whether it speaks TLS.
-#[derive(Args, Clone, Debug)]
-pub struct HealthcheckArgs {
-    /// The exporter's listen address (the first, if it has several).
-    #[arg(
-        long = "web.listen-address",
-        env = "TIW_WEB_LISTEN_ADDRESS",
-        default_value = ":9897",
-        value_delimiter = ','
-    )]
-    pub listen_address: Vec<String>,
-    /// The exporter's web config: HTTPS when it has tls_server_config (without it, a listener
-    /// that does not answer plain HTTP is tried over HTTPS).
-    #[arg(long = "web.config.file", env = "TIW_WEB_CONFIG_FILE")]
-    pub web_config_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]

@@ -115,7 +115,7 @@ async fn bind_all(addresses: &[String]) -> anyhow::Result<Vec<tokio::net::TcpLis
 
 /// What `serve` and `demo` take from the `--web.*` flags.
 fn serve_options(web: &WebArgs) -> anyhow::Result<ServeOptions> {
-    let web_config = match &web.web_config_file {
+    let web_config = match &web.listen.web_config_file {
         Some(path) => WebConfig::load(path)?,
         None => WebConfig::default(),
     };
@@ -128,7 +128,7 @@ fn serve_options(web: &WebArgs) -> anyhow::Result<ServeOptions> {
             max_requests: web.max_requests as usize,
         },
         web: web_config,
-        web_config_file: web.web_config_file.clone(),
+        web_config_file: web.listen.web_config_file.clone(),
         exporter_metrics: !web.disable_exporter_metrics,
         shutdown_delay: web.shutdown_delay,
         ..Default::default()
@@ -161,7 +161,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ..options
     };
     let exporter = Exporter::new(config, options)?;
-    let listeners = bind_all(&args.web.listen_address).await?;
+    let listeners = bind_all(&args.web.listen.listen_address).await?;
     for listener in &listeners {
         tracing::info!(address = %listener.local_addr()?, apps, version = env!("CARGO_PKG_VERSION"), "listening");
     }
@@ -174,10 +174,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let simulator_address = parse_listen_address(&args.simulator_address)
         .map_err(|e| anyhow::anyhow!("--simulator.listen-address: {e}"))?;
-    if args.web.listen_address.len() > 1 {
+    if args.web.listen.listen_address.len() > 1 {
         anyhow::bail!(
             "--web.listen-address: demo listens on one address, got {}",
-            args.web.listen_address.len()
+            args.web.listen.listen_address.len()
         );
     }
     let own_config = match &args.config_file {
@@ -185,7 +185,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let options = serve_options(&args.web)?;
-    let listener = bind(args.web.listen_address.first().map(String::as_str).unwrap_or(":9897")).await?;
+    let listener = bind(args.web.listen.first()).await?;
     let token = CancellationToken::new();
     cancel_on_signal(token.clone());
     let demo_options = tiw_push_exporter::demo::DemoOptions {
@@ -207,8 +207,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Some(path) => WebConfig::load(path)?.tls.is_some(),
                 None => false,
             };
-            let first = args.listen_address.first().map(String::as_str).unwrap_or(":9897");
-            admin::healthcheck(first, tls).await
+            admin::healthcheck(args.first(), tls).await
         }
         Command::CheckConfig(args) => Ok(admin::check_config(&args.config_file)),
         Command::Callback { action } => admin::callback(action).await,

@@ -42,6 +42,45 @@ async fn webhook_receiver() -> (String, Inbox) {
     (url, inbox)
 }
 
+/// The shipped Alertmanager config, its receivers pointed at `hook`, run by the real Alertmanager
+/// in `dir`; returns once it is ready, with its port.
+async fn start_alertmanager(dir: &std::path::Path, hook: &str) -> (KillOnDrop, u16) {
+    let am_config = std::fs::read_to_string(repo("deploy/alertmanager/alertmanager.yml"))
+        .unwrap()
+        .replace("http://127.0.0.1:9095", hook);
+    std::fs::write(dir.join("alertmanager.yml"), am_config).unwrap();
+    let port = free_port();
+    let alertmanager = KillOnDrop(
+        Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", dir.join("alertmanager.yml").display()))
+            .arg(format!("--storage.path={}", dir.join("am").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Alertmanager is installed (Debian's prometheus-alertmanager; .ci/run installs it)"),
+    );
+    wait_ready(&format!("http://127.0.0.1:{port}/-/ready")).await;
+    (alertmanager, port)
+}
+
+/// `dir/prometheus.yml`: the rules in `dir/alerts.yml`, the Alertmanager on `am_port`, and the
+/// exporters at `targets`, scraped and evaluated every second.
+fn write_prometheus_config(dir: &std::path::Path, am_port: u16, targets: &[String]) {
+    let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [alerts.yml]\n\
+             alerting:\n  alertmanagers:\n    - static_configs: [{{targets: ['127.0.0.1:{am_port}']}}]\n\
+             scrape_configs:\n  - job_name: tiw-push-exporter\n    static_configs: [{{targets: [{}]}}]\n",
+            targets.join(", ")
+        ),
+    )
+    .unwrap();
+}
+
 /// Alerts of `alertname` in notifications of `status` so far, with when each notification came.
 fn notified(inbox: &Inbox, alertname: &str, status: &str) -> Vec<(Instant, String, Value)> {
     inbox
@@ -88,41 +127,11 @@ async fn an_exception_finish_pages_once_and_api_down_holds_back_its_apps_alerts(
     );
     std::fs::write(dir.path().join("alerts.yml"), rules).unwrap();
 
-    // The shipped Alertmanager config, its receivers pointed at this test.
     let (hook, inbox) = webhook_receiver().await;
-    let am_config = std::fs::read_to_string(repo("deploy/alertmanager/alertmanager.yml"))
-        .unwrap()
-        .replace("http://127.0.0.1:9095", &hook);
-    std::fs::write(dir.path().join("alertmanager.yml"), am_config).unwrap();
-    let am_port = free_port();
+    let (_alertmanager, am_port) = start_alertmanager(dir.path(), &hook).await;
     let am = format!("http://127.0.0.1:{am_port}");
-    let _alertmanager = KillOnDrop(
-        Command::new("prometheus-alertmanager")
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("alertmanager.yml").display()
-            ))
-            .arg(format!("--storage.path={}", dir.path().join("am").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-            .arg("--cluster.listen-address=")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("Alertmanager is installed (Debian's prometheus-alertmanager; .ci/run installs it)"),
-    );
-
-    std::fs::write(
-        dir.path().join("prometheus.yml"),
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [alerts.yml]\n\
-             alerting:\n  alertmanagers:\n    - static_configs: [{{targets: ['127.0.0.1:{am_port}']}}]\n\
-             scrape_configs:\n  - job_name: tiw-push-exporter\n    static_configs: [{{targets: ['{}']}}]\n",
-            exporter.addr
-        ),
-    )
-    .unwrap();
+    write_prometheus_config(dir.path(), am_port, &[exporter.addr.to_string()]);
     let (_prometheus, prom) = start_prometheus(dir.path()).await;
-    wait_ready(&format!("{am}/-/ready")).await;
 
     // BLIND's API goes down; TiwApiDown fires for it (and pages).
     sim.sim
@@ -254,37 +263,9 @@ async fn two_replicas_page_once_per_exception_task() {
     );
     std::fs::write(dir.path().join("alerts.yml"), rules).unwrap();
     let (hook, inbox) = webhook_receiver().await;
-    let am_config = std::fs::read_to_string(repo("deploy/alertmanager/alertmanager.yml"))
-        .unwrap()
-        .replace("http://127.0.0.1:9095", &hook);
-    std::fs::write(dir.path().join("alertmanager.yml"), am_config).unwrap();
-    let am_port = free_port();
-    let _alertmanager = KillOnDrop(
-        Command::new("prometheus-alertmanager")
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("alertmanager.yml").display()
-            ))
-            .arg(format!("--storage.path={}", dir.path().join("am").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-            .arg("--cluster.listen-address=")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("Alertmanager is installed (Debian's prometheus-alertmanager; .ci/run installs it)"),
-    );
-    std::fs::write(
-        dir.path().join("prometheus.yml"),
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [alerts.yml]\n\
-             alerting:\n  alertmanagers:\n    - static_configs: [{{targets: ['127.0.0.1:{am_port}']}}]\n\
-             scrape_configs:\n  - job_name: tiw-push-exporter\n    static_configs: [{{targets: ['{}', '{}']}}]\n",
-            addrs[0], addrs[1]
-        ),
-    )
-    .unwrap();
+    let (_alertmanager, am_port) = start_alertmanager(dir.path(), &hook).await;
+    write_prometheus_config(dir.path(), am_port, &addrs.map(|a| a.to_string()));
     let (_prometheus, prom) = start_prometheus(dir.path()).await;
-    wait_ready(&format!("http://127.0.0.1:{am_port}/-/ready")).await;
     for addr in addrs {
         wait_ready(&format!("http://{addr}/-/ready")).await;
     }

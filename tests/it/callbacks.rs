@@ -14,13 +14,6 @@ const OPEN: u64 = 1400000002;
 const NOKEY: u64 = 1400000003;
 const KEY: &str = "cbKey-0123456789";
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 /// Config for a keyed app, an app that allows unsigned callbacks and an app without a key.
 fn callback_yaml(endpoint: &str, poll: &str) -> String {
     callback_yaml_with(endpoint, poll, "")

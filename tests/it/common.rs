@@ -64,6 +64,14 @@ pub fn config_yaml(endpoint: &str, apps: &[u64], poll_interval: &str, extra: &st
     s
 }
 
+/// Unix seconds now, as callbacks carry them.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 /// A running exporter.
 pub struct Running {
     /// The store's directory, removed with the exporter.

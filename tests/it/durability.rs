@@ -15,13 +15,6 @@ const APP: u64 = 1400000001;
 const KEY: &str = "durableKey-000001";
 const DEBUG_BIN: &str = env!("CARGO_BIN_EXE_tiw-push-exporter");
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn event(kind: &str, task: &str) -> serde_json::Value {
     let data = if kind == "WhiteboardPushStarted" {
         json!({"TaskId": task, "RoomId": 7, "PushUserId": "u", "PushStartTime": now() - 60})

@@ -16,13 +16,6 @@ const APP: u64 = 1400000001;
 const CONFIG_KEY: &str = "firstHourConfigKey0001";
 const OTHER_KEY: &str = "firstHourOtherKey0002";
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 /// Runs the binary; (success, stdout + stderr).
 async fn run(args: Vec<String>, env: Vec<(&'static str, String)>) -> (bool, String) {
     tokio::task::spawn_blocking(move || {

@@ -18,13 +18,6 @@ use crate::common::*;
 const APP: u64 = 1400000001;
 const KEY: &str = "haCallbackKey-0001";
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_replica_turns_not_ready_and_still_answers_for_the_shutdown_delay() {
     let sim = start_sim(sim_config(&[APP])).await;

@@ -336,6 +336,26 @@ async fn the_image_builds_from_scratch_starts_the_demo_as_nobody_and_passes_its_
     drop(image);
 }
 
+/// A container's `args`.
+fn container_args(container: &Value) -> Vec<String> {
+    container["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Asserts the binary takes `args` (clap stops at an unknown argument before it reads --help).
+fn takes_args(args: &[String], what: &str) {
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_tiw-push-exporter"))
+            .args(args)
+            .arg("--help"),
+        what,
+    );
+}
+
 /// `kubectl kustomize` renders the base and the TLS overlay; what they say agrees with the
 /// exporter's sources (ports, paths, image version) and with the hardening README promises.
 #[test]
@@ -448,20 +468,7 @@ fn the_kustomize_base_renders_and_agrees_with_the_sources() {
     }
     let monitor = find(&base, "ServiceMonitor", "tiw-push-exporter");
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
-    // The container's arguments are ones the binary takes (clap stops at an unknown one before
-    // --help).
-    let container_args: Vec<String> = container["args"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect();
-    run_ok(
-        Command::new(env!("CARGO_BIN_EXE_tiw-push-exporter"))
-            .args(&container_args)
-            .arg("--help"),
-        "the Deployment's args",
-    );
+    takes_args(&container_args(container), "the Deployment's args");
 
     // TLS on: probes and scrapes switch to HTTPS, serve and healthcheck get the web config.
     let tls = render("deploy/overlays/tls");
@@ -525,19 +532,9 @@ fn the_ha_overlay_runs_two_replicas_that_share_the_budget() {
         replicas.to_string(),
         "the budget is split as many ways as there are replicas"
     );
-    let args: Vec<String> = container["args"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect();
+    let args = container_args(container);
     assert!(args.iter().any(|a| a.starts_with("--web.shutdown-delay=")), "{args:?}");
-    run_ok(
-        Command::new(env!("CARGO_BIN_EXE_tiw-push-exporter"))
-            .args(&args)
-            .arg("--help"),
-        "the StatefulSet's args",
-    );
+    takes_args(&args, "the StatefulSet's args");
     // The config each replica reads: half of Tencent's 20/s each.
     let cm = of_kind("ConfigMap")
         .into_iter()
@@ -592,10 +589,7 @@ fn the_systemd_unit_verifies_and_is_hardened() {
         .flat_map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
         .skip(1)
         .collect();
-    run_ok(
-        Command::new(release_bin()).args(&exec_args).arg("--help"),
-        "the unit's ExecStart arguments",
-    );
+    takes_args(&exec_args, "the unit's ExecStart arguments");
     let security = run_ok(
         Command::new("systemd-analyze")
             .args(["security", "--offline=yes"])

@@ -16,13 +16,6 @@ use crate::common::*;
 const A: u64 = 1400000001;
 const B: u64 = 1400000002;
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn write_config(dir: &Path, endpoint: &str, apps: &[u64]) -> PathBuf {
     write_config_file(dir, &config_yaml(endpoint, apps, "200ms", ""))
 }

@@ -15,13 +15,6 @@ const APP: u64 = 1400000001;
 const STRANGER: u64 = 1400000099;
 const KEY: &str = "landingKey-0123456789";
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 /// Headless Chromium on `url` with `action` (`--dump-dom`, `--screenshot=…`): its stdout.
 fn chromium(action: &str, url: &str) -> String {
     let profile = tempfile::tempdir().unwrap();

@@ -14,13 +14,6 @@ const A: u64 = 1400000001;
 const B: u64 = 1400000002;
 const C: u64 = 1400000003;
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 /// Starts the exporter binary on `config` with `extra` flags; returns once it listens.
 pub fn spawn(config: &Path, extra: &[&str]) -> Proc {
     spawn_exporter(Path::new(BIN), config, extra)

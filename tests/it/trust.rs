@@ -16,13 +16,6 @@ use crate::common::*;
 const APP: u64 = 1400000001;
 const KEY: &str = "trustKey-00000001";
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn polls(sim: &SimServerRef) -> u64 {
     sim.stats().requests.get("DescribeWhiteboardPush").copied().unwrap_or(0)
 }
