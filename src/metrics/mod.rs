@@ -133,15 +133,20 @@ impl ExporterMetrics {
     /// format by [`TaskCollector::encode_text`], which renders 10,000 tasks several times faster than
     /// building protobuf families for the encoder (BENCHMARKS.md).
     pub fn render(&self) -> String {
+        let mut text = String::from_utf8(self.encode_own()).unwrap_or_default();
+        self.task_collector.encode_text(&mut text);
+        text
+    }
+
+    /// The exporter's own instruments in the text format, through the `prometheus` crate's encoder.
+    fn encode_own(&self) -> Vec<u8> {
         let families = self.registry.gather();
         let mut out = Vec::with_capacity(64 * 1024);
         // Encoding into a Vec cannot fail on I/O; an invalid family would be our own bug.
         if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
             tracing::error!(error = %e, "cannot encode metrics");
         }
-        let mut text = String::from_utf8(out).unwrap_or_default();
-        self.task_collector.encode_text(&mut text);
-        text
+        out
     }
 
     /// [`ExporterMetrics::render`], gzip-compressed at [`GZIP_LEVEL`] (for scrapers that send
@@ -150,11 +155,7 @@ impl ExporterMetrics {
     /// holds ~1 MB of compressed body instead of ~14 MB of text.
     pub fn render_gzip(&self) -> Vec<u8> {
         use std::io::Write;
-        let families = self.registry.gather();
-        let mut own = Vec::with_capacity(64 * 1024);
-        if let Err(e) = TextEncoder::new().encode(&families, &mut own) {
-            tracing::error!(error = %e, "cannot encode metrics");
-        }
+        let own = self.encode_own();
         let mut encoder =
             flate2::write::GzEncoder::new(Vec::with_capacity(256 * 1024), flate2::Compression::new(GZIP_LEVEL));
         // Writing into a Vec cannot fail: the only errors are the writer's.

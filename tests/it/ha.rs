@@ -112,16 +112,8 @@ async fn relay(mut client: TcpStream, mut server: TcpStream, which: usize, route
             return;
         }
         request.extend_from_slice(&buf[..n]);
-        if let Some(head_end) = find(&request, b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&request[..head_end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if request.len() >= head_end + 4 + length {
-                break;
-            }
+        if complete_message(&request) {
+            break;
         }
     }
     if server.write_all(&request).await.is_err() {
@@ -136,10 +128,9 @@ async fn relay(mut client: TcpStream, mut server: TcpStream, which: usize, route
                 if client.write_all(&buf[..n]).await.is_err() {
                     return;
                 }
-                // One reply is enough to know the outcome; keep relaying until the server closes.
             }
         }
-        if complete_reply(&reply) {
+        if complete_message(&reply) {
             break;
         }
     }
@@ -164,18 +155,18 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Whether `reply` holds a whole HTTP response (head and Content-Length bytes of body).
-fn complete_reply(reply: &[u8]) -> bool {
-    let Some(head_end) = find(reply, b"\r\n\r\n") else {
+/// Whether `message` holds a whole HTTP request or response (head, then Content-Length bytes of body).
+fn complete_message(message: &[u8]) -> bool {
+    let Some(head_end) = find(message, b"\r\n\r\n") else {
         return false;
     };
-    let head = String::from_utf8_lossy(&reply[..head_end]).to_ascii_lowercase();
+    let head = String::from_utf8_lossy(&message[..head_end]).to_ascii_lowercase();
     let length: usize = head
         .lines()
         .find_map(|l| l.strip_prefix("content-length:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    reply.len() >= head_end + 4 + length
+    message.len() >= head_end + 4 + length
 }
 
 pub(crate) fn free_addr() -> std::net::SocketAddr {

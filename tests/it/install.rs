@@ -276,19 +276,25 @@ async fn the_image_builds_from_scratch_starts_the_demo_as_nobody_and_passes_its_
     let address = format!("TIW_WEB_LISTEN_ADDRESS=127.0.0.1:{port}");
     // The documented first command, as the image runs it: nobody, no /tmp, the address from the
     // environment (which the health check reads too).
+    // `buildah run` in the container as the image runs: nobody, the address in the environment.
+    let run_as_image = || {
+        let mut cmd = Command::new("buildah");
+        cmd.args([
+            "run",
+            "--isolation",
+            "chroot",
+            "--user",
+            "65534:65534",
+            "--env",
+            &address,
+        ])
+        .arg(&container)
+        .arg("--");
+        cmd
+    };
     let demo = InContainer(
-        Command::new("buildah")
-            .args([
-                "run",
-                "--isolation",
-                "chroot",
-                "--user",
-                "65534:65534",
-                "--env",
-                &address,
-            ])
-            .arg(&container)
-            .args(["--", "/bin/tiw-push-exporter", "demo"])
+        run_as_image()
+            .args(["/bin/tiw-push-exporter", "demo"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -311,21 +317,7 @@ async fn the_image_builds_from_scratch_starts_the_demo_as_nobody_and_passes_its_
     assert_eq!(uid, 65534, "runs as nobody");
     println!("image process runs as uid {uid}");
 
-    let mut check = Command::new("buildah");
-    check
-        .args([
-            "run",
-            "--isolation",
-            "chroot",
-            "--user",
-            "65534:65534",
-            "--env",
-            &address,
-        ])
-        .arg(&container)
-        .arg("--")
-        .args(&healthcheck[1..]);
-    run_ok(&mut check, "the image's HEALTHCHECK");
+    run_ok(run_as_image().args(&healthcheck[1..]), "the image's HEALTHCHECK");
     println!("image healthcheck passed: {}", healthcheck[1..].join(" "));
     drop(demo);
     assert!(
