@@ -119,11 +119,7 @@ async fn metrics(State(state): State<HttpState>, headers: axum::http::HeaderMap)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(accepts_gzip);
-    let m = state.metrics.clone();
-    // Rendering (and compressing) a large registry is CPU work; keep it off the async workers.
-    let rendered =
-        tokio::task::spawn_blocking(move || if gzip { m.render_gzip() } else { m.render().into_bytes() }).await;
-    let Ok(body) = rendered else {
+    let Ok(body) = state.metrics.scrape(gzip).await else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "metrics rendering failed\n").into_response();
     };
     let mut response = ([(header::CONTENT_TYPE, TEXT_CONTENT_TYPE)], body).into_response();

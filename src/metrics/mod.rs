@@ -19,6 +19,7 @@ use crate::registry::TaskRegistry;
 mod exposition;
 #[cfg(any(test, feature = "fuzzing"))]
 mod oracle;
+mod share;
 #[cfg(test)]
 mod tests;
 
@@ -66,6 +67,8 @@ pub struct ExporterMetrics {
     /// Whether per-task series are rendered (`per_task_metrics`).
     pub per_task_metrics: Arc<AtomicBool>,
     task_collector: TaskCollector,
+    /// The renders scrapes can join ([`ExporterMetrics::scrape`]).
+    renders: share::SharedRenders,
 }
 
 impl ExporterMetrics {
@@ -123,6 +126,7 @@ impl ExporterMetrics {
             registry,
             per_task_metrics,
             task_collector,
+            renders: Default::default(),
         }))
     }
 
@@ -136,6 +140,25 @@ impl ExporterMetrics {
         let mut text = String::from_utf8(self.encode_own()).unwrap_or_default();
         self.task_collector.encode_text(&mut text);
         text
+    }
+
+    /// The body of a scrape: [`ExporterMetrics::render`], or [`ExporterMetrics::render_gzip`] if
+    /// `gzip`, on a blocking thread (it is CPU work, and long on a large registry). A scrape that
+    /// arrives while a render of the same kind is under way gets that render's body (see
+    /// [`share`]): a Prometheus pair scraping at once costs one render, not two.
+    pub async fn scrape(self: &Arc<Self>, gzip: bool) -> Result<axum::body::Bytes, tokio::task::JoinError> {
+        let me = self.clone();
+        self.renders
+            .body(usize::from(gzip), || {
+                tokio::task::spawn_blocking(move || {
+                    axum::body::Bytes::from(if gzip {
+                        me.render_gzip()
+                    } else {
+                        me.render().into_bytes()
+                    })
+                })
+            })
+            .await
     }
 
     /// The exporter's own instruments in the text format, through the `prometheus` crate's encoder.

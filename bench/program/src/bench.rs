@@ -415,6 +415,21 @@ async fn footprint(n: usize, idle: Duration) {
         bytes = get_text(&client, &format!("http://{addr}/metrics")).await.len();
     }
     let rss = rss_mib(pid);
+    // A Prometheus pair scrapes each target at about the same moment: the exporter's CPU for a
+    // pair of concurrent gzip scrapes, as a multiple of one scrape's (2 if each renders its own
+    // body, 1 if the second joins the first's render).
+    let url = format!("http://{addr}/metrics");
+    let rounds = 20;
+    let c0 = cpu_seconds(pid);
+    for _ in 0..rounds {
+        get_gzip_len(&client, &url).await;
+    }
+    let single = cpu_seconds(pid) - c0;
+    let c0 = cpu_seconds(pid);
+    for _ in 0..rounds {
+        tokio::join!(get_gzip_len(&client, &url), get_gzip_len(&client, &url));
+    }
+    let pair = cpu_seconds(pid) - c0;
     let cpu0 = cpu_seconds(pid);
     let t0 = Instant::now();
     tokio::time::sleep(idle).await;
@@ -425,6 +440,10 @@ async fn footprint(n: usize, idle: Duration) {
     out("footprint_scrape_bytes", bytes);
     out("footprint_gzip_scrape_bytes", gzip_bytes);
     out("footprint_rss_gzip_scrapes_mib", format!("{rss_gzip:.1}"));
+    out(
+        "footprint_pair_scrape_cpu_ratio",
+        format!("{:.2}", pair / single.max(1e-9)),
+    );
     out("footprint_idle_cpu_seconds_per_minute", format!("{cpu_per_minute:.3}"));
     drop(proc);
     sim.stop().await;
