@@ -39,6 +39,7 @@ fn bench_run_smoke_reports_every_figure() {
         "footprint_ready_seconds",
         "footprint_rss_mib",
         "footprint_rss_gzip_scrapes_mib",
+        "footprint_pair_scrape_cpu_ratio",
         "footprint_idle_cpu_seconds_per_minute",
         "poll_rate_ratio",
         "poll_sweep_seconds",
