@@ -40,6 +40,7 @@ fn bench_run_smoke_reports_every_figure() {
         "footprint_rss_mib",
         "footprint_rss_gzip_scrapes_mib",
         "footprint_pair_scrape_cpu_ratio",
+        "footprint_gzip_scrape_median_ms",
         "footprint_idle_cpu_seconds_per_minute",
         "poll_rate_ratio",
         "poll_sweep_seconds",

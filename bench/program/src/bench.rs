@@ -421,10 +421,14 @@ async fn footprint(n: usize, idle: Duration) {
     let url = format!("http://{addr}/metrics");
     let rounds = 20;
     let c0 = cpu_seconds(pid);
+    let mut took = Vec::with_capacity(rounds);
     for _ in 0..rounds {
+        let t = Instant::now();
         get_gzip_len(&client, &url).await;
+        took.push(t.elapsed());
     }
     let single = cpu_seconds(pid) - c0;
+    took.sort();
     let c0 = cpu_seconds(pid);
     for _ in 0..rounds {
         tokio::join!(get_gzip_len(&client, &url), get_gzip_len(&client, &url));
