@@ -444,6 +444,12 @@ async fn footprint(n: usize, idle: Duration) {
     out("footprint_scrape_bytes", bytes);
     out("footprint_gzip_scrape_bytes", gzip_bytes);
     out("footprint_rss_gzip_scrapes_mib", format!("{rss_gzip:.1}"));
+    // The whole gzip scrape over loopback as the binary serves it (TIW_BIN: compare builds, e.g.
+    // the image's musl binary with the glibc one).
+    out(
+        "footprint_gzip_scrape_median_ms",
+        format!("{:.1}", took[rounds / 2].as_secs_f64() * 1000.0),
+    );
     out(
         "footprint_pair_scrape_cpu_ratio",
         format!("{:.2}", pair / single.max(1e-9)),
