@@ -543,7 +543,8 @@ fn the_ha_overlay_runs_two_replicas_that_share_the_budget() {
     let config =
         tiw_push_exporter::config::Config::from_yaml(cm["data"]["config.yaml"].as_str().unwrap(), &vars).unwrap();
     assert_eq!(config.ha_replicas, 2);
-    assert_eq!(config.apps[0].api.requests_per_second, 10);
+    // 20/s less the pair's margin of one, halved.
+    assert_eq!(config.apps[0].api.requests_per_second, 9);
     let pdb = &of_kind("PodDisruptionBudget")[0];
     assert_eq!(pdb["spec"]["minAvailable"], 1);
     // Callbacks reach both through the base's Service and Ingress.
