@@ -630,7 +630,7 @@ pub(super) fn region_warning(key: &str, region: &str) -> Option<String> {
 /// of the budget less one request. Each replica's limiter keeps its own requests within its share
 /// as Tencent sees them, allowing for its own latency jitter; it cannot see the other replica's,
 /// so a request of one that arrives late cannot be made up by the other. The one request a second
-/// held back absorbs that: with 10 + 10 of 20, 3 of 14 runs of the HA test
+/// held back absorbs that: with 10 + 10 of 20, 4 of 20 runs of the HA test
 /// (`ha::two_replicas_killed_in_turn_…`) had the simulator refuse one request; with 9 + 9, none of
 /// 16. One replica keeps the whole budget; every replica keeps at least 1.
 fn replica_share(requests_per_second: u32, replicas: u32) -> u32 {
