@@ -28,7 +28,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::Config;
 use crate::metrics::ExporterMetrics;
-use crate::registry::{CallbackApplied, TaskRegistry};
+use crate::registry::{CallbackApplied, TaskRegistry, MAX_UNCONFIRMED_PER_APP};
 use crate::store::StoreHandle;
 use crate::task::{is_task_id, truncate, FinishReason, Observation, PushEvent, TaskStatus};
 
@@ -58,6 +58,9 @@ pub enum CallbackOutcome {
     /// The body was larger than `callback.max_body_bytes` (counted as `malformed`, answered 413).
     TooLarge,
     Ignored,
+    /// A task id Tencent answered TaskNotFound for (and that was dropped), named again: answered
+    /// 200 (a made-up id is not worth TIW's retries), no API call made.
+    Contradicted,
     /// A new task while `retention.max_tasks` are tracked: answered 503 so TIW retries; counted in
     /// `tiw_exporter_tasks_dropped_total{reason="limit"}`, not as a callback outcome.
     Full,
@@ -75,6 +78,7 @@ impl CallbackOutcome {
             CallbackOutcome::UnknownApp => "unknown_app",
             CallbackOutcome::Malformed | CallbackOutcome::TooLarge => "malformed",
             CallbackOutcome::Ignored => "ignored",
+            CallbackOutcome::Contradicted => "contradicted",
             CallbackOutcome::Full => "",
         }
     }
@@ -82,7 +86,10 @@ impl CallbackOutcome {
     /// The HTTP status TIW gets. Only 200 stops TIW's retries.
     pub fn status(self) -> StatusCode {
         match self {
-            CallbackOutcome::Accepted | CallbackOutcome::Duplicate | CallbackOutcome::Ignored => StatusCode::OK,
+            CallbackOutcome::Accepted
+            | CallbackOutcome::Duplicate
+            | CallbackOutcome::Ignored
+            | CallbackOutcome::Contradicted => StatusCode::OK,
             CallbackOutcome::Malformed => StatusCode::BAD_REQUEST,
             CallbackOutcome::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             CallbackOutcome::UnknownApp => StatusCode::FORBIDDEN,
@@ -459,6 +466,7 @@ impl CallbackReceiver {
                 CallbackOutcome::Accepted
             }
             CallbackApplied::Duplicate => CallbackOutcome::Duplicate,
+            CallbackApplied::Refuted => CallbackOutcome::Contradicted,
             CallbackApplied::Full => {
                 return Processed {
                     task_id: Some(push.task_id),
@@ -466,7 +474,7 @@ impl CallbackReceiver {
                         app,
                         event_type,
                         CallbackOutcome::Full,
-                        "retention.max_tasks tasks are tracked".into(),
+                        format!("retention.max_tasks tasks are tracked, or {MAX_UNCONFIRMED_PER_APP} tasks only callbacks named wait for the API to confirm them"),
                     )
                 }
             }

@@ -8,10 +8,21 @@ fn receiver(registry: Arc<TaskRegistry>) -> CallbackReceiver {
     CallbackReceiver::new(&config, registry, metrics)
 }
 
+/// What DescribeWhiteboardPush answers for a running task.
+fn running() -> Observation {
+    Observation {
+        status: Some(TaskStatus::Pushing),
+        ..Default::default()
+    }
+}
+
 #[test]
 fn stopped_with_an_error_keeps_its_reason() {
     let registry = Arc::new(TaskRegistry::new());
     let r = receiver(registry.clone());
+    // A task the API confirmed: a claim about it shows at once.
+    registry.track(8, "t1", None, crate::registry::Source::Discovery);
+    registry.observe_poll(8, "t1", &running());
     let body = serde_json::json!({
         "EventType": STOPPED, "SdkAppId": 8, "Timestamp": 1_700_000_000u64,
         "EventData": {"TaskId": "t1", "FinishReason": "EXCEPTION", "PushStartTime": 1_699_999_000u64,
@@ -119,6 +130,8 @@ fn a_stop_without_a_documented_reason_is_other() {
         ("n2", r#"{"TaskId":"n2","FinishReason":"RENDER_CRASHED"}"#),
         ("n3", r#"{"TaskId":"n3","FinishReason":""}"#),
     ] {
+        registry.track(8, id, None, crate::registry::Source::Discovery);
+        registry.observe_poll(8, id, &running());
         let body = format!(r#"{{"EventType":"WhiteboardPushStopped","SdkAppId":8,"Timestamp":1,"EventData":{data}}}"#);
         assert_eq!(
             r.process(body.as_bytes(), 1.0).outcome,

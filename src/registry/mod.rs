@@ -12,7 +12,7 @@
 //! the app's API could not confirm for `callback.confirm_timeout` ([`TaskRegistry::settle_claims`]).
 //! The metrics collector reads the registry under a short lock at scrape time.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -34,6 +34,22 @@ use schedule::{finished_key, OrderKey};
 /// How long an expired task id is remembered, so that discovery (which sees 3 days back) cannot
 /// bring it back and count it a second time.
 pub const TOMBSTONE_TTL: Duration = Duration::from_secs(4 * 24 * 3600);
+
+/// Tasks only a callback named, not yet confirmed by the API, tracked at most per app. Tencent runs
+/// at most 100 push tasks per app at once (SPEC §2), so a real app's starts and stops while its
+/// first reads are pending fit twice over; past it a new id is answered 503, and TIW's own retries
+/// keep a real event. Such tasks do not count against `retention.max_tasks`.
+pub const MAX_UNCONFIRMED_PER_APP: usize = 200;
+/// Task ids Tencent answered TaskNotFound for and that were dropped, remembered at most (oldest
+/// forgotten first) so that a made-up id sent again costs no API call.
+pub const MAX_REFUTED: usize = 10_000;
+/// How long a dropped id is remembered.
+pub const REFUTED_TTL: Duration = Duration::from_secs(6 * 3600);
+/// How far from the time a claim arrives its PushStartTime and PushStopTime may lie: a class of up
+/// to two days, a sender's clock a few minutes ahead. Times outside are dropped from the claim (a
+/// forged 4294967295 never shows or counts); the API's own figures are taken as they are.
+const CLAIM_PAST: f64 = 2.0 * 24.0 * 3600.0;
+const CLAIM_FUTURE: f64 = 600.0;
 
 /// Upper bounds (seconds) of `tiw_push_duration_seconds`: from failed starts to half-day classes.
 pub const DURATION_BUCKETS: [f64; 14] = [
@@ -58,6 +74,9 @@ pub enum CallbackApplied {
     },
     /// This event was applied before, or its task has expired: nothing changed.
     Duplicate,
+    /// Tencent answered TaskNotFound for this id 3 times and it was dropped: a made-up id, sent
+    /// again. Nothing changed and no API call is made (`outcome="contradicted"`).
+    Refuted,
     /// A new task, and `retention.max_tasks` tasks are tracked, none of them ended: refused.
     Full,
 }
@@ -163,6 +182,19 @@ struct Inner {
     seq: u64,
     /// `retention.max_tasks`.
     max_tasks: usize,
+    /// Queued tasks only a callback named, per app, in claim order (see [`Task::in_claims_lane`]).
+    lanes: BTreeMap<u64, BTreeSet<(u64, String)>>,
+    /// Every task only a callback named and the API has not confirmed, per app, queued or not.
+    unconfirmed: HashMap<u64, HashSet<String>>,
+    unconfirmed_total: usize,
+    /// Last place handed out in a lane, the app whose lane was served last, and whether the lanes
+    /// have the next turn against the round robin.
+    lane_seq: u64,
+    lane_cursor: u64,
+    lane_turn: bool,
+    /// Ids dropped after TaskNotFound, with when, oldest first (bounded by [`MAX_REFUTED`]).
+    refuted: HashMap<Key, f64>,
+    refuted_order: VecDeque<(f64, Key)>,
     /// When the last "registry full" warning was logged.
     last_full_warning: Option<Instant>,
     /// The apps of the configuration in force (`None`: every app). Others are kept, not shown.
@@ -188,6 +220,14 @@ impl Inner {
             finished: BTreeSet::new(),
             seq: 0,
             max_tasks,
+            lanes: BTreeMap::new(),
+            unconfirmed: HashMap::new(),
+            unconfirmed_total: 0,
+            lane_seq: 0,
+            lane_cursor: 0,
+            lane_turn: false,
+            refuted: HashMap::new(),
+            refuted_order: VecDeque::new(),
             last_full_warning: None,
             configured: None,
         }
@@ -200,6 +240,66 @@ impl Inner {
 
     fn queued(t: &Task) -> bool {
         t.is_pollable() && !t.polling && t.parked_until.is_none()
+    }
+
+    /// Keeps the per-app set of unconfirmed callback-only tasks in step with the task; call after
+    /// any change to a task's source or confirmed status, or its removal.
+    fn sync_unconfirmed(&mut self, key: &Key) {
+        let unconfirmed = self.tasks.get(key).is_some_and(Task::in_claims_lane);
+        let set = self.unconfirmed.entry(key.0).or_default();
+        let changed = if unconfirmed {
+            set.insert(key.1.clone())
+        } else {
+            set.remove(&key.1)
+        };
+        if set.is_empty() {
+            self.unconfirmed.remove(&key.0);
+        }
+        if changed {
+            if unconfirmed {
+                self.unconfirmed_total += 1;
+            } else {
+                self.unconfirmed_total -= 1;
+            }
+        }
+    }
+
+    fn unconfirmed_of(&self, sdk_app_id: u64) -> usize {
+        self.unconfirmed.get(&sdk_app_id).map_or(0, HashSet::len)
+    }
+
+    /// Remembers an id Tencent does not know, forgetting the oldest past [`MAX_REFUTED`].
+    fn refute(&mut self, key: Key, now: f64) {
+        if self.refuted.insert(key.clone(), now).is_none() {
+            self.refuted_order.push_back((now, key));
+        }
+        while self.refuted_order.len() > MAX_REFUTED
+            || self
+                .refuted_order
+                .front()
+                .is_some_and(|(at, _)| *at + REFUTED_TTL.as_secs_f64() < now)
+        {
+            if let Some((at, key)) = self.refuted_order.pop_front() {
+                if self.refuted.get(&key) == Some(&at) {
+                    self.refuted.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Whether `key` was dropped after TaskNotFound within [`REFUTED_TTL`].
+    fn is_refuted(&self, key: &Key, now: f64) -> bool {
+        self.refuted
+            .get(key)
+            .is_some_and(|at| *at + REFUTED_TTL.as_secs_f64() >= now)
+    }
+
+    /// Whether an entry of the `finished` index still describes its task: an end counted on a
+    /// claim's word that the API later contradicted leaves a stale entry behind, skipped here.
+    fn finished_entry_current(&self, entry: &(u64, Key)) -> bool {
+        self.tasks
+            .get(&entry.1)
+            .is_some_and(|t| (t.final_read || t.settled) && finished_key(t).as_ref() == Some(entry))
     }
 
     fn touch(&mut self, key: &Key) {
@@ -219,6 +319,7 @@ impl Inner {
         }
         self.dirty.remove(key);
         self.removed.insert(key.clone());
+        self.sync_unconfirmed(key);
         if let Some(at) = tombstone {
             self.tombstones.insert(key.clone(), at);
             self.tombstones_added.push((key.clone(), at));
@@ -228,17 +329,24 @@ impl Inner {
 
     /// Room for one more task: when full, the task whose confirmed end is oldest goes (as if
     /// retention had expired it). False when every tracked task is still running.
+    ///
+    /// Tasks only a callback named and the API has not confirmed are bounded per app
+    /// ([`MAX_UNCONFIRMED_PER_APP`]) and do not count here: a flood of made-up ids at one app can
+    /// neither refuse another app's tasks nor evict an ended one.
     fn make_room(&mut self, now: f64) -> bool {
-        if self.tasks.len() < self.max_tasks {
+        let tracked = |inner: &Inner| inner.tasks.len() - inner.unconfirmed_total;
+        if tracked(self) < self.max_tasks {
             return true;
         }
-        while self.tasks.len() >= self.max_tasks {
-            let Some((_, key)) = self.finished.pop_first() else {
+        while tracked(self) >= self.max_tasks {
+            let Some(entry) = self.finished.pop_first() else {
                 break;
             };
-            self.remove_task(&key, Some(now));
+            if self.finished_entry_current(&entry) {
+                self.remove_task(&entry.1, Some(now));
+            }
         }
-        if self.tasks.len() < self.max_tasks {
+        if tracked(self) < self.max_tasks {
             return true;
         }
         let warn = self
@@ -322,10 +430,14 @@ impl TaskRegistry {
             inner.apps.entry(task.sdk_app_id).or_default();
             let key = (task.sdk_app_id, task.task_id.clone());
             let final_read = task.final_read;
+            let settled = task.settled && task.status.is_ended();
             inner.tasks.insert(key.clone(), task);
             if final_read {
                 inner.set_final(&key);
+            } else if settled {
+                inner.set_settled(&key);
             }
+            inner.sync_unconfirmed(&key);
             inner.requeue(&key);
         }
         inner.tombstones.extend(restored.tombstones);
@@ -367,10 +479,20 @@ impl TaskRegistry {
         let now = unix_now();
         {
             let mut inner = self.lock();
+            if source != Source::Callback {
+                // The API's own list (or the operator) names it: not a made-up id after all.
+                inner.refuted.remove(&key);
+            }
+            if inner.tasks.contains_key(&key) {
+                inner.unqueue(&key);
+            }
             if let Some(t) = inner.tasks.get_mut(&key) {
                 let mut changed = false;
-                if source == Source::Config && t.source != Source::Config {
-                    t.source = Source::Config;
+                // Listed by DescribeRunningTasks, a task only a callback named leaves the lane of
+                // claims: its first read goes ahead like any discovered task's.
+                let promote = source == Source::Config || (source == Source::Discovery && t.source == Source::Callback);
+                if promote && t.source != source {
+                    t.source = source;
                     changed = true;
                 }
                 if let (None, Some(room)) = (t.confirmed().room_id, room_id) {
@@ -381,6 +503,8 @@ impl TaskRegistry {
                 if changed {
                     inner.touch(&key);
                 }
+                inner.sync_unconfirmed(&key);
+                inner.requeue(&key);
                 return Track::Known;
             }
             if inner.tombstones.contains_key(&key) {
@@ -395,6 +519,7 @@ impl TaskRegistry {
             inner.apps.entry(sdk_app_id).or_default();
             inner.touch(&key);
             inner.tasks.insert(key.clone(), task);
+            inner.sync_unconfirmed(&key);
             inner.requeue(&key);
         }
         self.want_poll();
@@ -462,12 +587,16 @@ impl TaskRegistry {
                 (Some(c), Some(a)) if c != a && c != FinishReason::Other && a != FinishReason::Failed
             );
             if answers_claim && (behind || other_reason || *answer == Answer::NotFound) {
-                out.contradicted = Some((
-                    PushEvent::claiming(claim.facts.status),
-                    claim.facts.status,
-                    claim.facts.finish_reason,
-                ));
+                let event = PushEvent::claiming(claim.facts.status);
+                out.contradicted = Some((event, claim.facts.status, claim.facts.finish_reason));
+                // What was reverted was never confirmed: TIW's genuine event, when it comes, is
+                // applied (and counted once), not taken for a copy of the forged one.
+                match event {
+                    PushEvent::Started => task.seen_started_event = false,
+                    PushEvent::Stopped => task.seen_stopped_event = false,
+                }
                 task.claim = None;
+                task.settled = false;
             } else if !behind {
                 task.claim = None;
             } else {
@@ -489,6 +618,7 @@ impl TaskRegistry {
                 out.parked = true;
             } else {
                 inner.remove_task(&key, None);
+                inner.refute(key, now);
                 out.dropped = true;
                 return out;
             }
@@ -497,6 +627,7 @@ impl TaskRegistry {
             inner.set_final(&key);
         }
         inner.touch(&key);
+        inner.sync_unconfirmed(&key);
         inner.requeue(&key);
         out
     }
@@ -508,7 +639,9 @@ impl TaskRegistry {
     }
 
     /// Applies a verified push callback as a claim: tracks its task if new, applies each event once,
-    /// shows the claim at once and asks for the confirming DescribeWhiteboardPush.
+    /// shows the claim at once when the API has confirmed the task exists (a task only a callback
+    /// named shows nothing of it until its first read answers) and asks for the confirming
+    /// DescribeWhiteboardPush.
     pub fn observe_callback(
         &self,
         sdk_app_id: u64,
@@ -518,20 +651,25 @@ impl TaskRegistry {
     ) -> CallbackApplied {
         let now = unix_now();
         let key = (sdk_app_id, task_id.to_string());
+        let obs = near_now(obs, now);
         let result = {
             let mut inner = self.lock();
             if inner.tombstones.contains_key(&key) {
                 return CallbackApplied::Duplicate;
             }
             if !inner.tasks.contains_key(&key) {
-                if !inner.make_room(now) {
+                if inner.is_refuted(&key, now) {
+                    return CallbackApplied::Refuted;
+                }
+                if inner.unconfirmed_of(sdk_app_id) >= MAX_UNCONFIRMED_PER_APP {
                     return CallbackApplied::Full;
                 }
-                inner.tasks.insert(
-                    key.clone(),
-                    Task::new(sdk_app_id, task_id.to_string(), Source::Callback, now),
-                );
+                inner.lane_seq += 1;
+                let mut task = Task::new(sdk_app_id, task_id.to_string(), Source::Callback, now);
+                task.lane_seq = inner.lane_seq;
+                inner.tasks.insert(key.clone(), task);
                 inner.apps.entry(sdk_app_id).or_default();
+                inner.sync_unconfirmed(&key);
             }
             inner.unqueue(&key);
             inner.seq += 1;
@@ -556,7 +694,7 @@ impl TaskRegistry {
                     at: now,
                     seq,
                 });
-                claim.facts.absorb(obs);
+                claim.facts.absorb(&obs);
                 claim.at = now;
                 claim.seq = seq;
                 task.expedite();
@@ -574,10 +712,12 @@ impl TaskRegistry {
     /// Counts the claims the API could not confirm: those of `sdk_app_id` pending for at least
     /// `timeout` with no answer from the app's API since they arrived (`last_answer`, unix
     /// seconds) and the poller running for at least `timeout` (`since`). Each counter still moves
-    /// once per task. A claimed end counted this way is final: the task is no longer polled and
-    /// leaves with retention, so an unreachable API cannot keep it forever. A claimed start stays
-    /// pending, so a later answer still corrects what is shown. Returns the ids whose counters
-    /// moved, to be logged as unconfirmed.
+    /// once per task, and only for tasks the API confirmed exist (a made-up id never counts), with
+    /// the claim's figures as bounded on arrival; a claim's ExceptionCnt is never added to
+    /// `exceptions_total`. The task is still read: once the API answers, its answer wins what is
+    /// shown (counters never go back). A claimed end counted this way leaves with retention, so
+    /// an API that never comes back cannot keep it forever. Returns the ids whose counters moved,
+    /// to be logged as unconfirmed.
     pub fn settle_claims(
         &self,
         sdk_app_id: u64,
@@ -598,20 +738,22 @@ impl TaskRegistry {
         for (key, task) in tasks.iter_mut().filter(|(k, _)| k.0 == sdk_app_id) {
             let Some(claim) = &task.claim else { continue };
             let unconfirmable = now - claim.at >= timeout && last_answer.is_none_or(|a| a < claim.at);
-            if unconfirmable {
-                let shown = task.shown();
+            if unconfirmable && task.api_known() && !task.settled {
+                let mut shown = task.shown();
+                shown.exception_cnt = task.confirmed().exception_cnt;
                 if task.count(&shown, stats) {
                     dirty.insert(key.clone());
                     settled.push(task.task_id.clone());
                 }
                 if shown.status.is_ended() {
+                    task.settled = true;
+                    dirty.insert(key.clone());
                     ended.push(key.clone());
                 }
             }
         }
         for key in ended {
-            inner.unqueue(&key);
-            inner.set_final(&key);
+            inner.set_settled(&key);
         }
         if !settled.is_empty() {
             inner.apps_dirty = true;
@@ -625,17 +767,21 @@ impl TaskRegistry {
         let mut inner = self.lock();
         let cutoff = ((now - retention.as_secs_f64()).max(0.0) * 1000.0) as u64;
         // An app left out of the configuration keeps its tasks as they were until it returns.
-        let due: Vec<Key> = inner
+        let due: Vec<(u64, Key)> = inner
             .finished
             .iter()
             .take_while(|(ended, _)| *ended <= cutoff)
             .filter(|(_, key)| inner.shown(key.0))
-            .map(|(_, key)| key.clone())
+            .cloned()
             .collect();
-        for key in &due {
-            inner.remove_task(key, Some(now));
+        let mut expired = 0;
+        for entry in due {
+            inner.finished.remove(&entry);
+            if inner.finished_entry_current(&entry) {
+                inner.remove_task(&entry.1, Some(now));
+                expired += 1;
+            }
         }
-        let expired = due.len();
         let tomb_cutoff = now - TOMBSTONE_TTL.as_secs_f64();
         let pruned: Vec<Key> = inner
             .tombstones
@@ -680,5 +826,16 @@ impl TaskRegistry {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// `obs` with the times a claim may carry: PushStartTime and PushStopTime within
+/// [`CLAIM_PAST`] before and [`CLAIM_FUTURE`] after `now`, the rest dropped.
+fn near_now(obs: &Observation, now: f64) -> Observation {
+    let near = |t: Option<i64>| t.filter(|t| (now - CLAIM_PAST..=now + CLAIM_FUTURE).contains(&(*t as f64)));
+    Observation {
+        push_start_time: near(obs.push_start_time),
+        push_stop_time: near(obs.push_stop_time),
+        ..obs.clone()
     }
 }

@@ -126,6 +126,10 @@ pub struct Task {
     pub(super) seen_stopped_event: bool,
     /// The API confirmed the end: never poll again.
     pub(super) final_read: bool,
+    /// A claimed end was counted on its own word, the app's API unreachable for
+    /// `callback.confirm_timeout`: the task is still read, and the API's answer wins once it comes.
+    #[serde(default)]
+    pub(super) settled: bool,
     /// `InvalidParameter.TaskNotFound` answers in a row.
     #[serde(default)]
     pub(super) not_found: u8,
@@ -162,6 +166,9 @@ pub struct Task {
     /// than the list's 3-day window stays off the list while it runs, and is not hinted again.
     #[serde(skip)]
     pub(super) off_list: bool,
+    /// Place in its app's lane of callback-only claims (see [`Task::in_claims_lane`]).
+    #[serde(skip)]
+    pub(super) lane_seq: u64,
 }
 
 impl Task {
@@ -187,6 +194,7 @@ impl Task {
             seen_started_event: false,
             seen_stopped_event: false,
             final_read: false,
+            settled: false,
             not_found: 0,
             no_status: Vec::new(),
             started_counted: false,
@@ -199,7 +207,22 @@ impl Task {
             parked_until: None,
             tracked_at: Some(Instant::now()),
             off_list: false,
+            lane_seq: 0,
         }
+    }
+
+    /// Whether the API has ever answered for this task with its state (or its failure). Until it
+    /// has, a callback's claim about it is not shown: anyone holding one captured Sign can name
+    /// made-up task ids, and a made-up id must never show as a finish, let alone page.
+    pub fn api_known(&self) -> bool {
+        self.confirmed().status != TaskStatus::Unknown
+    }
+
+    /// A task only a callback named, that the API has not confirmed yet: its reads wait in its
+    /// app's lane of claims, behind the confirming reads of known tasks and the first reads of
+    /// discovered ones, and it counts against the app's cap on such tasks, not `retention.max_tasks`.
+    pub fn in_claims_lane(&self) -> bool {
+        self.source == Source::Callback && !self.api_known()
     }
 
     /// Owes the task a poll ahead of every task that is merely new.
@@ -248,7 +271,8 @@ impl Task {
     /// where it is ahead, the claim's figures where nothing confirmed says otherwise.
     pub(super) fn refresh(&mut self, now: f64) {
         let c = self.confirmed().clone();
-        let claim = self.claim.as_ref().map(|c| &c.facts);
+        // Nothing of a claim shows before the API has confirmed the task exists.
+        let claim = self.claim.as_ref().map(|c| &c.facts).filter(|_| self.api_known());
         let ahead = claim.filter(|f| f.status.rank() > c.status.rank());
         (self.status, self.finish_reason) = match ahead {
             Some(f) => (f.status, f.finish_reason),

@@ -36,15 +36,28 @@ impl Inner {
     /// Takes a task out of the poll order; call before changing what [`order_key`] reads.
     pub(super) fn unqueue(&mut self, key: &Key) {
         if let Some(t) = self.tasks.get(key) {
-            self.queue.remove(&order_key(t));
+            if t.in_claims_lane() {
+                if let Some(lane) = self.lanes.get_mut(&key.0) {
+                    lane.remove(&(t.lane_seq, key.1.clone()));
+                    if lane.is_empty() {
+                        self.lanes.remove(&key.0);
+                    }
+                }
+            } else {
+                self.queue.remove(&order_key(t));
+            }
         }
     }
 
-    /// Puts a task back in the poll order if it belongs there.
+    /// Puts a task back in the poll order (or its app's lane of claims) if it belongs there.
     pub(super) fn requeue(&mut self, key: &Key) {
         if let Some(t) = self.tasks.get(key) {
             if Inner::queued(t) {
-                self.queue.insert(order_key(t));
+                if t.in_claims_lane() {
+                    self.lanes.entry(key.0).or_default().insert((t.lane_seq, key.1.clone()));
+                } else {
+                    self.queue.insert(order_key(t));
+                }
             }
         }
     }
@@ -61,20 +74,73 @@ impl Inner {
         }
     }
 
-    /// The task of `apps` to poll next, if one is due (see [`TaskRegistry::next_to_poll`]).
-    fn first_due(&mut self, apps: &[u64], since: Option<Instant>) -> Option<OrderKey> {
+    /// A claimed end counted on its own word: it leaves with retention like a confirmed one, but
+    /// the task is still read (see [`TaskRegistry::settle_claims`]).
+    pub(super) fn set_settled(&mut self, key: &Key) {
+        if let Some(k) = self.tasks.get(key).and_then(finished_key) {
+            self.finished.insert(k);
+        }
+    }
+
+    /// The task of `apps` to poll next, if one is due (see [`TaskRegistry::next_to_poll`]); with
+    /// `take`, it is taken out of the order and the lanes' turn moves on.
+    ///
+    /// Urgent reads and first reads of known tasks go first. The lanes of callback-only claims
+    /// share what is left with the round robin, every other read while both want one, and among
+    /// themselves one app at a time: a burst of claims at one app cannot starve any app's polls.
+    fn pick(&mut self, apps: &[u64], since: Option<Instant>, take: bool) -> Option<Key> {
         let now = Instant::now();
         self.wake_parked(now);
         self.wake_prepared(now);
         // The queue is in poll order, so the first entry of these apps is the best candidate; if
         // it is not due, none after it is.
-        let first = self.queue.iter().find(|(_, _, app, _)| apps.contains(app))?;
-        let (rank, last_polled) = (first.0, first.1);
-        let due = match since {
-            Some(since) => rank < ROUND_ROBIN || last_polled.is_none_or(|p| p < since),
-            None => rank < ROUND_ROBIN,
+        let main = self
+            .queue
+            .iter()
+            .find(|(_, _, app, _)| apps.contains(app))
+            .filter(|(rank, last_polled, _, _)| match since {
+                Some(since) => *rank < ROUND_ROBIN || last_polled.is_none_or(|p| p < since),
+                None => *rank < ROUND_ROBIN,
+            })
+            .cloned();
+        let lane_app = self.next_lane(apps);
+        let from_lane = match (&main, lane_app) {
+            (None, None) => return None,
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (Some(m), Some(_)) => m.0 == ROUND_ROBIN && self.lane_turn,
         };
-        due.then(|| first.clone())
+        if !take {
+            return Some(match (from_lane, main, lane_app) {
+                (false, Some(m), _) => (m.2, m.3),
+                (_, _, app) => (app.unwrap_or_default(), String::new()),
+            });
+        }
+        if main.is_some() && lane_app.is_some() && main.as_ref().is_some_and(|m| m.0 == ROUND_ROBIN) {
+            self.lane_turn = !self.lane_turn;
+        }
+        if from_lane {
+            let app = lane_app?;
+            self.lane_cursor = app;
+            let lane = self.lanes.get_mut(&app)?;
+            let (_, task_id) = lane.pop_first()?;
+            if lane.is_empty() {
+                self.lanes.remove(&app);
+            }
+            Some((app, task_id))
+        } else {
+            let m = main?;
+            self.queue.remove(&m);
+            Some((m.2, m.3))
+        }
+    }
+
+    /// The app of `apps` whose lane of claims is served next: the first after the last served.
+    fn next_lane(&self, apps: &[u64]) -> Option<u64> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let after = self.lanes.range((Excluded(self.lane_cursor), Unbounded));
+        let before = self.lanes.range(..=self.lane_cursor);
+        after.chain(before).map(|(app, _)| *app).find(|app| apps.contains(app))
     }
 
     /// PREPARED tasks not read for `prepared_every` want a read now, ahead of the round robin.
@@ -164,6 +230,13 @@ impl TaskRegistry {
             t.urgent = t.needs_poll;
             t.last_polled = Some(at);
         }
+        if inner.tasks.get(&key).is_some_and(Task::in_claims_lane) {
+            inner.lane_seq += 1;
+            let seq = inner.lane_seq;
+            if let Some(t) = inner.tasks.get_mut(&key) {
+                t.lane_seq = seq;
+            }
+        }
         if inner
             .tasks
             .get(&key)
@@ -228,21 +301,19 @@ impl TaskRegistry {
 
     /// Whether [`TaskRegistry::next_to_poll`] would hand out a task now.
     pub fn has_due(&self, apps: &[u64], since: Option<Instant>) -> bool {
-        self.lock().first_due(apps, since).is_some()
+        self.lock().pick(apps, since, false).is_some()
     }
 
     /// Picks the next task of `apps` to poll and marks it in flight.
     ///
     /// With `since = Some(t)`: any pollable task not polled since `t` (a sweep). With `None`: only
     /// tasks that want an early poll. Never-polled tasks come first, then the least recently polled,
-    /// so a sweep that the budget cannot finish in time degrades to a fair round robin.
+    /// so a sweep that the budget cannot finish in time degrades to a fair round robin. Tasks only
+    /// a callback named are read from their apps' lanes (see [`Inner::pick`]).
     pub fn next_to_poll(&self, apps: &[u64], since: Option<Instant>) -> Option<(u64, String)> {
         let mut inner = self.lock();
-        let first = inner.first_due(apps, since)?;
-        inner.queue.remove(&first);
-        let (_, _, app, task_id) = first;
+        let key = inner.pick(apps, since, true)?;
         let seq = inner.seq;
-        let key = (app, task_id);
         if let Some(t) = inner.tasks.get_mut(&key) {
             t.polling = true;
             t.poll_seq = seq;

@@ -205,8 +205,8 @@ fn poll_order_is_never_polled_then_least_recent() {
     assert!(r.next_to_poll(&[2], Some(later)).is_none());
 }
 
-/// Callbacks are claims: shown at once, applied once per event in any order, counted only
-/// when the API confirms them.
+/// Callbacks are claims: applied once per event in any order, shown only once the API has
+/// confirmed the task exists, counted only when the API confirms them.
 #[test]
 fn callbacks_are_claims_until_the_api_confirms_them() {
     let r = TaskRegistry::new();
@@ -221,7 +221,8 @@ fn callbacks_are_claims_until_the_api_confirms_them() {
     // Stopped first, then Started, then copies of both.
     assert_eq!(
         r.observe_callback(1, "c", PushEvent::Stopped, &stop),
-        CallbackApplied::Accepted { ended: true }
+        CallbackApplied::Accepted { ended: false },
+        "a task only a callback named shows no finish before the API confirms it"
     );
     assert_eq!(
         r.observe_callback(1, "c", PushEvent::Started, &started),
@@ -239,8 +240,9 @@ fn callbacks_are_claims_until_the_api_confirms_them() {
     }
     let t = r.get(1, "c").unwrap();
     assert_eq!(
-        (t.status, t.finish_reason, t.source, t.exception_cnt),
-        (TaskStatus::Stopped, Some(FinishReason::Exception), Source::Callback, 2)
+        (t.status, t.finish_reason, t.source, t.exception_cnt, t.room_id),
+        (TaskStatus::Unknown, None, Source::Callback, 0, None),
+        "nothing of the claim shows"
     );
     assert_eq!(r.stats(1).unwrap(), AppStats::default(), "nothing counted on a claim");
     // The confirming poll is owed at once; it confirms, and the counters move once.
@@ -337,6 +339,8 @@ fn a_poll_sent_before_the_claim_does_not_contradict_it() {
 #[test]
 fn other_is_refined_by_the_confirming_poll_and_counted_once() {
     let r = TaskRegistry::new();
+    r.track(1, "o", None, Source::Discovery);
+    r.observe_poll(1, "o", &obs(TaskStatus::Pushing));
     r.observe_callback(1, "o", PushEvent::Stopped, &stopped(Some(FinishReason::Other)));
     assert_eq!(r.get(1, "o").unwrap().finish_reason, Some(FinishReason::Other));
     let out = answer(&r, "o", Answer::State(stopped(Some(FinishReason::Exception))));
@@ -358,7 +362,35 @@ fn other_is_refined_by_the_confirming_poll_and_counted_once() {
 #[test]
 fn an_unconfirmable_claim_is_counted_after_the_timeout() {
     let r = TaskRegistry::new();
-    r.observe_callback(1, "u", PushEvent::Stopped, &stopped(Some(FinishReason::Exception)));
+    let now = unix_now() as i64;
+    // A made-up id is never counted, however long the API stays away.
+    r.observe_callback(
+        1,
+        "made-up",
+        PushEvent::Stopped,
+        &stopped(Some(FinishReason::Exception)),
+    );
+    r.track(1, "u", None, Source::Discovery);
+    answer(
+        &r,
+        "u",
+        Answer::State(Observation {
+            push_start_time: Some(now - 60),
+            exception_cnt: Some(1),
+            ..obs(TaskStatus::Pushing)
+        }),
+    );
+    r.observe_callback(
+        1,
+        "u",
+        PushEvent::Stopped,
+        &Observation {
+            push_start_time: Some(now - 60),
+            push_stop_time: Some(now),
+            exception_cnt: Some(u32::MAX as u64),
+            ..stopped(Some(FinishReason::Exception))
+        },
+    );
     let start = unix_now() - 1000.0;
     assert!(
         r.settle_claims(1, Duration::from_secs(300), None, start).is_empty(),
@@ -371,12 +403,32 @@ fn an_unconfirmable_claim_is_counted_after_the_timeout() {
     );
     assert_eq!(r.settle_claims(1, Duration::ZERO, None, start), ["u"]);
     assert!(r.settle_claims(1, Duration::ZERO, None, start).is_empty(), "once");
-    assert_eq!(r.stats(1).unwrap().finished(FinishReason::Exception), 1);
-    // Counted on its claim, the end is final: no more polls, and retention removes it.
-    assert!(!r.get(1, "u").unwrap().is_pollable());
-    assert!(r.next_to_poll(&[1], Some(Instant::now())).is_none());
+    let s = r.stats(1).unwrap();
+    assert_eq!(s.finished(FinishReason::Exception), 1);
+    assert_eq!(s.exceptions_total, 1, "a claim's ExceptionCnt is never counted");
+    assert_eq!(s.duration(FinishReason::Exception).sum, 60.0, "times near now are");
+    // Counted on its claim, the task is still read, and retention removes it if the API never
+    // comes back.
+    assert!(r.get(1, "u").unwrap().is_pollable());
     assert_eq!(r.expire(Duration::ZERO), 1);
     assert_eq!(r.stats(1).unwrap().finished_total.iter().sum::<u64>(), 1);
+}
+
+/// Once the API answers again, its answer wins over a claim counted on its own word.
+#[test]
+fn the_api_wins_over_a_settled_claim_once_it_answers() {
+    let r = TaskRegistry::new();
+    r.track(1, "u", None, Source::Discovery);
+    answer(&r, "u", Answer::State(obs(TaskStatus::Pushing)));
+    r.observe_callback(1, "u", PushEvent::Stopped, &stopped(Some(FinishReason::Exception)));
+    assert_eq!(r.settle_claims(1, Duration::ZERO, None, 0.0), ["u"]);
+    assert_eq!(r.get(1, "u").unwrap().status, TaskStatus::Stopped);
+    let out = answer(&r, "u", Answer::State(obs(TaskStatus::Pushing)));
+    assert!(out.contradicted.is_some());
+    let t = r.get(1, "u").unwrap();
+    assert_eq!((t.status, t.finish_reason), (TaskStatus::Pushing, None));
+    assert_eq!(r.expire(Duration::ZERO), 0, "a running task does not expire");
+    assert!(r.get(1, "u").is_some());
 }
 
 /// `retention.max_tasks`: ended tasks go first, oldest end first; then new tasks are refused.
@@ -394,18 +446,126 @@ fn a_full_registry_evicts_ended_tasks_then_refuses() {
         r.get(1, "b").is_none() && r.get(1, "a").is_some(),
         "the oldest end went first"
     );
-    assert_eq!(
-        r.observe_callback(1, "e", PushEvent::Started, &obs(TaskStatus::Pushing)),
-        CallbackApplied::Accepted { ended: false }
-    );
+    assert_eq!(r.track(1, "e", None, Source::Config), Track::Added);
     assert!(r.get(1, "a").is_none());
     assert_eq!(r.track(1, "f", None, Source::Discovery), Track::Full);
+    assert_eq!(r.len(), 3);
+    // A task only a callback named neither counts here nor evicts anything.
     assert_eq!(
         r.observe_callback(1, "g", PushEvent::Started, &obs(TaskStatus::Pushing)),
+        CallbackApplied::Accepted { ended: false }
+    );
+    assert_eq!(r.len(), 4);
+    assert_eq!(r.stats(1).unwrap().finished(FinishReason::Auto), 2, "counters stay");
+}
+
+/// Tasks only callbacks named are capped per app; a flood at one app refuses nothing of
+/// another's, and evicts no ended task.
+#[test]
+fn claims_about_unknown_ids_are_capped_per_app() {
+    let r = TaskRegistry::with_max_tasks(10);
+    r.track(2, "ended", None, Source::Discovery);
+    r.observe_poll(2, "ended", &stopped(Some(FinishReason::Exception)));
+    for i in 0..MAX_UNCONFIRMED_PER_APP {
+        let id = format!("fake{i}");
+        assert!(matches!(
+            r.observe_callback(1, &id, PushEvent::Stopped, &stopped(Some(FinishReason::Exception))),
+            CallbackApplied::Accepted { ended: false }
+        ));
+    }
+    assert_eq!(
+        r.observe_callback(1, "one-more", PushEvent::Stopped, &stopped(None)),
         CallbackApplied::Full
     );
-    assert_eq!(r.len(), 3);
-    assert_eq!(r.stats(1).unwrap().finished(FinishReason::Auto), 2, "counters stay");
+    assert!(r
+        .view()
+        .tasks()
+        .all(|t| t.sdk_app_id != 1 || t.status == TaskStatus::Unknown));
+    assert_eq!(
+        r.observe_callback(2, "real", PushEvent::Started, &obs(TaskStatus::Pushing)),
+        CallbackApplied::Accepted { ended: false },
+        "another app is not refused"
+    );
+    assert_eq!(r.track(2, "listed", None, Source::Discovery), Track::Added);
+    assert!(r.get(2, "ended").is_some(), "no ended task evicted for claims");
+}
+
+/// An id dropped after TaskNotFound costs nothing when it is named again; the running list
+/// brings it back.
+#[test]
+fn a_dropped_made_up_id_is_refuted_when_named_again() {
+    let r = TaskRegistry::new();
+    r.observe_callback(1, "x", PushEvent::Stopped, &stopped(None));
+    for _ in 0..NOT_FOUND_LIMIT {
+        answer(&r, "x", Answer::NotFound);
+    }
+    assert!(r.get(1, "x").is_none());
+    assert_eq!(
+        r.observe_callback(1, "x", PushEvent::Stopped, &stopped(None)),
+        CallbackApplied::Refuted
+    );
+    assert!(r.next_to_poll(&[1], None).is_none(), "no read for it");
+    assert_eq!(r.track(1, "x", None, Source::Discovery), Track::Added);
+}
+
+/// A contradicted claim does not make TIW's genuine event a duplicate.
+#[test]
+fn a_genuine_stop_after_a_reverted_forgery_is_applied() {
+    let r = TaskRegistry::new();
+    r.track(1, "g", None, Source::Discovery);
+    answer(&r, "g", Answer::State(obs(TaskStatus::Pushing)));
+    r.observe_callback(1, "g", PushEvent::Stopped, &stopped(Some(FinishReason::Exception)));
+    assert!(answer(&r, "g", Answer::State(obs(TaskStatus::Pushing)))
+        .contradicted
+        .is_some());
+    assert_eq!(
+        r.observe_callback(1, "g", PushEvent::Stopped, &stopped(Some(FinishReason::Auto))),
+        CallbackApplied::Accepted { ended: true }
+    );
+    let out = answer(&r, "g", Answer::State(stopped(Some(FinishReason::Auto))));
+    assert_eq!(out.ended, Some(FinishReason::Auto));
+    assert_eq!(r.stats(1).unwrap().finished(FinishReason::Auto), 1);
+}
+
+/// Reads of ids only a callback named wait behind known tasks' urgent and first reads, and
+/// share the rest with the round robin; the apps' lanes take turns.
+#[test]
+fn claims_about_unknown_ids_share_the_budget_fairly() {
+    let r = TaskRegistry::new();
+    for i in 0..4 {
+        r.observe_callback(1, &format!("f{i}"), PushEvent::Stopped, &stopped(None));
+    }
+    r.observe_callback(3, "h0", PushEvent::Stopped, &stopped(None));
+    r.track(2, "new", None, Source::Discovery);
+    let all = [1, 2, 3];
+    assert_eq!(
+        r.next_to_poll(&all, None),
+        Some((2, "new".to_string())),
+        "a first read goes first"
+    );
+    r.apply_answer(2, "new", &Answer::State(obs(TaskStatus::Pushing)), Duration::ZERO);
+    r.finish_poll(2, "new", Instant::now());
+    // A sweep: the round robin and the lanes alternate; the lanes go app by app in claim order.
+    let sweep = Instant::now() + Duration::from_secs(1);
+    let picks: Vec<String> = std::iter::from_fn(|| r.next_to_poll(&all, Some(sweep)).map(|k| k.1))
+        .take(4)
+        .collect();
+    assert!(
+        picks.contains(&"new".to_string()) && picks.iter().position(|p| p == "new") <= Some(1),
+        "{picks:?}"
+    );
+    assert_eq!(
+        picks
+            .iter()
+            .filter(|p| p.starts_with('f') || p.starts_with('h'))
+            .count(),
+        3,
+        "{picks:?}"
+    );
+    assert!(
+        picks.contains(&"h0".to_string()),
+        "the other app's lane gets its turn: {picks:?}"
+    );
 }
 
 /// The poll order index holds exactly the pollable tasks that are not in flight nor parked.
@@ -417,10 +577,17 @@ fn poll_queue_stays_consistent() {
         let expected: BTreeSet<OrderKey> = inner
             .tasks
             .values()
-            .filter(|t| Inner::queued(t))
+            .filter(|t| Inner::queued(t) && !t.in_claims_lane())
             .map(order_key)
             .collect();
         assert_eq!(inner.queue, expected);
+        let lanes: usize = inner.lanes.values().map(BTreeSet::len).sum();
+        let in_lanes = inner
+            .tasks
+            .values()
+            .filter(|t| Inner::queued(t) && t.in_claims_lane())
+            .count();
+        assert_eq!(lanes, in_lanes);
     };
     for i in 0..20 {
         r.track(1 + i % 2, &format!("t{i}"), None, Source::Discovery);
