@@ -85,6 +85,10 @@ pub struct WebArgs {
     /// Open connections at most, per listener; further clients wait to be accepted.
     #[arg(long = "web.max-connections", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+    /// Open connections at most from one peer address, per listener; more from it are closed at
+    /// once, so that one client cannot hold every connection (0: no such cap).
+    #[arg(long = "web.max-connections-per-peer", default_value_t = 128)]
+    pub max_connections_per_peer: u32,
     /// Time a client has to send a request's headers; also closes connections idle for as long.
     #[arg(long = "web.read-header-timeout", default_value = "10s", value_parser = parse_duration)]
     pub read_header_timeout: Duration,

@@ -123,6 +123,7 @@ fn serve_options(web: &WebArgs) -> anyhow::Result<ServeOptions> {
         telemetry_path: web.telemetry_path.clone(),
         limits: Limits {
             max_connections: web.max_connections as usize,
+            max_connections_per_peer: web.max_connections_per_peer as usize,
             read_header_timeout: web.read_header_timeout,
             read_timeout: web.read_timeout,
             max_requests: web.max_requests as usize,

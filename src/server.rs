@@ -5,6 +5,8 @@
 //! accepted here and served by hyper directly:
 //! - a cap on open connections (`--web.max-connections`): past it, new connections wait in the
 //!   kernel's backlog instead of costing memory;
+//! - a cap on open connections from one peer address (`--web.max-connections-per-peer`): past it,
+//!   a new connection from that address is closed at once, so one client cannot take every slot;
 //! - a deadline for each request head (`--web.read-header-timeout`, hyper's
 //!   `header_read_timeout`), which also closes connections left idle for as long; a client that
 //!   sends its head a byte at a time (slowloris) is cut off;
@@ -13,8 +15,9 @@
 //!
 //! Body deadlines, body sizes and in-flight caps are per route (see `http.rs` and `callback.rs`).
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -38,6 +41,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Limits {
     /// Open connections at most, per listener.
     pub max_connections: usize,
+    /// Open connections at most from one peer address, per listener (0: no such cap).
+    pub max_connections_per_peer: usize,
     /// A request head must arrive within this; an idle keep-alive connection is closed after it.
     pub read_header_timeout: Duration,
     /// A request body must arrive within this.
@@ -50,6 +55,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 512,
+            max_connections_per_peer: 128,
             read_header_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(10),
             max_requests: 40,
@@ -74,6 +80,7 @@ pub async fn serve(
         .header_read_timeout(limits.read_header_timeout)
         .max_header_size(MAX_HEAD_BYTES);
     let http = Arc::new(http);
+    let peers = Arc::new(PeerConnections::new(limits.max_connections_per_peer));
     let mut full_logged = false;
     loop {
         // Take a slot first, so that past the cap connections wait in the backlog.
@@ -111,6 +118,11 @@ pub async fn serve(
         if slots.available_permits() > 0 {
             full_logged = false;
         }
+        let Some(peer_slot) = peers.admit(peer.ip()) else {
+            // Closed at once: the slot goes back, and the peer learns nothing but a reset.
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let tls = tls
             .as_ref()
@@ -119,6 +131,7 @@ pub async fn serve(
         let (http, router, watcher) = (http.clone(), router.clone(), graceful.watcher());
         tokio::spawn(async move {
             let _slot = slot;
+            let _peer_slot = peer_slot;
             serve_connection(tcp, peer, tls, &http, router, watcher).await;
         });
     }
@@ -162,5 +175,66 @@ async fn serve_connection(
     if let Err(e) = served {
         // Timeouts, resets and malformed requests: the client's problem, not ours.
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Open connections per peer address, under `--web.max-connections-per-peer`.
+struct PeerConnections {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+    /// When a refusal was last logged, so that a flood logs a line a minute, not a line a connection.
+    last_logged: Mutex<Option<std::time::Instant>>,
+}
+
+/// One admitted connection of a peer; gives its place back when dropped.
+struct PeerSlot {
+    peers: Arc<PeerConnections>,
+    ip: IpAddr,
+}
+
+impl PeerConnections {
+    fn new(max: usize) -> PeerConnections {
+        PeerConnections {
+            max,
+            open: Mutex::new(HashMap::new()),
+            last_logged: Mutex::new(None),
+        }
+    }
+
+    /// A place for one more connection from `ip`, or `None` when it has `max` open already.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<PeerSlot> {
+        if self.max > 0 {
+            let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            let n = open.entry(ip).or_insert(0);
+            if *n >= self.max {
+                drop(open);
+                let mut last = self.last_logged.lock().unwrap_or_else(|e| e.into_inner());
+                if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                    *last = Some(std::time::Instant::now());
+                    tracing::warn!(peer = %ip, max_connections_per_peer = self.max, "a peer holds the most connections allowed; its new connections are closed at once");
+                }
+                return None;
+            }
+            *n += 1;
+        }
+        Some(PeerSlot {
+            peers: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        if self.peers.max == 0 {
+            return;
+        }
+        let mut open = self.peers.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }

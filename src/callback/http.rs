@@ -1,11 +1,17 @@
-//! The callback route over HTTP: admission (`callback.max_in_flight`), reading the body within
-//! its size and time limits, and the reply — 200 only once the event's effect is on disk.
+//! The callback route over HTTP: reading the body within its size and time limits, admission
+//! (`callback.max_in_flight`) once it has arrived, and the reply — 200 only once the event's effect
+//! is on disk.
+//!
+//! A body declared larger than `callback.max_body_bytes` is refused 413 before a byte of it is
+//! read, and a request takes a processing slot only once its whole body is here, within
+//! [`CALLBACK_BODY_TIMEOUT`]: connections that declare a body and send nothing hold no slot, so
+//! they cannot make TIW's real callbacks wait or fail.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -17,6 +23,10 @@ use crate::task::unix_now;
 /// An oversized body is read (and thrown away) up to this size before the 413, so that the
 /// sender, still writing, gets the answer rather than a broken pipe; beyond it the connection closes.
 const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+/// How long a callback body may take to arrive once its head has (at most `--web.read-timeout`).
+/// TIW's bodies are a few hundred bytes, sent with the head.
+pub const CALLBACK_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// One admitted callback; gives its slot back when dropped.
 pub(super) struct InFlight<'a>(pub(super) &'a AtomicUsize);
@@ -65,7 +75,49 @@ async fn read_limited(body: Body, max: usize) -> Result<Vec<u8>, BodyError> {
     Ok(buf)
 }
 
-async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Response {
+async fn handle(State(receiver): State<Arc<CallbackReceiver>>, request: Request) -> Response {
+    let max = receiver.max_body_bytes();
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        let processed = Processed {
+            sdk_app_id: 0,
+            event_type: "other",
+            outcome: CallbackOutcome::TooLarge,
+            reason: format!(
+                "declared body of {} bytes, larger than {max}",
+                declared.unwrap_or_default()
+            ),
+            delay_seconds: None,
+            task_id: None,
+        };
+        receiver.record(&processed);
+        receiver.remember(&processed, StatusCode::PAYLOAD_TOO_LARGE, None);
+        return (
+            [("connection", "close")],
+            error_reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body larger than callback.max_body_bytes",
+            ),
+        )
+            .into_response();
+    }
+    let deadline = receiver.read_timeout.min(CALLBACK_BODY_TIMEOUT);
+    let read = match tokio::time::timeout(deadline, read_limited(request.into_body(), max)).await {
+        Ok(read) => read,
+        Err(_) => {
+            receiver.metrics.http.refused("callback", "body_timeout");
+            tracing::debug!(timeout = ?deadline, "callback body did not arrive in time");
+            return (
+                [("connection", "close")],
+                error_reply(StatusCode::REQUEST_TIMEOUT, "body did not arrive in time"),
+            )
+                .into_response();
+        }
+    };
     // Past the cap, shed load at once: TIW delivers a refused event again, and the rest of the
     // server (scrapes above all) keeps its share of the machine.
     let Some(_slot) = receiver.admit() else {
@@ -79,19 +131,6 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, body: Body) -> Re
             ),
         )
             .into_response();
-    };
-    let deadline = receiver.read_timeout;
-    let read = match tokio::time::timeout(deadline, read_limited(body, receiver.max_body_bytes())).await {
-        Ok(read) => read,
-        Err(_) => {
-            receiver.metrics.http.refused("callback", "body_timeout");
-            tracing::debug!(timeout = ?deadline, "callback body did not arrive in time");
-            return (
-                [("connection", "close")],
-                error_reply(StatusCode::REQUEST_TIMEOUT, "body did not arrive in time"),
-            )
-                .into_response();
-        }
     };
     let processed = match read {
         Ok(bytes) => receiver.process(&bytes, unix_now()),

@@ -23,6 +23,7 @@ fn limits(read_header_timeout: Duration, read_timeout: Duration, max_connections
             read_header_timeout,
             read_timeout,
             max_requests: 40,
+            ..Default::default()
         },
         ..Default::default()
     }
