@@ -156,6 +156,14 @@
             cfg.configReloadFailedFor,
           ),
           alert(
+            'TiwWebConfigReloadFailed',
+            'warning',
+            'max by (%s) (tiw_exporter_web_config_last_reload_successful{%s}) == 0' % [exporter, sel],
+            'tiw-push-exporter {{ $labels.instance }} refused a change to its web config',
+            'A change to --web.config.file (or a certificate or key it names) on {{ $labels.instance }} has been refused for ' + cfg.configReloadFailedFor + ': the previous TLS and basic-auth settings stay in force. An empty or half-written file, a broken hash, or a change that removes every basic-auth user or adds or removes TLS is refused while serving. The exporter\'s log says why.',
+            cfg.configReloadFailedFor,
+          ),
+          alert(
             'TiwExporterOverloaded',
             'warning',
             'sum by (%s, handler, reason) (increase(tiw_exporter_http_requests_refused_total{%s}[10m])) > 0' % [exporter, sel],

@@ -204,11 +204,24 @@ impl WebConfig {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        // An empty document (a 0-byte file, comments alone, `null`, /dev/null) is an error, not
+        // "no TLS and no auth": a file caught half-written, or emptied by mistake, must never
+        // switch authentication off. A web config with nothing in it is no web config: leave out
+        // the flag.
         let raw: RawWebConfig = match serde_yaml::from_str::<Option<RawWebConfig>>(&text) {
             Ok(Some(raw)) => raw,
-            Ok(None) => return Ok(WebConfig::default()),
+            Ok(None) => {
+                return Err(err(
+                    "the file is empty (or only comments, or null): expected tls_server_config and/or basic_auth_users; to serve without either, leave out --web.config.file".into(),
+                ))
+            }
             Err(e) => return Err(err(format!("{e} (supported: tls_server_config, basic_auth_users)"))),
         };
+        if raw.tls_server_config.is_none() && raw.basic_auth_users.is_none() {
+            return Err(err(
+                "neither tls_server_config nor basic_auth_users is set; to serve without either, leave out --web.config.file".into(),
+            ));
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         let mut sources = vec![path.to_owned()];
         let tls = raw
@@ -218,7 +231,12 @@ impl WebConfig {
             .map_err(err)?
             .map(Arc::new);
         let basic_auth_users = match raw.basic_auth_users {
-            Some(users) if !users.is_empty() => {
+            Some(users) if users.is_empty() => {
+                return Err(err(
+                    "basic_auth_users: lists no user; remove the key to serve without basic auth".into(),
+                ))
+            }
+            Some(users) => {
                 for (user, hash) in &users {
                     if !hash.starts_with("$2") || hash.len() != 60 {
                         return Err(err(format!(
@@ -228,7 +246,7 @@ impl WebConfig {
                 }
                 Some(BasicAuthUsers(users))
             }
-            _ => None,
+            None => None,
         };
         Ok(WebConfig {
             tls,
@@ -290,7 +308,12 @@ fn digest(files: &[PathBuf]) -> [u8; 32] {
 impl LiveWebConfig {
     /// `initial`, re-read from `path` when it or the files it names change (`None`: never).
     pub fn new(initial: WebConfig, path: Option<PathBuf>) -> Arc<LiveWebConfig> {
-        let seen = digest(&initial.sources);
+        let watched: Vec<PathBuf> = path
+            .iter()
+            .cloned()
+            .chain(initial.sources.iter().filter(|p| Some(*p) != path.as_ref()).cloned())
+            .collect();
+        let seen = digest(&watched);
         Arc::new(LiveWebConfig {
             path,
             current: RwLock::new(Arc::new(initial)),
@@ -314,13 +337,25 @@ impl LiveWebConfig {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// The files watched: the web config file itself always (whatever the config in force names,
+    /// and after a refused change too), then the certificates, key and CA the config in force names.
+    fn watched(&self, path: &Path, current: &WebConfig) -> Vec<PathBuf> {
+        std::iter::once(path.to_owned())
+            .chain(current.sources.iter().filter(|p| p.as_path() != path).cloned())
+            .collect()
+    }
+
     /// Re-reads the file when it or a file it names changed since the last look: `None` when
     /// nothing changed, `Some(Ok)` when the new config is in force, `Some(Err)` when it was
     /// refused and the previous one stays. A refused file is not reported again until it changes.
+    ///
+    /// A change may not weaken authentication while serving: one that removes every basic-auth
+    /// user (or adds or removes TLS) is refused and needs a restart, so no hot change, careless or
+    /// half-written, can open the endpoints.
     pub fn check(&self) -> Option<Result<(), WebConfigError>> {
         let path = self.path.as_ref()?;
         let current = self.current();
-        let now = digest(&current.sources);
+        let now = digest(&self.watched(path, &current));
         {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             if *seen == now {
@@ -341,8 +376,14 @@ impl LiveWebConfig {
                 ),
             }));
         }
+        if current.basic_auth_users.is_some() && next.basic_auth_users.is_none() {
+            return Some(Err(WebConfigError {
+                path: path.clone(),
+                message: "basic_auth_users was removed: switching basic auth off needs a restart (a hot change may not open the endpoints)".into(),
+            }));
+        }
         // The new files' digest: a config that now names other files is watched through those.
-        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = digest(&next.sources);
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = digest(&self.watched(path, &next));
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         self.generation.fetch_add(1, Ordering::AcqRel);
         Some(Ok(()))
@@ -378,6 +419,15 @@ mod tests {
             (
                 "tls_server_config:\n  key_file: k\n",
                 "tls_server_config.cert_file: missing",
+            ),
+            ("", "the file is empty"),
+            ("# only a comment\n", "the file is empty"),
+            ("null\n", "the file is empty"),
+            ("basic_auth_users: {}\n", "basic_auth_users: lists no user"),
+            ("basic_auth_users:\n", "neither tls_server_config nor basic_auth_users"),
+            (
+                "basic_auth_users:\n  alice: $2y$10$abcdefghijklmnopqrstu\n",
+                "basic_auth_users.alice: expected a bcrypt hash",
             ),
         ];
         for (text, expected) in cases {
