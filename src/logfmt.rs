@@ -98,12 +98,81 @@ impl Visit for Fields {
     }
 }
 
+/// Characters that change how a line reads without showing (Unicode's format characters: bidi
+/// overrides and isolates such as U+202E, zero-width ones, the BOM; and the line and paragraph
+/// separators): escaped like control characters, so that text from the network cannot make a
+/// log line read as something else on a terminal or in a log viewer.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
+}
+
+/// Standard error for the JSON log format, with [`is_invisible`] characters written as `\uXXXX`
+/// escapes: they can stand only inside JSON strings, where the escape is the same text, so every
+/// line stays the JSON it was and no longer hides a bidi override from a person reading it.
+pub fn json_stderr() -> EscapingStderr {
+    EscapingStderr
+}
+
+/// See [`json_stderr`].
+#[derive(Clone, Copy, Debug)]
+pub struct EscapingStderr;
+
+impl std::io::Write for EscapingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let mut err = std::io::stderr().lock();
+        match std::str::from_utf8(buf) {
+            Ok(text) if text.chars().any(is_invisible) => err.write_all(escape_invisible(text).as_bytes()),
+            _ => err.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for EscapingStderr {
+    type Writer = EscapingStderr;
+    fn make_writer(&'a self) -> Self::Writer {
+        EscapingStderr
+    }
+}
+
+/// `text` with every [`is_invisible`] character as a JSON `\uXXXX` escape (all are in the BMP).
+pub fn escape_invisible(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 12);
+    for c in text.chars() {
+        if is_invisible(c) {
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Appends `value`, quoted and escaped when logfmt needs it.
 fn push_value(out: &mut String, value: &str) {
     let needs_quotes = value.is_empty()
         || value
             .chars()
-            .any(|c| c == ' ' || c == '=' || c == '"' || c.is_control());
+            .any(|c| c == ' ' || c == '=' || c == '"' || c.is_control() || is_invisible(c));
     if !needs_quotes {
         out.push_str(value);
         return;
@@ -116,7 +185,7 @@ fn push_value(out: &mut String, value: &str) {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
+            c if c.is_control() || is_invisible(c) => {
                 let _ = write!(out, "\\u{{{:x}}}", c as u32);
             }
             c => out.push(c),
@@ -176,6 +245,19 @@ mod tests {
             rest,
             r#"level=info target=tiw_push_exporter::logfmt::tests msg="restored state" tasks=3 path="/var/lib/x y" task_id="a\"b=c\nlevel=error" empty="""#
         );
+    }
+
+    /// U+202E and its kind from the network never reach a log line raw, in either format.
+    #[test]
+    fn bidi_and_other_invisible_characters_are_escaped() {
+        let text = logged(|| tracing::info!(task_id = "abc\u{202E}gnp.exe\u{200B}", "seen"));
+        assert!(text.contains(r#"task_id="abc\u{202e}gnp.exe\u{200b}""#), "{text}");
+        assert!(!text.chars().any(is_invisible), "{text}");
+        let json = serde_json::json!({"task_id": "abc\u{202E}x"}).to_string();
+        let escaped = escape_invisible(&json);
+        assert_eq!(escaped, r#"{"task_id":"abc\u202ex"}"#);
+        let back: serde_json::Value = serde_json::from_str(&escaped).unwrap();
+        assert_eq!(back["task_id"], "abc\u{202E}x", "the same JSON value");
     }
 
     #[test]

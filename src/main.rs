@@ -36,7 +36,11 @@ fn init_logging(level: LogLevel, format: LogFormat) {
             )
             .init(),
         LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(tiw_push_exporter::logfmt::json_stderr()),
+            )
             .init(),
     }
 }

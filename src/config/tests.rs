@@ -171,8 +171,18 @@ fn ha_replicas_split_every_budget() {
         (9, 2),
         "an equal part, less one request a second held back for the replicas' unseen jitter"
     );
-    let many = Config::from_yaml(&yaml("ha: {replicas: 20}\n"), &|_| None).unwrap();
-    assert_eq!(many.apps[1].api.requests_per_second, 1, "at least 1 each");
+    let four = Config::from_yaml(&yaml("ha: {replicas: 4}\n"), &|_| None).unwrap();
+    assert_eq!(four.apps[1].api.requests_per_second, 1, "4 x 1 of 5, one held back");
+    // Replicas that together would exceed an app's budget are refused, naming the app.
+    for replicas in [5, 20] {
+        let e = Config::from_yaml(&yaml(&format!("ha: {{replicas: {replicas}}}\n")), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ha.replicas:") && e.contains("SdkAppId 2's budget") && e.contains("requests_per_second is 5"),
+            "{e}"
+        );
+    }
     let e = Config::from_yaml(&yaml("ha: {replicas: 0}\n"), &|_| None)
         .unwrap_err()
         .to_string();

@@ -471,7 +471,19 @@ pub(super) fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, probl
         }
     };
     for app in &mut apps {
-        app.api.requests_per_second = replica_share(app.api.requests_per_second, ha_replicas);
+        let budget = app.api.requests_per_second;
+        // Every replica needs one request a second, and the pair one more held back: a budget
+        // smaller than that cannot be split without the replicas together exceeding it.
+        if ha_replicas > 1 && budget <= ha_replicas {
+            c.fail(
+                "ha.replicas",
+                format!(
+                    "{ha_replicas} replicas need more than {ha_replicas} requests/s of SdkAppId {}'s budget (1 each, 1 held back), but its tencentcloud.requests_per_second is {budget}: together they would exceed it",
+                    app.sdk_app_id
+                ),
+            );
+        }
+        app.api.requests_per_second = replica_share(budget, ha_replicas);
     }
 
     Config {

@@ -237,6 +237,12 @@ pub(super) struct TaskQuery {
     task_id: String,
 }
 
+/// `s` single-quoted for a POSIX shell (a `'` inside becomes `'\''`): a command printed for a
+/// person to copy runs as what it says, whatever the id holds (`x;curl …|sh` stays one argument).
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
 /// `describe`-like detail of one tracked task, from the registry.
 pub(super) async fn task(
     State(state): State<HttpState>,
@@ -255,7 +261,7 @@ pub(super) async fn task(
             escape(&q.task_id),
             q.sdk_app_id,
             q.sdk_app_id,
-            escape(&q.task_id)
+            escape(&shell_quote(&q.task_id))
         );
         return (StatusCode::NOT_FOUND, Html(page("Task not tracked", &body))).into_response();
     };
@@ -315,7 +321,19 @@ pub(super) async fn task(
         b,
         "</table>\n<p>What Tencent answers now: <code>tiw-push-exporter describe --app {} {}</code>. <a href=\"/\">Back</a></p>\n",
         t.sdk_app_id,
-        escape(&t.task_id)
+        escape(&shell_quote(&t.task_id))
     );
     Html(page(&format!("Task {}", escape(&t.task_id)), &b)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn printed_commands_quote_the_task_id() {
+        assert_eq!(shell_quote("abc"), "'abc'");
+        assert_eq!(shell_quote("x;curl e|sh"), "'x;curl e|sh'");
+        assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+    }
 }
