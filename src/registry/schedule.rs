@@ -103,7 +103,7 @@ impl Inner {
                 None => *rank < ROUND_ROBIN,
             })
             .cloned();
-        let lane_app = self.next_lane(apps);
+        let lane_app = self.next_lane(apps, since);
         let from_lane = match (&main, lane_app) {
             (None, None) => return None,
             (Some(_), None) => false,
@@ -135,12 +135,24 @@ impl Inner {
         }
     }
 
-    /// The app of `apps` whose lane of claims is served next: the first after the last served.
-    fn next_lane(&self, apps: &[u64]) -> Option<u64> {
+    /// The app of `apps` whose lane of claims is served next: the first after the last served
+    /// whose head is due. A lane is in read order (a task read goes to its back), so its head is
+    /// its least recently read task: due when never read, and in a sweep when not read since it
+    /// began. Each sweep reads each such task at most once, so a full lane cannot hold a sweep open
+    /// and keep the round robin from starting again.
+    fn next_lane(&self, apps: &[u64], since: Option<Instant>) -> Option<u64> {
         use std::ops::Bound::{Excluded, Unbounded};
         let after = self.lanes.range((Excluded(self.lane_cursor), Unbounded));
         let before = self.lanes.range(..=self.lane_cursor);
-        after.chain(before).map(|(app, _)| *app).find(|app| apps.contains(app))
+        after
+            .chain(before)
+            .filter(|(app, _)| apps.contains(app))
+            .find(|(app, lane)| {
+                lane.first()
+                    .and_then(|(_, id)| self.tasks.get(&(**app, id.clone())))
+                    .is_some_and(|t| t.last_polled.is_none_or(|p| since.is_some_and(|since| p < since)))
+            })
+            .map(|(app, _)| *app)
     }
 
     /// PREPARED tasks not read for `prepared_every` want a read now, ahead of the round robin.

@@ -546,7 +546,8 @@ fn claims_about_unknown_ids_share_the_budget_fairly() {
     r.apply_answer(2, "new", &Answer::State(obs(TaskStatus::Pushing)), Duration::ZERO);
     r.finish_poll(2, "new", Instant::now());
     // A sweep: the round robin and the lanes alternate; the lanes go app by app in claim order.
-    let sweep = Instant::now() + Duration::from_secs(1);
+    std::thread::sleep(Duration::from_millis(2));
+    let sweep = Instant::now();
     let picks: Vec<String> = std::iter::from_fn(|| r.next_to_poll(&all, Some(sweep)).map(|k| k.1))
         .take(4)
         .collect();
@@ -566,6 +567,19 @@ fn claims_about_unknown_ids_share_the_budget_fairly() {
         picks.contains(&"h0".to_string()),
         "the other app's lane gets its turn: {picks:?}"
     );
+    // Each read once in a sweep: a lane that answers TaskNotFound cannot hold the sweep open.
+    for id in &picks {
+        let app = match id.as_str() {
+            "new" => 2,
+            "h0" => 3,
+            _ => 1,
+        };
+        r.apply_answer(app, id, &Answer::NotFound, Duration::ZERO);
+        r.finish_poll(app, id, Instant::now());
+    }
+    let rest: Vec<String> = std::iter::from_fn(|| r.next_to_poll(&all, Some(sweep)).map(|k| k.1)).collect();
+    assert!(rest.iter().all(|id| !picks.contains(id)), "{picks:?} then {rest:?}");
+    assert_eq!(rest.len(), 2, "the lane's other two: {picks:?} then {rest:?}");
 }
 
 /// The poll order index holds exactly the pollable tasks that are not in flight nor parked.

@@ -2,6 +2,7 @@
 
 mod alerting;
 mod bench_smoke;
+mod burst;
 mod callbacks;
 mod cli;
 mod common;
