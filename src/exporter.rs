@@ -83,6 +83,7 @@ impl Exporter {
         let store = Arc::new(Store::open(&config.state_path)?);
         let restored = store.load()?;
         let registry = Arc::new(TaskRegistry::with_max_tasks(config.max_tasks));
+        registry.set_max_unconfirmed(config.callback.max_unconfirmed_tasks);
         let (tasks, apps) = (restored.tasks.len(), restored.apps.len());
         registry.restore(restored);
         if tasks > 0 || apps > 0 {

@@ -174,6 +174,7 @@ impl Supervisor {
         self.registry.set_configured(new_ids.iter().copied());
         log_hidden_apps(&self.registry);
         self.registry.set_max_tasks(new.max_tasks);
+        self.registry.set_max_unconfirmed(new.callback.max_unconfirmed_tasks);
         self.metrics.register_apps(new_ids.iter().copied());
         crate::callback::log_trust(&new);
         track_configured_tasks(&new, &self.registry);

@@ -28,7 +28,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::Config;
 use crate::metrics::ExporterMetrics;
-use crate::registry::{CallbackApplied, TaskRegistry, MAX_UNCONFIRMED_PER_APP};
+use crate::registry::{CallbackApplied, TaskRegistry};
 use crate::store::StoreHandle;
 use crate::task::{is_task_id, truncate, FinishReason, Observation, PushEvent, TaskStatus};
 
@@ -474,7 +474,7 @@ impl CallbackReceiver {
                         app,
                         event_type,
                         CallbackOutcome::Full,
-                        format!("retention.max_tasks tasks are tracked, or {MAX_UNCONFIRMED_PER_APP} tasks only callbacks named wait for the API to confirm them"),
+                        "retention.max_tasks tasks are tracked, or callback.max_unconfirmed_tasks tasks only callbacks named wait for the API to confirm them".into(),
                     )
                 }
             }

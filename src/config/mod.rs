@@ -123,6 +123,8 @@ pub struct CallbackConfig {
     pub max_body_bytes: usize,
     /// Callbacks handled at once; more are answered 503 so that TIW retries them.
     pub max_in_flight: usize,
+    /// Tasks only callbacks named, not yet confirmed by the API, tracked at most per app.
+    pub max_unconfirmed_tasks: usize,
     /// Aggregates follow a callback's unconfirmed claim only once the app's API could not be
     /// reached for this long (SPEC §3).
     pub confirm_timeout: Duration,

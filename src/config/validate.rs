@@ -67,6 +67,7 @@ struct RawCallback {
     listen_address: Option<Value>,
     max_body_bytes: Option<Value>,
     max_in_flight: Option<Value>,
+    max_unconfirmed_tasks: Option<Value>,
     confirm_timeout: Option<Value>,
 }
 
@@ -432,6 +433,15 @@ pub(super) fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, probl
         }
     };
 
+    let max_unconfirmed_tasks = match c.integer("callback.max_unconfirmed_tasks", cb.max_unconfirmed_tasks.as_ref()) {
+        None => crate::registry::MAX_UNCONFIRMED_PER_APP,
+        Some(n) if n > 0 => n as usize,
+        Some(n) => {
+            c.fail("callback.max_unconfirmed_tasks", format!("must be positive, got {n}"));
+            crate::registry::MAX_UNCONFIRMED_PER_APP
+        }
+    };
+
     let state_path = c
         .string("state.path", raw.state.unwrap_or_default().path.as_ref())
         .filter(|s| !s.is_empty())
@@ -494,6 +504,7 @@ pub(super) fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, probl
             listen_address,
             max_body_bytes,
             max_in_flight,
+            max_unconfirmed_tasks,
             confirm_timeout,
         },
         state_path: PathBuf::from(state_path),

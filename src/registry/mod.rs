@@ -35,7 +35,8 @@ use schedule::{finished_key, OrderKey};
 /// bring it back and count it a second time.
 pub const TOMBSTONE_TTL: Duration = Duration::from_secs(4 * 24 * 3600);
 
-/// Tasks only a callback named, not yet confirmed by the API, tracked at most per app. Tencent runs
+/// Tasks only a callback named, not yet confirmed by the API, tracked at most per app unless
+/// `callback.max_unconfirmed_tasks` says otherwise. Tencent runs
 /// at most 100 push tasks per app at once (SPEC §2), so a real app's starts and stops while its
 /// first reads are pending fit twice over; past it a new id is answered 503, and TIW's own retries
 /// keep a real event. Such tasks do not count against `retention.max_tasks`.
@@ -182,6 +183,8 @@ struct Inner {
     seq: u64,
     /// `retention.max_tasks`.
     max_tasks: usize,
+    /// `callback.max_unconfirmed_tasks`.
+    max_unconfirmed: usize,
     /// Queued tasks only a callback named, per app, in claim order (see [`Task::in_claims_lane`]).
     lanes: BTreeMap<u64, BTreeSet<(u64, String)>>,
     /// Every task only a callback named and the API has not confirmed, per app, queued or not.
@@ -220,6 +223,7 @@ impl Inner {
             finished: BTreeSet::new(),
             seq: 0,
             max_tasks,
+            max_unconfirmed: MAX_UNCONFIRMED_PER_APP,
             lanes: BTreeMap::new(),
             unconfirmed: HashMap::new(),
             unconfirmed_total: 0,
@@ -398,6 +402,12 @@ impl TaskRegistry {
     /// A reload changed `retention.max_tasks`; tasks beyond a lower bound are not evicted.
     pub fn set_max_tasks(&self, max_tasks: usize) {
         self.lock().max_tasks = max_tasks.max(1);
+    }
+
+    /// `callback.max_unconfirmed_tasks`: tasks only callbacks named that wait for the API's
+    /// confirmation, per app. A lower bound evicts none; new ones are refused until it is met.
+    pub fn set_max_unconfirmed(&self, max: usize) {
+        self.lock().max_unconfirmed = max.max(1);
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -661,7 +671,7 @@ impl TaskRegistry {
                 if inner.is_refuted(&key, now) {
                     return CallbackApplied::Refuted;
                 }
-                if inner.unconfirmed_of(sdk_app_id) >= MAX_UNCONFIRMED_PER_APP {
+                if inner.unconfirmed_of(sdk_app_id) >= inner.max_unconfirmed {
                     return CallbackApplied::Full;
                 }
                 inner.lane_seq += 1;

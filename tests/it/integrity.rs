@@ -288,7 +288,12 @@ async fn a_bcrypt_flood_cannot_starve_the_exporter() {
     let child = KillOnDrop(child);
     let pid = child.id();
     let url = format!("http://{addr}");
-    let good = reqwest::Client::new();
+    // Prometheus and TIW from one address, the attackers from another (each address may hold at
+    // most --web.max-connections-per-peer connections).
+    let good = reqwest::Client::builder()
+        .local_address("127.0.0.3".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
     let scrape_ok = |c: reqwest::Client, url: String| async move {
         let r = c
             .get(format!("{url}/metrics"))
@@ -307,7 +312,13 @@ async fn a_bcrypt_flood_cannot_starve_the_exporter() {
     for i in 0..400u32 {
         let url = url.clone();
         attackers.spawn(async move {
-            let c = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+            // Spread over 200 addresses, as a botnet is: the per-peer cap holds none of them back.
+            let from: std::net::IpAddr = format!("127.0.1.{}", 1 + i % 200).parse().unwrap();
+            let c = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .local_address(from)
+                .build()
+                .unwrap();
             let mut n = 0u32;
             let mut refused = 0u32;
             while Instant::now() < stop {
