@@ -328,7 +328,8 @@ async fn no_hot_web_config_change_opens_basic_auth() {
         let _ = std::fs::remove_file(&web_yml);
         std::fs::write(&web_yml, text).unwrap();
     };
-    let cases: Vec<(&str, Box<dyn Fn()>)> = vec![
+    type Change<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(&str, Change)> = vec![
         ("a 0-byte file", Box::new(|| write(""))),
         ("comments only", Box::new(|| write("# nothing here yet\n"))),
         ("null", Box::new(|| write("null\n"))),
