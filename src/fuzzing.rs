@@ -76,7 +76,7 @@ pub fn api_reply(data: &[u8]) {
                 let answer = match reply.answer() {
                     PushAnswer::State(obs) => Answer::State(obs),
                     PushAnswer::NoStatus => Answer::NoStatus(reply.request_id.clone().unwrap_or_default()),
-                    PushAnswer::Failed { .. } => Answer::Failed,
+                    PushAnswer::Failed { message } => Answer::Failed(message.clone()),
                     PushAnswer::NotFound => Answer::NotFound,
                 };
                 let before = registry.stats(APP).unwrap_or_default();

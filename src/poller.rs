@@ -237,6 +237,12 @@ impl Poller {
                     continue;
                 };
                 listed.insert(id.clone(), finished);
+                // Tencent lists tasks `QUEUED | PROCESSING | FINISHED`: one listed FINISHED that
+                // the exporter never tracked ended before it could see it. History, not news: not
+                // tracked at all (nor read to find out how it ended).
+                if finished && !self.registry.knows(sdk_app_id, &id) {
+                    continue;
+                }
                 match self.registry.track(sdk_app_id, &id, room_id, Source::Discovery) {
                     Track::Added => {
                         found += 1;
@@ -384,7 +390,7 @@ impl Poller {
                         (Answer::State(obs.clone()), None)
                     }
                     PushAnswer::NoStatus => (Answer::NoStatus(answered.request_id.clone()), None),
-                    PushAnswer::Failed { message } => (Answer::Failed, Some(message.as_str())),
+                    PushAnswer::Failed { message } => (Answer::Failed(message.clone()), Some(message.as_str())),
                     PushAnswer::NotFound => (Answer::NotFound, None),
                 };
                 let applied = self

@@ -129,9 +129,65 @@ pub struct Observation {
     pub push_stop_time: Option<i64>,
     pub exception_cnt: Option<u64>,
     pub im_sync_time: Option<i64>,
+    /// Why it failed (`FailedOperation.WhiteboardPush` from the API) or what went wrong (a
+    /// Stopped event's `Error`), as Tencent said it.
+    #[serde(default)]
+    pub failure: Option<Failure>,
     /// How many text fields were cut to [`MAX_LABEL_BYTES`] on the way in (counted on `/metrics`).
     #[serde(skip)]
     pub truncated: u8,
+}
+
+/// Tencent's error codes a failure is labelled with; any other is `other`. Sources: Tencent's
+/// DescribeWhiteboardPush page (`FailedOperation.WhiteboardPush`: the task failed), the
+/// WhiteboardPushStopped event's page ("Error.Code … 错误码为 FailedOperation.Record"), the Go
+/// SDK's `errors.go` (`FailedOperation`), and the international page's "querying failed whiteboard
+/// push tasks" reply without `Status` (`NoStatus`, the exporter's name for it).
+pub const FAILURE_CODES: [&str; 4] = [
+    "FailedOperation.WhiteboardPush",
+    "FailedOperation.Record",
+    "FailedOperation",
+    "NoStatus",
+];
+
+/// The longest piece of Tencent's failure message kept and shown.
+pub const FAILURE_MESSAGE_LIMIT: usize = 200;
+
+/// Why a task failed or ended badly, as Tencent said it, bounded: the code from
+/// [`FAILURE_CODES`] or `other`, the message cut to [`FAILURE_MESSAGE_LIMIT`], and the two codes
+/// Tencent's documented message carries ("code: 40006, msg: …, TRTC onError, code: -70003, msg:
+/// The UserSig in use is illegal.": the push service's, then TRTC's).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub code: String,
+    pub message: String,
+    pub push_code: Option<i64>,
+    pub trtc_code: Option<i64>,
+}
+
+impl Failure {
+    /// From Tencent's code and message.
+    pub fn new(code: &str, message: &str) -> Failure {
+        let code = FAILURE_CODES
+            .iter()
+            .find(|c| **c == code)
+            .map_or("other", |c| c)
+            .to_string();
+        Failure {
+            code,
+            message: truncate(message, FAILURE_MESSAGE_LIMIT).to_string(),
+            push_code: message.strip_prefix("code: ").and_then(leading_code),
+            trtc_code: message
+                .split_once("TRTC onError, code: ")
+                .and_then(|(_, rest)| leading_code(rest)),
+        }
+    }
+}
+
+/// The integer at the start of `s` (up to a comma, space or the end), if it is a plausible code.
+fn leading_code(s: &str) -> Option<i64> {
+    let end = s.find([',', ' ']).unwrap_or(s.len());
+    s[..end].parse::<i64>().ok().filter(|n| n.abs() < 100_000_000)
 }
 
 impl Observation {

@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::metrics::ExporterMetrics;
 use crate::registry::{CallbackApplied, TaskRegistry};
 use crate::store::StoreHandle;
-use crate::task::{is_task_id, truncate, FinishReason, Observation, PushEvent, TaskStatus};
+use crate::task::{is_task_id, truncate, Failure, FinishReason, Observation, PushEvent, TaskStatus};
 
 mod http;
 #[cfg(test)]
@@ -235,6 +235,7 @@ fn parse_push(kind: PushEvent, data: &serde_json::value::RawValue) -> Result<Pus
             push_stop_time: as_i64(d.push_stop_time),
             exception_cnt: d.exception_cnt,
             im_sync_time: as_i64(d.im_sync_time),
+            failure: error.as_ref().map(|(code, message)| Failure::new(code, message)),
             truncated: 0,
         }
         .bounded(),

@@ -77,6 +77,18 @@ pub(super) const LAST_UPDATE: FamilySpec = FamilySpec {
     kind: MetricType::GAUGE,
     labels: TASK_LABELS,
 };
+pub(super) const ENDED: FamilySpec = FamilySpec {
+    name: "tiw_push_task_ended_timestamp_seconds",
+    help: "When the exporter saw the task end, FAILED included (unix seconds); absent for a task first seen already ended, whose end is history, not news.",
+    kind: MetricType::GAUGE,
+    labels: TASK_LABELS,
+};
+pub(super) const FAILURE: FamilySpec = FamilySpec {
+    name: "tiw_push_task_failure_info",
+    help: "Why a task ended with EXCEPTION or FAILED, as Tencent said it: code (FailedOperation.WhiteboardPush, FailedOperation.Record, FailedOperation, NoStatus, other; empty when Tencent gave none), and the push service's and TRTC's codes from its message; always 1.",
+    kind: MetricType::GAUGE,
+    labels: &["sdk_app_id", "task_id", "room_id", "reason", "code", "push_code", "trtc_code"],
+};
 pub(super) const TASKS: FamilySpec = FamilySpec {
     name: "tiw_push_tasks",
     help: "Tracked push tasks per status.",
@@ -101,6 +113,12 @@ pub(super) const EXCEPTIONS_TOTAL: FamilySpec = FamilySpec {
     kind: MetricType::COUNTER,
     labels: &["sdk_app_id"],
 };
+pub(super) const PER_TASK_ON: FamilySpec = FamilySpec {
+    name: "tiw_exporter_per_task_metrics_enabled",
+    help: "1 if per-task series are on for the app (per_task_metrics), 0 if not: what the per-app fallback alerts key on, so that an exporter that is down cannot look like one with per-task series off.",
+    kind: MetricType::GAUGE,
+    labels: &["sdk_app_id"],
+};
 pub(super) const DURATIONS: FamilySpec = FamilySpec {
     name: "tiw_push_duration_seconds",
     help: "Push duration of ended tasks, by finish reason.",
@@ -108,7 +126,7 @@ pub(super) const DURATIONS: FamilySpec = FamilySpec {
     labels: &["sdk_app_id", "reason"],
 };
 
-pub(super) const PER_TASK: [&FamilySpec; 9] = [
+pub(super) const PER_TASK: [&FamilySpec; 11] = [
     &INFO,
     &STATUS,
     &FINISH_REASON,
@@ -118,8 +136,11 @@ pub(super) const PER_TASK: [&FamilySpec; 9] = [
     &EXCEPTIONS,
     &IM_SYNC,
     &LAST_UPDATE,
+    &ENDED,
+    &FAILURE,
 ];
-pub(super) const AGGREGATE: [&FamilySpec; 5] = [&TASKS, &STARTED, &FINISHED, &EXCEPTIONS_TOTAL, &DURATIONS];
+pub(super) const AGGREGATE: [&FamilySpec; 6] =
+    [&TASKS, &STARTED, &FINISHED, &EXCEPTIONS_TOTAL, &DURATIONS, &PER_TASK_ON];
 
 /// Renders the registry as metric families at scrape time.
 pub struct TaskCollector {
@@ -147,6 +168,27 @@ impl TaskCollector {
             .collect::<prometheus::Result<Vec<_>>>()?;
         Ok(TaskCollector { tasks, per_task, descs })
     }
+}
+
+/// When the exporter saw `t` end, if it is an end it observed (not history).
+pub(super) fn ended_news(t: &Task) -> Option<f64> {
+    t.ended_at.filter(|_| t.status.is_ended() && !t.history)
+}
+
+/// The `reason`, `code`, `push_code` and `trtc_code` of `t`'s failure series: for a task that ended
+/// with EXCEPTION or FAILED.
+pub(super) fn failure_labels(t: &Task) -> Option<[String; 4]> {
+    let reason = t
+        .finish_reason
+        .filter(|r| t.status.is_ended() && matches!(r, FinishReason::Exception | FinishReason::Failed))?;
+    let f = t.failure.as_ref();
+    let num = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
+    Some([
+        reason.as_str().to_string(),
+        f.map(|f| f.code.clone()).unwrap_or_default(),
+        num(f.and_then(|f| f.push_code)),
+        num(f.and_then(|f| f.trtc_code)),
+    ])
 }
 
 /// Appends `s` as a label value: backslash, double quote and newline escaped.
@@ -310,6 +352,35 @@ impl TaskCollector {
                 spill(out, limit, flush);
                 push_float(out, LAST_UPDATE.name, l, None, t.last_update);
             }
+            push_header(out, &ENDED);
+            for (t, l) in &tasks {
+                spill(out, limit, flush);
+                if let Some(at) = ended_news(t) {
+                    push_float(out, ENDED.name, l, None, at);
+                }
+            }
+            push_header(out, &FAILURE);
+            for (t, l) in &tasks {
+                spill(out, limit, flush);
+                if let Some([reason, code, push_code, trtc_code]) = failure_labels(t) {
+                    out.push_str(FAILURE.name);
+                    out.push('{');
+                    out.push_str(l);
+                    for (k, v) in [
+                        ("reason", reason),
+                        ("code", code),
+                        ("push_code", push_code),
+                        ("trtc_code", trtc_code),
+                    ] {
+                        out.push(',');
+                        out.push_str(k);
+                        out.push_str("=\"");
+                        push_escaped(out, &v);
+                        out.push('"');
+                    }
+                    out.push_str("} 1\n");
+                }
+            }
         }
         push_header(out, &TASKS);
         for (app, counts) in view.status_counts() {
@@ -344,6 +415,11 @@ impl TaskCollector {
         push_header(out, &EXCEPTIONS_TOTAL);
         for (l, s) in &apps {
             push_int(out, EXCEPTIONS_TOTAL.name, l, None, s.exceptions_total as i64);
+        }
+        push_header(out, &PER_TASK_ON);
+        let on = self.per_task.load(Ordering::Relaxed) as i64;
+        for (l, _) in &apps {
+            push_int(out, PER_TASK_ON.name, l, None, on);
         }
         push_header(out, &DURATIONS);
         for (l, s) in &apps {

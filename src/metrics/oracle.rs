@@ -70,6 +70,8 @@ impl Collector for TaskCollector {
                 mut exceptions,
                 mut im_sync,
                 mut last,
+                mut ended,
+                mut failures,
             ) = (
                 Vec::with_capacity(n),
                 Vec::with_capacity(n * 5),
@@ -80,6 +82,8 @@ impl Collector for TaskCollector {
                 Vec::with_capacity(n),
                 Vec::new(),
                 Vec::with_capacity(n),
+                Vec::new(),
+                Vec::new(),
             );
             for t in view.tasks() {
                 let app = t.sdk_app_id.to_string();
@@ -111,6 +115,16 @@ impl Collector for TaskCollector {
                     im_sync.push(gauge(&IM_SYNC, &id, s as f64));
                 }
                 last.push(gauge(&LAST_UPDATE, &id, t.last_update));
+                if let Some(at) = ended_news(t) {
+                    ended.push(gauge(&ENDED, &id, at));
+                }
+                if let Some([reason, code, push_code, trtc_code]) = failure_labels(t) {
+                    failures.push(gauge(
+                        &FAILURE,
+                        &[&app, &t.task_id, &room, &reason, &code, &push_code, &trtc_code],
+                        1.0,
+                    ));
+                }
             }
             for (spec, metrics) in [
                 (&INFO, info),
@@ -122,6 +136,8 @@ impl Collector for TaskCollector {
                 (&EXCEPTIONS, exceptions),
                 (&IM_SYNC, im_sync),
                 (&LAST_UPDATE, last),
+                (&ENDED, ended),
+                (&FAILURE, failures),
             ] {
                 out.push(family(spec, metrics));
             }
@@ -134,11 +150,17 @@ impl Collector for TaskCollector {
                 tasks.push(gauge(&TASKS, &[&app, s.as_str()], counts[s as usize] as f64));
             }
         }
-        let (mut started, mut finished, mut exceptions, mut durations) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut started, mut finished, mut exceptions, mut durations, mut per_task_on) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let on = if self.per_task.load(Ordering::Relaxed) {
+            1.0
+        } else {
+            0.0
+        };
         for (app, stats) in view.apps() {
             let app = app.to_string();
             started.push(counter(&STARTED, &[&app], stats.started_total));
+            per_task_on.push(gauge(&PER_TASK_ON, &[&app], on));
             exceptions.push(counter(&EXCEPTIONS_TOTAL, &[&app], stats.exceptions_total));
             for r in FinishReason::ALL {
                 finished.push(counter(&FINISHED, &[&app, r.as_str()], stats.finished(r)));
@@ -171,6 +193,7 @@ impl Collector for TaskCollector {
         out.push(family(&FINISHED, finished));
         out.push(family(&EXCEPTIONS_TOTAL, exceptions));
         out.push(family(&DURATIONS, durations));
+        out.push(family(&PER_TASK_ON, per_task_on));
         out
     }
 }

@@ -7,7 +7,7 @@ use prometheus::{Encoder, TextEncoder};
 fn renders_every_family_with_spec_labels() {
     let tasks = Arc::new(TaskRegistry::new());
     tasks.ensure_apps([7]);
-    tasks.track(7, "t1", Some(42), Source::Config);
+    tasks.track(7, "t1", Some(42), Source::Discovery);
     tasks.observe_poll(
         7,
         "t1",
@@ -20,11 +20,16 @@ fn renders_every_family_with_spec_labels() {
             im_sync_time: Some(101),
             group_id: Some("g".into()),
             push_user_id: Some("u".into()),
+            failure: Some(crate::task::Failure::new("FailedOperation.Record", "render crashed")),
             ..Default::default()
         },
     );
     let m = ExporterMetrics::new(tasks, true);
     let text = m.render();
+    assert!(
+        text.contains(r#"tiw_push_task_ended_timestamp_seconds{sdk_app_id="7",task_id="t1",room_id="42"} "#),
+        "{text}"
+    );
     for line in [
         r#"tiw_push_task_info{sdk_app_id="7",task_id="t1",room_id="42",group_id="g",push_user_id="u"} 1"#,
         r#"tiw_push_task_status{sdk_app_id="7",task_id="t1",room_id="42",status="STOPPED"} 1"#,
@@ -33,6 +38,8 @@ fn renders_every_family_with_spec_labels() {
         r#"tiw_push_task_duration_seconds{sdk_app_id="7",task_id="t1",room_id="42"} 60"#,
         r#"tiw_push_task_exceptions{sdk_app_id="7",task_id="t1",room_id="42"} 2"#,
         r#"tiw_push_task_im_sync_timestamp_seconds{sdk_app_id="7",task_id="t1",room_id="42"} 101"#,
+        r#"tiw_push_task_failure_info{sdk_app_id="7",task_id="t1",room_id="42",reason="EXCEPTION",code="FailedOperation.Record",push_code="",trtc_code=""} 1"#,
+        r#"tiw_exporter_per_task_metrics_enabled{sdk_app_id="7"} 1"#,
         r#"tiw_push_tasks{sdk_app_id="7",status="STOPPED"} 1"#,
         r#"tiw_push_tasks{sdk_app_id="7",status="UNKNOWN"} 0"#,
         r#"tiw_push_tasks_finished_total{sdk_app_id="7",reason="EXCEPTION"} 1"#,

@@ -18,7 +18,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub use crate::task::{
-    is_task_id, plausible, unix_now, FinishReason, Observation, PushEvent, TaskStatus, DEFAULT_MAX_TASKS, MAX_TASK_ID,
+    is_task_id, plausible, unix_now, Failure, FinishReason, Observation, PushEvent, TaskStatus, DEFAULT_MAX_TASKS,
+    MAX_TASK_ID,
 };
 
 mod journal;
@@ -100,8 +101,8 @@ pub enum Answer {
     State(Observation),
     /// A success reply with no `Status`, with its RequestId.
     NoStatus(String),
-    /// `FailedOperation.WhiteboardPush`.
-    Failed,
+    /// `FailedOperation.WhiteboardPush`, with Tencent's message.
+    Failed(String),
     /// `InvalidParameter.TaskNotFound`.
     NotFound,
 }
@@ -555,6 +556,14 @@ impl TaskRegistry {
         };
         let stats = apps.entry(sdk_app_id).or_default();
         let was_ended = task.confirmed().status.is_ended();
+        // A configured id whose very first answer is an end, with no callback about it: it ended
+        // before the exporter could see it, so its end is history, not news (never counted, never
+        // paged; it leaves with retention counted from its PushStopTime).
+        let first_word = task.confirmed().status == TaskStatus::Unknown
+            && task.source == Source::Config
+            && task.claim.is_none()
+            && !task.seen_started_event
+            && !task.seen_stopped_event;
         let answers_claim = task.claim.as_ref().is_some_and(|c| task.poll_seq >= c.seq);
         task.last_update = now;
         match answer {
@@ -563,11 +572,12 @@ impl TaskRegistry {
                 task.no_status.clear();
                 task.confirmed_mut().absorb(obs);
             }
-            Answer::Failed => {
+            Answer::Failed(message) => {
                 task.not_found = 0;
                 task.no_status.clear();
                 task.confirmed_mut().absorb(&Observation {
                     status: Some(TaskStatus::Failed),
+                    failure: Some(Failure::new("FailedOperation.WhiteboardPush", message)),
                     ..Default::default()
                 });
             }
@@ -575,9 +585,15 @@ impl TaskRegistry {
                 task.not_found = 0;
                 task.no_status.push(request_id.clone());
                 if task.no_status.len() >= NO_STATUS_LIMIT {
-                    out.failed_without_status = Some(std::mem::take(&mut task.no_status));
+                    let request_ids = std::mem::take(&mut task.no_status);
+                    let message = format!(
+                        "DescribeWhiteboardPush answered without Status {NO_STATUS_LIMIT} times in a row (RequestIds {})",
+                        request_ids.join(", ")
+                    );
+                    out.failed_without_status = Some(request_ids);
                     task.confirmed_mut().absorb(&Observation {
                         status: Some(TaskStatus::Failed),
+                        failure: Some(Failure::new("NoStatus", &message)),
                         ..Default::default()
                     });
                 }
@@ -614,9 +630,17 @@ impl TaskRegistry {
             }
         }
         let confirmed = task.confirmed().clone();
-        task.count(&confirmed, stats);
+        if first_word && confirmed.status.is_ended() {
+            task.history = true;
+            if let Some(stop) = confirmed.push_stop_time.filter(|s| (*s as f64) < now) {
+                task.ended_at = Some(stop as f64);
+            }
+        }
+        if !task.history {
+            task.count(&confirmed, stats);
+        }
         task.refresh(now);
-        if confirmed.status.is_ended() && !was_ended {
+        if confirmed.status.is_ended() && !was_ended && !task.history {
             out.ended = confirmed.finish_reason;
         }
         if task.not_found >= NOT_FOUND_LIMIT && !confirmed.status.is_ended() {
@@ -817,6 +841,13 @@ impl TaskRegistry {
         let mut tasks: Vec<Task> = inner.tasks.values().cloned().collect();
         tasks.sort_by(|a, b| (a.sdk_app_id, &a.task_id).cmp(&(b.sdk_app_id, &b.task_id)));
         (tasks, inner.apps.clone())
+    }
+
+    /// Whether the registry tracks `task_id` of `sdk_app_id`, or did until it expired recently.
+    pub fn knows(&self, sdk_app_id: u64, task_id: &str) -> bool {
+        let key = (sdk_app_id, task_id.to_string());
+        let inner = self.lock();
+        inner.tasks.contains_key(&key) || inner.tombstones.contains_key(&key)
     }
 
     /// A copy of one task.

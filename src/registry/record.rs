@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
 use super::DURATION_BUCKETS;
-use crate::task::{FinishReason, Observation, TaskStatus};
+use crate::task::{Failure, FinishReason, Observation, TaskStatus};
 
 /// Where the exporter first heard of a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +28,9 @@ pub struct Facts {
     pub push_stop_time: Option<i64>,
     pub exception_cnt: Option<u64>,
     pub im_sync_time: Option<i64>,
+    /// Why it failed or ended badly, as first said.
+    #[serde(default)]
+    pub failure: Option<Failure>,
 }
 
 impl Facts {
@@ -51,6 +54,7 @@ impl Facts {
         );
         first(&mut self.push_stop_time, obs.push_stop_time.filter(|s| *s > 0).as_ref());
         first(&mut self.im_sync_time, obs.im_sync_time.filter(|s| *s > 0).as_ref());
+        first(&mut self.failure, obs.failure.as_ref());
         if let Some(n) = obs.exception_cnt {
             self.exception_cnt = Some(self.exception_cnt.map_or(n, |old| old.max(n)));
         }
@@ -108,6 +112,13 @@ pub struct Task {
     pub push_stop_time: Option<i64>,
     pub exception_cnt: u64,
     pub im_sync_time: Option<i64>,
+    /// Why it failed or ended badly, as Tencent said it (the API's, or a shown claim's).
+    #[serde(default)]
+    pub failure: Option<Failure>,
+    /// First seen already ended (a configured id that ended before the exporter read it): its
+    /// end is history, not news, so it is never counted and never pages.
+    #[serde(default)]
+    pub history: bool,
     /// Unix seconds when the exporter last learned anything about the task.
     pub last_update: f64,
     /// Unix seconds when the exporter saw the task end (drives retention).
@@ -185,6 +196,8 @@ impl Task {
             push_stop_time: None,
             exception_cnt: 0,
             im_sync_time: None,
+            failure: None,
+            history: false,
             last_update: now,
             ended_at: None,
             source,
@@ -259,6 +272,7 @@ impl Task {
             push_stop_time: None,
             exception_cnt: None,
             im_sync_time: None,
+            failure: None,
         };
         self.confirmed.as_ref().unwrap_or(NOTHING)
     }
@@ -297,6 +311,7 @@ impl Task {
             .exception_cnt
             .unwrap_or(0)
             .max(claim.and_then(|f| f.exception_cnt).unwrap_or(0));
+        self.failure = c.failure.clone().or_else(|| claim.and_then(|f| f.failure.clone()));
         if self.status.is_ended() {
             self.ended_at.get_or_insert(now);
         } else {
@@ -316,6 +331,7 @@ impl Task {
             push_stop_time: self.push_stop_time,
             exception_cnt: Some(self.exception_cnt),
             im_sync_time: self.im_sync_time,
+            failure: self.failure.clone(),
         }
     }
 
@@ -362,6 +378,7 @@ impl Task {
             push_stop_time: self.push_stop_time,
             exception_cnt: Some(self.exception_cnt),
             im_sync_time: self.im_sync_time,
+            failure: self.failure.clone(),
         });
         self.counted = Counted {
             started: self.started_counted,

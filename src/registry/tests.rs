@@ -93,8 +93,15 @@ fn a_running_task_has_no_duration() {
 #[test]
 fn failed_task_gets_reason_failed_and_never_started() {
     let r = TaskRegistry::new();
-    r.track(1, "f", None, Source::Config);
-    answer(&r, "f", Answer::Failed);
+    r.track(1, "f", None, Source::Discovery);
+    answer(
+        &r,
+        "f",
+        Answer::Failed(
+            "code: 40006, msg: 2021-01-13 22:34:42, TRTC onError, code: -70003, msg: The UserSig in use is illegal."
+                .into(),
+        ),
+    );
     let t = r.get(1, "f").unwrap();
     assert_eq!(
         (t.status, t.finish_reason),
@@ -103,6 +110,54 @@ fn failed_task_gets_reason_failed_and_never_started() {
     let s = r.stats(1).unwrap();
     assert_eq!((s.started_total, s.finished(FinishReason::Failed)), (0, 1));
     assert!(!t.is_pollable());
+    // Tencent's reason, bounded: its code and the two codes its documented message carries.
+    let f = t.failure.unwrap();
+    assert_eq!(
+        (f.code.as_str(), f.push_code, f.trtc_code),
+        ("FailedOperation.WhiteboardPush", Some(40006), Some(-70003))
+    );
+    assert!(f.message.ends_with("The UserSig in use is illegal."));
+    assert!(
+        t.ended_at.is_some(),
+        "a FAILED task has the time it was first seen failed"
+    );
+}
+
+/// A configured id whose first answer is an end ended before the exporter saw it: history, never
+/// counted; an end seen live (a discovered task) is news.
+#[test]
+fn an_end_first_seen_as_such_is_history() {
+    let r = TaskRegistry::new();
+    let two_days_ago = unix_now() as i64 - 2 * 24 * 3600;
+    r.track(1, "old", None, Source::Config);
+    answer(
+        &r,
+        "old",
+        Answer::State(Observation {
+            push_start_time: Some(two_days_ago - 600),
+            push_stop_time: Some(two_days_ago),
+            ..stopped(Some(FinishReason::Exception))
+        }),
+    );
+    let t = r.get(1, "old").unwrap();
+    assert!(t.history);
+    assert_eq!(t.ended_at, Some(two_days_ago as f64), "retention counts from its end");
+    assert_eq!(r.stats(1).unwrap(), AppStats::default(), "history is not counted");
+    assert_eq!(
+        r.expire(Duration::from_secs(3600)),
+        1,
+        "ended longer than retention ago: gone"
+    );
+    r.track(1, "failed-before", None, Source::Config);
+    answer(&r, "failed-before", Answer::Failed("failed".into()));
+    assert!(r.get(1, "failed-before").unwrap().history);
+    assert_eq!(r.stats(1).unwrap().finished(FinishReason::Failed), 0);
+    // Seen running first: its end is news.
+    r.track(1, "live", None, Source::Config);
+    answer(&r, "live", Answer::State(obs(TaskStatus::Pushing)));
+    answer(&r, "live", Answer::State(stopped(Some(FinishReason::Exception))));
+    assert!(!r.get(1, "live").unwrap().history);
+    assert_eq!(r.stats(1).unwrap().finished(FinishReason::Exception), 1);
 }
 
 /// SPEC §2: a success reply with no Status, three in a row, is a failed task, counted once.

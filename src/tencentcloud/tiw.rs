@@ -239,6 +239,7 @@ impl WhiteboardPush {
                 push_stop_time: plausible(self.push_stop_time),
                 exception_cnt: plausible(self.exception_cnt).map(|n| n as u64),
                 im_sync_time: plausible(self.im_sync_time),
+                failure: None,
                 truncated: 0,
             }
             .bounded(),
