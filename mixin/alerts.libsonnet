@@ -22,12 +22,25 @@
     local perTask(metric, matchers) =
       'max without (%s) (%s{%s, %s})' % [replicas, metric, sel, matchers],
     // The aggregate counters of finishes, for apps whose per-task series are off
-    // (per_task_metrics: false): an app with per-task series alerts per task instead.
+    // (per_task_metrics: false): an app with per-task series alerts per task instead. Keyed on the
+    // exporter saying so (a gauge read over the window, so an outage neither starts nor ends it):
+    // an absent or stale target can never satisfy it.
     local finishesWithoutPerTask(reason) = |||
       sum by (job, sdk_app_id) (max without (%(replicas)s) (increase(tiw_push_tasks_finished_total{%(sel)s, reason="%(reason)s"}[%(window)s]))) > 0
-      unless on (job, sdk_app_id)
-      group by (job, sdk_app_id) (tiw_push_task_info{%(sel)s})
+      and on (job, sdk_app_id)
+      max by (job, sdk_app_id) (last_over_time(tiw_exporter_per_task_metrics_enabled{%(sel)s}[%(window)s])) == 0
     ||| % { replicas: replicas, sel: sel, reason: reason, window: cfg.finishesWindow },
+    // A finish as an event: the task's failure series (with Tencent's code) while the end the
+    // exporter saw is younger than the window. Both are read over the window, so a stale or absent
+    // target (the exporter down or restarting) neither ends the alert nor starts a new one; a task
+    // first seen already ended has no end timestamp (history is not news) and never fires.
+    local finishEvent(reason) = |||
+      max without (%(replicas)s) (last_over_time(tiw_push_task_failure_info{%(sel)s, reason="%(reason)s"}[%(window)s]))
+      and on (job, sdk_app_id, task_id)
+      (time() - max without (%(replicas)s) (last_over_time(tiw_push_task_ended_timestamp_seconds{%(sel)s}[%(window)s]))) < %(seconds)d
+    ||| % { replicas: replicas, sel: sel, reason: reason, window: cfg.finishAlertWindow, seconds: cfg.finishAlertWindowSeconds },
+    // Tencent's reason in words, from the failure series' labels.
+    local why = '{{ if $labels.code }} Tencent says {{ $labels.code }}{{ if $labels.push_code }}, push code {{ $labels.push_code }}{{ end }}{{ if $labels.trtc_code }}, TRTC code {{ $labels.trtc_code }}{{ end }}.{{ end }}',
 
     groups+: [
       {
@@ -36,16 +49,16 @@
           alert(
             'TiwPushFinishedWithException',
             'critical',
-            perTask('tiw_push_task_finish_reason', 'reason="EXCEPTION"') + ' == 1',
+            finishEvent('EXCEPTION'),
             'Whiteboard push {{ $labels.task_id }} ended with EXCEPTION',
-            'Push task {{ $labels.task_id }} of SdkAppId {{ $labels.sdk_app_id }} in room {{ $labels.room_id }} stopped with FinishReason=EXCEPTION: the class\'s whiteboard recording is incomplete.',
+            'Push task {{ $labels.task_id }} of SdkAppId {{ $labels.sdk_app_id }} in room {{ $labels.room_id }} stopped with FinishReason=EXCEPTION: the class\'s whiteboard recording is incomplete.' + why,
           ),
           alert(
             'TiwPushFailed',
             'critical',
-            perTask('tiw_push_task_finish_reason', 'reason="FAILED"') + ' == 1',
+            finishEvent('FAILED'),
             'Whiteboard push {{ $labels.task_id }} failed',
-            'Push task {{ $labels.task_id }} of SdkAppId {{ $labels.sdk_app_id }} in room {{ $labels.room_id }} failed (FailedOperation.WhiteboardPush): nothing was pushed. The exporter\'s log has Tencent\'s reason.',
+            'Push task {{ $labels.task_id }} of SdkAppId {{ $labels.sdk_app_id }} in room {{ $labels.room_id }} failed: nothing was pushed.' + why + ' The task page (/-/task) has Tencent\'s message.',
           ),
           alert(
             'TiwPushExceptionFinishes',

@@ -18,6 +18,11 @@
     exceptionsWindow: '15m',  // TiwPushExceptionsRising counts ExceptionCnt increases over this
     exceptionsThreshold: 10,
     finishesWindow: '10m',  // the aggregate EXCEPTION/FAILED fallbacks look back this far
+    // A per-task finish alert is an event: it fires when the exporter sees the end and ends this
+    // long after, whatever retention.stopped_tasks is. It also bridges an exporter outage (or a
+    // restart, on its store or an empty one) of up to this long without resolving and re-firing.
+    finishAlertWindow: '30m',
+    finishAlertWindowSeconds: 1800,
     apiDownFor: '5m',
     callbacksWindow: '15m',  // TiwCallbacksMissing: tasks ended, no callback, over this window
     exporterDownFor: '2m',

@@ -254,6 +254,9 @@ pub fn check_config(path: &Path) -> ExitCode {
             for problem in e.problems() {
                 eprintln!("{}: {problem}", path.display());
             }
+            for warning in e.warnings() {
+                eprintln!("{}: warning: {warning}", path.display());
+            }
             ExitCode::FAILURE
         }
     }
@@ -265,6 +268,28 @@ pub async fn describe(path: &Path, app: u64, task_id: &str) -> anyhow::Result<Ex
     match client.describe_whiteboard_push(task_id).await {
         Ok(reply) => {
             outln!("{}", serde_json::to_string_pretty(&reply)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        // A failed task is an answer, not a failure of `describe`: printed as JSON with Tencent's
+        // error, as the task's state.
+        Err(crate::tencentcloud::ApiError::Tencent {
+            code,
+            message,
+            request_id,
+        }) if code == "FailedOperation.WhiteboardPush" => {
+            let failure = crate::task::Failure::new(&code, &message);
+            let task = serde_json::json!({
+                "TaskId": task_id,
+                "Status": "FAILED",
+                "Error": {
+                    "Code": code,
+                    "Message": message,
+                    "PushCode": failure.push_code,
+                    "TrtcCode": failure.trtc_code,
+                },
+                "RequestId": request_id,
+            });
+            outln!("{}", serde_json::to_string_pretty(&task)?);
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

@@ -34,6 +34,9 @@ pub struct DemoOptions {
     /// The user's own configuration (`demo --config.file`): its apps, credentials and callback
     /// keys are simulated instead of the demo's; its endpoints and state.path are replaced.
     pub config: Option<Config>,
+    /// Where `config` was read from: reloads (SIGHUP, `POST /-/reload`) read it again, pointed at
+    /// the simulator as at start.
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 impl Default for DemoOptions {
@@ -44,16 +47,21 @@ impl Default for DemoOptions {
             poll_interval: Duration::from_secs(2),
             fault_rates: FaultRates::default(),
             config: None,
+            config_file: None,
         }
     }
 }
 
 /// Runs the demo until `token` is cancelled. Prints where to look on stdout.
+///
+/// `on_exporter` gets the exporter's reload handle once it is built (`main` reloads on SIGHUP
+/// with it, as `serve` does).
 pub async fn run(
     listener: TcpListener,
     options: DemoOptions,
     serve: ServeOptions,
     token: CancellationToken,
+    on_exporter: impl FnOnce(crate::reload::ReloadHandle) + Send,
 ) -> anyhow::Result<()> {
     // Whose apps and credentials the simulator takes: the user's config, or the demo's own.
     let (apps, credentials): (Vec<u64>, Vec<SimCredential>) = match &options.config {
@@ -90,6 +98,8 @@ pub async fn run(
         latency_jitter: Duration::from_millis(20),
         clock_offset_secs: 0,
         fault_rates: options.fault_rates.clone(),
+        // As Tencent documents the list: ended tasks too, as FINISHED.
+        list_finished: true,
     });
     // A few short tasks at once, so every status shows within seconds.
     for (i, app) in apps.iter().enumerate() {
@@ -217,11 +227,37 @@ pub async fn run(
         telemetry = serve.telemetry_path,
     ));
     crate::admin::print_quietly(&banner);
+    // A reload of the user's file is pointed at the simulator and the scratch store, as at start.
+    let serve = match (&options.config_file, config_is_users) {
+        (Some(path), true) => {
+            let (endpoint, state) = (url::Url::parse(&endpoint).ok(), state.clone());
+            ServeOptions {
+                config_file: Some(path.clone()),
+                config_rewrite: Some(crate::exporter::ConfigRewrite(std::sync::Arc::new(
+                    move |mut config: Config| {
+                        if let Some(endpoint) = &endpoint {
+                            for app in &mut config.apps {
+                                app.api.endpoint = endpoint.clone();
+                            }
+                        }
+                        config.state_path = state.clone();
+                        config
+                    },
+                ))),
+                ..serve
+            }
+        }
+        _ => serve,
+    };
+    let serve = ServeOptions { demo: true, ..serve };
     let result = match Exporter::new(config, serve) {
-        Ok(exporter) => exporter
-            .serve(listener, token.clone())
-            .await
-            .map_err(anyhow::Error::from),
+        Ok(exporter) => {
+            on_exporter(exporter.reload_handle());
+            exporter
+                .serve(listener, token.clone())
+                .await
+                .map_err(anyhow::Error::from)
+        }
         Err(e) => Err(e.into()),
     };
     token.cancel();

@@ -21,6 +21,16 @@ use crate::reload::{ReloadHandle, ReloadReply, Supervisor};
 use crate::store::{spawn_writer, writer_channel, Store, StoreError, WriterInbox};
 use crate::webconfig::{LiveWebConfig, WebConfig, WEB_CONFIG_CHECK_INTERVAL};
 
+/// A change made to every configuration a reload reads (see [`ServeOptions::config_rewrite`]).
+#[derive(Clone)]
+pub struct ConfigRewrite(pub Arc<dyn Fn(Config) -> Config + Send + Sync>);
+
+impl std::fmt::Debug for ConfigRewrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConfigRewrite")
+    }
+}
+
 /// Options that come from flags rather than the config file.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -29,6 +39,12 @@ pub struct ServeOptions {
     pub poll: PollOptions,
     /// Where a reload reads the configuration from; `None`: reloads are refused.
     pub config_file: Option<PathBuf>,
+    /// What a reload does to the configuration it read before taking it (`demo --config.file`
+    /// points the user's apps at its simulator and its store at scratch space).
+    pub config_rewrite: Option<ConfigRewrite>,
+    /// Run by `demo`, on the simulator: warnings about how the listeners are exposed, which the
+    /// demo's user cannot change, are left out.
+    pub demo: bool,
     /// TLS and basic auth (`--web.config.file`) as read at start.
     pub web: WebConfig,
     /// Where `web` was read from: re-read while serving when it (or a certificate it names)
@@ -50,6 +66,8 @@ impl Default for ServeOptions {
             telemetry_path: "/metrics".into(),
             poll: PollOptions::default(),
             config_file: None,
+            config_rewrite: None,
+            demo: false,
             web: WebConfig::default(),
             web_config_file: None,
             exporter_metrics: true,
@@ -131,7 +149,7 @@ impl Exporter {
     /// callbacks on that listener too, that is whoever TIW's callbacks come through. Said at start.
     fn warn_if_reload_is_open(&self, callbacks_apart: bool) {
         let guarded = self.options.web.basic_auth_users.is_some();
-        if !guarded && !callbacks_apart {
+        if !guarded && !callbacks_apart && !self.options.demo {
             tracing::warn!(
                 callback_path = %self.config.callback.path,
                 "callbacks share the main listener and no basic_auth_users guard it: whoever can send \
@@ -255,7 +273,7 @@ impl Exporter {
             registry,
             metrics,
             callbacks,
-            (options.config_file, options.poll),
+            (options.config_file, options.config_rewrite, options.poll),
             &token,
         );
         tracker.spawn(supervisor.run(reload_rx, token.clone()));

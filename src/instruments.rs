@@ -89,6 +89,7 @@ pub struct PollInstruments {
     sweep_duration: Gauge,
     discovery_duration: GaugeVec,
     last_discovery: GaugeVec,
+    permitted: GaugeVec,
 }
 
 impl PollInstruments {
@@ -123,7 +124,21 @@ impl PollInstruments {
                 ),
                 &["sdk_app_id"],
             )?)?,
+            permitted: registered(registry, GaugeVec::new(
+                Opts::new(
+                    "tiw_exporter_api_action_permitted",
+                    "0 if Tencent Cloud's CAM refused the app's last call of this action (AuthFailure.UnauthorizedOperation, UnauthorizedOperation, ResourceUnavailable.InterfaceUnAuthorized: a permission missing for this action), 1 once one was answered.",
+                ),
+                &["sdk_app_id", "action"],
+            )?)?,
         })
+    }
+
+    /// Whether CAM lets the app's credentials call `action` (its last call's outcome).
+    pub fn set_permitted(&self, sdk_app_id: u64, action: &str, permitted: bool) {
+        self.permitted
+            .with_label_values(&[&sdk_app_id.to_string(), action])
+            .set(if permitted { 1.0 } else { 0.0 });
     }
 
     /// The app's last call got an answer from Tencent (`true`), or the app is down (`false`).
@@ -169,6 +184,9 @@ impl PollInstruments {
             &self.last_discovery,
         ] {
             let _ = family.remove_label_values(&[&label]);
+        }
+        for action in ["DescribeWhiteboardPush", "DescribeRunningTasks"] {
+            let _ = self.permitted.remove_label_values(&[&label, action]);
         }
     }
 }

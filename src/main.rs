@@ -177,6 +177,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let hup = catch_sighup();
     let simulator_address = parse_listen_address(&args.simulator_address)
         .map_err(|e| anyhow::anyhow!("--simulator.listen-address: {e}"))?;
     if args.web.listen.listen_address.len() > 1 {
@@ -197,9 +198,13 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         simulator_address,
         fault_rates: tiw_push_exporter::simulator::FaultRates::uniform(args.fault_rate),
         config: own_config,
+        config_file: args.config_file.clone(),
         ..Default::default()
     };
-    tiw_push_exporter::demo::run(listener, demo_options, options, token).await?;
+    tiw_push_exporter::demo::run(listener, demo_options, options, token, |handle| {
+        reload_on_sighup(hup, handle)
+    })
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 

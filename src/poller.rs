@@ -220,6 +220,18 @@ impl Poller {
         for _ in 0..MAX_PAGES {
             let page = match app.client.describe_running_tasks(offset, RUNNING_TASKS_PAGE).await {
                 Ok(page) => page,
+                // CAM refused discovery alone (permissions are per action): the app's tasks are
+                // still read, so tiw_up follows the reads; said once, shown per action.
+                Err(e) if e.is_action_denied() => {
+                    self.metrics
+                        .poll
+                        .set_permitted(sdk_app_id, "DescribeRunningTasks", false);
+                    self.metrics.recent.api_error(sdk_app_id, &e);
+                    if self.metrics.recent.first(sdk_app_id, "discovery denied") {
+                        tracing::error!(sdk_app_id, error = %e, cam_action = "tiw:DescribeRunningTasks", "Tencent Cloud refuses DescribeRunningTasks for these credentials: grant the CAM action tiw:DescribeRunningTasks. Until then only configured task ids and callbacks bring tasks, and ends are noticed by polling alone");
+                    }
+                    return found;
+                }
                 Err(e) => {
                     self.record_health(sdk_app_id, Err(&e));
                     if !e.is_app_down() {
@@ -229,6 +241,9 @@ impl Poller {
                 }
             };
             self.record_health(sdk_app_id, Ok(()));
+            self.metrics
+                .poll
+                .set_permitted(sdk_app_id, "DescribeRunningTasks", true);
             let tasks = page.tasks.unwrap_or_default();
             let n = tasks.len() as i64;
             for t in tasks {
@@ -428,7 +443,7 @@ impl Poller {
                 } else if applied.ended == Some(FinishReason::Failed) {
                     tracing::warn!(sdk_app_id, task_id, room_id, request_id = %answered.request_id, "whiteboard push task failed");
                 } else if applied.ended == Some(FinishReason::Exception) {
-                    tracing::info!(sdk_app_id, task_id, room_id, duration_seconds, exceptions, request_id = %answered.request_id, "whiteboard push task ended with EXCEPTION: the class's recording or relay may be incomplete");
+                    tracing::warn!(sdk_app_id, task_id, room_id, duration_seconds, exceptions, request_id = %answered.request_id, "whiteboard push task ended with EXCEPTION: the class's recording or relay may be incomplete");
                 } else if applied.ended.is_some() {
                     tracing::debug!(sdk_app_id, task_id, reason = ?applied.ended, "task ended");
                 }
@@ -451,6 +466,18 @@ impl Poller {
         // Any answer from Tencent counts, a task-level error included.
         if !result.as_ref().is_err_and(ApiError::is_app_down) {
             self.metrics.poll.answered(sdk_app_id);
+        }
+        match &result {
+            Err(e) if e.is_action_denied() => {
+                self.metrics
+                    .poll
+                    .set_permitted(sdk_app_id, "DescribeWhiteboardPush", false)
+            }
+            Ok(_) => self
+                .metrics
+                .poll
+                .set_permitted(sdk_app_id, "DescribeWhiteboardPush", true),
+            Err(_) => {}
         }
         self.record_health(sdk_app_id, result.as_ref().map(|_| ()));
         self.registry.finish_poll(sdk_app_id, task_id, Instant::now());

@@ -63,6 +63,7 @@ pub(crate) struct Supervisor {
     callbacks: Arc<CallbackReceiver>,
     /// Where a reload reads the configuration; `None`: reloads are refused.
     config_file: Option<PathBuf>,
+    config_rewrite: Option<crate::exporter::ConfigRewrite>,
     poll: PollOptions,
     poller: Option<(CancellationToken, TaskTracker)>,
 }
@@ -74,7 +75,7 @@ impl Supervisor {
         registry: Arc<TaskRegistry>,
         metrics: Arc<ExporterMetrics>,
         callbacks: Arc<CallbackReceiver>,
-        (config_file, poll): (Option<PathBuf>, PollOptions),
+        (config_file, config_rewrite, poll): (Option<PathBuf>, Option<crate::exporter::ConfigRewrite>, PollOptions),
         parent: &CancellationToken,
     ) -> Supervisor {
         let mut supervisor = Supervisor {
@@ -83,6 +84,7 @@ impl Supervisor {
             metrics,
             callbacks,
             config_file,
+            config_rewrite,
             poll,
             poller: None,
         };
@@ -126,6 +128,13 @@ impl Supervisor {
 
     /// Loads the config file again and swaps it in; on any problem the old one stays.
     async fn reload(&mut self, parent: &CancellationToken) -> Result<String, String> {
+        if self.config_file.is_none() {
+            // Nothing was refused: there is no file to read (the demo without --config.file). Said
+            // as it is, and not counted as a failed reload (that would fire TiwConfigReloadFailed).
+            let why = "started without a configuration file (the demo's own): nothing to reload".to_string();
+            tracing::info!("{why}");
+            return Err(why);
+        }
         let result = self.try_reload(parent).await;
         match &result {
             Ok(summary) => {
@@ -146,6 +155,10 @@ impl Supervisor {
             .clone()
             .ok_or("started without a configuration file: nothing to reload")?;
         let new = Config::load(&path).map_err(|e| format!("{}:\n{e}", path.display()))?;
+        let new = match &self.config_rewrite {
+            Some(rewrite) => (rewrite.0)(new),
+            None => new,
+        };
         let restart_only = [
             ("state.path", self.config.state_path != new.state_path),
             ("callback.path", self.config.callback.path != new.callback.path),

@@ -152,8 +152,9 @@ impl fmt::Display for Problem {
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}{}", missing_hint(.path, .source))]
     Read { path: PathBuf, source: std::io::Error },
+    /// Every problem, and the warnings of what could be read (`check-config` prints both).
     #[error("{}", format_problems(.0))]
-    Invalid(Vec<Problem>),
+    Invalid(Vec<Problem>, Vec<String>),
 }
 
 /// For a config file that does not exist: where to start one.
@@ -178,7 +179,15 @@ impl ConfigError {
     pub fn problems(&self) -> Vec<String> {
         match self {
             ConfigError::Read { .. } => vec![self.to_string()],
-            ConfigError::Invalid(p) => p.iter().map(|p| p.to_string()).collect(),
+            ConfigError::Invalid(p, _) => p.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    /// Warnings about the parts of the file that could be read, with their key paths.
+    pub fn warnings(&self) -> &[String] {
+        match self {
+            ConfigError::Invalid(_, warnings) => warnings,
+            ConfigError::Read { .. } => &[],
         }
     }
 }
@@ -207,7 +216,7 @@ impl Config {
             value
         };
         let parsed = Config::parse(text, &recording);
-        parsed.map_err(|mut problems| {
+        parsed.map_err(|(mut problems, warnings)| {
             let mut given = given.take();
             // Longest first, so that a value inside another is not half replaced.
             given.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
@@ -218,20 +227,23 @@ impl Config {
                     }
                 }
             }
-            ConfigError::Invalid(problems)
+            ConfigError::Invalid(problems, warnings)
         })
     }
 
-    fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<Problem>> {
+    fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, (Vec<Problem>, Vec<String>)> {
         let mut problems = Vec::new();
         let mut tree: Value = match serde_yaml::from_str(text) {
             Ok(Value::Null) => Value::Mapping(Default::default()),
             Ok(v) => v,
             Err(e) => {
-                return Err(vec![Problem {
-                    path: String::new(),
-                    message: format!("not valid YAML: {}", scrub(&e.to_string())),
-                }])
+                return Err((
+                    vec![Problem {
+                        path: String::new(),
+                        message: format!("not valid YAML: {}", scrub(&e.to_string())),
+                    }],
+                    Vec::new(),
+                ))
             }
         };
         expand_tree(&mut tree, &mut String::new(), env, &mut problems);
@@ -247,7 +259,7 @@ impl Config {
                         path: if path == "." { String::new() } else { path },
                         message: scrub(&e.inner().to_string()),
                     });
-                    return Err(problems);
+                    return Err((problems, Vec::new()));
                 }
             }
         };
@@ -262,7 +274,7 @@ impl Config {
         if problems.is_empty() {
             Ok(config)
         } else {
-            Err(problems)
+            Err((problems, config.warnings()))
         }
     }
 

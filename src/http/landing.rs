@@ -72,18 +72,60 @@ fn task_link(sdk_app_id: u64, task_id: &str) -> String {
 }
 
 /// Why a tracked task is worth a look, if it is.
-fn needs_a_look(t: &Task, now: f64) -> Option<String> {
+fn needs_a_look(t: &Task, now: f64) -> Option<(String, &'static str)> {
     match (t.status, t.finish_reason) {
-        (TaskStatus::Failed, _) => Some("failed".into()),
-        (TaskStatus::Stopped, Some(FinishReason::Exception)) => Some("ended with EXCEPTION".into()),
-        (TaskStatus::Pushing, _) if t.exception_cnt > 0 => {
-            Some(format!("{} exceptions while pushing", t.exception_cnt))
-        }
-        (TaskStatus::Prepared, _) if now - t.last_update > PREPARED_TOO_LONG => {
-            Some(format!("PREPARED, unchanged since {}", ago(t.last_update)))
-        }
+        (TaskStatus::Failed, _) => Some((format!("failed{}", tencent_says(t)), "tiwpushfailed")),
+        (TaskStatus::Stopped, Some(FinishReason::Exception)) => Some((
+            format!(
+                "ended with EXCEPTION after {}{}",
+                exceptions(t.exception_cnt),
+                tencent_says(t)
+            ),
+            "tiwpushfinishedwithexception",
+        )),
+        (TaskStatus::Pushing, _) if t.exception_cnt > 0 => Some((
+            format!("{} while pushing", exceptions(t.exception_cnt)),
+            "tiwpushexceptionsrising",
+        )),
+        (TaskStatus::Prepared, _) if now - t.last_update > PREPARED_TOO_LONG => Some((
+            format!("PREPARED, unchanged since {}", ago(t.last_update)),
+            "tiwpushstuckpreparing",
+        )),
         _ => None,
     }
+}
+
+/// A task that needs a look: last change, app, id, room, status, and why with its runbook anchor.
+type LookRow = (f64, u64, String, Option<i64>, &'static str, (String, &'static str));
+
+/// "1 exception", "3 exceptions".
+fn exceptions(n: u64) -> String {
+    format!("{n} exception{}", if n == 1 { "" } else { "s" })
+}
+
+/// `: <code> (push code …, TRTC code …): <message>` when Tencent said why, else nothing.
+fn tencent_says(t: &Task) -> String {
+    let Some(f) = &t.failure else {
+        return String::new();
+    };
+    let mut codes = Vec::new();
+    if let Some(c) = f.push_code {
+        codes.push(format!("push code {c}"));
+    }
+    if let Some(c) = f.trtc_code {
+        codes.push(format!("TRTC code {c}"));
+    }
+    let codes = if codes.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", codes.join(", "))
+    };
+    format!(": {}{codes}: {}", f.code, f.message)
+}
+
+/// Where an alert's runbook is, for a link beside a task that would raise it.
+fn runbook(anchor: &str) -> String {
+    format!("{}/blob/main/docs/runbooks.md#{anchor}", env!("CARGO_PKG_REPOSITORY"))
 }
 
 const STYLE: &str = "body{font-family:sans-serif;max-width:72em;margin:2em auto;padding:0 1em;line-height:1.45}\
@@ -118,11 +160,18 @@ Version <code>{VERSION}</code>, revision <code>{REVISION}</code>.</p>
     let (counts, mut look) = {
         let view = state.registry.view();
         let counts = view.status_counts();
-        let look: Vec<(f64, u64, String, &'static str, String)> = view
+        let look: Vec<LookRow> = view
             .tasks()
             .filter_map(|t| {
                 let why = needs_a_look(t, now)?;
-                Some((t.last_update, t.sdk_app_id, t.task_id.clone(), t.status.as_str(), why))
+                Some((
+                    t.last_update,
+                    t.sdk_app_id,
+                    t.task_id.clone(),
+                    t.room_id,
+                    t.status.as_str(),
+                    why,
+                ))
             })
             .collect();
         (counts, look)
@@ -155,15 +204,17 @@ Version <code>{VERSION}</code>, revision <code>{REVISION}</code>.</p>
     if look.is_empty() {
         b.push_str("<p class=\"ok\">None.</p>\n");
     } else {
-        b.push_str("<table><tr><th>Last change</th><th>SdkAppId</th><th>Task</th><th>Status</th><th>Why</th></tr>\n");
-        for (at, app, task, status, why) in look.iter().take(NEEDS_A_LOOK) {
+        b.push_str("<table><tr><th>Last change</th><th>SdkAppId</th><th>Room</th><th>Task</th><th>Status</th><th>Why</th><th>Runbook</th></tr>\n");
+        for (at, app, task, room, status, (why, anchor)) in look.iter().take(NEEDS_A_LOOK) {
             let _ = writeln!(
                 b,
-                "<tr><td title=\"{}\">{}</td><td>{app}</td><td>{}</td><td>{status}</td><td class=\"bad\">{}</td></tr>",
+                "<tr><td title=\"{}\">{}</td><td>{app}</td><td>{}</td><td>{}</td><td>{status}</td><td class=\"bad\">{}</td><td><a href=\"{}\">runbook</a></td></tr>",
                 when(*at),
                 ago(*at),
+                room.map(|r| r.to_string()).unwrap_or_else(|| "—".into()),
                 task_link(*app, task),
-                escape(why)
+                escape(why),
+                escape(&runbook(anchor))
             );
         }
         b.push_str("</table>\n");
@@ -280,6 +331,24 @@ pub(super) async fn task(
         ("Duration", opt(t.duration().map(|d| format!("{d} s")))),
         ("ExceptionCnt", t.exception_cnt.to_string()),
         ("IMSyncTime", unix(t.im_sync_time)),
+        (
+            "Tencent's reason",
+            opt(t
+                .failure
+                .as_ref()
+                .map(|_| tencent_says(&t).trim_start_matches(": ").to_string())),
+        ),
+        (
+            "Ended (as the exporter saw it)",
+            opt(t.ended_at.filter(|_| t.status.is_ended()).map(|at| {
+                let seen = if t.history {
+                    ", before the exporter first read it: history, not paged"
+                } else {
+                    ""
+                };
+                format!("{} ({}){seen}", when(at), ago(at))
+            })),
+        ),
         ("First seen through", format!("{:?}", t.source).to_lowercase()),
         (
             "Last change",

@@ -465,15 +465,18 @@ fn describe_running(shared: &Shared, app: u64, params: &Value, rid: &str) -> Res
     if !(1..=tiw::RUNNING_TASKS_PAGE).contains(&limit) {
         return error("InvalidParameter", "Limit must be between 1 and 500.", rid);
     }
-    // Tencent's DescribeRunningTasks lists running tasks only, and only those created in the last
-    // 3 days (its API doc: "只能查询最近3天内的任务"; SPEC §1): an older task that still pushes is
-    // not listed.
+    // Tencent's DescribeRunningTasks lists tasks created in the last 3 days only (its API doc:
+    // "只能查询最近3天内的任务"; SPEC §1): an older task that still pushes is not listed. Ended ones
+    // are listed FINISHED only with `list_finished` (see SimConfig).
     let window_start = crate::task::unix_now() as i64 - RUNNING_LIST_WINDOW_SECS;
+    let list_finished = shared.config.list_finished;
     let mut running: Vec<SimTask> = shared
         .world()
         .tasks
         .values()
-        .filter(|t| t.sdk_app_id == app && matches!(t.status, SimStatus::Prepared | SimStatus::Pushing))
+        .filter(|t| {
+            t.sdk_app_id == app && (list_finished || matches!(t.status, SimStatus::Prepared | SimStatus::Pushing))
+        })
         .filter(|t| t.create_time >= window_start)
         .cloned()
         .collect();
@@ -490,7 +493,11 @@ fn describe_running(shared: &Shared, app: u64, params: &Value, rid: &str) -> Res
                 "TaskType": "WhiteboardPush",
                 "CreateTime": beijing_time(t.create_time),
                 "CancelTime": null,
-                "Status": if t.status == SimStatus::Prepared { "QUEUED" } else { "PROCESSING" },
+                "Status": match t.status {
+                    SimStatus::Prepared => "QUEUED",
+                    SimStatus::Pushing => "PROCESSING",
+                    _ => "FINISHED",
+                },
                 "Progress": 0,
                 "FileURL": null,
                 "RoomID": t.room_id,

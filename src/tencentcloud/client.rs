@@ -83,9 +83,19 @@ impl ApiError {
     }
 
     /// Tencent did not answer for the app, or answered that the app or its credentials are
-    /// unusable: `tiw_up{sdk_app_id}` is 0 (SPEC §4).
+    /// unusable: `tiw_up{sdk_app_id}` is 0 (SPEC §4). A permission refused for one action is
+    /// app-level for the action the app is watched with; see [`ApiError::is_action_denied`].
     pub fn is_app_down(&self) -> bool {
-        matches!(self.kind(), ErrorKind::Unreachable | ErrorKind::AppLevel)
+        matches!(
+            self.kind(),
+            ErrorKind::Unreachable | ErrorKind::AppLevel | ErrorKind::ActionDenied
+        )
+    }
+
+    /// CAM refused this one action (permissions are granted per action): a sub-account allowed
+    /// DescribeWhiteboardPush but not DescribeRunningTasks still watches its tasks.
+    pub fn is_action_denied(&self) -> bool {
+        self.kind() == ErrorKind::ActionDenied
     }
 }
 
@@ -97,9 +107,14 @@ pub enum ErrorKind {
     Unreachable,
     /// The app or the credentials are unusable (SPEC §2's app-level codes); never retried blindly.
     AppLevel,
+    /// CAM refused the action itself (`AuthFailure.UnauthorizedOperation`, bare
+    /// `UnauthorizedOperation`, `ResourceUnavailable.InterfaceUnAuthorized`):
+    /// CAM grants permissions per action, so the other actions may still work. Never retried.
+    ActionDenied,
     /// `RequestLimitExceeded` or one of its sub-codes: retried with backoff.
     RateLimited,
-    /// `InternalError` or one of its sub-codes: retried.
+    /// `InternalError` or one of its sub-codes, or `ServiceUnavailable` (Tencent's common error
+    /// code for a service that is briefly unavailable): retried.
     Internal,
     /// `FailedOperation.WhiteboardPush`: the task failed (a terminal state, not an exporter error).
     TaskFailed,
@@ -125,11 +140,13 @@ const APP_LEVEL_CODES: [&str; 4] = [
 impl ErrorKind {
     /// Classifies one of Tencent's error codes.
     pub fn of_code(code: &str) -> ErrorKind {
-        if APP_LEVEL_FAMILIES.iter().any(|f| in_family(code, f)) || APP_LEVEL_CODES.contains(&code) {
+        if ACTION_DENIED_CODES.contains(&code) {
+            ErrorKind::ActionDenied
+        } else if APP_LEVEL_FAMILIES.iter().any(|f| in_family(code, f)) || APP_LEVEL_CODES.contains(&code) {
             ErrorKind::AppLevel
         } else if in_family(code, "RequestLimitExceeded") {
             ErrorKind::RateLimited
-        } else if in_family(code, "InternalError") {
+        } else if in_family(code, "InternalError") || in_family(code, "ServiceUnavailable") {
             ErrorKind::Internal
         } else if code == "FailedOperation.WhiteboardPush" {
             ErrorKind::TaskFailed
@@ -140,6 +157,16 @@ impl ErrorKind {
         }
     }
 }
+
+/// Codes by which CAM refuses one action (Tencent's common error codes: "AuthFailure.UnauthorizedOperation:
+/// 请求未授权" and "UnauthorizedOperation: 未授权操作"; the Go SDK's tiw errors.go lists
+/// `ResourceUnavailable.InterfaceUnAuthorized`). Sub-codes such as `UnauthorizedOperation.SdkAppId`
+/// (the app is not the account's) stay app-level.
+const ACTION_DENIED_CODES: [&str; 3] = [
+    "AuthFailure.UnauthorizedOperation",
+    "UnauthorizedOperation",
+    "ResourceUnavailable.InterfaceUnAuthorized",
+];
 
 /// `code` is `family` or starts with `family.` (`AuthFailureX` is not `AuthFailure`).
 fn in_family(code: &str, family: &str) -> bool {
@@ -580,6 +607,20 @@ mod tests {
         assert_eq!(t("bad label\"}").metric_label(), "other");
         assert!(!t("FailedOperation.WhiteboardPush").is_app_down());
         assert!(!t("InvalidParameter.TaskNotFound").is_app_down());
+        // Tencent's common code for a service briefly unavailable is transient.
+        assert!(t("ServiceUnavailable").is_retryable());
+        // CAM refusing one action: app-level for the action the app is watched with, never retried.
+        for code in [
+            "AuthFailure.UnauthorizedOperation",
+            "UnauthorizedOperation",
+            "ResourceUnavailable.InterfaceUnAuthorized",
+        ] {
+            assert!(
+                t(code).is_action_denied() && t(code).is_app_down() && !t(code).is_retryable(),
+                "{code}"
+            );
+        }
+        assert!(!t("UnauthorizedOperation.SdkAppId").is_action_denied());
     }
 
     /// SPEC §2: a code that is, or starts with `X.` for, an app-level family, plus three exact
@@ -592,7 +633,6 @@ mod tests {
             "AuthFailure.SignatureExpire",
             "ResourceUnavailable",
             "ResourceUnavailable.ServiceExpired",
-            "UnauthorizedOperation",
             "UnauthorizedOperation.SdkAppId",
             "IpInBlacklist",
             "IpNotInWhitelist",

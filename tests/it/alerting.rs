@@ -1,7 +1,7 @@
 //! The chain to a person, with real components from Debian: the exporter → `prometheus` with the
 //! mixin's rules → `prometheus-alertmanager` with deploy/alertmanager/alertmanager.yml → a webhook
 //! receiver here. An EXCEPTION finish arrives as one firing notification with the task's labels and
-//! an absolute runbook URL, and resolves once the task's series expire; while TiwApiDown fires for
+//! an absolute runbook URL, once (no "resolved": a finish is an event); while TiwApiDown fires for
 //! an app, that app's per-task alerts are held back.
 
 use std::collections::HashSet;
@@ -201,29 +201,45 @@ async fn an_exception_finish_pages_once_and_api_down_holds_back_its_apps_alerts(
             .is_some_and(|by| !by.is_empty()),
         "{suppressed}"
     );
-    assert!(
+    wait_for(Duration::from_secs(30), "TiwApiDown to page", || async {
         notified(&inbox, "TiwApiDown", "firing")
             .iter()
-            .any(|(_, r, a)| r == "pager" && a["labels"]["sdk_app_id"].as_str().map(str::parse) == Some(Ok(BLIND))),
-        "TiwApiDown pages"
-    );
-
-    // PAGED's task leaves the registry 15 s after it ended: the page resolves.
-    let resolved = wait_for(Duration::from_secs(150), "the resolved notification", || async {
-        notified(&inbox, "TiwPushFinishedWithException", "resolved")
-            .into_iter()
-            .find(|(_, _, a)| a["labels"]["task_id"] == paged.as_str())
+            .any(|(_, r, a)| r == "pager" && a["labels"]["sdk_app_id"].as_str().map(str::parse) == Some(Ok(BLIND)))
+            .then_some(())
     })
     .await;
+
+    // PAGED's task leaves the registry 15 s after it ended. The page is an event: the alert does
+    // not end with retention (it ends 30 minutes after the end), and no "resolved" is sent for it.
+    wait_for(
+        Duration::from_secs(30),
+        "PAGED's task to leave the registry",
+        || async { exporter.registry.get(PAGED, &paged).is_none().then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        alerts(&prom)
+            .await
+            .iter()
+            .any(|a| a["labels"]["alertname"] == "TiwPushFinishedWithException"
+                && a["labels"]["task_id"] == paged.as_str()
+                && a["state"] == "firing"),
+        "the finish alert outlives retention"
+    );
+    assert!(
+        notified(&inbox, "TiwPushFinishedWithException", "resolved").is_empty(),
+        "no resolved notification for a finish"
+    );
     let pages: Vec<_> = notified(&inbox, "TiwPushFinishedWithException", "firing");
     assert!(
         pages.iter().all(|(_, _, a)| a["labels"]["task_id"] == paged.as_str()),
         "only PAGED's task paged: {pages:?}"
     );
+    assert_eq!(pages.len(), 1, "one notification: {pages:?}");
     println!(
-        "EXCEPTION finish to page: {:.1} s; to resolved: {:.1} s; BLIND's alert inhibited by TiwApiDown",
+        "EXCEPTION finish to page: {:.1} s; BLIND's alert inhibited by TiwApiDown",
         delivered.as_secs_f64(),
-        resolved.0.duration_since(finished).as_secs_f64()
     );
     exporter.stop().await;
 }
@@ -371,8 +387,10 @@ fn the_alertmanager_config_checks_and_routes_by_severity() {
     for (labels, receiver) in [
         (
             ["severity=critical", "alertname=TiwPushFinishedWithException"],
-            "tiw-pager",
+            "tiw-pager-events",
         ),
+        (["severity=critical", "alertname=TiwPushFailed"], "tiw-pager-events"),
+        (["severity=critical", "alertname=TiwPushExceptionFinishes"], "tiw-pager"),
         (["severity=critical", "alertname=TiwApiDown"], "tiw-pager"),
         (["severity=warning", "alertname=TiwPollingBehind"], "tiw-chat"),
     ] {
@@ -380,4 +398,244 @@ fn the_alertmanager_config_checks_and_routes_by_severity() {
         args.extend(labels);
         assert_eq!(amtool(&args), receiver, "{labels:?}");
     }
+}
+
+/// `dir/prometheus.yml` from the shipped prometheus/prometheus.yml, its intervals as shipped, its
+/// target and Alertmanager pointed here; the shipped rules beside it.
+fn shipped_prometheus_config(dir: &std::path::Path, am_port: u16, target: &str) {
+    std::fs::copy(repo("prometheus/alerts.yml"), dir.join("alerts.yml")).unwrap();
+    let shipped = std::fs::read_to_string(repo("prometheus/prometheus.yml")).unwrap();
+    assert!(shipped.contains("alertmanager:9093") && shipped.contains("tiw-push-exporter:9897"));
+    let config = shipped
+        .replace("alertmanager:9093", &format!("127.0.0.1:{am_port}"))
+        .replace("tiw-push-exporter:9897", target);
+    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+}
+
+/// Notifications about push tasks (TiwPush*) so far, firing or resolved.
+fn push_notifications(inbox: &Inbox) -> Vec<(String, String)> {
+    inbox
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|(_, _, n)| {
+            n["alerts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|a| {
+                    a["labels"]["alertname"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("TiwPush"))
+                })
+                .map(|a| {
+                    (
+                        format!("{}/{}", a["labels"]["alertname"], a["labels"]["task_id"]),
+                        a["status"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// With the shipped exporter defaults, Prometheus intervals and Alertmanager config: an EXCEPTION
+/// finish and a FAILED task each page once, the FAILED one with Tencent's code (and so do its task
+/// page and its series); the finish-to-notification latency is measured. Then the exporter is
+/// killed (SIGKILL) and stays down a minute: no push alert fires anew or re-notifies; back on the
+/// same store, nothing pages again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_says_why_and_an_outage_pages_nothing_again() {
+    const MESSAGE: &str =
+        "code: 40006, msg: 2021-01-13 22:34:42, TRTC onError, code: -70003, msg: The UserSig in use is illegal.";
+    let sim = start_sim(sim_config(&[PAGED])).await;
+    let exception = sim.sim.create_task(PAGED, 880528);
+    sim.sim.start_pushing(&exception);
+    let failing = sim.sim.create_task(PAGED, 880529);
+    let dir = tempfile::tempdir().unwrap();
+    // The exporter's own defaults: poll.interval 15s, discovery every 5s.
+    let yaml =
+        config_yaml(&sim.endpoint(), &[PAGED], "15s", "").replace("discovery_interval: 15s", "discovery_interval: 5s");
+    let config = write_config_file(dir.path(), &yaml);
+    let addr = crate::ha::free_addr();
+    let mut exporter = Some(crate::ha::replica(&config, addr));
+    crate::ha::wait_replica_status(addr, &exception, "PUSHING").await;
+    crate::ha::wait_replica_status(addr, &failing, "PREPARED").await;
+
+    let (hook, inbox) = webhook_receiver().await;
+    let (_alertmanager, am_port) = start_alertmanager(dir.path(), &hook).await;
+    shipped_prometheus_config(dir.path(), am_port, &addr.to_string());
+    let (_prometheus, prom) = start_prometheus(dir.path()).await;
+    // Let Prometheus scrape the running tasks once before they end.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+
+    let ended = Instant::now();
+    sim.sim.stop(&exception, "EXCEPTION");
+    sim.sim.fail(&failing, MESSAGE);
+    let page = |alertname: &'static str, task: String| {
+        let inbox = inbox.clone();
+        async move {
+            wait_for(Duration::from_secs(120), alertname, || async {
+                notified(&inbox, alertname, "firing")
+                    .into_iter()
+                    .find(|(_, _, a)| a["labels"]["task_id"] == task.as_str())
+            })
+            .await
+        }
+    };
+    let exception_page = page("TiwPushFinishedWithException", exception.clone()).await;
+    let failed_page = page("TiwPushFailed", failing.clone()).await;
+    let latencies = [
+        exception_page.0.duration_since(ended).as_secs_f64(),
+        failed_page.0.duration_since(ended).as_secs_f64(),
+    ];
+    println!(
+        "finish to notification with the shipped intervals (exporter defaults, Prometheus 15s/15s, Alertmanager group_wait 5s): EXCEPTION {:.1} s, FAILED {:.1} s",
+        latencies[0], latencies[1]
+    );
+    assert!(latencies.iter().all(|l| *l <= 60.0), "{latencies:?}");
+    // Tencent's reason on the page, the task page and the series.
+    let labels = &failed_page.2["labels"];
+    assert_eq!(labels["code"], "FailedOperation.WhiteboardPush");
+    assert_eq!(labels["push_code"], "40006");
+    assert_eq!(labels["trtc_code"], "-70003");
+    let description = failed_page.2["annotations"]["description"].as_str().unwrap_or_default();
+    assert!(description.contains("TRTC code -70003"), "{description}");
+    let task_page = reqwest::get(format!("http://{addr}/-/task?sdk_app_id={PAGED}&task_id={failing}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(task_page.contains("The UserSig in use is illegal."), "{task_page}");
+    let m = scrape(&addr.to_string()).await;
+    assert_eq!(
+        m.get(
+            "tiw_push_task_failure_info",
+            &[
+                ("task_id", failing.as_str()),
+                ("code", "FailedOperation.WhiteboardPush"),
+                ("trtc_code", "-70003")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert!(m
+        .get(
+            "tiw_push_task_ended_timestamp_seconds",
+            &[("task_id", failing.as_str())]
+        )
+        .is_some());
+
+    // Killed, and down for a minute: nothing about push tasks fires anew or re-notifies.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let before = push_notifications(&inbox);
+    exporter.take();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        push_notifications(&inbox),
+        before,
+        "push notifications while the exporter was down"
+    );
+    // Back on the same store: nothing pages again.
+    exporter = Some(crate::ha::replica(&config, addr));
+    crate::ha::wait_replica_status(addr, &exception, "STOPPED").await;
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    assert_eq!(
+        push_notifications(&inbox),
+        before,
+        "push notifications after the restart"
+    );
+    let firing: Vec<String> = alerts(&prom)
+        .await
+        .iter()
+        .filter(|a| a["state"] == "firing")
+        .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        !firing
+            .iter()
+            .any(|n| n == "TiwPushExceptionFinishes" || n == "TiwPushFailures"),
+        "{firing:?}"
+    );
+    drop(exporter);
+    sim.stop().await;
+}
+
+/// A first start against a list that names tasks FINISHED two days and twenty minutes ago (as
+/// Tencent documents the list), and a configured id that ended two days ago: no finish is counted,
+/// none of them shows as an end the exporter saw, and no alert fires for them, with the shipped
+/// rules on a real Prometheus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_start_does_not_replay_history_as_news() {
+    let mut sim_cfg = sim_config(&[PAGED]);
+    sim_cfg.list_finished = true;
+    let sim = start_sim(sim_cfg).await;
+    let now = tiw_push_exporter::task::unix_now() as i64;
+    let mut old = Vec::new();
+    for (ago, reason) in [(2 * 24 * 3600, "EXCEPTION"), (20 * 60, "EXCEPTION"), (20 * 60, "AUTO")] {
+        let id = sim.sim.create_task(PAGED, 7);
+        sim.sim.start_pushing(&id);
+        sim.sim.stop(&id, reason);
+        sim.sim.update_task(&id, |t| {
+            t.create_time = now - ago - 600;
+            t.push_start_time = now - ago - 600;
+            t.push_stop_time = now - ago;
+        });
+        old.push(id);
+    }
+    let configured = sim.sim.create_task(PAGED, 8);
+    sim.sim.start_pushing(&configured);
+    sim.sim.stop(&configured, "EXCEPTION");
+    sim.sim.update_task(&configured, |t| {
+        t.push_start_time = now - 2 * 24 * 3600 - 600;
+        t.push_stop_time = now - 2 * 24 * 3600;
+    });
+    // A live one, so the test sees the exporter working.
+    let live = sim.sim.create_task(PAGED, 9);
+    sim.sim.start_pushing(&live);
+    let yaml = config_yaml(&sim.endpoint(), &[], "200ms", "").replace(
+        "apps:\n",
+        &format!("apps:\n  - sdk_app_id: {PAGED}\n    tasks: [{configured}]\n"),
+    );
+    let exporter = start_exporter(&yaml).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(repo("prometheus/alerts.yml"), dir.path().join("alerts.yml")).unwrap();
+    write_prometheus_config(dir.path(), free_port(), &[exporter.addr.to_string()]);
+    let (_prometheus, prom) = start_prometheus(dir.path()).await;
+    wait_status(&exporter, &live, "PUSHING").await;
+    // The configured id is read (and found ended two days ago) and several passes list the old ones.
+    wait_for(Duration::from_secs(10), "the configured id's read", || async {
+        exporter
+            .registry
+            .get(PAGED, &configured)
+            .is_none_or(|t| t.status.is_ended())
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let m = exporter.scrape().await;
+    let app = ("sdk_app_id", "1400000001");
+    assert_eq!(m.sum("tiw_push_tasks_finished_total", &[app]), 0.0, "history counted");
+    assert_eq!(m.sum("tiw_push_duration_seconds_count", &[app]), 0.0);
+    for id in old.iter().chain([&configured]) {
+        assert!(
+            m.get("tiw_push_task_ended_timestamp_seconds", &[("task_id", id.as_str())])
+                .is_none(),
+            "{id} shown as an end the exporter saw"
+        );
+        assert!(m.status_of(id).is_none(), "{id} is history and is not shown");
+    }
+    let fired: Vec<Value> = alerts(&prom)
+        .await
+        .into_iter()
+        .filter(|a| {
+            a["labels"]["task_id"]
+                .as_str()
+                .is_some_and(|t| old.iter().chain([&configured]).any(|o| o == t))
+        })
+        .collect();
+    assert!(fired.is_empty(), "alerts for history: {fired:?}");
+    exporter.stop().await;
+    sim.stop().await;
 }
