@@ -75,6 +75,7 @@ pub async fn run(
                         secret_key: c.secret_key.expose_secret().to_string(),
                         session_token: c.session_token.as_ref().map(|t| t.expose_secret().to_string()),
                         account: app.api.account.clone(),
+                        denied_actions: Vec::new(),
                     });
                 }
             }

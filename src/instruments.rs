@@ -483,6 +483,8 @@ pub struct RecentCallback {
     /// 0 when the body named no configured app.
     pub sdk_app_id: u64,
     pub event_type: &'static str,
+    /// A verified Stopped event's FinishReason (as the body claims it).
+    pub finish_reason: Option<&'static str>,
     pub task_id: Option<String>,
     /// The `outcome` label (`accepted`, `bad_signature`, …; `full` when the registry was full).
     pub outcome: &'static str,
@@ -603,6 +605,7 @@ mod recent_tests {
                 at: i as f64,
                 sdk_app_id: 7,
                 event_type: "WhiteboardPushStarted",
+                finish_reason: None,
                 task_id: None,
                 outcome: "bad_signature",
                 status: 401,

@@ -93,6 +93,7 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, request: Request)
             ),
             delay_seconds: None,
             task_id: None,
+            finish_reason: None,
         };
         receiver.record(&processed);
         receiver.remember(&processed, StatusCode::PAYLOAD_TOO_LARGE, None);
@@ -146,6 +147,7 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, request: Request)
                 reason,
                 delay_seconds: None,
                 task_id: None,
+                finish_reason: None,
             }
         }
     };

@@ -115,6 +115,8 @@ pub struct Processed {
     pub delay_seconds: Option<f64>,
     /// The task a verified push event names (`None` before the signature is verified).
     pub task_id: Option<String>,
+    /// The FinishReason a verified Stopped event claims.
+    pub finish_reason: Option<FinishReason>,
 }
 
 /// `lowercase hex MD5(key + decimal ExpireTime)`, TIW's callback signature.
@@ -353,6 +355,7 @@ impl CallbackReceiver {
             reason,
             delay_seconds: None,
             task_id: None,
+            finish_reason: None,
         };
         let max_body_bytes = self.max_body_bytes();
         if body.len() > max_body_bytes {
@@ -487,6 +490,7 @@ impl CallbackReceiver {
             reason: String::new(),
             delay_seconds: Some((now - envelope.timestamp as f64).max(0.0)),
             task_id: Some(push.task_id),
+            finish_reason: push.observation.finish_reason,
         }
     }
 
@@ -522,6 +526,7 @@ impl CallbackReceiver {
             at: crate::task::unix_now(),
             sdk_app_id: p.sdk_app_id,
             event_type: p.event_type,
+            finish_reason: p.finish_reason.map(FinishReason::as_str),
             task_id: p.task_id.clone(),
             outcome: match p.outcome {
                 CallbackOutcome::Full => "full",

@@ -247,7 +247,10 @@ Version <code>{VERSION}</code>, revision <code>{REVISION}</code>.</p>
                 "<tr><td title=\"{}\">{}</td><td>{app}</td><td>{}</td><td>{task}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td></tr>",
                 when(c.at),
                 ago(c.at),
-                escape(c.event_type),
+                escape(&match c.finish_reason {
+                    Some(reason) => format!("{} ({reason})", c.event_type),
+                    None => c.event_type.to_string(),
+                }),
                 escape(c.outcome),
                 c.status,
                 escape(&c.reason)

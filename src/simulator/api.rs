@@ -211,6 +211,20 @@ async fn handle(
         }
         Some(_) => {}
     }
+    let denied = shared
+        .config
+        .credentials
+        .iter()
+        .any(|c| c.secret_id == secret_id && c.denied_actions.iter().any(|a| *a == action));
+    if denied {
+        // Tencent's common error code list: "AuthFailure.UnauthorizedOperation 请求未授权。请参考
+        // CAM 文档对鉴权的说明。"
+        return error(
+            "AuthFailure.UnauthorizedOperation",
+            "The request is not authorized. Please refer to the CAM documentation on authentication.",
+            &rid,
+        );
+    }
     if !shared.admit(&secret_id, &action, arrived) {
         {
             let mut stats = shared.stats_mut();

@@ -34,6 +34,10 @@ pub struct SimCredential {
     /// action (its code `RequestLimitExceeded.UinLimitExceeded`), so SecretIds of one account
     /// share one window. `None`: the SecretId is an account of its own.
     pub account: Option<String>,
+    /// Actions the credentials' CAM policy does not grant (a sub-account allowed some actions of
+    /// tiw and not others): refused with `AuthFailure.UnauthorizedOperation`, Tencent's common
+    /// error code for a request CAM does not authorise. CAM grants permissions per action.
+    pub denied_actions: Vec<String>,
 }
 
 /// Settings of a simulator.

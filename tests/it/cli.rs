@@ -90,7 +90,157 @@ async fn describe_prints_one_task_as_json() {
     .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("InvalidParameter.TaskNotFound"));
+    // A FAILED task is a task, not an error of describe: JSON with Tencent's error, exit 0.
+    let failed = sim.sim.create_task(app, 880529);
+    sim.sim.fail(
+        &failed,
+        "code: 40006, msg: 2021-01-13 22:34:42, TRTC onError, code: -70003, msg: The UserSig in use is illegal.",
+    );
+    let f = write_config(&config_yaml(&sim.endpoint(), &[app], "1s", ""));
+    let path = f.path().to_owned();
+    let id = failed.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["describe", "--app", "1400000001", &id, "--config.file"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["TaskId"], failed.as_str());
+    assert_eq!(json["Status"], "FAILED");
+    assert_eq!(json["Error"]["Code"], "FailedOperation.WhiteboardPush");
+    assert_eq!(json["Error"]["TrtcCode"], -70003);
+    assert!(json["Error"]["Message"]
+        .as_str()
+        .unwrap()
+        .contains("UserSig in use is illegal"));
     sim.stop().await;
+}
+
+/// Warnings are printed even when the file has errors, with their key paths.
+#[test]
+fn check_config_prints_warnings_beside_errors() {
+    let f = write_config(
+        "tencentcloud:
+  secret_id: a
+  secret_key: b
+  region: ap-guangzhuo
+apps:
+  - sdk_app_id: 1
+    allow_unsigned_callbacks: true
+poll:
+  interval: soon
+",
+    );
+    let out = Command::new(BIN)
+        .args(["check-config", "--config.file"])
+        .arg(f.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "poll.interval: expected a duration",
+        "warning: apps[0].allow_unsigned_callbacks",
+        "warning: region of app 1: \"ap-guangzhuo\"",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
+
+/// The demo handles SIGHUP like serve (it does not die of it), and a reload it cannot do (it was
+/// started without a file) is refused as such, never counted as a failed reload; with
+/// `--config.file` it reloads the user's file against its simulator.
+#[test]
+fn the_demo_reloads_on_sighup_and_post() {
+    let start = |extra: &[&str]| {
+        let mut child = KillOnDrop(
+            Command::new(BIN)
+                .args(["demo", "--web.listen-address", "127.0.0.1:0"])
+                .args(extra)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut lines = BufReader::new(child.0.stdout.take().unwrap())
+            .lines()
+            .map_while(Result::ok);
+        let url = lines
+            .find_map(|l| l.trim().strip_prefix("metrics:").map(|u| u.trim().to_string()))
+            .expect("demo prints its metrics URL");
+        std::thread::spawn(move || lines.for_each(drop));
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (stderr, kept) = (child.0.stderr.take().unwrap(), log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                kept.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        (child, url, log)
+    };
+    let client = reqwest::blocking::Client::new();
+    let reload_gauge = |url: &str| {
+        let text = client.get(url).send().and_then(|r| r.text()).unwrap_or_default();
+        Metrics::parse(&text).get("tiw_exporter_config_last_reload_successful", &[])
+    };
+    // The demo's own config: SIGHUP and POST /-/reload say there is nothing to reload.
+    let (mut demo, url, log) = start(&[]);
+    let pid = demo.0.id().to_string();
+    assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log.lock().unwrap().contains("nothing to reload") {
+        assert!(
+            Instant::now() < deadline,
+            "no log line for SIGHUP:\n{}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(demo.0.try_wait().unwrap().is_none(), "the demo died of SIGHUP");
+    let reload = client.post(url.replace("/metrics", "/-/reload")).send().unwrap();
+    assert_eq!(reload.status(), 400);
+    assert!(reload.text().unwrap().contains("nothing to reload"));
+    assert_eq!(reload_gauge(&url), Some(1.0), "not counted as a failed reload");
+    drop(demo);
+
+    // The user's config: reloaded against the simulator (its endpoint is not the file's).
+    let f = write_config(
+        "tencentcloud:
+  endpoint: https://tiw.tencentcloudapi.com
+  secret_id: AKIDmine
+  secret_key: mine
+apps:
+  - sdk_app_id: 1400000009
+    callback_key: k
+",
+    );
+    let path = f.path().to_str().unwrap().to_string();
+    let (mut demo, url, _log) = start(&["--config.file", &path]);
+    let reload = client.post(url.replace("/metrics", "/-/reload")).send().unwrap();
+    let status = reload.status();
+    assert_eq!(status, 200, "{}", reload.text().unwrap_or_default());
+    assert_eq!(reload_gauge(&url), Some(1.0));
+    assert!(Command::new("kill")
+        .args(["-HUP", &demo.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(demo.0.try_wait().unwrap().is_none(), "the demo died of SIGHUP");
+    // The reloaded config still polls the simulator (the file's endpoint is Tencent's, which this
+    // machine cannot reach): its app stays up.
+    std::thread::sleep(Duration::from_secs(2));
+    let text = client.get(&url).send().and_then(|r| r.text()).unwrap_or_default();
+    assert_eq!(
+        Metrics::parse(&text).get("tiw_up", &[("sdk_app_id", "1400000009")]),
+        Some(1.0),
+        "{text}"
+    );
 }
 
 #[test]

@@ -95,6 +95,55 @@ async fn bare_app_level_codes_take_the_app_down() {
     sim.stop().await;
 }
 
+/// CAM grants permissions per action: credentials refused DescribeRunningTasks alone keep the app
+/// up (its reads succeed), say so on a gauge per action, and log once which action to grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_refused_by_cam_keeps_the_app_up() {
+    let mut config = sim_config(&[APP]);
+    config.credentials[0].denied_actions = vec!["DescribeRunningTasks".into()];
+    let sim = start_sim(config).await;
+    let task = sim.sim.create_task(APP, 1);
+    sim.sim.start_pushing(&task);
+    let yaml = config_yaml(&sim.endpoint(), &[], "100ms", "").replace(
+        "apps:\n",
+        &format!("apps:\n  - sdk_app_id: {APP}\n    tasks: [{task}]\n"),
+    );
+    let exporter = start_exporter(&yaml).await;
+    wait_status(&exporter, &task, "PUSHING").await;
+    // Several discovery passes (every 100 ms) refused meanwhile.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut ups = Vec::new();
+    for _ in 0..10 {
+        let m = exporter.scrape().await;
+        ups.push(m.get("tiw_up", &[("sdk_app_id", "1400000001")]));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ups.iter().all(|u| *u == Some(1.0)), "tiw_up flipped: {ups:?}");
+    let m = exporter.scrape().await;
+    assert_eq!(
+        m.get(
+            "tiw_exporter_api_action_permitted",
+            &[("sdk_app_id", "1400000001"), ("action", "DescribeRunningTasks")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        m.get(
+            "tiw_exporter_api_action_permitted",
+            &[("sdk_app_id", "1400000001"), ("action", "DescribeWhiteboardPush")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        m.sum(
+            "tiw_exporter_api_requests_total",
+            &[("code", "AuthFailure.UnauthorizedOperation")]
+        ) >= 2.0
+    );
+    exporter.stop().await;
+    sim.stop().await;
+}
+
 /// A Stopped without FinishReason, or with one Tencent does not document, is taken (200, not
 /// a 400 that TIW would retry until it gives up) and shows OTHER; the confirming poll refines it,
 /// and the counters move once, under the refined reason. A poll that itself answers STOPPED with
