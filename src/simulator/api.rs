@@ -215,7 +215,7 @@ async fn handle(
         .config
         .credentials
         .iter()
-        .any(|c| c.secret_id == secret_id && c.denied_actions.iter().any(|a| *a == action));
+        .any(|c| c.secret_id == secret_id && c.denied_actions.contains(&action));
     if denied {
         // Tencent's common error code list: "AuthFailure.UnauthorizedOperation 请求未授权。请参考
         // CAM 文档对鉴权的说明。"
