@@ -258,7 +258,7 @@ impl Poller {
                 if finished && !self.registry.knows(sdk_app_id, &id) {
                     continue;
                 }
-                match self.registry.track(sdk_app_id, &id, room_id, Source::Discovery) {
+                match self.registry.track_listed(sdk_app_id, &id, room_id, !finished) {
                     Track::Added => {
                         found += 1;
                         tracing::debug!(sdk_app_id, task_id = %id, "discovered task");

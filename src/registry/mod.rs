@@ -486,6 +486,17 @@ impl TaskRegistry {
     /// Starts tracking a task (`room_id` as DescribeRunningTasks lists it). A configured id is
     /// marked as configured even when it was tracked already.
     pub fn track(&self, sdk_app_id: u64, task_id: &str, room_id: Option<i64>, source: Source) -> Track {
+        // A task tracked from discovery was listed queued or running (see `track_listed`).
+        self.track_as(sdk_app_id, task_id, room_id, source, source == Source::Discovery)
+    }
+
+    /// [`TaskRegistry::track`] for a task DescribeRunningTasks lists, `running` unless it is listed
+    /// FINISHED: a task seen queued or running is never history, whatever its first read says.
+    pub fn track_listed(&self, sdk_app_id: u64, task_id: &str, room_id: Option<i64>, running: bool) -> Track {
+        self.track_as(sdk_app_id, task_id, room_id, Source::Discovery, running)
+    }
+
+    fn track_as(&self, sdk_app_id: u64, task_id: &str, room_id: Option<i64>, source: Source, running: bool) -> Track {
         let key = (sdk_app_id, task_id.to_string());
         let now = unix_now();
         {
@@ -499,6 +510,10 @@ impl TaskRegistry {
             }
             if let Some(t) = inner.tasks.get_mut(&key) {
                 let mut changed = false;
+                if running && !t.listed_running {
+                    t.listed_running = true;
+                    changed = true;
+                }
                 // Listed by DescribeRunningTasks, a task only a callback named leaves the lane of
                 // claims: its first read goes ahead like any discovered task's.
                 let promote = source == Source::Config || (source == Source::Discovery && t.source == Source::Callback);
@@ -525,6 +540,7 @@ impl TaskRegistry {
                 return Track::Full;
             }
             let mut task = Task::new(sdk_app_id, task_id.to_string(), source, now);
+            task.listed_running = running;
             task.confirmed_mut().room_id = room_id;
             task.refresh(now);
             inner.apps.entry(sdk_app_id).or_default();
@@ -560,7 +576,7 @@ impl TaskRegistry {
         // before the exporter could see it, so its end is history, not news (never counted, never
         // paged; it leaves with retention counted from its PushStopTime).
         let first_word = task.confirmed().status == TaskStatus::Unknown
-            && task.source == Source::Config
+            && !task.listed_running
             && task.claim.is_none()
             && !task.seen_started_event
             && !task.seen_stopped_event;

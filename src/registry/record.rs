@@ -119,6 +119,10 @@ pub struct Task {
     /// end is history, not news, so it is never counted and never pages.
     #[serde(default)]
     pub history: bool,
+    /// DescribeRunningTasks listed it queued or running: whatever the API answers next, its end
+    /// is one the exporter saw coming, not history.
+    #[serde(default)]
+    pub(super) listed_running: bool,
     /// Unix seconds when the exporter last learned anything about the task.
     pub last_update: f64,
     /// Unix seconds when the exporter saw the task end (drives retention).
@@ -198,6 +202,7 @@ impl Task {
             im_sync_time: None,
             failure: None,
             history: false,
+            listed_running: false,
             last_update: now,
             ended_at: None,
             source,

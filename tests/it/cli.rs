@@ -56,6 +56,20 @@ fn check_config_lists_every_problem_with_its_key_path() {
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read config file /nonexistent/tiw.yaml"));
 }
 
+/// `describe --app 1400000001 TASK` against the config at `path`, off the async workers.
+async fn describe(path: &std::path::Path, task: &str) -> std::process::Output {
+    let (path, task) = (path.to_owned(), task.to_string());
+    tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["describe", "--app", "1400000001", &task, "--config.file"])
+            .arg(&path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn describe_prints_one_task_as_json() {
     let app = 1400000001;
@@ -63,31 +77,13 @@ async fn describe_prints_one_task_as_json() {
     let task = sim.sim.create_task(app, 880528);
     sim.sim.start_pushing(&task);
     let f = write_config(&config_yaml(&sim.endpoint(), &[app], "1s", ""));
-    let path = f.path().to_owned();
-    let t = task.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(["describe", "--app", "1400000001", &t, "--config.file"])
-            .arg(&path)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = describe(f.path(), &task).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["TaskId"], task.as_str());
     assert_eq!(json["Status"], "PUSHING");
     assert_eq!(json["RoomId"], 880528);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(["describe", "--app", "1400000001", "nosuchtask", "--config.file"])
-            .arg(f.path())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = describe(f.path(), "nosuchtask").await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("InvalidParameter.TaskNotFound"));
     // A FAILED task is a task, not an error of describe: JSON with Tencent's error, exit 0.
@@ -96,18 +92,7 @@ async fn describe_prints_one_task_as_json() {
         &failed,
         "code: 40006, msg: 2021-01-13 22:34:42, TRTC onError, code: -70003, msg: The UserSig in use is illegal.",
     );
-    let f = write_config(&config_yaml(&sim.endpoint(), &[app], "1s", ""));
-    let path = f.path().to_owned();
-    let id = failed.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(["describe", "--app", "1400000001", &id, "--config.file"])
-            .arg(&path)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = describe(f.path(), &failed).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["TaskId"], failed.as_str());

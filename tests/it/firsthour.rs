@@ -266,11 +266,11 @@ async fn the_log_confirms_what_works_and_says_what_does_not() {
         "{refused}"
     );
 
-    // The push ends with EXCEPTION: one info line with room and duration.
+    // The push ends with EXCEPTION: one warn line (like a FAILED one) with room and duration.
     sim.sim.stop(&task, "EXCEPTION");
     let ended = line_with("msg=\"whiteboard push task ended with EXCEPTION").await;
     assert!(
-        ended.contains("level=info")
+        ended.contains("level=warn")
             && ended.contains("room_id=2468")
             && ended.contains("duration_seconds=")
             && ended.contains(&format!("task_id={task}")),

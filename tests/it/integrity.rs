@@ -56,11 +56,7 @@ async fn a_reload_that_leaves_an_app_out_keeps_its_history() {
     let mut ended = Vec::new();
     for i in 0..5 {
         let t = sim.sim.create_task(B, 100 + i);
-        sim.sim.update_task(&t, |t| {
-            tiw_push_exporter::simulator::lifecycle::start(t);
-            t.exception_cnt = 2;
-            tiw_push_exporter::simulator::lifecycle::stop(t, "EXCEPTION");
-        });
+        sim.sim.start_pushing(&t);
         ended.push(t);
     }
     let running = sim.sim.create_task(B, 200);
@@ -68,13 +64,25 @@ async fn a_reload_that_leaves_an_app_out_keeps_its_history() {
     let dir = tempfile::tempdir().unwrap();
     let both = write_config(dir.path(), &sim.endpoint(), &[A, B]);
     let bin = release_bin();
-    // Discovery lists only running tasks: the ended ones are configured by id, so the API tells their end.
+    // The tasks are also configured by id, so that the reload below leaves ids out of the file too.
     let yaml = std::fs::read_to_string(&both).unwrap();
     let b_line = format!("  - sdk_app_id: {B}\n");
     let b_with_tasks = format!("  - sdk_app_id: {B}\n    tasks: [{}]\n", ended.join(", "));
     let with_tasks = yaml.replace(&b_line, &b_with_tasks);
     std::fs::write(&both, &with_tasks).unwrap();
     let proc = spawn_exporter(&bin, &both, &[]);
+    // They end with EXCEPTION once the exporter has seen them run (an end seen before it first
+    // looked would be history, never counted).
+    for t in &ended {
+        wait_for(Duration::from_secs(15), "the task running", || async {
+            (scrape(&proc.addr).await.status_of(t).as_deref() == Some("PUSHING")).then_some(())
+        })
+        .await;
+        sim.sim.update_task(t, |t| {
+            t.exception_cnt = 2;
+            tiw_push_exporter::simulator::lifecycle::stop(t, "EXCEPTION");
+        });
+    }
     let before = wait_for(Duration::from_secs(15), "B's history", || async {
         let m = scrape(&proc.addr).await;
         let done = m.get(

@@ -105,8 +105,14 @@ async fn the_landing_page_shows_callbacks_tasks_and_api_errors_to_a_person() {
         "PREPARED PUSHING STOPPED FAILED UNKNOWN"
     );
     // The task that ended with EXCEPTION, linked to its detail page.
-    let look = row_with(&dom, ">ended with EXCEPTION<").expect("the EXCEPTION task listed");
+    let look = row_with(&dom, ">ended with EXCEPTION").expect("the EXCEPTION task listed");
     assert!(look.contains(&task) && look.contains("STOPPED"), "{look}");
+    // In words a person reads, with the room and the runbook.
+    assert!(
+        look.contains("after 1 exception") || look.contains("exceptions"),
+        "{look}"
+    );
+    assert!(look.contains("runbook"), "{look}");
     // The callbacks, newest first: the forged one refused, and why; the real one accepted.
     let refused = row_with(&dom, "bad_signature").expect("the forged callback");
     assert!(

@@ -501,7 +501,9 @@ async fn ingest(seconds: u64) {
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
-        // Every event is a task of its own (about 700,000 in 20 s): no bound on how many are tracked.
+        // Every event is a task of its own (about 700,000 in 20 s), none of which the simulator
+        // knows: no bound on how many are tracked, nor on how many wait for the API to confirm them
+        // (callback.max_unconfirmed_tasks), so that this measures the receiver, not the cap.
         yaml(
             &sim.endpoint(),
             &[app],
@@ -509,10 +511,12 @@ async fn ingest(seconds: u64) {
             "15s",
             &dir.path().join("state"),
             false,
-        ) + "retention:\n  max_tasks: 10000000\n",
+        ) + "retention:\n  max_tasks: 10000000\ncallback:\n  max_unconfirmed_tasks: 10000000\n",
     )
     .unwrap();
-    let (proc, addr, _) = spawn(&config);
+    // wrk's 128 senders stand for TIW's many servers, which here all share one address: no cap per
+    // peer address (--web.max-connections-per-peer) for this measurement.
+    let (proc, addr, _) = spawn_with(&config, &["--web.max-connections-per-peer", "0"]);
     let client = reqwest::Client::new();
     wait_ready(&client, &addr).await;
     let expire = tiw_push_exporter::registry::unix_now() as u64 + 3600;

@@ -62,17 +62,31 @@ pub fn binary() -> PathBuf {
 /// Starts the release binary on `config` at `--log.level warn`; returns it, its address, and
 /// when it was started.
 pub fn spawn(config: &Path) -> (Proc, String, Instant) {
-    let (proc, addr, started, _) = spawn_logged(config, "warn");
+    spawn_with(config, &[])
+}
+
+/// [`spawn`] with `extra` flags.
+pub fn spawn_with(config: &Path, extra: &[&str]) -> (Proc, String, Instant) {
+    let (proc, addr, started, _) = spawn_logged_with(config, "warn", extra);
     (proc, addr, started)
 }
 
 /// Starts the release binary on `config` at `log_level`; also returns every line it logs.
 pub fn spawn_logged(config: &Path, log_level: &str) -> (Proc, String, Instant, Arc<Mutex<Vec<String>>>) {
+    spawn_logged_with(config, log_level, &[])
+}
+
+fn spawn_logged_with(
+    config: &Path,
+    log_level: &str,
+    extra: &[&str],
+) -> (Proc, String, Instant, Arc<Mutex<Vec<String>>>) {
     let started = Instant::now();
     let mut child = Command::new(binary())
         .args(["--config.file"])
         .arg(config)
         .args(["--web.listen-address", "127.0.0.1:0", "--log.level", log_level])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
