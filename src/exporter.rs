@@ -17,19 +17,10 @@ use crate::http::{router, HttpState};
 use crate::metrics::ExporterMetrics;
 use crate::poller::PollOptions;
 use crate::registry::TaskRegistry;
+pub use crate::reload::ConfigRewrite;
 use crate::reload::{ReloadHandle, ReloadReply, Supervisor};
 use crate::store::{spawn_writer, writer_channel, Store, StoreError, WriterInbox};
 use crate::webconfig::{LiveWebConfig, WebConfig, WEB_CONFIG_CHECK_INTERVAL};
-
-/// A change made to every configuration a reload reads (see [`ServeOptions::config_rewrite`]).
-#[derive(Clone)]
-pub struct ConfigRewrite(pub Arc<dyn Fn(Config) -> Config + Send + Sync>);
-
-impl std::fmt::Debug for ConfigRewrite {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ConfigRewrite")
-    }
-}
 
 /// Options that come from flags rather than the config file.
 #[derive(Debug, Clone)]

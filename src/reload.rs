@@ -18,6 +18,17 @@ use crate::registry::TaskRegistry;
 
 pub(crate) type ReloadReply = oneshot::Sender<Result<String, String>>;
 
+/// A change made to every configuration a reload reads (`demo --config.file` points the user's
+/// apps at its simulator and its store at scratch space).
+#[derive(Clone)]
+pub struct ConfigRewrite(pub Arc<dyn Fn(Config) -> Config + Send + Sync>);
+
+impl std::fmt::Debug for ConfigRewrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConfigRewrite")
+    }
+}
+
 /// Asks a running exporter to reload its configuration file (SIGHUP, `POST /-/reload`).
 #[derive(Clone)]
 pub struct ReloadHandle {
@@ -63,7 +74,7 @@ pub(crate) struct Supervisor {
     callbacks: Arc<CallbackReceiver>,
     /// Where a reload reads the configuration; `None`: reloads are refused.
     config_file: Option<PathBuf>,
-    config_rewrite: Option<crate::exporter::ConfigRewrite>,
+    config_rewrite: Option<ConfigRewrite>,
     poll: PollOptions,
     poller: Option<(CancellationToken, TaskTracker)>,
 }
@@ -75,7 +86,7 @@ impl Supervisor {
         registry: Arc<TaskRegistry>,
         metrics: Arc<ExporterMetrics>,
         callbacks: Arc<CallbackReceiver>,
-        (config_file, config_rewrite, poll): (Option<PathBuf>, Option<crate::exporter::ConfigRewrite>, PollOptions),
+        (config_file, config_rewrite, poll): (Option<PathBuf>, Option<ConfigRewrite>, PollOptions),
         parent: &CancellationToken,
     ) -> Supervisor {
         let mut supervisor = Supervisor {

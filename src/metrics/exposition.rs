@@ -9,7 +9,7 @@ use std::sync::Arc;
 use prometheus::core::Desc;
 use prometheus::proto::MetricType;
 
-use crate::registry::{AppStats, FinishReason, Task, TaskRegistry, TaskStatus, DURATION_BUCKETS};
+use crate::registry::{AppStats, FinishReason, RenderedLabels, Task, TaskRegistry, TaskStatus, DURATION_BUCKETS};
 
 /// Content-Type of the text exposition format.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -191,21 +191,7 @@ pub(super) fn failure_labels(t: &Task) -> Option<[String; 4]> {
     ])
 }
 
-/// Appends `s` as a label value: backslash, double quote and newline escaped.
-fn push_escaped(out: &mut String, s: &str) {
-    if !s.contains(['\\', '"', '\n']) {
-        out.push_str(s);
-        return;
-    }
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
+use crate::registry::push_escaped;
 
 fn push_header(out: &mut String, spec: &FamilySpec) {
     let kind = match spec.kind {
@@ -260,112 +246,113 @@ impl TaskCollector {
     /// bytes or more (`flush` empties it), so that a compressed scrape of a large fleet never
     /// holds the whole text at once. What is left at the end stays in `out`.
     pub fn encode_text_chunked(&self, out: &mut String, limit: usize, flush: &mut dyn FnMut(&mut String)) {
-        let view = self.tasks.view();
-        if self.per_task.load(Ordering::Relaxed) {
-            // Each task's shared labels, escaped once: `sdk_app_id="..",task_id="..",room_id=".."`.
-            let mut tasks: Vec<(&Task, String)> = view
-                .tasks()
-                .map(|t| {
-                    let mut l = String::with_capacity(64);
-                    let _ = write!(l, "sdk_app_id=\"{}\",task_id=\"", t.sdk_app_id);
-                    push_escaped(&mut l, &t.task_id);
-                    l.push_str("\",room_id=\"");
-                    if let Some(r) = t.room_id {
-                        let _ = write!(l, "{r}");
-                    }
-                    l.push('"');
-                    (t, l)
-                })
-                .collect();
+        self.encode_text_timed(out, limit, flush);
+    }
+
+    /// [`TaskCollector::encode_text_chunked`], returning how long the registry's lock was held.
+    pub fn encode_text_timed(
+        &self,
+        out: &mut String,
+        limit: usize,
+        flush: &mut dyn FnMut(&mut String),
+    ) -> std::time::Duration {
+        let per_task = self.per_task.load(Ordering::Relaxed);
+        let locked = std::time::Instant::now();
+        let snap = self.tasks.render_snapshot(per_task, Row::of);
+        let held = locked.elapsed();
+        if per_task {
+            let mut tasks = snap.rows;
             // Stable order (as the prometheus crate's gather gives): diffs and greps stay readable.
-            tasks.sort_unstable_by(|(a, _), (b, _)| (a.sdk_app_id, &a.task_id).cmp(&(b.sdk_app_id, &b.task_id)));
+            tasks.sort_unstable_by(|a, b| (a.app, &a.labels.task_id).cmp(&(b.app, &b.labels.task_id)));
             if limit == usize::MAX {
                 out.reserve(tasks.len() * 1200);
             }
             push_header(out, &INFO);
-            for (t, l) in &tasks {
+            for t in &tasks {
                 spill(out, limit, flush);
                 out.push_str(INFO.name);
                 out.push('{');
-                out.push_str(l);
-                out.push_str(",group_id=\"");
-                push_escaped(out, &t.group_id);
-                out.push_str("\",push_user_id=\"");
-                push_escaped(out, &t.push_user_id);
-                out.push_str("\"} 1\n");
+                out.push_str(&t.labels.info);
+                out.push_str("} 1\n");
             }
             push_header(out, &STATUS);
-            for (t, l) in &tasks {
+            for t in &tasks {
                 spill(out, limit, flush);
                 for s in TaskStatus::ALL {
                     push_int(
                         out,
                         STATUS.name,
-                        l,
+                        &t.labels.shared,
                         Some(("status", s.as_str())),
                         (s == t.status) as i64,
                     );
                 }
             }
             push_header(out, &FINISH_REASON);
-            for (t, l) in &tasks {
+            for t in &tasks {
                 spill(out, limit, flush);
-                if let (true, Some(r)) = (t.status.is_ended(), t.finish_reason) {
-                    push_int(out, FINISH_REASON.name, l, Some(("reason", r.as_str())), 1);
+                if let Some(r) = t.finish_reason {
+                    push_int(
+                        out,
+                        FINISH_REASON.name,
+                        &t.labels.shared,
+                        Some(("reason", r.as_str())),
+                        1,
+                    );
                 }
             }
             push_header(out, &START);
-            for (t, l) in &tasks {
+            for t in &tasks {
                 spill(out, limit, flush);
-                if let Some(s) = t.push_start_time {
-                    push_int(out, START.name, l, None, s);
+                if let Some(s) = t.start {
+                    push_int(out, START.name, &t.labels.shared, None, s);
                 }
             }
             push_header(out, &STOP);
-            for (t, l) in &tasks {
+            for t in &tasks {
                 spill(out, limit, flush);
-                if let (true, Some(s)) = (t.status.is_ended(), t.push_stop_time) {
-                    push_int(out, STOP.name, l, None, s);
+                if let Some(s) = t.stop {
+                    push_int(out, STOP.name, &t.labels.shared, None, s);
                 }
             }
             push_header(out, &DURATION);
-            for (t, l) in &tasks {
+            for t in &tasks {
                 spill(out, limit, flush);
-                if let Some(d) = t.duration() {
-                    push_float(out, DURATION.name, l, None, d);
+                if let Some(d) = t.duration {
+                    push_float(out, DURATION.name, &t.labels.shared, None, d);
                 }
             }
             push_header(out, &EXCEPTIONS);
-            for (t, l) in &tasks {
+            for t in &tasks {
                 spill(out, limit, flush);
-                push_int(out, EXCEPTIONS.name, l, None, t.exception_cnt as i64);
+                push_int(out, EXCEPTIONS.name, &t.labels.shared, None, t.exceptions as i64);
             }
             push_header(out, &IM_SYNC);
-            for (t, l) in &tasks {
+            for t in &tasks {
                 spill(out, limit, flush);
-                if let Some(s) = t.im_sync_time {
-                    push_int(out, IM_SYNC.name, l, None, s);
+                if let Some(s) = t.im_sync {
+                    push_int(out, IM_SYNC.name, &t.labels.shared, None, s);
                 }
             }
             push_header(out, &LAST_UPDATE);
-            for (t, l) in &tasks {
+            for t in &tasks {
                 spill(out, limit, flush);
-                push_float(out, LAST_UPDATE.name, l, None, t.last_update);
+                push_float(out, LAST_UPDATE.name, &t.labels.shared, None, t.last_update);
             }
             push_header(out, &ENDED);
-            for (t, l) in &tasks {
+            for t in &tasks {
                 spill(out, limit, flush);
-                if let Some(at) = ended_news(t) {
-                    push_float(out, ENDED.name, l, None, at);
+                if let Some(at) = t.ended {
+                    push_float(out, ENDED.name, &t.labels.shared, None, at);
                 }
             }
             push_header(out, &FAILURE);
-            for (t, l) in &tasks {
+            for t in &tasks {
                 spill(out, limit, flush);
-                if let Some([reason, code, push_code, trtc_code]) = failure_labels(t) {
+                if let Some([reason, code, push_code, trtc_code]) = &t.failure {
                     out.push_str(FAILURE.name);
                     out.push('{');
-                    out.push_str(l);
+                    out.push_str(&t.labels.shared);
                     for (k, v) in [
                         ("reason", reason),
                         ("code", code),
@@ -375,7 +362,7 @@ impl TaskCollector {
                         out.push(',');
                         out.push_str(k);
                         out.push_str("=\"");
-                        push_escaped(out, &v);
+                        push_escaped(out, v);
                         out.push('"');
                     }
                     out.push_str("} 1\n");
@@ -383,7 +370,7 @@ impl TaskCollector {
             }
         }
         push_header(out, &TASKS);
-        for (app, counts) in view.status_counts() {
+        for (app, counts) in &snap.counts {
             let l = format!("sdk_app_id=\"{app}\"");
             for s in TaskStatus::ALL {
                 push_int(
@@ -395,7 +382,11 @@ impl TaskCollector {
                 );
             }
         }
-        let apps: Vec<(String, &AppStats)> = view.apps().map(|(id, s)| (format!("sdk_app_id=\"{id}\""), s)).collect();
+        let apps: Vec<(String, &AppStats)> = snap
+            .apps
+            .iter()
+            .map(|(id, s)| (format!("sdk_app_id=\"{id}\""), s))
+            .collect();
         push_header(out, &STARTED);
         for (l, s) in &apps {
             push_int(out, STARTED.name, l, None, s.started_total as i64);
@@ -453,6 +444,48 @@ impl TaskCollector {
                     h.count as i64,
                 );
             }
+        }
+        held
+    }
+}
+
+/// One task as a scrape writes it, copied out under the registry's lock.
+pub(super) struct Row {
+    app: u64,
+    labels: Arc<RenderedLabels>,
+    status: TaskStatus,
+    /// Ended tasks only.
+    finish_reason: Option<FinishReason>,
+    start: Option<i64>,
+    /// Ended tasks only.
+    stop: Option<i64>,
+    duration: Option<f64>,
+    exceptions: u64,
+    im_sync: Option<i64>,
+    last_update: f64,
+    ended: Option<f64>,
+    failure: Option<[String; 4]>,
+}
+
+impl Row {
+    /// The row of `t` (its label text is kept in the task until its identity changes).
+    fn of(t: &mut Task) -> Row {
+        let labels = t.labels();
+        let ended = t.status.is_ended();
+        Row {
+            app: t.sdk_app_id,
+            labels,
+            status: t.status,
+            finish_reason: t.finish_reason.filter(|_| ended),
+            start: t.push_start_time,
+            stop: t.push_stop_time.filter(|_| ended),
+            duration: t.duration(),
+            exceptions: t.exception_cnt,
+            im_sync: t.im_sync_time,
+            last_update: t.last_update,
+            ended: ended_news(t),
+            // Only for tasks that ended badly: a few.
+            failure: failure_labels(t),
         }
     }
 }

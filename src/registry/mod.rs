@@ -29,7 +29,7 @@ mod schedule;
 mod tests;
 
 pub use journal::{Batch, Restored};
-pub use record::{AppStats, Claim, DurationHistogram, Facts, Source, Task};
+pub use record::{push_escaped, AppStats, Claim, DurationHistogram, Facts, LabelCache, RenderedLabels, Source, Task};
 use schedule::{finished_key, OrderKey};
 
 /// How long an expired task id is remembered, so that discovery (which sees 3 days back) cannot
@@ -150,6 +150,15 @@ impl View<'_> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// What [`TaskRegistry::render_snapshot`] copies out for a scrape.
+pub struct RenderSnapshot<R> {
+    pub rows: Vec<R>,
+    /// Tracked tasks per shown app and status (every shown app present).
+    pub counts: BTreeMap<u64, [u64; 5]>,
+    /// Every shown app's aggregates, by app.
+    pub apps: Vec<(u64, AppStats)>,
 }
 
 /// A task's identity: SdkAppId and TaskId.
@@ -849,6 +858,36 @@ impl TaskRegistry {
     /// A short-lived read lock for rendering.
     pub fn view(&self) -> View<'_> {
         View { inner: self.lock() }
+    }
+
+    /// What a scrape needs, under one short lock: a row per shown task (`row` may fill the task's
+    /// [`LabelCache`]; with `per_task` false, none), the tracked tasks per app and status, and a
+    /// copy of every shown app's aggregates. Sorting, rendering and compressing happen after the
+    /// lock is released, so that a scrape never holds callbacks and polls back for long.
+    pub fn render_snapshot<R>(&self, per_task: bool, mut row: impl FnMut(&mut Task) -> R) -> RenderSnapshot<R> {
+        let mut inner = self.lock();
+        let Inner {
+            tasks,
+            apps,
+            configured,
+            ..
+        } = &mut *inner;
+        let shown = |id: u64| configured.as_ref().is_none_or(|c| c.contains(&id));
+        let mut counts: BTreeMap<u64, [u64; 5]> =
+            apps.keys().filter(|id| shown(**id)).map(|id| (*id, [0; 5])).collect();
+        let mut rows = Vec::with_capacity(if per_task { tasks.len() } else { 0 });
+        for t in tasks.values_mut().filter(|t| shown(t.sdk_app_id)) {
+            counts.entry(t.sdk_app_id).or_insert([0; 5])[t.status.index()] += 1;
+            if per_task {
+                rows.push(row(t));
+            }
+        }
+        let apps = apps
+            .iter()
+            .filter(|(id, _)| shown(**id))
+            .map(|(id, s)| (*id, s.clone()))
+            .collect();
+        RenderSnapshot { rows, counts, apps }
     }
 
     /// A copy of every task (sorted by app and id) and every app's aggregates.

@@ -3,10 +3,51 @@
 //! aggregates. Persisted whole by the store.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::DURATION_BUCKETS;
 use crate::task::{Failure, FinishReason, Observation, TaskStatus};
+
+/// A task's label text as the renderer writes it: derived from the task's identity once, kept
+/// until the identity changes, and shared with each scrape by reference, so that a scrape copies
+/// a pointer per task under the registry's lock instead of building strings there.
+#[derive(Debug)]
+pub struct RenderedLabels {
+    /// The task id as it is (the series are sorted by it).
+    pub task_id: String,
+    /// `sdk_app_id="…",task_id="…",room_id="…"`, escaped.
+    pub shared: String,
+    /// `shared` plus `group_id` and `push_user_id`: the identity series' labels.
+    pub info: String,
+}
+
+/// Appends `s` as a label value of the text exposition format: backslash, double quote and
+/// newline escaped.
+pub fn push_escaped(out: &mut String, s: &str) {
+    if !s.contains(['\\', '"', '\n']) {
+        out.push_str(s);
+        return;
+    }
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// The cache slot of [`RenderedLabels`]: never persisted, and never part of a task's equality.
+#[derive(Debug, Clone, Default)]
+pub struct LabelCache(pub Option<Arc<RenderedLabels>>);
+
+impl PartialEq for LabelCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
 
 /// Where the exporter first heard of a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +225,9 @@ pub struct Task {
     /// Place in its app's lane of callback-only claims (see [`Task::in_claims_lane`]).
     #[serde(skip)]
     pub(super) lane_seq: u64,
+    /// The renderer's label text for this task (see [`RenderedLabels`]).
+    #[serde(skip)]
+    pub label_cache: LabelCache,
 }
 
 impl Task {
@@ -226,6 +270,7 @@ impl Task {
             tracked_at: Some(Instant::now()),
             off_list: false,
             lane_seq: 0,
+            label_cache: LabelCache::default(),
         }
     }
 
@@ -289,6 +334,7 @@ impl Task {
     /// Recomputes what is shown from the confirmed facts and a pending claim: the claim's status
     /// where it is ahead, the claim's figures where nothing confirmed says otherwise.
     pub(super) fn refresh(&mut self, now: f64) {
+        let identity = (self.room_id, self.group_id.clone(), self.push_user_id.clone());
         let c = self.confirmed().clone();
         // Nothing of a claim shows before the API has confirmed the task exists.
         let claim = self.claim.as_ref().map(|c| &c.facts).filter(|_| self.api_known());
@@ -321,6 +367,49 @@ impl Task {
             self.ended_at.get_or_insert(now);
         } else {
             self.ended_at = None;
+        }
+        if identity.0 != self.room_id
+            || identity.1 != self.group_id
+            || identity.2 != self.push_user_id
+            || self.label_cache.0.is_none()
+        {
+            // Built here, at the change, so that a scrape only copies a pointer.
+            self.label_cache = LabelCache(Some(Arc::new(self.rendered_labels())));
+        }
+    }
+
+    /// The task's label text (built now if it never was, as for a task restored from the store).
+    pub fn labels(&mut self) -> Arc<RenderedLabels> {
+        if let Some(l) = &self.label_cache.0 {
+            return l.clone();
+        }
+        let l = Arc::new(self.rendered_labels());
+        self.label_cache = LabelCache(Some(l.clone()));
+        l
+    }
+
+    /// The labels every per-task series shares, and the identity series', escaped as the text
+    /// exposition format wants them.
+    fn rendered_labels(&self) -> RenderedLabels {
+        use std::fmt::Write as _;
+        let mut shared = String::with_capacity(64);
+        let _ = write!(shared, "sdk_app_id=\"{}\",task_id=\"", self.sdk_app_id);
+        push_escaped(&mut shared, &self.task_id);
+        shared.push_str("\",room_id=\"");
+        if let Some(r) = self.room_id {
+            let _ = write!(shared, "{r}");
+        }
+        shared.push('"');
+        let mut info = shared.clone();
+        info.push_str(",group_id=\"");
+        push_escaped(&mut info, &self.group_id);
+        info.push_str("\",push_user_id=\"");
+        push_escaped(&mut info, &self.push_user_id);
+        info.push('"');
+        RenderedLabels {
+            task_id: self.task_id.clone(),
+            shared,
+            info,
         }
     }
 

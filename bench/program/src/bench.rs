@@ -87,6 +87,19 @@ fn render(sizes: &[(usize, usize)]) {
             &format!("render_{n}_ratio"),
             format!("{:.3}", percentile(&mine, 0.5) / percentile(&base, 0.5)),
         );
+        // How long a scrape holds the registry's lock (callbacks and polls wait that long at most):
+        // only the copy of what it renders, a pointer per task.
+        let holds: Vec<f64> = (0..reps.max(20))
+            .map(|_| ours.render_lock_hold().as_secs_f64() * 1000.0)
+            .collect();
+        out(
+            &format!("render_{n}_lock_hold_median_ms"),
+            format!("{:.3}", percentile(&holds, 0.5)),
+        );
+        out(
+            &format!("render_{n}_lock_hold_max_ms"),
+            format!("{:.3}", holds.iter().cloned().fold(0.0, f64::max)),
+        );
         // What a Prometheus scrape costs: render and gzip (the exporter's level and backend).
         let (zipped, zipped_bytes) = time_ms(&mut || ours.render_gzip().len(), reps);
         out(
