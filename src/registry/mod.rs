@@ -176,10 +176,12 @@ struct Inner {
     apps_removed: Vec<u64>,
     tombstones_added: Vec<(Key, f64)>,
     tombstones_pruned: Vec<Key>,
-    /// Every pollable task that is neither in flight nor parked, in poll order: wanted-now first,
-    /// then never polled, then least recently polled. Picking the next task is O(log n), and ended
-    /// tasks cost nothing. Invariant: a task is here, under [`order_key`], iff [`Inner::queued`].
-    queue: BTreeSet<OrderKey>,
+    /// Every pollable task that is neither in flight nor parked, per app, in poll order: wanted-now
+    /// first, then never polled, then least recently polled. Picking the next task of a credential
+    /// group costs a look at the head of each of its apps' queues, whatever the rest of the fleet,
+    /// and ended tasks cost nothing. Invariant: a task is in its app's queue, under
+    /// [`order_key`], iff [`Inner::queued`] and it is not in a lane of claims.
+    queues: HashMap<u64, BTreeSet<OrderKey>>,
     /// Parked tasks by the time they may be read again.
     parked: BTreeSet<(Instant, Key)>,
     /// PREPARED tasks by the time they are read again, ahead of the round robin: a task stuck
@@ -199,6 +201,9 @@ struct Inner {
     lanes: BTreeMap<u64, BTreeSet<(u64, String)>>,
     /// Every task only a callback named and the API has not confirmed, per app, queued or not.
     unconfirmed: HashMap<u64, HashSet<String>>,
+    /// Every task per app, and the tasks with a pending claim per app (see [`Inner::sync`]).
+    by_app: HashMap<u64, HashSet<String>>,
+    claimed: HashMap<u64, HashSet<String>>,
     unconfirmed_total: usize,
     /// Last place handed out in a lane, the app whose lane was served last, and whether the lanes
     /// have the next turn against the round robin.
@@ -226,7 +231,7 @@ impl Inner {
             apps_removed: Vec::new(),
             tombstones_added: Vec::new(),
             tombstones_pruned: Vec::new(),
-            queue: BTreeSet::new(),
+            queues: HashMap::new(),
             parked: BTreeSet::new(),
             prepared_due: BTreeSet::new(),
             prepared_every: DEFAULT_PREPARED_EVERY,
@@ -236,6 +241,8 @@ impl Inner {
             max_unconfirmed: MAX_UNCONFIRMED_PER_APP,
             lanes: BTreeMap::new(),
             unconfirmed: HashMap::new(),
+            by_app: HashMap::new(),
+            claimed: HashMap::new(),
             unconfirmed_total: 0,
             lane_seq: 0,
             lane_cursor: 0,
@@ -256,9 +263,24 @@ impl Inner {
         t.is_pollable() && !t.polling && t.parked_until.is_none()
     }
 
-    /// Keeps the per-app set of unconfirmed callback-only tasks in step with the task; call after
-    /// any change to a task's source or confirmed status, or its removal.
-    fn sync_unconfirmed(&mut self, key: &Key) {
+    /// Keeps the per-app indexes in step with the task (or its absence): the app's tasks, its
+    /// tasks with a pending claim, its unconfirmed callback-only tasks. Call after any change to a
+    /// task's claim, source or confirmed status, and after adding or removing a task, so that the
+    /// per-pass work (settling claims, following the running list) costs what it touches, not the
+    /// whole fleet.
+    fn sync(&mut self, key: &Key) {
+        let task = self.tasks.get(key);
+        let (exists, claimed) = (task.is_some(), task.is_some_and(|t| t.claim.is_some()));
+        for (index, member) in [(&mut self.by_app, exists), (&mut self.claimed, claimed)] {
+            if member {
+                index.entry(key.0).or_default().insert(key.1.clone());
+            } else if let Some(set) = index.get_mut(&key.0) {
+                set.remove(&key.1);
+                if set.is_empty() {
+                    index.remove(&key.0);
+                }
+            }
+        }
         let unconfirmed = self.tasks.get(key).is_some_and(Task::in_claims_lane);
         let set = self.unconfirmed.entry(key.0).or_default();
         let changed = if unconfirmed {
@@ -333,7 +355,7 @@ impl Inner {
         }
         self.dirty.remove(key);
         self.removed.insert(key.clone());
-        self.sync_unconfirmed(key);
+        self.sync(key);
         if let Some(at) = tombstone {
             self.tombstones.insert(key.clone(), at);
             self.tombstones_added.push((key.clone(), at));
@@ -457,7 +479,7 @@ impl TaskRegistry {
             } else if settled {
                 inner.set_settled(&key);
             }
-            inner.sync_unconfirmed(&key);
+            inner.sync(&key);
             inner.requeue(&key);
         }
         inner.tombstones.extend(restored.tombstones);
@@ -538,7 +560,7 @@ impl TaskRegistry {
                 if changed {
                     inner.touch(&key);
                 }
-                inner.sync_unconfirmed(&key);
+                inner.sync(&key);
                 inner.requeue(&key);
                 return Track::Known;
             }
@@ -555,7 +577,7 @@ impl TaskRegistry {
             inner.apps.entry(sdk_app_id).or_default();
             inner.touch(&key);
             inner.tasks.insert(key.clone(), task);
-            inner.sync_unconfirmed(&key);
+            inner.sync(&key);
             inner.requeue(&key);
         }
         self.want_poll();
@@ -686,7 +708,7 @@ impl TaskRegistry {
             inner.set_final(&key);
         }
         inner.touch(&key);
-        inner.sync_unconfirmed(&key);
+        inner.sync(&key);
         inner.requeue(&key);
         out
     }
@@ -728,7 +750,7 @@ impl TaskRegistry {
                 task.lane_seq = inner.lane_seq;
                 inner.tasks.insert(key.clone(), task);
                 inner.apps.entry(sdk_app_id).or_default();
-                inner.sync_unconfirmed(&key);
+                inner.sync(&key);
             }
             inner.unqueue(&key);
             inner.seq += 1;
@@ -761,6 +783,7 @@ impl TaskRegistry {
             }
             let ended = task.status.is_ended() && !was_ended;
             inner.touch(&key);
+            inner.sync(&key);
             inner.requeue(&key);
             CallbackApplied::Accepted { ended }
         };
@@ -790,11 +813,20 @@ impl TaskRegistry {
             return Vec::new();
         }
         let mut inner = self.lock();
-        let Inner { tasks, apps, dirty, .. } = &mut *inner;
+        let Inner {
+            tasks,
+            apps,
+            dirty,
+            claimed,
+            ..
+        } = &mut *inner;
         let stats = apps.entry(sdk_app_id).or_default();
         let mut settled = Vec::new();
         let mut ended = Vec::new();
-        for (key, task) in tasks.iter_mut().filter(|(k, _)| k.0 == sdk_app_id) {
+        // Only the app's tasks with a pending claim: a pass costs what it touches.
+        for id in claimed.get(&sdk_app_id).into_iter().flatten() {
+            let key = (sdk_app_id, id.clone());
+            let Some(task) = tasks.get_mut(&key) else { continue };
             let Some(claim) = &task.claim else { continue };
             let unconfirmable = now - claim.at >= timeout && last_answer.is_none_or(|a| a < claim.at);
             if unconfirmable && task.api_known() && !task.settled {

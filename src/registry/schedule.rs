@@ -4,7 +4,7 @@
 //! another by the time they may be read again, and PREPARED tasks in a third by the time they are
 //! read again ahead of the round robin.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 use super::{Inner, Key, Task, TaskRegistry, TaskStatus};
@@ -44,7 +44,12 @@ impl Inner {
                     }
                 }
             } else {
-                self.queue.remove(&order_key(t));
+                if let Some(queue) = self.queues.get_mut(&key.0) {
+                    queue.remove(&order_key(t));
+                    if queue.is_empty() {
+                        self.queues.remove(&key.0);
+                    }
+                }
             }
         }
     }
@@ -56,7 +61,7 @@ impl Inner {
                 if t.in_claims_lane() {
                     self.lanes.entry(key.0).or_default().insert((t.lane_seq, key.1.clone()));
                 } else {
-                    self.queue.insert(order_key(t));
+                    self.queues.entry(key.0).or_default().insert(order_key(t));
                 }
             }
         }
@@ -92,12 +97,12 @@ impl Inner {
         let now = Instant::now();
         self.wake_parked(now);
         self.wake_prepared(now);
-        // The queue is in poll order, so the first entry of these apps is the best candidate; if
-        // it is not due, none after it is.
-        let main = self
-            .queue
+        // Each app's queue is in poll order, so the least of their heads is the best candidate;
+        // if it is not due, nothing after it is.
+        let main = apps
             .iter()
-            .find(|(_, _, app, _)| apps.contains(app))
+            .filter_map(|app| self.queues.get(app).and_then(BTreeSet::first))
+            .min()
             .filter(|(rank, last_polled, _, _)| match since {
                 Some(since) => *rank < ROUND_ROBIN || last_polled.is_none_or(|p| p < since),
                 None => *rank < ROUND_ROBIN,
@@ -130,7 +135,12 @@ impl Inner {
             Some((app, task_id))
         } else {
             let m = main?;
-            self.queue.remove(&m);
+            if let Some(queue) = self.queues.get_mut(&m.2) {
+                queue.remove(&m);
+                if queue.is_empty() {
+                    self.queues.remove(&m.2);
+                }
+            }
             Some((m.2, m.3))
         }
     }
@@ -271,11 +281,19 @@ impl TaskRegistry {
     /// many were hinted.
     pub fn hint_running_list(&self, sdk_app_id: u64, listed: &HashMap<String, bool>, pass_started: Instant) -> usize {
         let mut inner = self.lock();
+        // The app's own tasks (an index), not the whole fleet.
         let keys: Vec<Key> = inner
-            .tasks
-            .iter()
-            .filter(|(k, t)| k.0 == sdk_app_id && t.is_pollable() && !t.status.is_ended())
-            .map(|(k, _)| k.clone())
+            .by_app
+            .get(&sdk_app_id)
+            .into_iter()
+            .flatten()
+            .map(|id| (sdk_app_id, id.clone()))
+            .filter(|k| {
+                inner
+                    .tasks
+                    .get(k)
+                    .is_some_and(|t| t.is_pollable() && !t.status.is_ended())
+            })
             .collect();
         let mut hinted = 0;
         for key in keys {

@@ -649,7 +649,24 @@ fn poll_queue_stays_consistent() {
             .filter(|t| Inner::queued(t) && !t.in_claims_lane())
             .map(order_key)
             .collect();
-        assert_eq!(inner.queue, expected);
+        let queued: BTreeSet<OrderKey> = inner.queues.values().flatten().cloned().collect();
+        assert_eq!(queued, expected);
+        // The per-app indexes hold exactly the app's tasks, and its tasks with a pending claim.
+        let index = |m: &HashMap<u64, HashSet<String>>| -> BTreeSet<Key> {
+            m.iter()
+                .flat_map(|(app, ids)| ids.iter().map(|id| (*app, id.clone())))
+                .collect()
+        };
+        assert_eq!(index(&inner.by_app), inner.tasks.keys().cloned().collect());
+        assert_eq!(
+            index(&inner.claimed),
+            inner
+                .tasks
+                .iter()
+                .filter(|(_, t)| t.claim.is_some())
+                .map(|(k, _)| k.clone())
+                .collect()
+        );
         let lanes: usize = inner.lanes.values().map(BTreeSet::len).sum();
         let in_lanes = inner
             .tasks
