@@ -96,7 +96,8 @@ async fn hostile_callbacks_are_refused_and_change_nothing() {
     let past = now() - 10;
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
         ("body over max_body_bytes", format!("{{\"pad\":\"{}\"}}", "x".repeat(70_000)).into_bytes(), 413, "malformed"),
-        ("10 MB body", vec![b' '; 10 * 1024 * 1024], 413, "malformed"),
+        // A body declared far larger is refused 413 before a byte of it is read, so a client still
+        // writing it may see its connection closed first: burst.rs tests that with a raw socket.
         ("empty body", vec![], 400, "malformed"),
         ("not JSON", b"hello".to_vec(), 400, "malformed"),
         ("truncated JSON", text.as_bytes()[..text.len() / 2].to_vec(), 400, "malformed"),
