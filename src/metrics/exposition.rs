@@ -175,22 +175,6 @@ pub(super) fn ended_news(t: &Task) -> Option<f64> {
     t.ended_at.filter(|_| t.status.is_ended() && !t.history)
 }
 
-/// The `reason`, `code`, `push_code` and `trtc_code` of `t`'s failure series: for a task that ended
-/// with EXCEPTION or FAILED.
-pub(super) fn failure_labels(t: &Task) -> Option<[String; 4]> {
-    let reason = t
-        .finish_reason
-        .filter(|r| t.status.is_ended() && matches!(r, FinishReason::Exception | FinishReason::Failed))?;
-    let f = t.failure.as_ref();
-    let num = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
-    Some([
-        reason.as_str().to_string(),
-        f.map(|f| f.code.clone()).unwrap_or_default(),
-        num(f.and_then(|f| f.push_code)),
-        num(f.and_then(|f| f.trtc_code)),
-    ])
-}
-
 use crate::registry::push_escaped;
 
 fn push_header(out: &mut String, spec: &FamilySpec) {
@@ -349,22 +333,11 @@ impl TaskCollector {
             push_header(out, &FAILURE);
             for t in &tasks {
                 spill(out, limit, flush);
-                if let Some([reason, code, push_code, trtc_code]) = &t.failure {
+                if let Some(failure) = &t.labels.failure {
                     out.push_str(FAILURE.name);
                     out.push('{');
                     out.push_str(&t.labels.shared);
-                    for (k, v) in [
-                        ("reason", reason),
-                        ("code", code),
-                        ("push_code", push_code),
-                        ("trtc_code", trtc_code),
-                    ] {
-                        out.push(',');
-                        out.push_str(k);
-                        out.push_str("=\"");
-                        push_escaped(out, v);
-                        out.push('"');
-                    }
+                    out.push_str(failure);
                     out.push_str("} 1\n");
                 }
             }
@@ -464,7 +437,6 @@ pub(super) struct Row {
     im_sync: Option<i64>,
     last_update: f64,
     ended: Option<f64>,
-    failure: Option<[String; 4]>,
 }
 
 impl Row {
@@ -484,8 +456,6 @@ impl Row {
             im_sync: t.im_sync_time,
             last_update: t.last_update,
             ended: ended_news(t),
-            // Only for tasks that ended badly: a few.
-            failure: failure_labels(t),
         }
     }
 }

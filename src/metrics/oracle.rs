@@ -118,7 +118,7 @@ impl Collector for TaskCollector {
                 if let Some(at) = ended_news(t) {
                     ended.push(gauge(&ENDED, &id, at));
                 }
-                if let Some([reason, code, push_code, trtc_code]) = failure_labels(t) {
+                if let Some([reason, code, push_code, trtc_code]) = t.failure_label_values() {
                     failures.push(gauge(
                         &FAILURE,
                         &[&app, &t.task_id, &room, &reason, &code, &push_code, &trtc_code],

@@ -20,6 +20,8 @@ pub struct RenderedLabels {
     pub shared: String,
     /// `shared` plus `group_id` and `push_user_id`: the identity series' labels.
     pub info: String,
+    /// `,reason="…",code="…",push_code="…",trtc_code="…"` for a task that ended badly.
+    pub failure: Option<String>,
 }
 
 /// Appends `s` as a label value of the text exposition format: backslash, double quote and
@@ -334,7 +336,12 @@ impl Task {
     /// Recomputes what is shown from the confirmed facts and a pending claim: the claim's status
     /// where it is ahead, the claim's figures where nothing confirmed says otherwise.
     pub(super) fn refresh(&mut self, now: f64) {
-        let identity = (self.room_id, self.group_id.clone(), self.push_user_id.clone());
+        let identity = (
+            self.room_id,
+            self.group_id.clone(),
+            self.push_user_id.clone(),
+            self.failure_label_values(),
+        );
         let c = self.confirmed().clone();
         // Nothing of a claim shows before the API has confirmed the task exists.
         let claim = self.claim.as_ref().map(|c| &c.facts).filter(|_| self.api_known());
@@ -371,6 +378,7 @@ impl Task {
         if identity.0 != self.room_id
             || identity.1 != self.group_id
             || identity.2 != self.push_user_id
+            || identity.3 != self.failure_label_values()
             || self.label_cache.0.is_none()
         {
             // Built here, at the change, so that a scrape only copies a pointer.
@@ -406,11 +414,39 @@ impl Task {
         info.push_str("\",push_user_id=\"");
         push_escaped(&mut info, &self.push_user_id);
         info.push('"');
+        let failure = self.failure_label_values().map(|values| {
+            let mut out = String::with_capacity(96);
+            for (k, v) in ["reason", "code", "push_code", "trtc_code"].iter().zip(&values) {
+                out.push(',');
+                out.push_str(k);
+                out.push_str("=\"");
+                push_escaped(&mut out, v);
+                out.push('"');
+            }
+            out
+        });
         RenderedLabels {
             task_id: self.task_id.clone(),
             shared,
             info,
+            failure,
         }
+    }
+
+    /// The `reason`, `code`, `push_code` and `trtc_code` of the task's failure series: for a task
+    /// that ended with EXCEPTION or FAILED.
+    pub fn failure_label_values(&self) -> Option<[String; 4]> {
+        let reason = self
+            .finish_reason
+            .filter(|r| self.status.is_ended() && matches!(r, FinishReason::Exception | FinishReason::Failed))?;
+        let f = self.failure.as_ref();
+        let num = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
+        Some([
+            reason.as_str().to_string(),
+            f.map(|f| f.code.clone()).unwrap_or_default(),
+            num(f.and_then(|f| f.push_code)),
+            num(f.and_then(|f| f.trtc_code)),
+        ])
     }
 
     /// The facts as shown, for counting a claim that could not be confirmed.
