@@ -99,7 +99,7 @@ pub fn accepts_gzip(header_value: &str) -> bool {
 }
 
 async fn metrics(State(state): State<HttpState>, headers: axum::http::HeaderMap) -> Response {
-    let _permit = match &state.scrapes {
+    let permit = match &state.scrapes {
         Some(scrapes) => match scrapes.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
             Err(_) => {
@@ -119,7 +119,7 @@ async fn metrics(State(state): State<HttpState>, headers: axum::http::HeaderMap)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(accepts_gzip);
-    let Ok(body) = state.metrics.scrape(gzip).await else {
+    let Ok(body) = state.metrics.scrape(gzip, permit).await else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "metrics rendering failed\n").into_response();
     };
     let mut response = ([(header::CONTENT_TYPE, TEXT_CONTENT_TYPE)], body).into_response();

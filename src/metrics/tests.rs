@@ -116,7 +116,7 @@ fn direct_text_equals_the_protobuf_path() {
     let mut unzipped = String::new();
     std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&m.render_gzip()[..]), &mut unzipped).unwrap();
     let plain = m.render();
-    assert!(plain.len() > 2 * super::GZIP_CHUNK, "several chunks: {}", plain.len());
+    assert!(plain.len() > 2 * super::CHUNK, "several chunks: {}", plain.len());
     let steady = |t: &str| {
         t.lines()
             .filter(|l| !l.contains("process_") && !l.contains("tiw_exporter_scrape_lock_hold_seconds"))
@@ -124,6 +124,21 @@ fn direct_text_equals_the_protobuf_path() {
             .collect::<Vec<_>>()
     };
     assert_eq!(steady(&unzipped), steady(&plain));
+
+    // The plain scrape, streamed a chunk at a time, is the same text again, in several chunks.
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let (streamed, chunks) = runtime.block_on(async {
+        use http_body_util::BodyExt;
+        let mut body = m.stream(());
+        let (mut text, mut chunks) = (Vec::new(), 0);
+        while let Some(frame) = body.frame().await {
+            text.extend_from_slice(frame.unwrap().data_ref().unwrap());
+            chunks += 1;
+        }
+        (String::from_utf8(text).unwrap(), chunks)
+    });
+    assert!(chunks > plain.len() / super::CHUNK, "{chunks} chunks");
+    assert_eq!(steady(&streamed), steady(&plain));
 }
 
 #[test]
