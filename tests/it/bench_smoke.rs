@@ -37,6 +37,7 @@ fn bench_run_smoke_reports_every_figure() {
         "freshness_p50_ms",
         "freshness_p99_ms",
         "footprint_ready_seconds",
+        "footprint_rss_ready_mib",
         "footprint_rss_mib",
         "footprint_rss_gzip_scrapes_mib",
         "footprint_pair_scrape_cpu_ratio",
@@ -48,6 +49,13 @@ fn bench_run_smoke_reports_every_figure() {
         "endings_100_list_max_s",
         "endings_100_round_robin_p50_s",
         "endings_100_round_robin_max_s",
+        "stall_glibc_alone_callback_p99_ms",
+        "stall_glibc_alone_healthy_p99_ms",
+        "stall_glibc_scraped_callback_p99_ms",
+        "stall_glibc_scraped_healthy_p99_ms",
+        "stall_glibc_scraped_push_per_second",
+        "stall_glibc_callback_p99_ratio",
+        "stall_glibc_rss_mib",
     ] {
         assert!(
             figures.get(name).is_some_and(|v| v.is_finite() && *v >= 0.0),
@@ -65,6 +73,13 @@ fn bench_run_smoke_reports_every_figure() {
         "{text}"
     );
     assert!(figures["poll_max_in_any_second"] <= 20.0, "{text}");
+    // The stall workload measured something in both phases: callbacks answered, and scrapes made
+    // while they were.
+    for phase in ["alone", "scraped"] {
+        assert!(figures[&*format!("stall_glibc_{phase}_callbacks")] > 0.0, "{text}");
+    }
+    assert_eq!(figures["stall_glibc_alone_scrapes"], 0.0, "{text}");
+    assert!(figures["stall_glibc_scraped_scrapes"] > 0.0, "{text}");
     for mode in ["list", "round_robin"] {
         assert_eq!(figures[&*format!("endings_100_{mode}_ends")], 5.0, "{text}");
         for action in ["push", "list"] {

@@ -33,6 +33,8 @@ struct Sizes {
     footprint_tasks: usize,
     idle_window: Duration,
     ingest_seconds: u64,
+    stall_tasks: usize,
+    stall_window: Duration,
     /// Fleet sizes of the `endings` workload, and how many tasks it ends over what window.
     endings: Vec<usize>,
     endings_count: usize,
@@ -416,6 +418,7 @@ async fn footprint(n: usize, idle: Duration) {
     wait_ready(&client, &addr).await;
     let ready = started.elapsed();
     let pid = proc.0.id();
+    let rss_ready = rss_mib(pid);
     // Scraped as Prometheus does (gzip) first, so that this RSS is what a gzip-only scraper costs;
     // then plain scrapes on top.
     let mut gzip_bytes = 0;
@@ -453,6 +456,7 @@ async fn footprint(n: usize, idle: Duration) {
     let cpu_per_minute = (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64() * 60.0;
     out("footprint_tasks", n);
     out("footprint_ready_seconds", format!("{:.3}", ready.as_secs_f64()));
+    out("footprint_rss_ready_mib", format!("{rss_ready:.1}"));
     out("footprint_rss_mib", format!("{rss:.1}"));
     out("footprint_scrape_bytes", bytes);
     out("footprint_gzip_scrape_bytes", gzip_bytes);
@@ -584,6 +588,215 @@ async fn ingest(seconds: u64) {
     sim.stop().await;
 }
 
+/// The builds the `stall` workload runs, as `label=path` pairs: `TIW_STALL_BINS` (comma-separated,
+/// e.g. to add an earlier revision's builds), else `TIW_BIN` as `glibc` and, when scripts/release
+/// has built it (and not under `--smoke`, where CI may be building it at the same time), the
+/// image's static binary as `musl`.
+fn stall_binaries(smoke: bool) -> Vec<(String, std::path::PathBuf)> {
+    if let Ok(list) = std::env::var("TIW_STALL_BINS") {
+        return list
+            .split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(label, path)| (label.to_string(), path.into()))
+            .collect();
+    }
+    let mut bins = vec![("glibc".to_string(), binary())];
+    let musl = Path::new(".build/linux-amd64/tiw-push-exporter");
+    if !smoke && musl.is_file() {
+        bins.push(("musl".to_string(), musl.to_path_buf()));
+    }
+    bins
+}
+
+/// What one phase of the `stall` workload saw.
+struct StallPhase {
+    callback_ms: Vec<f64>,
+    healthy_ms: Vec<f64>,
+    push_per_second: f64,
+    scrapes: usize,
+}
+
+/// One phase of `stall`: 4 senders post signed WhiteboardPushStarted events for running tasks
+/// (`tasks[*next..]`, each once) at 50/s each, `/-/healthy` is probed every 10 ms, and `scrapers`
+/// clients fetch `/metrics` with gzip back to back, for `window`.
+async fn stall_phase(
+    url: &str,
+    sim: &tiw_push_exporter::simulator::Simulator,
+    tasks: &std::sync::Arc<Vec<(u64, String)>>,
+    next: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    scrapers: usize,
+    window: Duration,
+) -> StallPhase {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    let scraped = Arc::new(AtomicUsize::new(0));
+    let client = reqwest::Client::new();
+    let expire = tiw_push_exporter::registry::unix_now() as u64 + 3600;
+    let sign = compute_sign("stallKey", expire);
+    let mut scraping = Vec::new();
+    for _ in 0..scrapers {
+        let (client, url, stop, scraped) = (client.clone(), format!("{url}/metrics"), stop.clone(), scraped.clone());
+        scraping.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                get_gzip_len(&client, &url).await;
+                scraped.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let paced = |every: Duration| {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick
+    };
+    let from = Instant::now();
+    let mut senders = Vec::new();
+    for _ in 0..4 {
+        let (client, url, stop, tasks, next, sign) = (
+            client.clone(),
+            format!("{url}/callback"),
+            stop.clone(),
+            tasks.clone(),
+            next.clone(),
+            sign.clone(),
+        );
+        let mut tick = paced(Duration::from_millis(20));
+        senders.push(tokio::spawn(async move {
+            let mut took = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let Some((app, task)) = tasks.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    break;
+                };
+                let now = tiw_push_exporter::registry::unix_now() as i64;
+                let body = format!(
+                    r#"{{"EventType":"WhiteboardPushStarted","SdkAppId":{app},"Timestamp":{now},"ExpireTime":{expire},"Sign":"{sign}","EventData":{{"TaskId":"{task}","PushUserId":"tic_push_user","PushStartTime":{}}}}}"#,
+                    now - 60
+                );
+                let t = Instant::now();
+                let res = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+                assert_eq!(res.status(), 200, "a signed callback for a running task");
+                took.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            took
+        }));
+    }
+    let probe = {
+        let (client, url, stop) = (client.clone(), format!("{url}/-/healthy"), stop.clone());
+        let mut tick = paced(Duration::from_millis(10));
+        tokio::spawn(async move {
+            let mut took = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let t = Instant::now();
+                get_text(&client, &url).await;
+                took.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            took
+        })
+    };
+    tokio::time::sleep(window).await;
+    stop.store(true, Ordering::Relaxed);
+    let to = Instant::now();
+    let mut callback_ms = Vec::new();
+    for s in senders {
+        callback_ms.extend(s.await.unwrap());
+    }
+    let healthy_ms = probe.await.unwrap();
+    for s in scraping {
+        s.await.unwrap();
+    }
+    let admitted = sim.stats().admitted_between("DescribeWhiteboardPush", from, to);
+    StallPhase {
+        callback_ms,
+        healthy_ms,
+        push_per_second: admitted as f64 / (to - from).as_secs_f64(),
+        scrapes: scraped.load(Ordering::Relaxed),
+    }
+}
+
+/// stall: N running tasks (100 per app, one account, polled within the 20/s budget), signed
+/// callbacks from 4 senders and `/-/healthy` probes, first alone, then with two clients scraping
+/// `/metrics` with gzip back to back: what scrapes cost callbacks, health checks and polling, for
+/// each build `stall_binaries` names.
+async fn stall(n: usize, window: Duration, smoke: bool) {
+    let apps: Vec<u64> = (0..n.div_ceil(TASKS_PER_APP) as u64).map(|i| 1400000001 + i).collect();
+    for (label, bin) in stall_binaries(smoke) {
+        let sim = start_sim(sim_config(apps.clone(), Duration::from_millis(50))).await;
+        let mut tasks = Vec::with_capacity(n);
+        for i in 0..n {
+            let app = apps[i / TASKS_PER_APP];
+            let t = sim.sim.create_task(app, i as i64);
+            sim.sim.start_pushing(&t);
+            tasks.push((app, t));
+        }
+        let tasks = std::sync::Arc::new(tasks);
+        let dir = scratch_dir();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(
+            &config,
+            yaml(
+                &sim.endpoint(),
+                &apps,
+                Some("stallKey"),
+                "15s",
+                &dir.path().join("state"),
+                true,
+            ),
+        )
+        .unwrap();
+        // The senders stand for TIW's servers, here all on one address.
+        let (proc, addr, _) = spawn_binary(&bin, &config, &["--web.max-connections-per-peer", "0"]);
+        let client = reqwest::Client::new();
+        wait_ready(&client, &addr).await;
+        let url = format!("http://{addr}");
+        // Every task discovered, read once, and a moment of steady polling.
+        loop {
+            let text = get_text(&client, &format!("{url}/metrics")).await;
+            if metric_sum(&text, "tiw_push_tasks", "status=\"PUSHING\"") >= n as f64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let quiet = stall_phase(&url, &sim.sim, &tasks, &next, 0, window).await;
+        let busy = stall_phase(&url, &sim.sim, &tasks, &next, 2, window).await;
+        let pid = proc.0.id();
+        let rss = rss_mib(pid);
+        for (phase, p) in [("alone", &quiet), ("scraped", &busy)] {
+            let name = |what: &str| format!("stall_{label}_{phase}_{what}");
+            out(&name("callbacks"), p.callback_ms.len());
+            out(
+                &name("callback_p99_ms"),
+                format!("{:.2}", percentile(&p.callback_ms, 0.99)),
+            );
+            out(
+                &name("healthy_p99_ms"),
+                format!("{:.2}", percentile(&p.healthy_ms, 0.99)),
+            );
+            out(&name("push_per_second"), format!("{:.2}", p.push_per_second));
+            out(&name("scrapes"), p.scrapes);
+        }
+        out(
+            &format!("stall_{label}_callback_p99_ratio"),
+            format!(
+                "{:.2}",
+                percentile(&busy.callback_ms, 0.99) / percentile(&quiet.callback_ms, 0.99)
+            ),
+        );
+        out(&format!("stall_{label}_rss_mib"), format!("{rss:.1}"));
+        drop(proc);
+        sim.stop().await;
+    }
+}
+
 /// `bench/run`: the workloads `--only` names (all by default), `--smoke` at tiny sizes.
 pub async fn main() {
     let smoke = std::env::args().any(|a| a == "--smoke");
@@ -597,6 +810,8 @@ pub async fn main() {
             footprint_tasks: 1_000,
             idle_window: Duration::from_secs(3),
             ingest_seconds: 2,
+            stall_tasks: 1_000,
+            stall_window: Duration::from_secs(2),
             endings: vec![100],
             endings_count: 5,
             endings_window: Duration::from_secs(5),
@@ -611,12 +826,15 @@ pub async fn main() {
             footprint_tasks: 10_000,
             idle_window: Duration::from_secs(60),
             ingest_seconds: 20,
+            stall_tasks: 10_000,
+            stall_window: Duration::from_secs(20),
             endings: vec![1_000, 10_000],
             endings_count: 20,
             endings_window: Duration::from_secs(20),
         }
     };
-    // --only NAME[,NAME]: run just those workloads (render, ingest, freshness, footprint, poll, endings).
+    // --only NAME[,NAME]: run just those workloads (render, ingest, freshness, footprint, poll, endings,
+    // stall).
     let args: Vec<String> = std::env::args().collect();
     let only = args
         .iter()
@@ -640,6 +858,9 @@ pub async fn main() {
     }
     if run("footprint") {
         footprint(s.footprint_tasks, s.idle_window).await;
+    }
+    if run("stall") {
+        stall(s.stall_tasks, s.stall_window, smoke).await;
     }
     if run("poll") {
         poll(s.poll_tasks, s.poll_window, s.poll_interval).await;

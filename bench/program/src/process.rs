@@ -67,22 +67,28 @@ pub fn spawn(config: &Path) -> (Proc, String, Instant) {
 
 /// [`spawn`] with `extra` flags.
 pub fn spawn_with(config: &Path, extra: &[&str]) -> (Proc, String, Instant) {
-    let (proc, addr, started, _) = spawn_logged_with(config, "warn", extra);
+    spawn_binary(&binary(), config, extra)
+}
+
+/// [`spawn_with`] for another build of the exporter (`bin`), e.g. the image's static binary.
+pub fn spawn_binary(bin: &Path, config: &Path, extra: &[&str]) -> (Proc, String, Instant) {
+    let (proc, addr, started, _) = spawn_logged_with(bin, config, "warn", extra);
     (proc, addr, started)
 }
 
 /// Starts the release binary on `config` at `log_level`; also returns every line it logs.
 pub fn spawn_logged(config: &Path, log_level: &str) -> (Proc, String, Instant, Arc<Mutex<Vec<String>>>) {
-    spawn_logged_with(config, log_level, &[])
+    spawn_logged_with(&binary(), config, log_level, &[])
 }
 
 fn spawn_logged_with(
+    bin: &Path,
     config: &Path,
     log_level: &str,
     extra: &[&str],
 ) -> (Proc, String, Instant, Arc<Mutex<Vec<String>>>) {
     let started = Instant::now();
-    let mut child = Command::new(binary())
+    let mut child = Command::new(bin)
         .args(["--config.file"])
         .arg(config)
         .args(["--web.listen-address", "127.0.0.1:0", "--log.level", log_level])
