@@ -150,8 +150,7 @@ impl ExporterMetrics {
     /// building protobuf families for the encoder (BENCHMARKS.md).
     pub fn render(&self) -> String {
         let mut text = self.encode_own();
-        let mut tasks = self.task_collector.text();
-        self.lock_hold.observe(tasks.held.as_secs_f64());
+        let mut tasks = self.task_text();
         text.reserve(tasks.len_hint());
         tasks.write(&mut text, usize::MAX);
         // Every piece is a str: the whole is UTF-8.
@@ -190,8 +189,7 @@ impl ExporterMetrics {
     /// held until the body is done or dropped.
     pub fn stream<G: Send + 'static>(&self, guard: G) -> axum::body::Body {
         let own = axum::body::Bytes::from(self.encode_own());
-        let tasks = self.task_collector.text();
-        self.lock_hold.observe(tasks.held.as_secs_f64());
+        let tasks = self.task_text();
         let rest = futures_util::stream::unfold(Some((tasks, guard)), |state| async move {
             let (mut tasks, guard) = state?;
             // Each chunk is ~0.1 ms of CPU: callbacks and polls on this worker run between them.
@@ -223,8 +221,7 @@ impl ExporterMetrics {
     pub fn render_gzip(&self) -> Vec<u8> {
         use std::io::Write;
         let own = self.encode_own();
-        let mut tasks = self.task_collector.text();
-        self.lock_hold.observe(tasks.held.as_secs_f64());
+        let mut tasks = self.task_text();
         // About 1/14 of the text, the ratio at level 1 on a large fleet: one allocation, not a
         // doubling series of them.
         let mut encoder = flate2::write::GzEncoder::new(
@@ -246,13 +243,18 @@ impl ExporterMetrics {
         encoder.finish().unwrap_or_default()
     }
 
-    /// Renders the task families once and returns how long the registry's lock was held for it
-    /// (the benchmarks measure it).
+    /// Takes a scrape's snapshot of the tasks once and returns how long the registry's lock was
+    /// held for it (the benchmarks measure it; writing the text takes no lock).
     pub fn render_lock_hold(&self) -> std::time::Duration {
-        let mut tasks = self.task_collector.text();
-        let mut text = Vec::new();
-        tasks.write(&mut text, usize::MAX);
-        tasks.held
+        self.task_collector.text().held
+    }
+
+    /// The tasks' snapshot for a scrape, its lock hold observed in
+    /// `tiw_exporter_scrape_lock_hold_seconds`.
+    fn task_text(&self) -> exposition::TaskText {
+        let tasks = self.task_collector.text();
+        self.lock_hold.observe(tasks.held.as_secs_f64());
+        tasks
     }
 
     /// The task families as protobuf families, the `prometheus` crate's way (tests compare it with
