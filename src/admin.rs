@@ -163,7 +163,13 @@ pub async fn callback(action: CallbackCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        CallbackCommand::SetUrl { app, url, delete, .. } => {
+        CallbackCommand::SetUrl {
+            app,
+            url,
+            delete,
+            replace,
+            ..
+        } => {
             let (config, client) = app_client(path, app.app)?;
             let url = match (url, delete) {
                 (_, true) => String::new(),
@@ -187,6 +193,20 @@ pub async fn callback(action: CallbackCommand) -> anyhow::Result<ExitCode> {
                 }
                 (None, false) => anyhow::bail!("give the callback URL, or --delete"),
             };
+            let current = client.describe_callback().await.map(|r| r.callback.unwrap_or_default());
+            let change = Change {
+                what: "callback URL",
+                sdk_app_id: client.sdk_app_id,
+                flag: if delete { "--delete --replace" } else { "--replace" },
+                consequence: "the backend behind it stops receiving TIW's push events. The exporter needs no callback to work (poll-only), and can relay TIW's requests to that backend (apps[].callback_forward_url): README, \"Callbacks and your existing backend\"",
+            };
+            match change.decide(current.as_deref().map_err(|e| e.to_string()), &url, replace, |u| {
+                u.to_string()
+            }) {
+                Decision::Go => {}
+                Decision::Nothing => return Ok(ExitCode::SUCCESS),
+                Decision::Refuse => return Ok(ExitCode::FAILURE),
+            }
             report(
                 "SetWhiteboardPushCallback",
                 client.set_callback(&url).await.map(|r| r.request_id),
@@ -197,6 +217,7 @@ pub async fn callback(action: CallbackCommand) -> anyhow::Result<ExitCode> {
             from_env,
             stdin,
             delete,
+            replace,
             ..
         } => {
             let (config, client) = app_client(path, app.app)?;
@@ -227,6 +248,21 @@ pub async fn callback(action: CallbackCommand) -> anyhow::Result<ExitCode> {
                 key.chars().count() <= 64,
                 "the key is longer than 64 characters (Tencent's limit)"
             );
+            let current = client
+                .describe_callback()
+                .await
+                .map(|r| r.callback_key.unwrap_or_default());
+            let change = Change {
+                what: "callback key",
+                sdk_app_id: client.sdk_app_id,
+                flag: if delete { "--delete --replace" } else { "--replace" },
+                consequence: "whatever checks TIW's Sign with the current key (the backend that owns the callback URL) refuses every event from then on",
+            };
+            match change.decide(current.as_deref().map_err(|e| e.to_string()), &key, replace, mask) {
+                Decision::Go => {}
+                Decision::Nothing => return Ok(ExitCode::SUCCESS),
+                Decision::Refuse => return Ok(ExitCode::FAILURE),
+            }
             let sent = client.set_callback_key(&key).await.map(|r| r.request_id);
             let taken = sent.is_ok();
             let result = report("SetWhiteboardPushCallbackKey", sent);
@@ -237,6 +273,85 @@ pub async fn callback(action: CallbackCommand) -> anyhow::Result<ExitCode> {
             }
             result
         }
+    }
+}
+
+/// A change `set-url` or `set-key` is asked to make to one of TIW's callback settings.
+struct Change {
+    /// `callback URL`, `callback key`.
+    what: &'static str,
+    sdk_app_id: u64,
+    /// The flags that make the change anyway.
+    flag: &'static str,
+    /// What replacing the current value does to whoever relies on it.
+    consequence: &'static str,
+}
+
+/// Whether a [`Change`] goes ahead.
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    /// Nothing is set, or `--replace` was given.
+    Go,
+    /// The wanted value is already set: no call is made.
+    Nothing,
+    /// Another value is set (or it could not be read) and `--replace` was not given.
+    Refuse,
+}
+
+impl Change {
+    /// Decides from the value set now (`""`: none; `Err`: it could not be read) and the wanted
+    /// one (`""`: delete), printing what is set and what would change; `show` prints a value
+    /// (masks a key).
+    fn decide(
+        &self,
+        current: Result<&str, String>,
+        wanted: &str,
+        replace: bool,
+        show: impl Fn(&str) -> String,
+    ) -> Decision {
+        let Change {
+            what,
+            sdk_app_id: app,
+            flag,
+            consequence,
+        } = self;
+        let shown = |v: &str| if v.is_empty() { "(none)".to_string() } else { show(v) };
+        let current = match current {
+            Ok(current) => current,
+            Err(e) if replace => {
+                warn(&format!(
+                    "cannot read app {app}'s current {what} (DescribeWhiteboardPushCallback: {e}); replacing it unread, as --replace asks"
+                ));
+                return Decision::Go;
+            }
+            Err(e) => {
+                eprintln!(
+                    "cannot read app {app}'s current {what} (DescribeWhiteboardPushCallback: {e}), so nothing was changed: whatever is set may belong to another backend. Grant the CAM action tiw:DescribeWhiteboardPushCallback, or rerun with {flag} to write it unread."
+                );
+                return Decision::Refuse;
+            }
+        };
+        if current == wanted {
+            outln!("app {app}'s {what} is already {}: nothing to change", shown(current));
+            return Decision::Nothing;
+        }
+        if current.is_empty() {
+            return Decision::Go;
+        }
+        let verb = if wanted.is_empty() { "delete" } else { "replace" };
+        if replace {
+            outln!(
+                "app {app}'s {what}: {} -> {} (as {flag} asks)",
+                shown(current),
+                shown(wanted)
+            );
+            return Decision::Go;
+        }
+        eprintln!("app {app} already has a {what}, so nothing was changed:");
+        eprintln!("  set now:      {}", shown(current));
+        eprintln!("  would become: {}", shown(wanted));
+        eprintln!("To {verb} it anyway, rerun with {flag}: {consequence}.");
+        Decision::Refuse
     }
 }
 

@@ -224,6 +224,11 @@ pub enum CallbackCommand {
         /// then sends no push callbacks.
         #[arg(long, conflicts_with = "url")]
         delete: bool,
+        /// Replace (or delete) a URL that is already registered. Without it the command reads the
+        /// current URL first and changes nothing when another one is set: that URL is most likely
+        /// the backend through which the product learns of its pushes.
+        #[arg(long)]
+        replace: bool,
     },
     /// SetWhiteboardPushCallbackKey: the key from the config's callback_key, --from-env or --stdin
     /// (never an argument, where ps would show it).
@@ -241,6 +246,11 @@ pub enum CallbackCommand {
         /// Delete the key: TIW then sends unsigned callbacks.
         #[arg(long, conflicts_with_all = ["from_env", "stdin"])]
         delete: bool,
+        /// Replace (or delete) a key that is already set. Without it the command reads the current
+        /// key first and changes nothing when another one is set: the backend that checks TIW's
+        /// Sign with it would refuse every event.
+        #[arg(long)]
+        replace: bool,
     },
 }
 

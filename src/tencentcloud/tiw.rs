@@ -137,8 +137,8 @@ pub struct RunningTask {
     pub room_id: Option<i64>,
 }
 
-/// Reply of DescribeWhiteboardPushCallback.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Reply of DescribeWhiteboardPushCallback. Its Debug hides the key.
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct PushCallback {
     #[serde(rename = "Callback", default)]
     pub callback: Option<String>,
@@ -146,6 +146,16 @@ pub struct PushCallback {
     pub callback_key: Option<String>,
     #[serde(rename = "RequestId", default)]
     pub request_id: Option<String>,
+}
+
+impl std::fmt::Debug for PushCallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushCallback")
+            .field("callback", &self.callback)
+            .field("callback_key", &self.callback_key.as_ref().map(|_| "[REDACTED]"))
+            .field("request_id", &self.request_id)
+            .finish()
+    }
 }
 
 /// A reply that carries nothing but its RequestId.

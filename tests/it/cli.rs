@@ -312,7 +312,11 @@ async fn callback_commands_register_url_and_key_without_showing_the_key() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(sim.sim.callback(app).1, "keyFromConfig0001", "from the config");
 
-    let out = run_bin(args(&["callback", "set-key", "--stdin"]), "keyFromStdin0002\n").await;
+    let out = run_bin(
+        args(&["callback", "set-key", "--stdin", "--replace"]),
+        "keyFromStdin0002\n",
+    )
+    .await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(sim.sim.callback(app).1, "keyFromStdin0002", "from stdin");
 
@@ -334,7 +338,7 @@ async fn callback_commands_register_url_and_key_without_showing_the_key() {
     assert!(!out.status.success());
 
     // --delete sends the empty URL, which Tencent documents as delete.
-    let out = run_bin(args(&["callback", "set-url", "--delete"]), "").await;
+    let out = run_bin(args(&["callback", "set-url", "--delete", "--replace"]), "").await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(sim.sim.callback(app).0, "", "the URL is deleted");
     let out = run_bin(args(&["callback", "set-url"]), "").await;
@@ -351,6 +355,117 @@ async fn callback_commands_register_url_and_key_without_showing_the_key() {
     .await;
     assert!(!out.status.success(), "a URL and --delete");
     assert_eq!(sim.sim.callback(app).0, "");
+    sim.stop().await;
+}
+
+/// TIW keeps one callback URL and one key per app, most likely the product backend's: `set-url`,
+/// `set-key` and their `--delete` read what is set and change nothing else without `--replace`,
+/// saying what is set (the key masked) and what would change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_url_and_set_key_refuse_to_replace_existing_values_without_replace() {
+    let app = 1400000001;
+    let sim = start_sim(sim_config(&[app])).await;
+    let backend = ("https://backend.example.com/tiw/push", "backendKey000042");
+    sim.sim.set_callback(app, backend.0, backend.1);
+    let f = write_config(&config_yaml(&sim.endpoint(), &[app], "1s", "").replace(
+        &format!("  - sdk_app_id: {app}\n"),
+        &format!("  - sdk_app_id: {app}\n    callback_key: exporterKey00077\n"),
+    ));
+    let cfg = f.path().to_string_lossy().to_string();
+    let args = |a: &[&str]| {
+        a.iter()
+            .map(|s| s.to_string())
+            .chain(["--config.file".to_string(), cfg.clone()])
+            .collect::<Vec<_>>()
+    };
+    let said = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let untouched = |sim: &tiw_push_exporter::simulator::Simulator| {
+        assert_eq!(sim.callback(app), (backend.0.to_string(), backend.1.to_string()));
+    };
+
+    let out = run_bin(
+        args(&["callback", "set-url", "https://exporter.example.com/callback"]),
+        "",
+    )
+    .await;
+    let text = said(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("already has a callback URL")
+            && text.contains("set now:      https://backend.example.com/tiw/push")
+            && text.contains("would become: https://exporter.example.com/callback")
+            && text.contains("--replace"),
+        "{text}"
+    );
+    untouched(&sim.sim);
+
+    let out = run_bin(args(&["callback", "set-url", "--delete"]), "").await;
+    let text = said(&out);
+    assert!(!out.status.success() && text.contains("would become: (none)"), "{text}");
+    assert!(text.contains("--delete --replace"), "{text}");
+    untouched(&sim.sim);
+
+    for key_args in [&["callback", "set-key"][..], &["callback", "set-key", "--delete"]] {
+        let out = run_bin(args(key_args), "").await;
+        let text = said(&out);
+        assert!(!out.status.success(), "{key_args:?}: {text}");
+        assert!(
+            text.contains("already has a callback key") && text.contains("set now:      ba****42"),
+            "{text}"
+        );
+        assert!(
+            !text.contains(backend.1) && !text.contains("exporterKey00077"),
+            "a key in the output: {text}"
+        );
+        untouched(&sim.sim);
+    }
+    let out = run_bin(args(&["callback", "set-key", "--stdin"]), "anotherKey000099\n").await;
+    assert!(!out.status.success() && said(&out).contains("would become: an****99"));
+    untouched(&sim.sim);
+
+    // The same value again is no change, and no call.
+    let out = run_bin(args(&["callback", "set-url", backend.0]), "").await;
+    assert!(
+        out.status.success() && said(&out).contains("nothing to change"),
+        "{}",
+        said(&out)
+    );
+    untouched(&sim.sim);
+
+    // --replace does it, and says what it replaced.
+    let out = run_bin(
+        args(&[
+            "callback",
+            "set-url",
+            "--replace",
+            "https://exporter.example.com/callback",
+        ]),
+        "",
+    )
+    .await;
+    let text = said(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("https://backend.example.com/tiw/push -> https://exporter.example.com/callback"),
+        "{text}"
+    );
+    assert_eq!(sim.sim.callback(app).0, "https://exporter.example.com/callback");
+    let out = run_bin(args(&["callback", "set-key", "--replace"]), "").await;
+    let text = said(&out);
+    assert!(out.status.success() && text.contains("ba****42 -> ex****77"), "{text}");
+    assert_eq!(sim.sim.callback(app).1, "exporterKey00077");
+
+    // Nothing set: no --replace needed.
+    sim.sim.set_callback(app, "", "");
+    let out = run_bin(args(&["callback", "set-key"]), "").await;
+    assert!(out.status.success(), "{}", said(&out));
+    assert_eq!(sim.sim.callback(app).1, "exporterKey00077");
     sim.stop().await;
 }
 

@@ -82,12 +82,12 @@ async fn callback_commands_warn_where_the_operator_errs() {
         "show says it too:\n{said}"
     );
     // The config's own key: no warning either way.
-    let (ok, said) = run(args(&["callback", "set-key"], &config), vec![]).await;
+    let (ok, said) = run(args(&["callback", "set-key", "--replace"], &config), vec![]).await;
     assert!(ok && !said.contains("warning"), "{said}");
     let (ok, said) = run(args(&["callback", "show"], &config), vec![]).await;
     assert!(ok && !said.contains("warning"), "{said}");
     // --delete while the config has a key: TIW then sends unsigned callbacks, which are refused.
-    let (ok, said) = run(args(&["callback", "set-key", "--delete"], &config), vec![]).await;
+    let (ok, said) = run(args(&["callback", "set-key", "--delete", "--replace"], &config), vec![]).await;
     assert!(ok && said.contains("refuse them as `unsigned`"), "{said}");
 
     // http:// and a path that is not callback.path.
@@ -104,7 +104,10 @@ async fn callback_commands_warn_where_the_operator_errs() {
         "{said}"
     );
     let (ok, said) = run(
-        args(&["callback", "set-url", "https://exporter.example.com/tiw"], &config),
+        args(
+            &["callback", "set-url", "--replace", "https://exporter.example.com/tiw"],
+            &config,
+        ),
         vec![],
     )
     .await;
@@ -114,7 +117,12 @@ async fn callback_commands_warn_where_the_operator_errs() {
     );
     let (ok, said) = run(
         args(
-            &["callback", "set-url", "https://exporter.example.com/callback"],
+            &[
+                "callback",
+                "set-url",
+                "--replace",
+                "https://exporter.example.com/callback",
+            ],
             &config,
         ),
         vec![],
