@@ -17,6 +17,7 @@ use crate::http::{router, HttpState};
 use crate::metrics::ExporterMetrics;
 use crate::poller::PollOptions;
 use crate::registry::TaskRegistry;
+use crate::relay::{Relay, RelayGauges};
 pub use crate::reload::ConfigRewrite;
 use crate::reload::{ReloadHandle, ReloadReply, Supervisor};
 use crate::store::{spawn_writer, writer_channel, Store, StoreError, WriterInbox};
@@ -75,6 +76,8 @@ pub struct Exporter {
     pub metrics: Arc<ExporterMetrics>,
     pub callbacks: Arc<CallbackReceiver>,
     pub store: Arc<Store>,
+    /// Relay mode's queues (empty unless an app has `callback_forward_url`).
+    pub relay: Arc<Relay>,
     options: ServeOptions,
     /// The web config in force (re-read on change).
     web: Arc<LiveWebConfig>,
@@ -106,12 +109,20 @@ impl Exporter {
         metrics.register_apps(config.apps.iter().map(|a| a.sdk_app_id));
         callback::log_trust(&config);
         metrics.config.loaded(true);
+        let relay = Relay::new(&config, store.load_relay()?, metrics.relay.clone());
+        log_relay_backlog(&relay);
+        // Names and label sets are constants of RelayGauges: failing here is a programming error.
+        metrics
+            .register(Box::new(
+                RelayGauges::new(&relay).expect("metric definitions are valid"),
+            ))
+            .expect("the relay's gauges are registered once");
         let (durable, writer_inbox) = writer_channel();
         let callbacks = Arc::new(CallbackReceiver::durable(
             &config,
             registry.clone(),
             metrics.clone(),
-            durable,
+            (durable, relay.clone()),
             options.limits.read_timeout,
         ));
         let (reload, reload_rx) = ReloadHandle::channel();
@@ -123,6 +134,7 @@ impl Exporter {
             metrics,
             callbacks,
             store,
+            relay,
             options,
             ready: Arc::new(AtomicBool::new(false)),
             reload,
@@ -247,11 +259,13 @@ impl Exporter {
             store,
             writer_inbox,
             web,
+            relay,
             ..
         } = self;
+        crate::relay::deliver::spawn(relay.clone(), &tracker, token.clone());
         spawn_writer(
             store,
-            registry.clone(),
+            (registry.clone(), relay),
             metrics.store.clone(),
             writer_inbox,
             &tracker,
@@ -329,6 +343,24 @@ impl Exporter {
         writer_token.cancel();
         tracker.wait().await;
         result
+    }
+}
+
+/// Says what the relay still has to deliver from before the start.
+fn log_relay_backlog(relay: &Relay) {
+    for d in relay.depths() {
+        if d.requests > 0 || d.dead_letters > 0 {
+            tracing::info!(
+                sdk_app_id = d.sdk_app_id,
+                queued = d.requests,
+                dead_letters = d.dead_letters,
+                backend = relay
+                    .url(d.sdk_app_id)
+                    .map(|u| u.origin().ascii_serialization())
+                    .unwrap_or_else(|| "(none configured)".into()),
+                "restored callbacks still to relay to the backend"
+            );
+        }
     }
 }
 

@@ -299,6 +299,71 @@ impl CallbackInstruments {
     }
 }
 
+/// What becomes of relayed callbacks (`tiw_exporter_callback_forward_total{outcome}`): queued,
+/// delivered (the backend answered 2xx), retried (an attempt failed: 5xx, timeout, no connection),
+/// dead_letter (the backend answered 4xx), refused_full (the queue was full: TIW answered 503).
+pub const FORWARD_OUTCOMES: [&str; 5] = ["queued", "delivered", "retried", "dead_letter", "refused_full"];
+
+/// Relay mode's counters and its delivery latency; the queue gauges are read from the relay at
+/// scrape time (`relay::RelayGauges`).
+#[derive(Clone)]
+pub struct RelayInstruments {
+    forwarded: IntCounterVec,
+    latency: HistogramVec,
+}
+
+impl RelayInstruments {
+    pub fn new(registry: &Registry) -> prometheus::Result<RelayInstruments> {
+        Ok(RelayInstruments {
+            forwarded: registered(registry, IntCounterVec::new(
+                Opts::new(
+                    "tiw_exporter_callback_forward_total",
+                    "Callbacks relayed to the app's callback_forward_url, by outcome: queued, delivered (2xx), retried (an attempt failed: 5xx, timeout, no connection), dead_letter (4xx: kept, not retried), refused_full (queue full: TIW answered 503 and retries).",
+                ),
+                &["sdk_app_id", "outcome"],
+            )?)?,
+            latency: registered(registry, HistogramVec::new(
+                HistogramOpts::new(
+                    "tiw_exporter_callback_forward_delivery_seconds",
+                    "Time from a relayed callback's receipt to the backend's 2xx, retries included.",
+                )
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0]),
+                &["sdk_app_id"],
+            )?)?,
+        })
+    }
+
+    /// Instruments registered nowhere (unit tests).
+    pub fn unexposed() -> RelayInstruments {
+        RelayInstruments::new(&Registry::new()).expect("metric definitions are valid")
+    }
+
+    /// Creates an app's series, so that rate() and alerts see its first increase.
+    pub fn register_app(&self, app: u64) {
+        let app = app.to_string();
+        for outcome in FORWARD_OUTCOMES {
+            self.forwarded.with_label_values(&[&app, outcome]);
+        }
+        self.latency.with_label_values(&[&app]);
+    }
+
+    pub fn counted(&self, app: u64, outcome: &str) {
+        self.forwarded.with_label_values(&[&app.to_string(), outcome]).inc();
+    }
+
+    /// The backend took a request `waited` seconds after its receipt.
+    pub fn delivered(&self, app: u64, waited: f64) {
+        let app = app.to_string();
+        self.forwarded.with_label_values(&[&app, "delivered"]).inc();
+        self.latency.with_label_values(&[&app]).observe(waited);
+    }
+
+    /// How many of `app`'s requests came to `outcome` (tests read it).
+    pub fn count(&self, app: u64, outcome: &str) -> u64 {
+        self.forwarded.with_label_values(&[&app.to_string(), outcome]).get()
+    }
+}
+
 /// Requests the HTTP servers refused before handling them.
 #[derive(Clone)]
 pub struct HttpInstruments {

@@ -35,6 +35,7 @@ pub mod logfmt;
 pub mod metrics;
 pub mod poller;
 pub mod registry;
+pub mod relay;
 pub mod reload;
 pub mod server;
 pub mod simulator;

@@ -18,6 +18,7 @@ use axum::routing::post;
 use axum::Router;
 
 use super::{CallbackOutcome, CallbackReceiver, Processed};
+use crate::relay::NotQueued;
 use crate::task::unix_now;
 
 /// An oversized body is read (and thrown away) up to this size before the 413, so that the
@@ -106,6 +107,9 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, request: Request)
         )
             .into_response();
     }
+    // Relay mode keeps the headers TIW sent, to send them on with the body.
+    let relay = receiver.relay.as_ref().filter(|r| r.enabled()).cloned();
+    let headers = relay.as_ref().map(|_| request.headers().clone());
     let deadline = receiver.read_timeout.min(CALLBACK_BODY_TIMEOUT);
     let read = match tokio::time::timeout(deadline, read_limited(request.into_body(), max)).await {
         Ok(read) => read,
@@ -133,6 +137,30 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, request: Request)
         )
             .into_response();
     };
+    // Relay mode: queued for the app's backend before the exporter looks at it, whatever it
+    // makes of it; answered 200 once the queue entry is on disk (below).
+    let relayed = match (&relay, &read, &headers) {
+        (Some(relay), Ok(bytes), Some(headers)) => match relay.enqueue(headers, bytes) {
+            Ok(_) => true,
+            Err(NotQueued::NotRelayed) => false,
+            Err(NotQueued::Full) => {
+                let app = crate::relay::body_app(bytes).unwrap_or_default();
+                if let Some(suppressed) = receiver.refusal_to_log(app, "forward_queue_full") {
+                    tracing::warn!(
+                        sdk_app_id = app,
+                        refused_since_last_line = suppressed,
+                        "callback relay queue full (callback.forward.max_queue or max_queue_bytes): answered 503, TIW retries; is the backend down?"
+                    );
+                }
+                return (
+                    [("retry-after", "5")],
+                    error_reply(StatusCode::SERVICE_UNAVAILABLE, "relay queue full, retry later"),
+                )
+                    .into_response();
+            }
+        },
+        _ => false,
+    };
     let processed = match read {
         Ok(bytes) => receiver.process(&bytes, unix_now()),
         Err(e) => {
@@ -152,6 +180,9 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, request: Request)
         }
     };
     receiver.record(&processed);
+    if relayed {
+        return relayed_reply(&receiver, &processed).await;
+    }
     // Accepted or duplicate, the reply promises durability: a duplicate may be the retry of an
     // event whose first write failed.
     if matches!(
@@ -201,6 +232,57 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, request: Request)
         }
         error_reply(status, processed.outcome.label())
     }
+}
+
+/// TIW's answer to a relayed request: 200 once its queue entry (and the exporter's own change) is
+/// on disk, whatever the exporter made of it; the backend's answer comes later, so the relay
+/// takes over TIW's retries. 503 when the store cannot write, so that TIW keeps it.
+async fn relayed_reply(receiver: &CallbackReceiver, processed: &Processed) -> Response {
+    if let Some(store) = &receiver.store {
+        if store.flush().await.is_err() {
+            let why = "the store could not write it: not acknowledged, TIW retries";
+            receiver.remember(processed, StatusCode::SERVICE_UNAVAILABLE, Some(why));
+            return error_reply(StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry later");
+        }
+    }
+    let own = processed.outcome.status();
+    let why = (own != StatusCode::OK).then(|| {
+        format!(
+            "relayed to the backend; the exporter itself refused it ({} {}): {}",
+            own.as_u16(),
+            processed.outcome.label(),
+            processed.reason
+        )
+    });
+    receiver.remember(
+        processed,
+        StatusCode::OK,
+        why.as_deref().or(Some("relayed to the backend")),
+    );
+    if own != StatusCode::OK {
+        if let Some(suppressed) = receiver.refusal_to_log(processed.sdk_app_id, processed.outcome.label()) {
+            tracing::info!(
+                sdk_app_id = processed.sdk_app_id,
+                event_type = processed.event_type,
+                outcome = processed.outcome.label(),
+                reason = %processed.reason,
+                refused_since_last_line = suppressed,
+                "callback refused by the exporter, relayed to the backend all the same"
+            );
+        }
+    } else if processed.outcome == CallbackOutcome::Accepted && receiver.first_for_app(processed.sdk_app_id) {
+        tracing::info!(
+            sdk_app_id = processed.sdk_app_id,
+            event_type = processed.event_type,
+            "first callback accepted for this app (relay mode): TIW reaches the exporter and the key matches"
+        );
+    }
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        r#"{"error_code":0}"#,
+    )
+        .into_response()
 }
 
 /// A refusal as TIW's callback replies are shaped: `{"error_code": <HTTP status>, "error_msg": ...}`.

@@ -29,6 +29,7 @@ use subtle::ConstantTimeEq;
 use crate::config::Config;
 use crate::metrics::ExporterMetrics;
 use crate::registry::{CallbackApplied, TaskRegistry};
+use crate::relay::Relay;
 use crate::store::StoreHandle;
 use crate::task::{is_task_id, truncate, Failure, FinishReason, Observation, PushEvent, TaskStatus};
 
@@ -269,31 +270,33 @@ pub struct CallbackReceiver {
     /// Where a taken event is made durable before it is answered 200 (`None`: no store, as in
     /// unit tests and the fuzz targets).
     store: Option<StoreHandle>,
+    /// Relay mode: requests of apps with `callback_forward_url` are queued for their backend.
+    relay: Option<Arc<Relay>>,
 }
 
 impl CallbackReceiver {
     /// A receiver that answers as soon as an event is applied: no store, a 10 s body deadline.
     pub fn new(config: &Config, registry: Arc<TaskRegistry>, metrics: Arc<ExporterMetrics>) -> Self {
-        Self::build(config, registry, metrics, None, Duration::from_secs(10))
+        Self::build(config, registry, metrics, (None, None), Duration::from_secs(10))
     }
 
-    /// The serving receiver: an event is answered 200 only once `store` has it on disk, and a
-    /// body must arrive within `read_timeout`.
+    /// The serving receiver: an event is answered 200 only once `store` has it on disk (and, in
+    /// relay mode, `relay`'s queue entry for it), and a body must arrive within `read_timeout`.
     pub fn durable(
         config: &Config,
         registry: Arc<TaskRegistry>,
         metrics: Arc<ExporterMetrics>,
-        store: StoreHandle,
+        (store, relay): (StoreHandle, Arc<Relay>),
         read_timeout: Duration,
     ) -> Self {
-        Self::build(config, registry, metrics, Some(store), read_timeout)
+        Self::build(config, registry, metrics, (Some(store), Some(relay)), read_timeout)
     }
 
     fn build(
         config: &Config,
         registry: Arc<TaskRegistry>,
         metrics: Arc<ExporterMetrics>,
-        store: Option<StoreHandle>,
+        (store, relay): (Option<StoreHandle>, Option<Arc<Relay>>),
         read_timeout: Duration,
     ) -> Self {
         let receiver = CallbackReceiver {
@@ -305,6 +308,7 @@ impl CallbackReceiver {
             in_flight: Default::default(),
             read_timeout: read_timeout.max(Duration::from_millis(1)),
             store,
+            relay,
         };
         receiver.reconfigure(config);
         receiver
@@ -328,6 +332,9 @@ impl CallbackReceiver {
             .store(config.callback.max_body_bytes, Ordering::Relaxed);
         self.max_in_flight
             .store(config.callback.max_in_flight, Ordering::Relaxed);
+        if let Some(relay) = &self.relay {
+            relay.reconfigure(config);
+        }
     }
 
     /// The largest body accepted.

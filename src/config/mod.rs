@@ -51,6 +51,9 @@ pub struct AppConfig {
     /// Accept unsigned push events for an app without a key (anyone who finds the URL can then
     /// claim tasks: SPEC §3).
     pub allow_unsigned_callbacks: bool,
+    /// Relay mode: every request TIW sends to the callback path for this app is also delivered,
+    /// as TIW sent it, to this URL (the backend that owned TIW's callback URL before).
+    pub callback_forward_url: Option<Url>,
     /// Find running tasks with DescribeRunningTasks.
     pub discover: bool,
     /// Task ids to follow in any case.
@@ -128,6 +131,22 @@ pub struct CallbackConfig {
     /// Aggregates follow a callback's unconfirmed claim only once the app's API could not be
     /// reached for this long (SPEC §3).
     pub confirm_timeout: Duration,
+    /// How relayed requests are delivered (`callback.forward`).
+    pub forward: ForwardConfig,
+}
+
+/// `callback.forward`: how requests relayed to `apps[].callback_forward_url` are delivered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardConfig {
+    /// One delivery attempt at most this long.
+    pub timeout: Duration,
+    /// The wait after a first failed attempt; doubled after each further failure up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// Requests queued per app at most; more are answered 503, so that TIW retries them.
+    pub max_queue: usize,
+    /// Bytes of queued bodies per app at most.
+    pub max_queue_bytes: usize,
 }
 
 /// One problem found in a config file, with the key path it concerns.
@@ -283,10 +302,13 @@ impl Config {
         let mut out = self.region_warnings();
         for (i, app) in self.apps.iter().enumerate() {
             match (&app.callback_key, app.allow_unsigned_callbacks) {
-                (None, false) => out.push(format!(
-                    "apps[{i}].callback_key: not set, so app {} can receive no push callback (they are refused as unsigned) and is watched by polling alone; set a key (callback set-key), or allow_unsigned_callbacks: true",
+                // Poll-only is a mode of its own (README, "Callbacks and your existing backend"):
+                // no key, no warning, unless requests are relayed that the exporter cannot read.
+                (None, false) if app.callback_forward_url.is_some() => out.push(format!(
+                    "apps[{i}].callback_key: not set, so app {} relays TIW's callbacks to its backend but refuses them itself as unsigned (polling alone watches it); set the key TIW signs with (the backend's: callback show)",
                     app.sdk_app_id
                 )),
+                (None, false) => {}
                 (None, true) => out.push(format!(
                     "apps[{i}].allow_unsigned_callbacks: app {} accepts unsigned push callbacks: anyone who finds the callback URL can claim tasks for it; set a callback_key",
                     app.sdk_app_id
@@ -375,6 +397,7 @@ fn scrub(message: &str) -> String {
 }
 
 mod expand;
+mod forward;
 #[cfg(test)]
 mod tests;
 mod validate;

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 use url::Url;
 
+use super::forward::{forward, forward_url, RawForward};
 use super::{
     parse_listen_address, ApiConfig, AppConfig, CallbackConfig, Config, Credentials, PollConfig, Problem,
     DEFAULT_CALLBACKS_IN_FLIGHT, DEFAULT_DISCOVERY_INTERVAL, DEFAULT_ENDPOINT, MAX_REQUESTS_PER_SECOND,
@@ -50,6 +51,7 @@ struct RawApp {
     callback_key: Option<Value>,
     callback_key_previous: Option<Value>,
     allow_unsigned_callbacks: Option<Value>,
+    callback_forward_url: Option<Value>,
     discover: Option<Value>,
     tasks: Option<Vec<Value>>,
     tencentcloud: Option<RawApi>,
@@ -69,6 +71,7 @@ struct RawCallback {
     max_in_flight: Option<Value>,
     max_unconfirmed_tasks: Option<Value>,
     confirm_timeout: Option<Value>,
+    forward: Option<RawForward>,
 }
 
 #[derive(Deserialize, Default)]
@@ -85,12 +88,12 @@ struct RawRetention {
 // ---------------------------------------------------------------------------------------------
 // Validation: every leaf converted, every problem collected.
 
-struct Check<'a> {
+pub(super) struct Check<'a> {
     problems: &'a mut Vec<Problem>,
 }
 
 impl Check<'_> {
-    fn fail(&mut self, path: &str, message: impl Into<String>) {
+    pub(super) fn fail(&mut self, path: &str, message: impl Into<String>) {
         self.problems.push(Problem {
             path: path.to_string(),
             message: message.into(),
@@ -98,7 +101,7 @@ impl Check<'_> {
     }
 
     /// A plain string; numbers and booleans are accepted as their text.
-    fn string(&mut self, path: &str, v: Option<&Value>) -> Option<String> {
+    pub(super) fn string(&mut self, path: &str, v: Option<&Value>) -> Option<String> {
         match v? {
             Value::Null => None,
             Value::String(s) => Some(s.clone()),
@@ -112,11 +115,11 @@ impl Check<'_> {
     }
 
     /// A secret: never echoed in a message.
-    fn secret(&mut self, path: &str, v: Option<&Value>) -> Option<String> {
+    pub(super) fn secret(&mut self, path: &str, v: Option<&Value>) -> Option<String> {
         self.string(path, v).filter(|s| !s.is_empty())
     }
 
-    fn integer(&mut self, path: &str, v: Option<&Value>) -> Option<i64> {
+    pub(super) fn integer(&mut self, path: &str, v: Option<&Value>) -> Option<i64> {
         let parsed = match v? {
             Value::Null => return None,
             Value::Number(n) => n.as_i64(),
@@ -129,7 +132,7 @@ impl Check<'_> {
         parsed
     }
 
-    fn boolean(&mut self, path: &str, v: Option<&Value>, default: bool) -> bool {
+    pub(super) fn boolean(&mut self, path: &str, v: Option<&Value>, default: bool) -> bool {
         let Some(v) = v else { return default };
         match v {
             Value::Null => default,
@@ -143,7 +146,7 @@ impl Check<'_> {
         }
     }
 
-    fn duration(&mut self, path: &str, v: Option<&Value>, default: Duration) -> Duration {
+    pub(super) fn duration(&mut self, path: &str, v: Option<&Value>, default: Duration) -> Duration {
         let Some(text) = self.string(path, v) else {
             return default;
         };
@@ -347,6 +350,11 @@ pub(super) fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, probl
             app.allow_unsigned_callbacks.as_ref(),
             false,
         );
+        let callback_forward_url = forward_url(
+            &mut c,
+            &format!("{path}.callback_forward_url"),
+            app.callback_forward_url.as_ref(),
+        );
         let discover = c.boolean(&format!("{path}.discover"), app.discover.as_ref(), true);
         let mut tasks = Vec::new();
         for (j, t) in app.tasks.iter().flatten().enumerate() {
@@ -373,6 +381,7 @@ pub(super) fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, probl
                 callback_key: callback_key.map(SecretString::from),
                 callback_key_previous: callback_key_previous.map(SecretString::from),
                 allow_unsigned_callbacks,
+                callback_forward_url,
                 discover,
                 tasks,
                 api,
@@ -506,6 +515,7 @@ pub(super) fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, probl
             max_in_flight,
             max_unconfirmed_tasks,
             confirm_timeout,
+            forward: forward(&mut c, cb.forward.as_ref(), max_body_bytes),
         },
         state_path: PathBuf::from(state_path),
         retention_stopped_tasks,
@@ -552,6 +562,7 @@ fn known_keys(parent: &str) -> &'static [&'static str] {
         "apps" => fields_of::<RawApp>(),
         "poll" => fields_of::<RawPoll>(),
         "callback" => fields_of::<RawCallback>(),
+        "callback.forward" => fields_of::<RawForward>(),
         "state" => fields_of::<RawState>(),
         "retention" => fields_of::<RawRetention>(),
         "ha" => fields_of::<RawHa>(),

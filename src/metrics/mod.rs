@@ -25,7 +25,7 @@ mod tests;
 
 use crate::instruments::{
     ApiInstruments, CallbackInstruments, ConfigInstruments, HttpInstruments, PollInstruments, RecentEvents,
-    StoreInstruments, TaskInstruments,
+    RelayInstruments, StoreInstruments, TaskInstruments,
 };
 pub use exposition::{TaskCollector, TEXT_CONTENT_TYPE};
 
@@ -63,6 +63,7 @@ pub struct ExporterMetrics {
     pub http: HttpInstruments,
     pub store: StoreInstruments,
     pub config: ConfigInstruments,
+    pub relay: RelayInstruments,
     /// The last callbacks and API errors, for the landing page (not on `/metrics`).
     pub recent: RecentEvents,
     /// Whether per-task series are rendered (`per_task_metrics`).
@@ -133,6 +134,7 @@ impl ExporterMetrics {
             http: HttpInstruments::new(process_and_http)?,
             store: StoreInstruments::new(&registry)?,
             config: ConfigInstruments::new(&registry)?,
+            relay: RelayInstruments::new(&registry)?,
             recent: RecentEvents::default(),
             registry,
             per_task_metrics,
@@ -268,6 +270,11 @@ impl ExporterMetrics {
     /// the first increase of a configured app (and of `sdk_app_id=""`).
     pub fn register_apps(&self, apps: impl IntoIterator<Item = u64>) {
         crate::instruments::register_apps(&self.callbacks, &self.tasks, apps);
+    }
+
+    /// Adds a collector read at every scrape (the relay's queue gauges).
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) -> prometheus::Result<()> {
+        self.registry.register(collector)
     }
 
     /// The task families alone, as [`ExporterMetrics::render`] writes them.

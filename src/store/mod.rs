@@ -24,11 +24,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::instruments::StoreInstruments;
 use crate::registry::{AppStats, Batch, Key, Restored, Task, TaskRegistry};
+use crate::relay::{Relay, RelayOp};
 
 /// The store's page cache (see [`Store::builder`]): enough for the pages a commit of a few hundred
 /// changed tasks touches; at 10,000 tasks the redb default held ~20 MiB of pages read once at start.
 const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
+mod relay;
 #[cfg(test)]
 mod tests;
 
@@ -278,6 +280,8 @@ impl Store {
             txn.open_table(TASKS).map_err(|e| self.write_err(e))?;
             txn.open_table(APPS).map_err(|e| self.write_err(e))?;
             txn.open_table(TOMBSTONES).map_err(|e| self.write_err(e))?;
+            txn.open_table(relay::QUEUE).map_err(|e| self.write_err(e))?;
+            txn.open_table(relay::DEAD).map_err(|e| self.write_err(e))?;
             txn.commit().map_err(|e| self.write_err(e))
         })
     }
@@ -369,10 +373,15 @@ impl Store {
 
     /// Writes one batch in one transaction; returns once it is durable.
     pub fn write(&self, batch: &Batch) -> Result<(), StoreError> {
-        self.with_db(|db| self.write_to(db, batch))
+        self.commit(batch, &[])
     }
 
-    fn write_to(&self, db: &Database, batch: &Batch) -> Result<(), StoreError> {
+    /// Writes one batch and the relay's changes in one transaction; returns once it is durable.
+    pub fn commit(&self, batch: &Batch, relay: &[RelayOp]) -> Result<(), StoreError> {
+        self.with_db(|db| self.write_to(db, batch, relay))
+    }
+
+    fn write_to(&self, db: &Database, batch: &Batch, relay: &[RelayOp]) -> Result<(), StoreError> {
         let txn = db.begin_write().map_err(|e| self.write_err(e))?;
         {
             let mut tasks = txn.open_table(TASKS).map_err(|e| self.write_err(e))?;
@@ -410,6 +419,7 @@ impl Store {
                     .map_err(|e| self.write_err(e))?;
             }
         }
+        self.write_relay(&txn, relay)?;
         txn.commit().map_err(|e| self.write_err(e))
     }
 
@@ -495,7 +505,7 @@ impl StoreHandle {
 /// Starts the writer on `inbox`; it writes a last batch and stops when `token` is cancelled.
 pub fn spawn_writer(
     store: Arc<Store>,
-    registry: Arc<TaskRegistry>,
+    (registry, relay): (Arc<TaskRegistry>, Arc<Relay>),
     metrics: StoreInstruments,
     inbox: WriterInbox,
     tracker: &tokio_util::task::TaskTracker,
@@ -518,14 +528,14 @@ pub fn spawn_writer(
             while let Ok(req) = rx.try_recv() {
                 waiters.push(req);
             }
-            let ok = write_once(&store, &registry, &metrics, &mut failing).await;
+            let ok = write_once(&store, (&registry, &relay), &metrics, &mut failing).await;
             for w in waiters {
                 let _ = w.send(ok);
             }
             if stopping {
                 rx.close();
                 while let Ok(w) = rx.try_recv() {
-                    let _ = w.send(write_once(&store, &registry, &metrics, &mut failing).await);
+                    let _ = w.send(write_once(&store, (&registry, &relay), &metrics, &mut failing).await);
                 }
                 return;
             }
@@ -545,20 +555,21 @@ pub fn writer_channel() -> (StoreHandle, WriterInbox) {
 
 async fn write_once(
     store: &Arc<Store>,
-    registry: &Arc<TaskRegistry>,
+    (registry, relay): (&Arc<TaskRegistry>, &Arc<Relay>),
     metrics: &StoreInstruments,
     failing: &mut bool,
 ) -> bool {
     let batch = registry.take_batch();
-    if batch.is_empty() {
+    let ops = relay.take_ops();
+    if batch.is_empty() && ops.is_empty() {
         // Nothing pending means everything taken so far was written.
         return true;
     }
     let started = Instant::now();
     let (s, b) = (store.clone(), batch);
-    let (result, batch) = match tokio::task::spawn_blocking(move || {
-        let r = s.write(&b);
-        (r, b)
+    let (result, (batch, ops)) = match tokio::task::spawn_blocking(move || {
+        let r = s.commit(&b, &ops);
+        (r, (b, ops))
     })
     .await
     {
@@ -578,6 +589,7 @@ async fn write_once(
         }
         Err(e) => {
             registry.return_batch(batch);
+            relay.return_ops(ops);
             if !std::mem::replace(failing, true) {
                 tracing::error!(error = %e, "store write failed; callbacks are answered 503 until it writes again");
             }

@@ -469,11 +469,11 @@ async fn set_url_and_set_key_refuse_to_replace_existing_values_without_replace()
     sim.stop().await;
 }
 
-/// check-config warns about an app that can receive no callback, and one that takes unsigned events.
+/// check-config warns about an app that relays callbacks it cannot verify, and one that takes unsigned events; poll-only is no mistake.
 #[test]
 fn check_config_warns_about_callback_trust() {
     let f = write_config(
-        "tencentcloud: {secret_id: a, secret_key: b}\napps:\n  - sdk_app_id: 1\n  - sdk_app_id: 2\n    allow_unsigned_callbacks: true\n  - sdk_app_id: 3\n    callback_key: k3\n",
+        "tencentcloud: {secret_id: a, secret_key: b}\napps:\n  - sdk_app_id: 1\n    callback_forward_url: http://backend.internal/tiw\n  - sdk_app_id: 2\n    allow_unsigned_callbacks: true\n  - sdk_app_id: 3\n    callback_key: k3\n  - sdk_app_id: 4\n",
     );
     let out = Command::new(BIN)
         .args(["check-config", "--config.file"])
@@ -483,7 +483,7 @@ fn check_config_warns_about_callback_trust() {
     assert!(out.status.success(), "warnings do not fail the check");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("warning: apps[0].callback_key: not set, so app 1 can receive no push callback"),
+        err.contains("warning: apps[0].callback_key: not set, so app 1 relays TIW's callbacks to its backend but refuses them itself"),
         "{err}"
     );
     assert!(
@@ -491,6 +491,10 @@ fn check_config_warns_about_callback_trust() {
         "{err}"
     );
     assert!(!err.contains("apps[2]"), "{err}");
+    assert!(
+        !err.contains("apps[3]"),
+        "poll-only (no key, no relay) is a mode, not a mistake: {err}"
+    );
 }
 
 /// Bad values for the server-limit flags and the demo's fault rate stop the binary with exit 2
