@@ -187,6 +187,7 @@ impl Exporter {
                 0 => None,
                 n => Some(Arc::new(tokio::sync::Semaphore::new(n))),
             },
+            relay: Some(self.relay.clone()),
         });
         // Basic auth guards metrics, reload and the landing page; probes stay open, and callbacks
         // (merged below, outside the guard) carry their own signature. With a web config file the

@@ -259,6 +259,10 @@ Version <code>{VERSION}</code>, revision <code>{REVISION}</code>.</p>
         b.push_str("</table>\n");
     }
 
+    if let Some(relay) = &state.relay {
+        relayed(&mut b, relay);
+    }
+
     let errors = state.metrics.recent.api_errors();
     b.push_str("<h2>Recent API errors</h2>\n");
     if errors.iter().all(|(_, e)| e.is_empty()) {
@@ -283,6 +287,62 @@ Version <code>{VERSION}</code>, revision <code>{REVISION}</code>.</p>
         b.push_str("</table>\n");
     }
     Html(page("TIW Push Exporter", &b))
+}
+
+/// Relay mode: each app's queue toward its backend, and the last deliveries and failures.
+fn relayed(b: &mut String, relay: &crate::relay::Relay) {
+    let depths = relay.depths();
+    if depths.is_empty() {
+        return;
+    }
+    b.push_str("<h2>Relayed callbacks</h2>\n<p class=\"muted\">Every request TIW sends for these apps goes on to their backend (callback_forward_url), in order, at least once.</p>\n");
+    b.push_str(
+        "<table><tr><th>SdkAppId</th><th>Backend</th><th>Queued</th><th>Oldest</th><th>Dead letters</th></tr>\n",
+    );
+    for d in &depths {
+        let backend = relay
+            .url(d.sdk_app_id)
+            .map(|u| escape(&u.origin().ascii_serialization()))
+            .unwrap_or_else(|| "<span class=\"bad\">none configured: waiting</span>".into());
+        let class = |bad: bool| if bad { "bad" } else { "ok" };
+        let _ = writeln!(
+            b,
+            "<tr><td>{}</td><td>{backend}</td><td class=\"{}\">{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+            d.sdk_app_id,
+            class(d.requests > 0),
+            d.requests,
+            d.oldest.map(ago).unwrap_or_else(|| "—".into()),
+            class(d.dead_letters > 0),
+            d.dead_letters
+        );
+    }
+    b.push_str("</table>\n");
+    let recent = relay.recent();
+    if recent.is_empty() {
+        b.push_str("<p class=\"muted\">No delivery attempt since start.</p>\n");
+        return;
+    }
+    let _ = writeln!(
+        b,
+        "<p class=\"muted\">The last {} deliveries and failures of at most {}, newest first.</p>\n<table><tr><th>Time</th><th>SdkAppId</th><th>Request</th><th>Outcome</th><th>Backend's answer</th><th>Waited</th></tr>",
+        recent.len(),
+        crate::relay::RECENT_DELIVERIES
+    );
+    for r in &recent {
+        let class = if r.outcome == "delivered" { "ok" } else { "bad" };
+        let _ = writeln!(
+            b,
+            "<tr><td title=\"{}\">{}</td><td>{}</td><td>#{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{:.1} s</td></tr>",
+            when(r.at),
+            ago(r.at),
+            r.sdk_app_id,
+            r.seq,
+            r.outcome,
+            escape(&r.answer),
+            r.waited
+        );
+    }
+    b.push_str("</table>\n");
 }
 
 #[derive(Deserialize)]

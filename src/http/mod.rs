@@ -29,6 +29,8 @@ pub struct HttpState {
     pub reload: Option<ReloadHandle>,
     /// Scrapes answered at once (`--web.max-requests`); `None`: no limit.
     pub scrapes: Option<Arc<tokio::sync::Semaphore>>,
+    /// Relay mode's queues, for the landing page.
+    pub relay: Option<Arc<crate::relay::Relay>>,
 }
 
 /// The largest body these routes let through; none of them reads a body.
@@ -179,6 +181,7 @@ mod tests {
             telemetry_path: "/custom".into(),
             reload: None,
             scrapes: None,
+            relay: None,
         }
     }
 

@@ -66,6 +66,9 @@ pub struct CallbackStats {
 pub(crate) struct Pending {
     pub app: u64,
     pub body: Value,
+    /// The key another TIW feature signs its events with (each feature has its own:
+    /// SetTranscodeCallbackKey, SetOnlineRecordCallbackKey); `None`: the app's push key.
+    pub key: Option<String>,
 }
 
 /// The event a transition of `task` from `before` produces, if any. Failed tasks produce none:
@@ -106,6 +109,7 @@ pub(crate) fn event_for(before: SimStatus, task: &SimTask) -> Option<Pending> {
     Some(Pending {
         app: task.sdk_app_id,
         body,
+        key: None,
     })
 }
 
@@ -165,7 +169,8 @@ async fn deliver(shared: &Shared, http: &reqwest::Client, event: Pending, knobs:
         if attempt > 0 {
             tokio::time::sleep(knobs.retry_every).await;
         }
-        let (url, key) = shared.world().callbacks.get(&event.app).cloned().unwrap_or_default();
+        let (url, push_key) = shared.world().callbacks.get(&event.app).cloned().unwrap_or_default();
+        let key = event.key.clone().unwrap_or(push_key);
         if url.is_empty() {
             shared.callback_stats_mut().no_url += 1;
             return;
@@ -176,13 +181,17 @@ async fn deliver(shared: &Shared, http: &reqwest::Client, event: Pending, knobs:
             sign_event(event.body.clone(), &key, unix_now() as u64 + SIGN_VALIDITY_SECS)
         };
         shared.callback_stats_mut().attempts += 1;
+        let bytes = body.to_string();
         let request = http
             .post(&url)
             .header("Content-Type", "application/json")
-            .body(body.to_string());
+            .body(bytes.clone());
         let ok = request.send().await.is_ok_and(|r| r.status().is_success());
         if ok {
             shared.callback_stats_mut().delivered += 1;
+            if let Some(log) = shared.acknowledged.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                log.push((event.app, bytes.into_bytes()));
+            }
             return;
         }
     }

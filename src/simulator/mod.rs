@@ -226,6 +226,8 @@ pub(crate) struct Shared {
     callback_stats: Mutex<CallbackStats>,
     /// Events of task transitions go here once the sender runs.
     outbox: Mutex<Option<tokio::sync::mpsc::UnboundedSender<callbacks::Pending>>>,
+    /// When kept ([`Simulator::keep_acknowledged`]): every callback body answered 2xx, as sent.
+    acknowledged: Mutex<Option<Vec<(u64, Vec<u8>)>>>,
     pub shutdown: CancellationToken,
 }
 
@@ -337,6 +339,7 @@ impl Simulator {
                 knobs: Mutex::new(CallbackKnobs::default()),
                 callback_stats: Mutex::new(CallbackStats::default()),
                 outbox: Mutex::new(None),
+                acknowledged: Mutex::new(None),
                 shutdown,
             }),
         }
@@ -453,6 +456,47 @@ impl Simulator {
             .world()
             .callbacks
             .insert(sdk_app_id, (url.to_string(), key.to_string()));
+    }
+
+    /// From now on, keeps every callback body the receiver answered 2xx, byte for byte, in the
+    /// order answered ([`Simulator::acknowledged`]): what TIW no longer retries.
+    pub fn keep_acknowledged(&self) {
+        self.shared
+            .acknowledged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(Vec::new);
+    }
+
+    /// The bodies kept since [`Simulator::keep_acknowledged`], with their app.
+    pub fn acknowledged(&self) -> Vec<(u64, Vec<u8>)> {
+        self.shared
+            .acknowledged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default()
+    }
+
+    /// Sends another TIW feature's event (document transcoding, real-time recording) to the app's
+    /// callback URL, signed with that feature's own `key` as TIW does (its callback docs:
+    /// "Sign = md5(CallbackKey+ExpireTime)", the key set per feature), and retried like a push
+    /// event. For an operator who registered the same URL for several features.
+    pub fn send_feature_event(&self, sdk_app_id: u64, event_type: &str, data: serde_json::Value, key: Option<&str>) {
+        let body = serde_json::json!({
+            "EventType": event_type,
+            "EventData": data,
+            "SdkAppId": sdk_app_id,
+            "Timestamp": unix_now(),
+        });
+        let event = callbacks::Pending {
+            app: sdk_app_id,
+            body,
+            key: key.map(str::to_string),
+        };
+        if let Some(tx) = self.shared.outbox.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = tx.send(event);
+        }
     }
 
     /// The callback URL and key registered for an app.

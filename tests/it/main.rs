@@ -22,6 +22,7 @@ mod operation;
 mod promtool;
 mod quickstart;
 mod ratelimit;
+mod relay;
 mod secrets;
 mod tls;
 mod toolkit;
