@@ -132,10 +132,34 @@
               (sum by (%(exporter)s, sdk_app_id) (increase(tiw_push_tasks_finished_total{%(sel)s, reason!="FAILED"}[%(window)s])) > 0)
               unless on (%(exporter)s, sdk_app_id)
               (sum by (%(exporter)s, sdk_app_id) (increase(tiw_exporter_callbacks_total{%(sel)s, outcome=~"accepted|duplicate"}[%(window)s])) > 0)
+              and on (%(exporter)s, sdk_app_id)
+              (max by (%(exporter)s, sdk_app_id) (last_over_time(tiw_exporter_callbacks_configured{%(sel)s}[%(window)s])) == 1)
             ||| % { exporter: exporter, sel: sel, window: cfg.callbacksWindow },
             'Push tasks of SdkAppId {{ $labels.sdk_app_id }} end but no TIW callback reaches {{ $labels.instance }}',
-            'Tasks of SdkAppId {{ $labels.sdk_app_id }} have ended in the last ' + cfg.callbacksWindow + ', learned by polling alone, and {{ $labels.instance }} has accepted no callback of this app for ' + cfg.callbacksWindow + ': the callback URL is probably not registered (tiw-push-exporter callback show), not routed to this instance, or the app has no callback_key.',
+            'Tasks of SdkAppId {{ $labels.sdk_app_id }} have ended in the last ' + cfg.callbacksWindow + ', learned by polling alone, and {{ $labels.instance }} has accepted no callback of this app for ' + cfg.callbacksWindow + ': the callback URL is probably not registered (tiw-push-exporter callback show), not routed to this instance, or TIW signs with another key. An app without callback_key is poll-only and never alerts.',
             cfg.callbacksWindow,
+          ),
+          alert(
+            'TiwCallbackRelayBacklog',
+            'warning',
+            'max by (%s, sdk_app_id) (tiw_exporter_callback_forward_oldest_age_seconds{%s}) > %d' % [exporter, sel, cfg.relayBacklogSeconds],
+            'Callbacks wait for the backend of SdkAppId {{ $labels.sdk_app_id }} ({{ $value | humanizeDuration }})',
+            'The oldest callback {{ $labels.instance }} relays to the backend of SdkAppId {{ $labels.sdk_app_id }} (callback_forward_url) was received {{ $value | humanizeDuration }} ago: the backend is down, slow or failing (5xx), so the product learns of pushes late. Nothing is lost while the queue has room; the landing page shows the backend\'s answers.',
+            cfg.relayBacklogFor,
+          ),
+          alert(
+            'TiwCallbackRelayDeadLetters',
+            'warning',
+            'sum by (%s, sdk_app_id) (increase(tiw_exporter_callback_forward_total{%s, outcome="dead_letter"}[10m])) > 0' % [exporter, sel],
+            'The backend of SdkAppId {{ $labels.sdk_app_id }} refused relayed callbacks for good',
+            '{{ $value | printf "%.0f" }} callbacks relayed by {{ $labels.instance }} were answered 4xx by the backend of SdkAppId {{ $labels.sdk_app_id }} in 10 minutes: they are kept as dead letters, not retried. The backend refuses what TIW sends (a wrong URL path, its own signature check with another key).',
+          ),
+          alert(
+            'TiwCallbackRelayQueueFull',
+            'critical',
+            'sum by (%s, sdk_app_id) (increase(tiw_exporter_callback_forward_total{%s, outcome="refused_full"}[10m])) > 0' % [exporter, sel],
+            'Relay queue full: TIW callbacks of SdkAppId {{ $labels.sdk_app_id }} are refused',
+            '{{ $value | printf "%.0f" }} callbacks for SdkAppId {{ $labels.sdk_app_id }} were answered 503 by {{ $labels.instance }} in 10 minutes because its relay queue is full (callback.forward.max_queue or max_queue_bytes): TIW retries each a few times and then gives up, and the backend never sees it. Bring the backend back, or raise the bound.',
           ),
           alert(
             'TiwTasksRefused',

@@ -32,5 +32,7 @@
     pollingBehindFor: '15m',
     storeFailingFor: '1m',
     overloadedFor: '10m',
+    relayBacklogSeconds: 300,  // TiwCallbackRelayBacklog: the oldest relayed callback waits this long
+    relayBacklogFor: '5m',
   },
 }

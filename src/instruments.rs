@@ -247,6 +247,7 @@ impl TaskInstruments {
 pub struct CallbackInstruments {
     received: IntCounterVec,
     delay: HistogramVec,
+    configured: GaugeVec,
 }
 
 impl CallbackInstruments {
@@ -269,10 +270,28 @@ impl CallbackInstruments {
         for event_type in &CALLBACK_EVENT_TYPES[..2] {
             delay.with_label_values(&[event_type]);
         }
+        let configured = GaugeVec::new(
+            Opts::new(
+                "tiw_exporter_callbacks_configured",
+                "1 if the app takes TIW's push callbacks (it has a callback_key, or allow_unsigned_callbacks), 0 if it is watched by polling alone: TiwCallbacksMissing only concerns the former.",
+            ),
+            &["sdk_app_id"],
+        )?;
         Ok(CallbackInstruments {
             received: registered(registry, received)?,
             delay: registered(registry, delay)?,
+            configured: registered(registry, configured)?,
         })
+    }
+
+    /// Which apps take callbacks, as configured now (apps left out lose their series).
+    pub fn configured(&self, apps: impl IntoIterator<Item = (u64, bool)>) {
+        self.configured.reset();
+        for (app, takes) in apps {
+            self.configured
+                .with_label_values(&[&app.to_string()])
+                .set(if takes { 1.0 } else { 0.0 });
+        }
     }
 
     /// One callback: `sdk_app_id` 0 stands for a body that names no configured app.

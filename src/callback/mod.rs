@@ -327,6 +327,12 @@ impl CallbackReceiver {
                 (a.sdk_app_id, keys)
             })
             .collect();
+        self.metrics.callbacks.configured(
+            config
+                .apps
+                .iter()
+                .map(|a| (a.sdk_app_id, a.callback_key.is_some() || a.allow_unsigned_callbacks)),
+        );
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
         self.max_body_bytes
             .store(config.callback.max_body_bytes, Ordering::Relaxed);
