@@ -315,3 +315,41 @@ async fn a_full_relay_queue_answers_503_and_counts_it() {
     assert!(page.contains("Relayed callbacks") && page.contains("retried"), "{page}");
     exporter.stop().await;
 }
+
+#[path = "../../examples/fan_in.rs"]
+mod fan_in;
+
+/// Fan-in, as `examples/fan_in.rs` does it: the backend keeps TIW's URL and passes each request on
+/// unchanged; the exporter verifies it with the same key, and accepts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fan_in_example_passes_tiws_requests_on_for_the_exporter_to_verify() {
+    let sim = start_sim(sim_config(&[KEYED])).await;
+    let yaml = config_yaml(&sim.endpoint(), &[KEYED], "1s", "").replace(
+        &format!("  - sdk_app_id: {KEYED}\n"),
+        &format!("  - sdk_app_id: {KEYED}\n    callback_key: {KEY}\n"),
+    );
+    let exporter = start_exporter(&yaml).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let router = fan_in::router(&exporter.url("/callback"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    sim.sim
+        .set_callback(KEYED, &format!("http://{backend}/tiw/callback"), KEY);
+    sim.sim.keep_acknowledged();
+    let task = sim.sim.create_task(KEYED, 77);
+    sim.sim.start_pushing(&task);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sim.sim.stop(&task, "EXCEPTION");
+    let app = ("sdk_app_id", "1400000001");
+    wait_for(
+        Duration::from_secs(20),
+        "both events accepted through the backend",
+        || async {
+            let m = exporter.scrape().await;
+            (m.sum("tiw_exporter_callbacks_total", &[app, ("outcome", "accepted")]) == 2.0).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(sim.sim.acknowledged().len(), 2, "TIW got the backend's 200 for both");
+    exporter.stop().await;
+}
