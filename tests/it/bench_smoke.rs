@@ -34,6 +34,10 @@ fn bench_run_smoke_reports_every_figure() {
         "ingest_p99_ms",
         "ingest_healthy_requests_per_second",
         "ingest_ratio",
+        "ingest_forward_events_per_second",
+        "ingest_forward_p99_ms",
+        "ingest_forward_ratio",
+        "ingest_forward_delivered_per_second",
         "freshness_p50_ms",
         "freshness_p99_ms",
         "footprint_ready_seconds",
@@ -65,6 +69,10 @@ fn bench_run_smoke_reports_every_figure() {
     assert_eq!(figures["ingest_non200"], 0.0, "{text}");
     assert_eq!(figures["ingest_socket_errors"], 0.0, "{text}");
     assert_eq!(figures["ingest_all_reflected"], 1.0, "{text}");
+    // Relay mode: TIW answered 200 for everything, and every one of those reached the backend.
+    assert_eq!(figures["ingest_forward_non200"], 0.0, "{text}");
+    assert_eq!(figures["ingest_forward_all_reflected"], 1.0, "{text}");
+    assert_eq!(figures["ingest_forward_all_delivered"], 1.0, "{text}");
     assert_eq!(figures["poll_rate_limited"], 0.0, "{text}");
     // gzip is on the wire, and it compresses: a small share of the plain text.
     assert!(figures["footprint_gzip_scrape_bytes"] > 0.0, "{text}");

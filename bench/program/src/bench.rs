@@ -512,25 +512,149 @@ fn wrk_latency_ms(text: &str, percentile: &str) -> f64 {
 /// ingest: signed callbacks with distinct task ids from wrk, the durable store on; against the same
 /// server's /-/healthy.
 async fn ingest(seconds: u64) {
+    let off = ingest_run(seconds, None).await;
+    // Relay mode against a local backend that answers at once: TIW's 200 waits for the queue entry
+    // to be committed with the event, not for the backend.
+    let backend = Backend::start().await;
+    let on = ingest_run(seconds, Some(&backend)).await;
+    // The same with the backend unreachable: the queue's cost alone, no delivery sharing the CPU.
+    let down = Backend::unreachable();
+    let queued = ingest_run(seconds, Some(&down)).await;
+    out("ingest_seconds", seconds);
+    out("ingest_events_per_second", format!("{:.0}", off.events_rps));
+    out("ingest_p99_ms", format!("{:.2}", off.p99_ms));
+    out("ingest_healthy_requests_per_second", format!("{:.0}", off.health_rps));
+    out(
+        "ingest_ratio",
+        format!("{:.3}", off.events_rps / off.health_rps.max(1.0)),
+    );
+    out("ingest_events_completed", off.completed);
+    out("ingest_non200", off.non200);
+    out("ingest_socket_errors", off.socket_errors as u8);
+    out("ingest_events_accepted", off.accepted);
+    // Every event is its own task: each accepted one must be tracked, and wrk saw no more 200s than that.
+    out("ingest_all_reflected", off.all_reflected as u8);
+    out("ingest_forward_events_per_second", format!("{:.0}", on.events_rps));
+    out("ingest_forward_p99_ms", format!("{:.2}", on.p99_ms));
+    out(
+        "ingest_forward_ratio",
+        format!("{:.3}", on.events_rps / off.events_rps.max(1.0)),
+    );
+    out("ingest_forward_non200", on.non200);
+    out("ingest_forward_events_completed", on.completed);
+    out("ingest_forward_delivered", on.delivered);
+    out("ingest_forward_all_reflected", on.all_reflected as u8);
+    out(
+        "ingest_forward_delivered_per_second",
+        format!("{:.0}", on.delivered_rps),
+    );
+    out("ingest_forward_all_delivered", on.all_delivered as u8);
+    out(
+        "ingest_forward_down_events_per_second",
+        format!("{:.0}", queued.events_rps),
+    );
+    out("ingest_forward_down_p99_ms", format!("{:.2}", queued.p99_ms));
+    out(
+        "ingest_forward_down_ratio",
+        format!("{:.3}", queued.events_rps / off.events_rps.max(1.0)),
+    );
+    out("ingest_forward_down_non200", queued.non200);
+}
+
+/// What one ingest run measured.
+#[derive(Default)]
+struct Ingested {
+    events_rps: f64,
+    p99_ms: f64,
+    health_rps: f64,
+    completed: f64,
+    non200: f64,
+    socket_errors: bool,
+    accepted: f64,
+    all_reflected: bool,
+    /// Relay mode: the backend's intake while the queue drains, and whether every request TIW got
+    /// a 200 for reached it.
+    delivered_rps: f64,
+    /// Requests the backend got (a redelivery counts again).
+    delivered: u64,
+    all_delivered: bool,
+}
+
+/// A backend that answers 200 at once and counts what it got (relay mode's far end).
+struct Backend {
+    url: String,
+    got: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    reachable: bool,
+}
+
+impl Backend {
+    async fn start() -> Backend {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let got = std::sync::Arc::new(AtomicU64::new(0));
+        let counter = got.clone();
+        let router = axum::Router::new().fallback(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::Relaxed);
+                r#"{"error_code":0}"#
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/tiw", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Backend {
+            url,
+            got,
+            reachable: true,
+        }
+    }
+
+    /// A backend nothing answers for (a closed loopback port): every delivery fails at once and
+    /// waits its backoff, so ingest pays for the queue alone.
+    fn unreachable() -> Backend {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(1);
+        Backend {
+            url: format!("http://127.0.0.1:{port}/tiw"),
+            got: Default::default(),
+            reachable: false,
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.got.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+async fn ingest_run(seconds: u64, forward: Option<&Backend>) -> Ingested {
     let app = 1400000001u64;
     let sim = start_sim(sim_config(vec![app], Duration::ZERO)).await;
     let dir = scratch_dir();
     let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        // Every event is a task of its own (about 700,000 in 20 s), none of which the simulator
-        // knows: no bound on how many are tracked, nor on how many wait for the API to confirm them
-        // (callback.max_unconfirmed_tasks), so that this measures the receiver, not the cap.
-        yaml(
-            &sim.endpoint(),
-            &[app],
-            Some("ingestKey"),
-            "15s",
-            &dir.path().join("state"),
-            false,
-        ) + "retention:\n  max_tasks: 10000000\ncallback:\n  max_unconfirmed_tasks: 10000000\n",
-    )
-    .unwrap();
+    // Every event is a task of its own (about 700,000 in 20 s), none of which the simulator
+    // knows: no bound on how many are tracked, nor on how many wait for the API to confirm them
+    // (callback.max_unconfirmed_tasks), so that this measures the receiver, not the cap. Relay
+    // mode: a queue large enough for the whole run.
+    let mut text = yaml(
+        &sim.endpoint(),
+        &[app],
+        Some("ingestKey"),
+        "15s",
+        &dir.path().join("state"),
+        false,
+    ) + "retention:\n  max_tasks: 10000000\ncallback:\n  max_unconfirmed_tasks: 10000000\n";
+    if let Some(backend) = forward {
+        text = text.replace(
+            "    callback_key: ingestKey\n",
+            &format!(
+                "    callback_key: ingestKey\n    callback_forward_url: {}\n",
+                backend.url
+            ),
+        ) + "  forward:\n    max_queue: 100000000\n    max_queue_bytes: 100000000000\n";
+    }
+    std::fs::write(&config, text).unwrap();
     // wrk's 128 senders stand for TIW's many servers, which here all share one address: no cap per
     // peer address (--web.max-connections-per-peer) for this measurement.
     let (proc, addr, _) = spawn_with(&config, &["--web.max-connections-per-peer", "0"]);
@@ -551,41 +675,55 @@ async fn ingest(seconds: u64) {
             .collect()
     };
     let url = format!("http://{addr}");
+    let delivered_before = forward.map_or(0, Backend::count);
     let events = wrk(&[
         base(&["-s", script.to_str().unwrap(), &url, "--"]),
         vec![app.to_string(), expire.to_string(), sign],
     ]
     .concat());
-    let health = wrk(&base(&[&format!("{url}/-/healthy")]));
-    let events_rps = wrk_field(&events, "Requests/sec:");
-    let health_rps = wrk_field(&health, "Requests/sec:");
+    let health = if forward.is_none() {
+        wrk(&base(&[&format!("{url}/-/healthy")]))
+    } else {
+        String::new()
+    };
     let completed: f64 = events
         .lines()
         .find_map(|l| l.trim().split_once(" requests in "))
         .and_then(|(n, _)| n.trim().parse().ok())
         .unwrap_or(0.0);
     let non200 = wrk_field(&events, "ingest_script_non200:") + wrk_field(&events, "Non-2xx or 3xx responses:");
-    let errors = events.lines().any(|l| l.trim().starts_with("Socket errors:"));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let text = get_text(&client, &format!("{url}/metrics")).await;
     let accepted = metric_sum(&text, "tiw_exporter_callbacks_total", "outcome=\"accepted\"");
     let tracked = metric_sum(&text, "tiw_push_tasks", "sdk_app_id=");
-    out("ingest_seconds", seconds);
-    out("ingest_events_per_second", format!("{events_rps:.0}"));
-    out("ingest_p99_ms", format!("{:.2}", wrk_latency_ms(&events, "99%")));
-    out("ingest_healthy_requests_per_second", format!("{health_rps:.0}"));
-    out("ingest_ratio", format!("{:.3}", events_rps / health_rps.max(1.0)));
-    out("ingest_events_completed", completed);
-    out("ingest_non200", non200);
-    out("ingest_socket_errors", errors as u8);
-    out("ingest_events_accepted", accepted);
-    // Every event is its own task: each accepted one must be tracked, and wrk saw no more 200s than that.
-    out(
-        "ingest_all_reflected",
-        (tracked == accepted && accepted >= completed - non200) as u8,
-    );
+    let mut figures = Ingested {
+        events_rps: wrk_field(&events, "Requests/sec:"),
+        p99_ms: wrk_latency_ms(&events, "99%"),
+        health_rps: wrk_field(&health, "Requests/sec:"),
+        completed,
+        non200,
+        socket_errors: events.lines().any(|l| l.trim().starts_with("Socket errors:")),
+        accepted,
+        all_reflected: tracked == accepted && accepted >= completed - non200,
+        ..Default::default()
+    };
+    if let Some(backend) = forward.filter(|b| b.reachable) {
+        // The queue drains at the backend's pace, one request after the other (TIW's order).
+        let acknowledged = (completed - non200).max(0.0) as u64;
+        let started = Instant::now();
+        let at_start = backend.count();
+        let deadline = Duration::from_secs(seconds * 30 + 30);
+        while backend.count() - delivered_before < acknowledged && started.elapsed() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let drained = backend.count() - at_start;
+        figures.delivered_rps = drained as f64 / started.elapsed().as_secs_f64().max(0.001);
+        figures.delivered = backend.count() - delivered_before;
+        figures.all_delivered = figures.delivered >= acknowledged;
+    }
     drop(proc);
     sim.stop().await;
+    figures
 }
 
 /// The builds the `stall` workload runs, as `label=path` pairs: `TIW_STALL_BINS` (comma-separated,
