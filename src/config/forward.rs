@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 use url::Url;
 
-use super::validate::Check;
+use super::check::Check;
 use super::ForwardConfig;
 
 /// `callback.forward.max_queue` unless set: requests waiting per app. TIW sends two push events per

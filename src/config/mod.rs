@@ -396,6 +396,7 @@ fn scrub(message: &str) -> String {
     out
 }
 
+mod check;
 mod expand;
 mod forward;
 #[cfg(test)]

@@ -227,7 +227,7 @@ pub(crate) struct Shared {
     /// Events of task transitions go here once the sender runs.
     outbox: Mutex<Option<tokio::sync::mpsc::UnboundedSender<callbacks::Pending>>>,
     /// When kept ([`Simulator::keep_acknowledged`]): every callback body answered 2xx, as sent.
-    acknowledged: Mutex<Option<Vec<(u64, Vec<u8>)>>>,
+    acknowledged: Mutex<Option<Vec<Acknowledged>>>,
     pub shutdown: CancellationToken,
 }
 
@@ -285,6 +285,9 @@ impl Shared {
         ok
     }
 }
+
+/// A callback body the receiver answered 2xx, with its app.
+pub type Acknowledged = (u64, Vec<u8>);
 
 /// A simulator: cheap to clone, all clones share one world.
 #[derive(Clone)]

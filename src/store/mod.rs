@@ -119,13 +119,27 @@ fn unseal<'a>(table: &str, key: &str, stored: &'a [u8]) -> Option<&'a [u8]> {
     (checksum(table, key, json) == sum).then_some(json)
 }
 
-/// Runs `f`, turning a panic into an error (redb panics on some damaged pages). The default hook
-/// would print a backtrace for a panic that is handled here, so it is silenced meanwhile.
+thread_local! {
+    /// Set while this thread runs [`catching`]: its panics are handled there, not printed.
+    static CATCHING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic into an error (redb panics on some damaged pages). The panic hook is
+/// wrapped once per process, never swapped while other threads run: the wrapper stays silent for
+/// a panic on a thread inside `catching` and passes every other panic to the hook it found.
 fn catching<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    static WRAPPED: std::sync::Once = std::sync::Once::new();
+    WRAPPED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !CATCHING.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let outer = CATCHING.with(|c| c.replace(true));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    std::panic::set_hook(hook);
+    CATCHING.with(|c| c.set(outer));
     result.map_err(|payload| {
         payload
             .downcast_ref::<&str>()

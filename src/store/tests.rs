@@ -183,3 +183,27 @@ fn forgetting_an_app_removes_only_that_app() {
     );
     assert_eq!(restored.apps.iter().map(|a| a.0).collect::<Vec<_>>(), [1]);
 }
+
+/// `catching` silences the panics it handles and no other: a panic on another thread, at the same
+/// time, still reaches the hook that was installed (nextest runs each test in its own process).
+#[test]
+fn catching_keeps_other_threads_panics_visible() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SEEN: AtomicUsize = AtomicUsize::new(0);
+    std::panic::set_hook(Box::new(|_| {
+        SEEN.fetch_add(1, Ordering::SeqCst);
+    }));
+    let caught = catching(|| -> u8 { panic!("a damaged page") });
+    assert_eq!(caught, Err("a damaged page".to_string()));
+    assert_eq!(SEEN.load(Ordering::SeqCst), 0, "a handled panic is not printed");
+    let inside = std::thread::spawn(|| catching(|| -> u8 { panic!("again") }));
+    let outside = std::thread::spawn(|| panic!("somebody else's bug"));
+    assert!(inside.join().unwrap().is_err());
+    assert!(outside.join().is_err());
+    assert_eq!(
+        SEEN.load(Ordering::SeqCst),
+        1,
+        "the other thread's panic reached the hook"
+    );
+    assert_eq!(catching(|| 5), Ok(5));
+}
