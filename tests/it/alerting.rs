@@ -102,6 +102,9 @@ fn notified(inbox: &Inbox, alertname: &str, status: &str) -> Vec<(Instant, Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exception_finish_pages_once_and_api_down_holds_back_its_apps_alerts() {
+    if !needs(&["jsonnet", "prometheus", "prometheus-alertmanager"]) {
+        return;
+    }
     let sim = start_sim(sim_config(&[PAGED, BLIND])).await;
     let paged = sim.sim.create_task(PAGED, 880528);
     sim.sim.start_pushing(&paged);
@@ -250,6 +253,9 @@ async fn an_exception_finish_pages_once_and_api_down_holds_back_its_apps_alerts(
 /// Alertmanager notifies each task once, never once per replica.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_page_once_per_exception_task() {
+    if !needs(&["jsonnet", "prometheus", "prometheus-alertmanager"]) {
+        return;
+    }
     use crate::ha::{balancer, free_addr, replica, wait_replica_status};
     let sim = start_sim(sim_config(&[PAGED])).await;
     let addrs = [free_addr(), free_addr()];
@@ -375,6 +381,9 @@ async fn two_replicas_page_once_per_exception_task() {
 /// alerts to the pager and the rest to chat (`amtool config routes test`).
 #[test]
 fn the_alertmanager_config_checks_and_routes_by_severity() {
+    if !needs(&["amtool"]) {
+        return;
+    }
     let config = repo("deploy/alertmanager/alertmanager.yml");
     let what = "amtool (Debian's prometheus-alertmanager; .ci/run installs it)";
     let amtool = |args: &[&str]| {
@@ -446,6 +455,9 @@ fn push_notifications(inbox: &Inbox) -> Vec<(String, String)> {
 /// same store, nothing pages again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_says_why_and_an_outage_pages_nothing_again() {
+    if !needs(&["prometheus", "prometheus-alertmanager"]) {
+        return;
+    }
     const MESSAGE: &str =
         "code: 40006, msg: 2021-01-13 22:34:42, TRTC onError, code: -70003, msg: The UserSig in use is illegal.";
     let sim = start_sim(sim_config(&[PAGED])).await;
@@ -568,6 +580,9 @@ async fn a_page_says_why_and_an_outage_pages_nothing_again() {
 /// rules on a real Prometheus.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_start_does_not_replay_history_as_news() {
+    if !needs(&["prometheus"]) {
+        return;
+    }
     let mut sim_cfg = sim_config(&[PAGED]);
     sim_cfg.list_finished = true;
     let sim = start_sim(sim_cfg).await;

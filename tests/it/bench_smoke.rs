@@ -2,11 +2,15 @@
 //! and what must hold whatever the machine's speed (no refused request, nothing lost); speed
 //! targets are read from the full run's ratios in BENCHMARKS.md, never asserted here.
 
+use crate::common::needs;
 use std::collections::HashMap;
 use std::path::Path;
 
 #[test]
 fn bench_run_smoke_reports_every_figure() {
+    if !needs(&["wrk"]) {
+        return;
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut cmd = crate::common::shell_command(root.join("bench/run"));
     let out = cmd.arg("--smoke").current_dir(root).output().expect("bench/run");
@@ -104,6 +108,9 @@ fn bench_run_smoke_reports_every_figure() {
 /// registry against the simulator's truth. The full run (10 minutes and more) is in BENCHMARKS.md.
 #[test]
 fn bench_soak_smoke_passes() {
+    if !needs(&["wrk"]) {
+        return;
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut cmd = crate::common::shell_command(root.join("bench/soak"));
     let out = cmd

@@ -24,6 +24,9 @@ const KEY: &str = "burst-callback-key";
 /// it dropped; a real EXCEPTION finish at the flooded app still shows and pages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_burst_under_one_sign_pages_nobody_and_starves_no_app() {
+    if !needs(&["prometheus"]) {
+        return;
+    }
     let sim = start_sim(sim_config(&[FLOODED, OTHER])).await;
     let mut real: Vec<(u64, String)> = Vec::new();
     for (app, room) in [(FLOODED, 11), (FLOODED, 12), (FLOODED, 13), (OTHER, 21), (OTHER, 22)] {

@@ -401,21 +401,73 @@ pub async fn scrape(addr: &str) -> Metrics {
     Metrics::parse(&res.text().await.expect("body"))
 }
 
+/// Whether the acceptance profile runs (`cargo nextest run --profile acceptance`, as `.ci/run`
+/// does): then every test runs, and one that lacks a program fails. The default profile is a
+/// contributor's loop: it needs only the Rust toolchain, and skips what needs more ([`needs`]).
+pub fn acceptance() -> bool {
+    std::env::var("NEXTEST_PROFILE").is_ok_and(|p| p == "acceptance")
+        || std::env::var("TIW_ACCEPTANCE").is_ok_and(|v| v == "1")
+}
+
+/// Whether `program` is on PATH.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Whether a test that needs `what` (programs on PATH, or `"root"`) can run here. Under the
+/// acceptance profile a missing one fails the test; otherwise the test is skipped, with one line
+/// saying why: `if !needs(&["promtool"]) { return; }`.
+pub fn needs(what: &[&str]) -> bool {
+    let missing: Vec<&str> = what
+        .iter()
+        .copied()
+        .filter(|w| match *w {
+            "root" => !is_root(),
+            program => !on_path(program),
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        !acceptance(),
+        "the acceptance profile runs every test, and this one needs {} (.ci/run installs them)",
+        missing.join(", ")
+    );
+    println!(
+        "skipped: needs {} (the acceptance profile runs it: cargo nextest run --profile acceptance)",
+        missing.join(", ")
+    );
+    false
+}
+
 /// The release binary, which `.ci/run` builds before the tests (`cargo build --release --workspace --locked`):
 /// `TIW_RELEASE_BIN`, else `release/` beside the target directory of this test binary (so a
-/// `CARGO_TARGET_DIR` is followed).
+/// `CARGO_TARGET_DIR` is followed). Outside the acceptance profile, when it was not built, the
+/// test build's own binary stands in for it (slower, the same behaviour).
 pub fn release_bin() -> std::path::PathBuf {
+    // CARGO_BIN_EXE_* is <target>/<profile>/tiw-push-exporter.
+    let debug = std::path::Path::new(env!("CARGO_BIN_EXE_tiw-push-exporter"));
     let path = std::env::var_os("TIW_RELEASE_BIN")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
-            // CARGO_BIN_EXE_* is <target>/<profile>/tiw-push-exporter.
-            let debug = std::path::Path::new(env!("CARGO_BIN_EXE_tiw-push-exporter"));
             let target = debug
                 .parent()
                 .and_then(std::path::Path::parent)
                 .expect("a target directory");
             target.join("release").join("tiw-push-exporter")
         });
+    if !path.exists() && !acceptance() {
+        println!("note: {} is not built: using the test build's binary", path.display());
+        return debug.to_path_buf();
+    }
     assert!(
         path.exists(),
         "{} is missing: run `cargo build --release --workspace --locked` first",

@@ -330,6 +330,9 @@ impl Drop for Tmpfs {
 /// and once there is room again every event answered 200 is on disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_answers_503_and_loses_nothing() {
+    if !needs(&["root", "mount"]) {
+        return;
+    }
     let state = tempfile::tempdir().unwrap();
     let fs = Tmpfs::mount(state.path(), "2m");
     // The API cannot be reached: every acknowledged claim stands, and waits for it (no cap on how

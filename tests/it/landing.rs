@@ -60,6 +60,9 @@ fn row_with(dom: &str, needle: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_landing_page_shows_callbacks_tasks_and_api_errors_to_a_person() {
+    if !needs(&["chromium"]) {
+        return;
+    }
     let sim = start_sim(sim_config(&[APP])).await;
     let yaml = config_yaml(&sim.endpoint(), &[], "300ms", "").replace(
         "apps:\n",

@@ -19,6 +19,7 @@ mod lifecycle;
 mod limits;
 mod observability;
 mod operation;
+mod profiles;
 mod promtool;
 mod quickstart;
 mod ratelimit;

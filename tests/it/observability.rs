@@ -36,6 +36,9 @@ const QUIET_IN_DEMO: [&str; 8] = [
 
 #[test]
 fn promtool_checks_and_unit_tests_the_rules() {
+    if !needs(&["promtool"]) {
+        return;
+    }
     for args in [
         vec!["check", "rules", "alerts.yml"],
         vec!["test", "rules", "alerts.test.yml"],
@@ -115,6 +118,9 @@ fn promtool_checks_and_unit_tests_the_rules() {
 /// The shipped rules, PrometheusRule and dashboard are exactly what mixin/ renders (Debian's jsonnet).
 #[test]
 fn shipped_rules_and_dashboard_are_the_mixins_output() {
+    if !needs(&["jsonnet"]) {
+        return;
+    }
     run_ok(
         Command::new("bash").arg(repo("mixin/build")).arg("--check"),
         "mixin/build --check (needs Debian's jsonnet)",
@@ -331,6 +337,9 @@ pub(crate) async fn alerts(prom: &str) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_to_prometheus_end_to_end() {
+    if !needs(&["prometheus"]) {
+        return;
+    }
     // The demo, as a user starts it.
     let mut demo = Command::new(BIN)
         .args(["demo", "--web.listen-address", "127.0.0.1:0"])

@@ -7,6 +7,9 @@ use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool_check_metrics() {
+    if !needs(&["promtool"]) {
+        return;
+    }
     let app = 1400000001;
     let sim = start_sim(sim_config(&[app])).await;
     let pushing = sim.sim.create_task(app, 1);

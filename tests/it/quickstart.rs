@@ -55,6 +55,9 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readmes_quick_start_runs_from_config_to_a_page_without_touching_tiws_callbacks() {
+    if !needs(&["promtool", "amtool"]) {
+        return;
+    }
     let commands = quick_start_commands();
     assert!(commands.len() >= 7, "the quick start lost its commands: {commands:?}");
     let sim = start_sim(sim_config(&[APP])).await;
