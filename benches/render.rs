@@ -50,7 +50,11 @@ fn callback(c: &mut Criterion) {
     let yaml = "tencentcloud: {secret_id: a, secret_key: b}\napps: [{sdk_app_id: 7, callback_key: k}]\n";
     let config = tiw_push_exporter::config::Config::from_yaml(yaml, &|_| None).unwrap();
     let registry = Arc::new(tiw_push_exporter::registry::TaskRegistry::new());
-    let receiver = CallbackReceiver::new(&config, registry.clone(), ExporterMetrics::new(registry, true));
+    let receiver = CallbackReceiver::new(
+        &config,
+        registry.clone(),
+        ExporterMetrics::new(registry, true).callback_sinks(),
+    );
     let expire = 4_000_000_000u64;
     let mut i = 0u64;
     c.bench_function("callback_verify_parse_apply", |b| {

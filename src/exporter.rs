@@ -121,7 +121,7 @@ impl Exporter {
         let callbacks = Arc::new(CallbackReceiver::durable(
             &config,
             registry.clone(),
-            metrics.clone(),
+            metrics.callback_sinks(),
             (durable, relay.clone()),
             options.limits.read_timeout,
         ));

@@ -32,7 +32,7 @@ pub fn callback(data: &[u8]) {
     let config = Config::from_yaml(CALLBACK_CONFIG, &|_| None).expect("the fixed config is valid");
     let registry = Arc::new(TaskRegistry::new());
     let metrics = ExporterMetrics::new(registry.clone(), true);
-    let receiver = CallbackReceiver::new(&config, registry.clone(), metrics.clone());
+    let receiver = CallbackReceiver::new(&config, registry.clone(), metrics.callback_sinks());
     let before = registry.snapshot();
     let now = 1_700_000_000.0;
     let first = receiver.process(data, now);

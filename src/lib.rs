@@ -34,6 +34,7 @@ pub mod instruments;
 pub mod logfmt;
 pub mod metrics;
 pub mod poller;
+pub mod recent;
 pub mod registry;
 pub mod relay;
 pub mod reload;

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::metrics::ExporterMetrics;
+use crate::instruments::PollSinks;
 use crate::registry::{Answer, Source, TaskRegistry, Track};
 use crate::task::{truncate, unix_now, FinishReason};
 use crate::tencentcloud::client::build_clients;
@@ -85,7 +85,7 @@ impl Poller {
     pub fn from_config(
         config: &Config,
         registry: &Arc<TaskRegistry>,
-        metrics: &Arc<ExporterMetrics>,
+        metrics: &PollSinks,
         options: PollOptions,
     ) -> Arc<Poller> {
         let clients = build_clients(config, &metrics.api, options.retry);
@@ -130,7 +130,7 @@ pub fn track_configured_tasks(config: &Config, registry: &TaskRegistry) {
 /// Runs discovery, sweeps and expiry until cancelled.
 pub struct Poller {
     registry: Arc<TaskRegistry>,
-    metrics: Arc<ExporterMetrics>,
+    metrics: PollSinks,
     apps: HashMap<u64, PolledApp>,
     settings: PollSettings,
     /// Last app-level error per app, so that a change of health is logged once, not per request.
@@ -146,7 +146,7 @@ pub struct Poller {
 impl Poller {
     pub fn new(
         registry: Arc<TaskRegistry>,
-        metrics: Arc<ExporterMetrics>,
+        metrics: PollSinks,
         apps: HashMap<u64, PolledApp>,
         settings: PollSettings,
     ) -> Arc<Self> {

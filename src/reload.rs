@@ -121,7 +121,7 @@ impl Supervisor {
     }
 
     fn start_poller(&mut self, parent: &CancellationToken) {
-        let poller = Poller::from_config(&self.config, &self.registry, &self.metrics, self.poll);
+        let poller = Poller::from_config(&self.config, &self.registry, &self.metrics.poll_sinks(), self.poll);
         let (token, tracker) = (parent.child_token(), TaskTracker::new());
         poller.spawn(&tracker, &token);
         tracker.close();

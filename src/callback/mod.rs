@@ -27,7 +27,7 @@ use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
-use crate::metrics::ExporterMetrics;
+use crate::instruments::CallbackSinks;
 use crate::registry::{CallbackApplied, TaskRegistry};
 use crate::relay::Relay;
 use crate::store::StoreHandle;
@@ -258,7 +258,7 @@ struct AppKeys {
 /// Receives callbacks for the configured apps.
 pub struct CallbackReceiver {
     registry: Arc<TaskRegistry>,
-    metrics: Arc<ExporterMetrics>,
+    metrics: CallbackSinks,
     /// How each configured app's push events are verified.
     keys: std::sync::RwLock<HashMap<u64, AppKeys>>,
     max_body_bytes: AtomicUsize,
@@ -276,7 +276,7 @@ pub struct CallbackReceiver {
 
 impl CallbackReceiver {
     /// A receiver that answers as soon as an event is applied: no store, a 10 s body deadline.
-    pub fn new(config: &Config, registry: Arc<TaskRegistry>, metrics: Arc<ExporterMetrics>) -> Self {
+    pub fn new(config: &Config, registry: Arc<TaskRegistry>, metrics: CallbackSinks) -> Self {
         Self::build(config, registry, metrics, (None, None), Duration::from_secs(10))
     }
 
@@ -285,7 +285,7 @@ impl CallbackReceiver {
     pub fn durable(
         config: &Config,
         registry: Arc<TaskRegistry>,
-        metrics: Arc<ExporterMetrics>,
+        metrics: CallbackSinks,
         (store, relay): (StoreHandle, Arc<Relay>),
         read_timeout: Duration,
     ) -> Self {
@@ -295,7 +295,7 @@ impl CallbackReceiver {
     fn build(
         config: &Config,
         registry: Arc<TaskRegistry>,
-        metrics: Arc<ExporterMetrics>,
+        metrics: CallbackSinks,
         (store, relay): (Option<StoreHandle>, Option<Arc<Relay>>),
         read_timeout: Duration,
     ) -> Self {
@@ -526,7 +526,7 @@ impl CallbackReceiver {
         self.metrics.recent.first(sdk_app_id, "accepted callback")
     }
 
-    /// Whether to log this refusal now (see [`crate::instruments::RecentEvents::refusal_to_log`]).
+    /// Whether to log this refusal now (see [`crate::recent::RecentEvents::refusal_to_log`]).
     fn refusal_to_log(&self, sdk_app_id: u64, outcome: &'static str) -> Option<u64> {
         let outcome = if outcome.is_empty() { "full" } else { outcome };
         self.metrics.recent.refusal_to_log(sdk_app_id, outcome)
@@ -535,7 +535,7 @@ impl CallbackReceiver {
     /// Keeps a callback for the landing page with the status it was answered (`why` when that
     /// differs from what processing said, as when the store could not take it).
     fn remember(&self, p: &Processed, status: StatusCode, why: Option<&str>) {
-        self.metrics.recent.callback(crate::instruments::RecentCallback {
+        self.metrics.recent.callback(crate::recent::RecentCallback {
             at: crate::task::unix_now(),
             sdk_app_id: p.sdk_app_id,
             event_type: p.event_type,

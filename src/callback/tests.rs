@@ -1,11 +1,12 @@
 //! Unit tests of the receiver: the order of checks, keys and rotation, reasons.
 use super::*;
+use crate::metrics::ExporterMetrics;
 
 fn receiver(registry: Arc<TaskRegistry>) -> CallbackReceiver {
     let yaml = "tencentcloud: {secret_id: a, secret_key: b}\napps: [{sdk_app_id: 7, callback_key: k}, {sdk_app_id: 8, allow_unsigned_callbacks: true}, {sdk_app_id: 9}]\n";
     let config = Config::from_yaml(yaml, &|_| None).unwrap();
     let metrics = ExporterMetrics::new(registry.clone(), true);
-    CallbackReceiver::new(&config, registry, metrics)
+    CallbackReceiver::new(&config, registry, metrics.callback_sinks())
 }
 
 /// What DescribeWhiteboardPush answers for a running task.
@@ -45,7 +46,11 @@ fn a_rotation_accepts_the_previous_key_until_it_is_removed() {
     let registry = Arc::new(TaskRegistry::new());
     let rotating = "tencentcloud: {secret_id: a, secret_key: b}\napps: [{sdk_app_id: 7, callback_key: new, callback_key_previous: old}]\n";
     let config = Config::from_yaml(rotating, &|_| None).unwrap();
-    let r = CallbackReceiver::new(&config, registry.clone(), ExporterMetrics::new(registry, true));
+    let r = CallbackReceiver::new(
+        &config,
+        registry.clone(),
+        ExporterMetrics::new(registry, true).callback_sinks(),
+    );
     let event = |key: &str, task: &str| {
         format!(
             r#"{{"EventType":"WhiteboardPushStarted","SdkAppId":7,"Timestamp":1,"EventData":{{"TaskId":"{task}"}},"ExpireTime":9,"Sign":"{}"}}"#,

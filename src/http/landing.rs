@@ -3,7 +3,7 @@
 //! event, task, outcome and why) and the last API errors per app; each task links to a detail page
 //! with what the exporter knows of it (`GET /-/task?sdk_app_id=…&task_id=…`, from the registry:
 //! it never calls Tencent). Plain HTML, no JavaScript; everything shown is bounded
-//! ([`crate::instruments::RecentEvents`], [`NEEDS_A_LOOK`]) and HTML-escaped. Never a key, a Sign
+//! ([`crate::recent::RecentEvents`], [`NEEDS_A_LOOK`]) and HTML-escaped. Never a key, a Sign
 //! or a body: callbacks are kept as the receiver's verdict, with the task id only once the
 //! signature verified.
 
@@ -225,7 +225,7 @@ Version <code>{VERSION}</code>, revision <code>{REVISION}</code>.</p>
         b,
         "<h2>Recent callbacks</h2>\n<p class=\"muted\">The last {} of at most {}, newest first.</p>",
         callbacks.len(),
-        crate::instruments::RECENT_CALLBACKS
+        crate::recent::RECENT_CALLBACKS
     );
     if callbacks.is_empty() {
         b.push_str("<p class=\"muted\">No callback yet.</p>\n");
@@ -271,7 +271,7 @@ Version <code>{VERSION}</code>, revision <code>{REVISION}</code>.</p>
         let _ = writeln!(
             b,
             "<p class=\"muted\">The last {} per app, newest first.</p>\n<table><tr><th>Time</th><th>SdkAppId</th><th>Error</th></tr>",
-            crate::instruments::RECENT_API_ERRORS
+            crate::recent::RECENT_API_ERRORS
         );
         for (app, list) in &errors {
             for e in list {

@@ -24,9 +24,10 @@ mod share;
 mod tests;
 
 use crate::instruments::{
-    ApiInstruments, CallbackInstruments, ConfigInstruments, HttpInstruments, PollInstruments, RecentEvents,
+    ApiInstruments, CallbackInstruments, CallbackSinks, ConfigInstruments, HttpInstruments, PollInstruments, PollSinks,
     RelayInstruments, StoreInstruments, TaskInstruments,
 };
+use crate::recent::RecentEvents;
 pub use exposition::{TaskCollector, TEXT_CONTENT_TYPE};
 
 /// Version and git revision baked in at build time.
@@ -65,7 +66,7 @@ pub struct ExporterMetrics {
     pub config: ConfigInstruments,
     pub relay: RelayInstruments,
     /// The last callbacks and API errors, for the landing page (not on `/metrics`).
-    pub recent: RecentEvents,
+    pub recent: Arc<RecentEvents>,
     /// Whether per-task series are rendered (`per_task_metrics`).
     pub per_task_metrics: Arc<AtomicBool>,
     task_collector: TaskCollector,
@@ -135,7 +136,7 @@ impl ExporterMetrics {
             store: StoreInstruments::new(&registry)?,
             config: ConfigInstruments::new(&registry)?,
             relay: RelayInstruments::new(&registry)?,
-            recent: RecentEvents::default(),
+            recent: Arc::default(),
             registry,
             per_task_metrics,
             task_collector,
@@ -270,6 +271,27 @@ impl ExporterMetrics {
     /// the first increase of a configured app (and of `sdk_app_id=""`).
     pub fn register_apps(&self, apps: impl IntoIterator<Item = u64>) {
         crate::instruments::register_apps(&self.callbacks, &self.tasks, apps);
+    }
+
+    /// The groups the callback receiver counts with.
+    pub fn callback_sinks(&self) -> CallbackSinks {
+        CallbackSinks {
+            callbacks: self.callbacks.clone(),
+            tasks: self.tasks.clone(),
+            http: self.http.clone(),
+            recent: self.recent.clone(),
+        }
+    }
+
+    /// The groups the poller counts with.
+    pub fn poll_sinks(&self) -> PollSinks {
+        PollSinks {
+            api: self.api.clone(),
+            poll: self.poll.clone(),
+            tasks: self.tasks.clone(),
+            callbacks: self.callbacks.clone(),
+            recent: self.recent.clone(),
+        }
     }
 
     /// Adds a collector read at every scrape (the relay's queue gauges).
