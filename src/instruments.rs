@@ -10,9 +10,9 @@ use prometheus::{Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCou
 use crate::recent::RecentEvents;
 use crate::task::unix_now;
 
-/// Event types that get their own label value; anything else is `other` (SPEC §4).
+/// Event types that get their own label value; anything else is `other` (design §4).
 pub const CALLBACK_EVENT_TYPES: [&str; 3] = ["WhiteboardPushStarted", "WhiteboardPushStopped", "other"];
-/// Outcomes of a received callback (SPEC §4); `contradicted` is counted when the confirming poll
+/// Outcomes of a received callback (design §4); `contradicted` is counted when the confirming poll
 /// answers against an accepted callback.
 pub const CALLBACK_OUTCOMES: [&str; 9] = [
     "accepted",

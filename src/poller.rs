@@ -367,7 +367,7 @@ impl Poller {
     }
 
     /// Claims of each app that its API could not confirm for `callback.confirm_timeout` are
-    /// counted on their own word (SPEC §3), and logged as such.
+    /// counted on their own word (design §3), and logged as such.
     fn settle_claims(&self) {
         let answered = self.answered.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for &sdk_app_id in self.apps.keys() {
@@ -384,7 +384,7 @@ impl Poller {
     }
 
     /// How often a configured task Tencent does not know is read again: once per discovery
-    /// interval (SPEC §2), and never more often than a running task is (`poll.interval`), so a
+    /// interval (design §2), and never more often than a running task is (`poll.interval`), so a
     /// stale id in the config costs little now that passes run every few seconds.
     fn unknown_reread(&self) -> Duration {
         self.settings.discovery_interval.max(self.settings.interval)

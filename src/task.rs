@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Status of a task as the exporter knows it (SPEC §4: the five values of the state set).
+/// Status of a task as the exporter knows it (design §4: the five values of the state set).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 pub enum TaskStatus {
     Prepared,
@@ -66,7 +66,7 @@ impl TaskStatus {
     }
 }
 
-/// Why a task ended (SPEC §4): Tencent's three documented reasons, `Failed` for a task that failed
+/// Why a task ended (design §4): Tencent's three documented reasons, `Failed` for a task that failed
 /// outright, `Other` for a stop whose reason is missing or undocumented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum FinishReason {
@@ -107,7 +107,7 @@ impl FinishReason {
     }
 
     /// The reason of a stop: a documented value, else `Other` (missing, empty or undocumented:
-    /// the stop still happened, SPEC §3).
+    /// the stop still happened, design §3).
     pub fn of_stop(s: Option<&str>) -> FinishReason {
         s.and_then(FinishReason::from_tencent).unwrap_or(FinishReason::Other)
     }
@@ -208,7 +208,7 @@ impl Observation {
     }
 }
 
-/// `retention.max_tasks` unless set (SPEC §5): tracked tasks at most.
+/// `retention.max_tasks` unless set (design §5): tracked tasks at most.
 pub const DEFAULT_MAX_TASKS: usize = 100_000;
 
 /// The longest label value taken from the network (`GroupId`, `PushUserId`), in bytes.

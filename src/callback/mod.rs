@@ -1,8 +1,8 @@
-//! The callback receiver: verify → parse → apply (SPEC §3).
+//! The callback receiver: verify → parse → apply (design §3).
 //!
 //! TIW POSTs `WhiteboardPushStarted` / `WhiteboardPushStopped` events. They are the fast path, but
 //! can be forged, replayed, duplicated, reordered or lost, so every event goes through the same
-//! checks, in SPEC §3's order, each failure with its own outcome and status and no state change:
+//! checks, in design §3's order, each failure with its own outcome and status and no state change:
 //! body too large (413) → not the JSON envelope (400 `malformed`) → SdkAppId not configured (403
 //! `unknown_app`) → event type: any other TIW feature's event is answered 200 `ignored` *before*
 //! any signature check (each feature signs with its own key) → the app has no key and does not
@@ -207,7 +207,7 @@ fn parse_push(kind: PushEvent, data: &serde_json::value::RawValue) -> Result<Pus
             return Err(format!("EventData.{name}: out of range"));
         }
     }
-    // SPEC §3: only TaskId is required. A Stopped without FinishReason, or with a value Tencent
+    // design §3: only TaskId is required. A Stopped without FinishReason, or with a value Tencent
     // does not document, still ends the task: OTHER until the confirming poll says better.
     let finish_reason = match kind {
         PushEvent::Stopped => Some(FinishReason::of_stop(d.finish_reason.as_deref())),

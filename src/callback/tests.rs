@@ -124,7 +124,7 @@ fn checks_run_in_the_documented_order() {
     assert_eq!(outcome(&signed(r#"{"TaskId":"t"}"#), 5.0), CallbackOutcome::Duplicate);
 }
 
-/// SPEC §3: only TaskId is required; a Stopped without FinishReason, or with one Tencent does
+/// design §3: only TaskId is required; a Stopped without FinishReason, or with one Tencent does
 /// not document, ends the task with reason OTHER.
 #[test]
 fn a_stop_without_a_documented_reason_is_other() {

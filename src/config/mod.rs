@@ -1,4 +1,4 @@
-//! YAML → validated [`Config`]: the only file that parses YAML (SPEC §5).
+//! YAML → validated [`Config`]: the only file that parses YAML (design §5).
 //!
 //! The file is parsed to a YAML tree, `${VAR}` / `${VAR:-default}` are expanded in every string,
 //! the tree is read into a raw serde shape whose leaves stay untyped, and [`validate`] then turns each
@@ -49,7 +49,7 @@ pub struct AppConfig {
     /// The key before a rotation, accepted too while events signed with it are still in flight.
     pub callback_key_previous: Option<SecretString>,
     /// Accept unsigned push events for an app without a key (anyone who finds the URL can then
-    /// claim tasks: SPEC §3).
+    /// claim tasks: design §3).
     pub allow_unsigned_callbacks: bool,
     /// Relay mode: every request TIW sends to the callback path for this app is also delivered,
     /// as TIW sent it, to this URL (the backend that owned TIW's callback URL before).
@@ -129,7 +129,7 @@ pub struct CallbackConfig {
     /// Tasks only callbacks named, not yet confirmed by the API, tracked at most per app.
     pub max_unconfirmed_tasks: usize,
     /// Aggregates follow a callback's unconfirmed claim only once the app's API could not be
-    /// reached for this long (SPEC §3).
+    /// reached for this long (design §3).
     pub confirm_timeout: Duration,
     /// How relayed requests are delivered (`callback.forward`).
     pub forward: ForwardConfig,

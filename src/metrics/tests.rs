@@ -1,4 +1,4 @@
-//! Unit tests of the exposition: SPEC's labels, and the text path equal to the crate's encoder.
+//! Unit tests of the exposition: the labels of design §4, and the text path equal to the crate's encoder.
 use super::*;
 use crate::registry::{FinishReason, Observation, Source, TaskStatus};
 use prometheus::{Encoder, TextEncoder};

@@ -5,7 +5,7 @@
 //! - **answers** of DescribeWhiteboardPush (the truth): folded into a task's `confirmed` facts,
 //!   which only move forward (an ended task never reopens, ExceptionCnt never decreases);
 //! - **claims** of callbacks: TIW's Sign covers only the key and ExpireTime, so a callback body is a
-//!   claim until the API confirms it (SPEC §3). A claim shows at once on the per-task series and asks
+//!   claim until the API confirms it (design §3). A claim shows at once on the per-task series and asks
 //!   for a confirming poll; that poll's answer wins, and a claim it contradicts is dropped.
 //!
 //! Aggregate counters move exactly once per task, and only on confirmed facts — or on a claim that
@@ -38,7 +38,7 @@ pub const TOMBSTONE_TTL: Duration = Duration::from_secs(4 * 24 * 3600);
 
 /// Tasks only a callback named, not yet confirmed by the API, tracked at most per app unless
 /// `callback.max_unconfirmed_tasks` says otherwise. Tencent runs
-/// at most 100 push tasks per app at once (SPEC §2), so a real app's starts and stops while its
+/// at most 100 push tasks per app at once (design §2), so a real app's starts and stops while its
 /// first reads are pending fit twice over; past it a new id is answered 503, and TIW's own retries
 /// keep a real event. Such tasks do not count against `retention.max_tasks`.
 pub const MAX_UNCONFIRMED_PER_APP: usize = 200;
@@ -59,11 +59,11 @@ pub const DURATION_BUCKETS: [f64; 14] = [
 ];
 
 /// `InvalidParameter.TaskNotFound` answers in a row after which a task is dropped (or, if
-/// configured, read only once per discovery interval) (SPEC §2).
+/// configured, read only once per discovery interval) (design §2).
 pub const NOT_FOUND_LIMIT: u8 = 3;
 /// How often a PREPARED task is read until the poller says otherwise (the default `poll.interval`).
 const DEFAULT_PREPARED_EVERY: Duration = Duration::from_secs(15);
-/// Success replies without `Status` in a row after which a task has failed (SPEC §2).
+/// Success replies without `Status` in a row after which a task has failed (design §2).
 pub const NO_STATUS_LIMIT: usize = 3;
 
 /// How a callback was taken.
@@ -489,7 +489,7 @@ impl TaskRegistry {
 
     /// The apps of the configuration in force: they get aggregates, and only they are shown.
     /// An app left out keeps its tasks and counters, here and in the store, unchanged (not
-    /// polled, not expired), and shows them again when a later configuration lists it (SPEC §5).
+    /// polled, not expired), and shows them again when a later configuration lists it (design §5).
     /// Forgetting an app is a deliberate act on a stopped exporter (`state forget`).
     pub fn set_configured(&self, apps: impl IntoIterator<Item = u64>) {
         let apps: BTreeSet<u64> = apps.into_iter().collect();

@@ -301,7 +301,7 @@ impl Task {
         !self.final_read
     }
 
-    /// Push duration, stop − start, of an ended task (SPEC §4: a running task's age is
+    /// Push duration, stop − start, of an ended task (design §4: a running task's age is
     /// `time() - tiw_push_task_start_timestamp_seconds`, not a series of its own).
     pub fn duration(&self) -> Option<f64> {
         if !self.status.is_ended() {

@@ -74,7 +74,7 @@ fn walks_forward_and_counts_once() {
     assert!(!t.is_pollable());
 }
 
-/// SPEC §4: the duration series is for ended tasks only.
+/// design §4: the duration series is for ended tasks only.
 #[test]
 fn a_running_task_has_no_duration() {
     let r = TaskRegistry::new();
@@ -160,7 +160,7 @@ fn an_end_first_seen_as_such_is_history() {
     assert_eq!(r.stats(1).unwrap().finished(FinishReason::Exception), 1);
 }
 
-/// SPEC §2: a success reply with no Status, three in a row, is a failed task, counted once.
+/// design §2: a success reply with no Status, three in a row, is a failed task, counted once.
 #[test]
 fn three_replies_without_status_fail_the_task_once() {
     let r = TaskRegistry::new();
@@ -205,7 +205,7 @@ fn first_seen_with_exceptions_adds_them_all() {
     assert_eq!(r.stats(1).unwrap().exceptions_total, 5);
 }
 
-/// SPEC §2: three TaskNotFound in a row drop a task learned from a callback or discovery; a
+/// design §2: three TaskNotFound in a row drop a task learned from a callback or discovery; a
 /// configured one stays UNKNOWN and is parked; any other answer starts the count again.
 #[test]
 fn not_found_three_times_drops_or_parks() {
@@ -389,7 +389,7 @@ fn a_poll_sent_before_the_claim_does_not_contradict_it() {
     assert_eq!((out.ended, out.contradicted), (Some(FinishReason::Auto), None));
 }
 
-/// SPEC §3: a Stopped without a documented reason shows OTHER; the confirming poll refines it,
+/// design §3: a Stopped without a documented reason shows OTHER; the confirming poll refines it,
 /// and only the refined reason is counted.
 #[test]
 fn other_is_refined_by_the_confirming_poll_and_counted_once() {

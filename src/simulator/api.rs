@@ -480,7 +480,7 @@ fn describe_running(shared: &Shared, app: u64, params: &Value, rid: &str) -> Res
         return error("InvalidParameter", "Limit must be between 1 and 500.", rid);
     }
     // Tencent's DescribeRunningTasks lists tasks created in the last 3 days only (its API doc:
-    // "只能查询最近3天内的任务"; SPEC §1): an older task that still pushes is not listed. Ended ones
+    // "只能查询最近3天内的任务"; design §1): an older task that still pushes is not listed. Ended ones
     // are listed FINISHED only with `list_finished` (see SimConfig).
     let window_start = crate::task::unix_now() as i64 - RUNNING_LIST_WINDOW_SECS;
     let list_finished = shared.config.list_finished;

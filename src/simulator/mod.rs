@@ -129,7 +129,7 @@ pub enum FailureReply {
     BareSuccess,
 }
 
-/// App-level error codes (SPEC §2) with the messages of Tencent's common error code list, to
+/// App-level error codes (design §2) with the messages of Tencent's common error code list, to
 /// inject with [`Simulator::set_app_fault`]. Bare codes exist: Tencent's Go SDK lists
 /// `ResourceUnavailable` and `UnauthorizedOperation` themselves.
 pub fn app_level_fault(code: &str) -> Fault {

@@ -66,7 +66,7 @@ impl ApiError {
         }
     }
 
-    /// What the failure means, decided in this one place (SPEC §2).
+    /// What the failure means, decided in this one place (design §2).
     pub fn kind(&self) -> ErrorKind {
         match self {
             ApiError::Transport { .. } | ApiError::BadReply { .. } => ErrorKind::Unreachable,
@@ -83,7 +83,7 @@ impl ApiError {
     }
 
     /// Tencent did not answer for the app, or answered that the app or its credentials are
-    /// unusable: `tiw_up{sdk_app_id}` is 0 (SPEC §4). A permission refused for one action is
+    /// unusable: `tiw_up{sdk_app_id}` is 0 (design §4). A permission refused for one action is
     /// app-level for the action the app is watched with; see [`ApiError::is_action_denied`].
     pub fn is_app_down(&self) -> bool {
         matches!(
@@ -105,7 +105,7 @@ impl ApiError {
 pub enum ErrorKind {
     /// No usable answer: connection trouble, an HTTP error page, a body that is not the envelope.
     Unreachable,
-    /// The app or the credentials are unusable (SPEC §2's app-level codes); never retried blindly.
+    /// The app or the credentials are unusable (design §2's app-level codes); never retried blindly.
     AppLevel,
     /// CAM refused the action itself (`AuthFailure.UnauthorizedOperation`, bare
     /// `UnauthorizedOperation`, `ResourceUnavailable.InterfaceUnAuthorized`):
@@ -128,7 +128,7 @@ pub enum ErrorKind {
 /// Tencent's Go SDK lists `ResourceUnavailable` and `UnauthorizedOperation` as bare codes too.
 const APP_LEVEL_FAMILIES: [&str; 3] = ["AuthFailure", "ResourceUnavailable", "UnauthorizedOperation"];
 /// App-level codes matched exactly. `UnsupportedRegion` (Tencent's common error code for a region
-/// the product does not serve) is not in SPEC §2's list, but it makes every call of the app fail
+/// the product does not serve) is not in design §2's list, but it makes every call of the app fail
 /// just as surely: a mistyped `region` must show as `tiw_up 0`, not as an app that answers.
 const APP_LEVEL_CODES: [&str; 4] = [
     "IpInBlacklist",
@@ -623,7 +623,7 @@ mod tests {
         assert!(!t("UnauthorizedOperation.SdkAppId").is_action_denied());
     }
 
-    /// SPEC §2: a code that is, or starts with `X.` for, an app-level family, plus three exact
+    /// design §2: a code that is, or starts with `X.` for, an app-level family, plus three exact
     /// codes. Bare codes exist (Tencent's Go SDK lists `ResourceUnavailable` and
     /// `UnauthorizedOperation` themselves); a longer word is not the family.
     #[test]

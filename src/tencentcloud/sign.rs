@@ -1,4 +1,4 @@
-//! TC3-HMAC-SHA256, the request signature of Tencent Cloud API 3.0 (SPEC §2).
+//! TC3-HMAC-SHA256, the request signature of Tencent Cloud API 3.0 (design §2).
 //!
 //! Written here on `hmac` + `sha2` because no maintained Rust SDK covers TIW; the vectors computed by
 //! Tencent's own SDK (`tests/fixtures/tc3-vectors.json`) pin it down byte for byte. The simulator

@@ -1,4 +1,4 @@
-//! Typed TIW actions (SPEC §2). Tencent's field names stay as Tencent spells them on the wire;
+//! Typed TIW actions (design §2). Tencent's field names stay as Tencent spells them on the wire;
 //! every reply field is optional because Tencent may leave any of them out or send null.
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -228,7 +228,7 @@ pub struct Answered {
 
 impl WhiteboardPush {
     /// The reply in domain terms. A reply with `Status` missing, null or empty is [`PushAnswer::NoStatus`];
-    /// a STOPPED with an empty or undocumented `FinishReason` stopped for reason `OTHER` (SPEC §4);
+    /// a STOPPED with an empty or undocumented `FinishReason` stopped for reason `OTHER` (design §4);
     /// numbers outside what Tencent can send are unknown.
     pub fn answer(&self) -> PushAnswer {
         let status = match self.status.as_deref() {
@@ -429,7 +429,7 @@ mod tests {
         );
     }
 
-    /// SPEC §4: a STOPPED whose reason is empty or undocumented stopped for reason OTHER; a
+    /// design §4: a STOPPED whose reason is empty or undocumented stopped for reason OTHER; a
     /// Status of "" or null is no status at all.
     #[test]
     fn stopped_without_a_documented_reason_is_other() {

@@ -357,7 +357,7 @@ async fn order_loss_duplicates_and_stale_polls_end_in_the_same_metrics() {
         post(&exporter, stopped_ev(apps[3], &tasks[3])).await;
     }
     // 5. The Stopped callback overtakes Tencent: the confirming poll still answers PUSHING. The
-    //    API wins (SPEC §3): back to PUSHING, the callback counted contradicted, until the API
+    //    API wins (design §3): back to PUSHING, the callback counted contradicted, until the API
     //    itself says STOPPED.
     push(&tasks[4]);
     post(&exporter, started_ev(apps[4], &tasks[4])).await;

@@ -171,7 +171,7 @@ async fn hostile_api_replies_are_clear_errors_and_change_nothing() {
             "InternalError: backend busy",
             "InternalError",
         ),
-        // Bare app-level codes (SPEC §2): errors that take the app down, not task answers.
+        // Bare app-level codes (design §2): errors that take the app down, not task answers.
         (
             "bare ResourceUnavailable",
             error(json!("ResourceUnavailable"), json!("Resource is unavailable.")),

@@ -38,7 +38,7 @@ async fn task_walks_prepared_pushing_stopped_exception() {
         m.get("tiw_push_tasks_started_total", &[("sdk_app_id", "1400000001")]),
         Some(1.0)
     );
-    // SPEC §4: a running task has no duration series; its age is time() - start.
+    // design §4: a running task has no duration series; its age is time() - start.
     assert!(m.get("tiw_push_task_duration_seconds", &labels).is_none());
     assert!(m.get("tiw_push_task_start_timestamp_seconds", &labels).is_some());
     assert_eq!(m.get("tiw_push_task_exceptions", &labels), Some(1.0));

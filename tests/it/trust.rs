@@ -1,4 +1,4 @@
-//! SPEC v2's edge cases of Tencent's replies and of callback trust, over real HTTP against the
+//! The edge cases (docs/design.md §2, §3) of Tencent's replies and of callback trust, over real HTTP against the
 //! simulator: never silently wrong, never poisoned.
 
 use std::time::{Duration, Instant};
@@ -57,7 +57,7 @@ async fn a_failed_task_answered_without_status_ends_failed_once() {
     sim.stop().await;
 }
 
-/// SPEC §2's app-level rule covers bare codes: each takes `tiw_up` to 0, and it comes back.
+/// design §2's app-level rule covers bare codes: each takes `tiw_up` to 0, and it comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bare_app_level_codes_take_the_app_down() {
     let sim = start_sim(sim_config(&[APP])).await;
