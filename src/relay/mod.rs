@@ -304,72 +304,61 @@ impl Relay {
         Some(f)
     }
 
-    fn remember(inner: &mut Inner, delivery: Delivery) {
+    /// Keeps an attempt at `app`'s request `seq` for the landing page; returns how long the
+    /// request had waited since its receipt.
+    fn remember(
+        inner: &mut Inner,
+        (app, seq, received_at): (u64, u64, f64),
+        outcome: &'static str,
+        answer: String,
+    ) -> f64 {
+        let at = unix_now();
+        let waited = (at - received_at).max(0.0);
         if inner.recent.len() >= RECENT_DELIVERIES {
             inner.recent.pop_front();
         }
-        inner.recent.push_back(delivery);
+        inner.recent.push_back(Delivery {
+            at,
+            sdk_app_id: app,
+            seq,
+            outcome,
+            answer,
+            waited,
+        });
+        waited
     }
 
     /// The backend took request `seq` of `app` (answered `status`).
     pub fn delivered(&self, app: u64, seq: u64, status: u16) {
-        let now = unix_now();
         let mut inner = self.lock();
         let Some(f) = Self::pop(&mut inner, app, seq) else {
             return;
         };
         inner.ops.push(RelayOp::Delivered { sdk_app_id: app, seq });
-        let waited = (now - f.received_at).max(0.0);
-        Self::remember(
-            &mut inner,
-            Delivery {
-                at: now,
-                sdk_app_id: app,
-                seq,
-                outcome: "delivered",
-                answer: status.to_string(),
-                waited,
-            },
-        );
+        let waited = Self::remember(&mut inner, (app, seq, f.received_at), "delivered", status.to_string());
         drop(inner);
         self.instruments.delivered(app, waited);
     }
 
     /// The backend refused request `seq` of `app` for good (`status` 4xx): it becomes a dead letter.
     pub fn dead_letter(&self, app: u64, seq: u64, status: u16) {
-        let now = unix_now();
         let mut inner = self.lock();
         let Some(f) = Self::pop(&mut inner, app, seq) else {
             return;
         };
-        let waited = (now - f.received_at).max(0.0);
+        Self::remember(&mut inner, (app, seq, f.received_at), "dead_letter", status.to_string());
         let letter = Arc::new(DeadLetter {
             request: (*f).clone(),
-            at: now,
+            at: unix_now(),
             status,
         });
         inner.ops.push(RelayOp::DeadLettered(letter));
         let q = inner.queues.entry(app).or_default();
         q.dead.push_back(seq);
-        let pruned: Vec<u64> = (q.dead.len() > DEAD_LETTERS_KEPT)
-            .then(|| q.dead.pop_front())
-            .flatten()
-            .into_iter()
-            .collect();
-        for seq in pruned {
+        let pruned = (q.dead.len() > DEAD_LETTERS_KEPT).then(|| q.dead.pop_front()).flatten();
+        if let Some(seq) = pruned {
             inner.ops.push(RelayOp::DeadPruned { sdk_app_id: app, seq });
         }
-        Self::remember(
-            &mut inner,
-            Delivery {
-                at: now,
-                sdk_app_id: app,
-                seq,
-                outcome: "dead_letter",
-                answer: status.to_string(),
-                waited,
-            },
-        );
         drop(inner);
         self.instruments.counted(app, "dead_letter");
         tracing::warn!(
@@ -383,24 +372,13 @@ impl Relay {
     /// An attempt at request `seq` of `app` failed (`why`: a 5xx status, `timeout`, `connect`, ...);
     /// it stays at the head and is tried again.
     pub fn failed(&self, app: u64, seq: u64, why: &str) {
-        let now = unix_now();
         let mut inner = self.lock();
-        let waited = inner
+        let received_at = inner
             .queues
             .get(&app)
             .and_then(|q| q.entries.front())
-            .map_or(0.0, |f| (now - f.received_at).max(0.0));
-        Self::remember(
-            &mut inner,
-            Delivery {
-                at: now,
-                sdk_app_id: app,
-                seq,
-                outcome: "retried",
-                answer: why.to_string(),
-                waited,
-            },
-        );
+            .map_or_else(unix_now, |f| f.received_at);
+        Self::remember(&mut inner, (app, seq, received_at), "retried", why.to_string());
         drop(inner);
         self.instruments.counted(app, "retried");
     }

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tiw_push_exporter::simulator::app_level_fault;
 
 use crate::common::*;
-use crate::observability::{alerts, free_port, repo, start_prometheus};
+use crate::observability::{alerts, repo, start_prometheus};
 
 const PAGED: u64 = 1400000001;
 const BLIND: u64 = 1400000002;

@@ -283,21 +283,27 @@ async fn run_bin(args: Vec<String>, stdin: &str) -> std::process::Output {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn callback_commands_register_url_and_key_without_showing_the_key() {
-    let app = 1400000001;
-    let sim = start_sim(sim_config(&[app])).await;
-    let f = write_config(&config_yaml(&sim.endpoint(), &[app], "1s", "").replace(
+/// A config file for `app` with `key` as its callback_key, and the arguments of a command run on it.
+fn keyed_command(endpoint: &str, app: u64, key: &str) -> (tempfile::NamedTempFile, impl Fn(&[&str]) -> Vec<String>) {
+    let f = write_config(&config_yaml(endpoint, &[app], "1s", "").replace(
         &format!("  - sdk_app_id: {app}\n"),
-        &format!("  - sdk_app_id: {app}\n    callback_key: keyFromConfig0001\n"),
+        &format!("  - sdk_app_id: {app}\n    callback_key: {key}\n"),
     ));
     let cfg = f.path().to_string_lossy().to_string();
-    let args = |a: &[&str]| {
+    let args = move |a: &[&str]| {
         a.iter()
             .map(|s| s.to_string())
             .chain(["--config.file".to_string(), cfg.clone()])
             .collect::<Vec<_>>()
     };
+    (f, args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_commands_register_url_and_key_without_showing_the_key() {
+    let app = 1400000001;
+    let sim = start_sim(sim_config(&[app])).await;
+    let (_f, args) = keyed_command(&sim.endpoint(), app, "keyFromConfig0001");
 
     let out = run_bin(
         args(&["callback", "set-url", "https://exporter.example.com/callback"]),
@@ -367,17 +373,7 @@ async fn set_url_and_set_key_refuse_to_replace_existing_values_without_replace()
     let sim = start_sim(sim_config(&[app])).await;
     let backend = ("https://backend.example.com/tiw/push", "backendKey000042");
     sim.sim.set_callback(app, backend.0, backend.1);
-    let f = write_config(&config_yaml(&sim.endpoint(), &[app], "1s", "").replace(
-        &format!("  - sdk_app_id: {app}\n"),
-        &format!("  - sdk_app_id: {app}\n    callback_key: exporterKey00077\n"),
-    ));
-    let cfg = f.path().to_string_lossy().to_string();
-    let args = |a: &[&str]| {
-        a.iter()
-            .map(|s| s.to_string())
-            .chain(["--config.file".to_string(), cfg.clone()])
-            .collect::<Vec<_>>()
-    };
+    let (_f, args) = keyed_command(&sim.endpoint(), app, "exporterKey00077");
     let said = |out: &std::process::Output| {
         format!(
             "{}{}",

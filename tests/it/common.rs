@@ -401,6 +401,15 @@ pub async fn scrape(addr: &str) -> Metrics {
     Metrics::parse(&res.text().await.expect("body"))
 }
 
+/// A loopback port nothing listens on (bound, read, and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Whether the acceptance profile runs (`cargo nextest run --profile acceptance`, as `.ci/run`
 /// does): then every test runs, and one that lacks a program fails. The default profile is a
 /// contributor's loop: it needs only the Rust toolchain, and skips what needs more ([`needs`]).

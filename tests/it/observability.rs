@@ -284,14 +284,6 @@ async fn dashboard_is_importable_and_queries_only_served_metrics() {
     sim.stop().await;
 }
 
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn query(prom: &str, expr: &str) -> Result<Vec<Value>, String> {
     let res = reqwest::Client::new()
         .get(format!("{prom}/api/v1/query"))

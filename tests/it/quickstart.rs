@@ -45,14 +45,6 @@ fn quick_start_commands() -> Vec<String> {
     commands
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readmes_quick_start_runs_from_config_to_a_page_without_touching_tiws_callbacks() {
     if !needs(&["promtool", "amtool"]) {

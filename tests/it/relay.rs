@@ -58,15 +58,6 @@ async fn backend(State(b): State<Backend>, uri: Uri, headers: HeaderMap, body: B
     }
 }
 
-/// A loopback port nothing listens on yet (the backend is "down" until it binds it).
-fn reserved_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Points TIW's callback URL of both apps at the exporter listening at `addr`.
 fn register(sim: &tiw_push_exporter::simulator::Simulator, addr: &str) {
     sim.set_callback(KEYED, &format!("http://{addr}/callback"), KEY);
@@ -122,7 +113,8 @@ async fn relay_delivers_every_acknowledged_request_in_order_across_an_outage_and
         ..Default::default()
     });
     sim.sim.keep_acknowledged();
-    let port = reserved_port();
+    // Nothing listens there yet: the backend is down until it binds the port.
+    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let yaml = config_yaml(&sim.endpoint(), &[KEYED, KEYLESS], "1s", "").replace(
         &format!("  - sdk_app_id: {KEYED}\n"),
