@@ -9,9 +9,9 @@ use prometheus::{Encoder, TextEncoder};
 use crate::callback::{CallbackOutcome, CallbackReceiver};
 use crate::config::Config;
 use crate::metrics::ExporterMetrics;
-use crate::registry::{Answer, Source, TaskRegistry};
+use crate::registry::{Source, TaskRegistry};
 use crate::tencentcloud::client::decode_reply;
-use crate::tencentcloud::tiw::{PushAnswer, RunningTasks, WhiteboardPush};
+use crate::tencentcloud::tiw::{RunningTasks, WhiteboardPush};
 
 /// App 1400000001 signs with a key; 1400000002 allows unsigned callbacks, so the fuzzer reaches
 /// the parser and the registry without having to forge an MD5; 1400000003 has no key and refuses them.
@@ -73,12 +73,7 @@ pub fn api_reply(data: &[u8]) {
         registry.track(APP, "task-1", None, Source::Config);
         match decode_reply::<WhiteboardPush>(ENDPOINT, status, body) {
             Ok(reply) => {
-                let answer = match reply.answer() {
-                    PushAnswer::State(obs) => Answer::State(obs),
-                    PushAnswer::NoStatus => Answer::NoStatus(reply.request_id.clone().unwrap_or_default()),
-                    PushAnswer::Failed { message } => Answer::Failed(message.clone()),
-                    PushAnswer::NotFound => Answer::NotFound,
-                };
+                let answer = reply.answer();
                 let before = registry.stats(APP).unwrap_or_default();
                 registry.apply_answer(APP, "task-1", &answer, std::time::Duration::ZERO);
                 let again = registry.stats(APP).unwrap_or_default();

@@ -21,7 +21,7 @@ use crate::registry::{Answer, Source, TaskRegistry, Track};
 use crate::task::{truncate, unix_now, FinishReason};
 use crate::tencentcloud::client::build_clients;
 use crate::tencentcloud::ratelimit::{budget_key, Permit};
-use crate::tencentcloud::tiw::{PushAnswer, RUNNING_TASKS_PAGE};
+use crate::tencentcloud::tiw::RUNNING_TASKS_PAGE;
 use crate::tencentcloud::RetryPolicy;
 use crate::tencentcloud::{ApiError, TiwClient};
 
@@ -399,14 +399,14 @@ impl Poller {
         let result = app.client.read_task(task_id, turn).await;
         match &result {
             Ok(answered) => {
-                let (answer, message) = match &answered.answer {
-                    PushAnswer::State(obs) => {
+                let answer = &answered.answer;
+                let message = match answer {
+                    Answer::State(obs) => {
                         self.metrics.tasks.truncated("api", obs.truncated);
-                        (Answer::State(obs.clone()), None)
+                        None
                     }
-                    PushAnswer::NoStatus => (Answer::NoStatus(answered.request_id.clone()), None),
-                    PushAnswer::Failed { message } => (Answer::Failed(message.clone()), Some(message.as_str())),
-                    PushAnswer::NotFound => (Answer::NotFound, None),
+                    Answer::Failed(message) => Some(message.as_str()),
+                    Answer::NoStatus(_) | Answer::NotFound => None,
                 };
                 let applied = self
                     .registry

@@ -117,6 +117,21 @@ impl FinishReason {
     }
 }
 
+/// One answer of DescribeWhiteboardPush, in domain terms: what the API client makes of a reply
+/// and what the registry applies (one type for both).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// A success reply with a status.
+    State(Observation),
+    /// A success reply with no `Status` at all, with its RequestId: how Tencent's international
+    /// API page answers for a failed task ("Querying failed whiteboard push tasks").
+    NoStatus(String),
+    /// `FailedOperation.WhiteboardPush`: the task failed; Tencent's message says why.
+    Failed(String),
+    /// `InvalidParameter.TaskNotFound`.
+    NotFound,
+}
+
 /// What one poll or callback says about a task. `None` means "not said".
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Observation {

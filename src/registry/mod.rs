@@ -18,8 +18,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub use crate::task::{
-    is_task_id, plausible, unix_now, Failure, FinishReason, Observation, PushEvent, TaskStatus, DEFAULT_MAX_TASKS,
-    MAX_TASK_ID,
+    is_task_id, plausible, unix_now, Answer, Failure, FinishReason, Observation, PushEvent, TaskStatus,
+    DEFAULT_MAX_TASKS, MAX_TASK_ID,
 };
 
 mod journal;
@@ -92,19 +92,6 @@ pub enum Track {
     Known,
     /// `retention.max_tasks` reached: not tracked.
     Full,
-}
-
-/// One answer of DescribeWhiteboardPush, in domain terms (see `tencentcloud::tiw::PushAnswer`).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Answer {
-    /// A reply with a status.
-    State(Observation),
-    /// A success reply with no `Status`, with its RequestId.
-    NoStatus(String),
-    /// `FailedOperation.WhiteboardPush`, with Tencent's message.
-    Failed(String),
-    /// `InvalidParameter.TaskNotFound`.
-    NotFound,
 }
 
 /// What one answer did to its task.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::client::{ApiError, Client, ErrorKind};
 use super::ratelimit::Permit;
-use crate::task::{plausible, FinishReason, Observation, TaskStatus};
+use crate::task::{plausible, Answer, FinishReason, Observation, TaskStatus};
 
 pub const DESCRIBE_WHITEBOARD_PUSH: &str = "DescribeWhiteboardPush";
 pub const DESCRIBE_RUNNING_TASKS: &str = "DescribeRunningTasks";
@@ -205,37 +205,23 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
     })
 }
 
-/// What Tencent's answer to DescribeWhiteboardPush says about a task, in domain terms.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PushAnswer {
-    /// A success reply with a status.
-    State(Observation),
-    /// A success reply with no `Status` at all: how Tencent's international API page answers for
-    /// a failed task ("Querying failed whiteboard push tasks": only `RequestId`).
-    NoStatus,
-    /// `FailedOperation.WhiteboardPush`: the task failed; Tencent's message says why.
-    Failed { message: String },
-    /// `InvalidParameter.TaskNotFound`.
-    NotFound,
-}
-
 /// An answer and the RequestId it came with (for the log).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answered {
-    pub answer: PushAnswer,
+    pub answer: Answer,
     pub request_id: String,
 }
 
 impl WhiteboardPush {
-    /// The reply in domain terms. A reply with `Status` missing, null or empty is [`PushAnswer::NoStatus`];
+    /// The reply in domain terms. A reply with `Status` missing, null or empty is [`Answer::NoStatus`];
     /// a STOPPED with an empty or undocumented `FinishReason` stopped for reason `OTHER` (design §4);
     /// numbers outside what Tencent can send are unknown.
-    pub fn answer(&self) -> PushAnswer {
+    pub fn answer(&self) -> Answer {
         let status = match self.status.as_deref() {
-            None | Some("") => return PushAnswer::NoStatus,
+            None | Some("") => return Answer::NoStatus(self.request_id.clone().unwrap_or_default()),
             Some(s) => TaskStatus::from_tencent(s),
         };
-        PushAnswer::State(
+        Answer::State(
             Observation {
                 status,
                 finish_reason: match status {
@@ -294,8 +280,8 @@ impl TiwClient {
             ) =>
             {
                 let answer = match ErrorKind::of_code(&code) {
-                    ErrorKind::TaskFailed => PushAnswer::Failed { message },
-                    _ => PushAnswer::NotFound,
+                    ErrorKind::TaskFailed => Answer::Failed(message),
+                    _ => Answer::NotFound,
                 };
                 Ok(Answered { answer, request_id })
             }
@@ -391,7 +377,7 @@ mod tests {
         let p: WhiteboardPush = decode(&f["DescribeWhiteboardPush"]["reply_only_request_id"]).unwrap();
         assert_eq!(p.status, None);
         assert!(p.request_id.is_some());
-        assert_eq!(p.answer(), PushAnswer::NoStatus);
+        assert!(matches!(p.answer(), Answer::NoStatus(id) if p.request_id.as_deref() == Some(id.as_str())));
         let e = decode::<WhiteboardPush>(&f["DescribeWhiteboardPush"]["reply_task_failed"]).unwrap_err();
         assert_eq!(e.code(), Some("FailedOperation.WhiteboardPush"));
         let r: RunningTasks = decode(&f["DescribeRunningTasks"]["reply"]).unwrap();
@@ -443,24 +429,24 @@ mod tests {
             serde_json::json!(null),
             serde_json::json!("CRASHED"),
         ] {
-            let PushAnswer::State(o) = answer(serde_json::json!({"Status": "STOPPED", "FinishReason": reason})) else {
+            let Answer::State(o) = answer(serde_json::json!({"Status": "STOPPED", "FinishReason": reason})) else {
                 panic!("a state")
             };
             assert_eq!(o.finish_reason, Some(FinishReason::Other));
         }
-        let PushAnswer::State(o) = answer(serde_json::json!({"Status": "STOPPED", "FinishReason": "EXCEPTION"})) else {
+        let Answer::State(o) = answer(serde_json::json!({"Status": "STOPPED", "FinishReason": "EXCEPTION"})) else {
             panic!("a state")
         };
         assert_eq!(o.finish_reason, Some(FinishReason::Exception));
-        let PushAnswer::State(o) = answer(serde_json::json!({"Status": "PUSHING", "FinishReason": ""})) else {
+        let Answer::State(o) = answer(serde_json::json!({"Status": "PUSHING", "FinishReason": ""})) else {
             panic!("a state")
         };
         assert_eq!((o.status, o.finish_reason), (Some(TaskStatus::Pushing), None));
-        assert_eq!(
+        assert!(matches!(
             answer(serde_json::json!({"Status": null, "RoomId": 3})),
-            PushAnswer::NoStatus
-        );
-        assert_eq!(answer(serde_json::json!({"Status": ""})), PushAnswer::NoStatus);
+            Answer::NoStatus(_)
+        ));
+        assert!(matches!(answer(serde_json::json!({"Status": ""})), Answer::NoStatus(_)));
     }
 
     /// Found by `cargo fuzz` (fuzz/regressions/api_reply): a PushStartTime beyond 2⁵³ was
@@ -472,7 +458,7 @@ mod tests {
             "IMSyncTime": 1610591726
         }))
         .unwrap();
-        let PushAnswer::State(obs) = reply.answer() else {
+        let Answer::State(obs) = reply.answer() else {
             panic!("a state")
         };
         assert_eq!(
