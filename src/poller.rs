@@ -410,7 +410,7 @@ impl Poller {
                 };
                 let applied = self
                     .registry
-                    .apply_answer(sdk_app_id, task_id, &answer, self.unknown_reread());
+                    .apply_answer(sdk_app_id, task_id, answer, self.unknown_reread());
                 if let Some((event, status, reason)) = applied.contradicted {
                     self.metrics
                         .callbacks
