@@ -408,9 +408,9 @@ impl Poller {
                     Answer::Failed(message) => Some(message.as_str()),
                     Answer::NoStatus(_) | Answer::NotFound => None,
                 };
-                let applied = self
-                    .registry
-                    .apply_answer(sdk_app_id, task_id, answer, self.unknown_reread());
+                let applied =
+                    self.registry
+                        .answer_poll((sdk_app_id, task_id), answer, self.unknown_reread(), Instant::now());
                 if let Some((event, status, reason)) = applied.contradicted {
                     self.metrics
                         .callbacks
@@ -480,7 +480,10 @@ impl Poller {
             Err(_) => {}
         }
         self.record_health(sdk_app_id, result.as_ref().map(|_| ()));
-        self.registry.finish_poll(sdk_app_id, task_id, Instant::now());
+        if result.is_err() {
+            // An answered poll was finished with its answer (answer_poll).
+            self.registry.finish_poll(sdk_app_id, task_id, Instant::now());
+        }
     }
 
     /// Sets `tiw_up` from a call's outcome and logs once when an app's health changes.

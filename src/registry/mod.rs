@@ -579,10 +579,30 @@ impl TaskRegistry {
     /// handed out before the latest claim cannot judge it, so another poll is owed.
     /// `park_for` is how long a configured task Tencent does not know waits for its next read.
     pub fn apply_answer(&self, sdk_app_id: u64, task_id: &str, answer: &Answer, park_for: Duration) -> AnswerApplied {
-        let now = unix_now();
         let key = (sdk_app_id, task_id.to_string());
-        let mut out = AnswerApplied::default();
+        Self::apply_answer_in(&mut self.lock(), key, answer, park_for)
+    }
+
+    /// [`TaskRegistry::apply_answer`] for the answer to a poll, and the poll marked done
+    /// ([`TaskRegistry::finish_poll`]) under the same lock: one acquisition per answered poll.
+    pub fn answer_poll(
+        &self,
+        (sdk_app_id, task_id): (u64, &str),
+        answer: &Answer,
+        park_for: Duration,
+        at: Instant,
+    ) -> AnswerApplied {
+        let key = (sdk_app_id, task_id.to_string());
         let mut inner = self.lock();
+        let out = Self::apply_answer_in(&mut inner, key.clone(), answer, park_for);
+        inner.finish_poll(&key, at);
+        out
+    }
+
+    fn apply_answer_in(inner: &mut Inner, key: Key, answer: &Answer, park_for: Duration) -> AnswerApplied {
+        let now = unix_now();
+        let sdk_app_id = key.0;
+        let mut out = AnswerApplied::default();
         inner.unqueue(&key);
         let Inner { tasks, apps, .. } = &mut *inner;
         let Some(task) = tasks.get_mut(&key) else {

@@ -33,6 +33,34 @@ pub(super) fn finished_key(t: &Task) -> Option<(u64, Key)> {
 }
 
 impl Inner {
+    /// Marks the poll of `key` as done (whatever its outcome), releasing the task for the next
+    /// sweep: a claim that came in while the poll was in flight still wants its own poll.
+    pub(super) fn finish_poll(&mut self, key: &Key, at: Instant) {
+        self.unqueue(key);
+        if let Some(t) = self.tasks.get_mut(key) {
+            t.polling = false;
+            t.needs_poll = t.claim.as_ref().is_some_and(|c| c.seq > t.poll_seq) && !t.final_read;
+            t.urgent = t.needs_poll;
+            t.last_polled = Some(at);
+        }
+        if self.tasks.get(key).is_some_and(Task::in_claims_lane) {
+            self.lane_seq += 1;
+            let seq = self.lane_seq;
+            if let Some(t) = self.tasks.get_mut(key) {
+                t.lane_seq = seq;
+            }
+        }
+        if self
+            .tasks
+            .get(key)
+            .is_some_and(|t| t.status == TaskStatus::Prepared && t.is_pollable())
+        {
+            let due = at + self.prepared_every;
+            self.prepared_due.insert((due, key.clone()));
+        }
+        self.requeue(key);
+    }
+
     /// Takes a task out of the poll order; call before changing what [`order_key`] reads.
     pub(super) fn unqueue(&mut self, key: &Key) {
         if let Some(t) = self.tasks.get(key) {
@@ -242,32 +270,7 @@ impl TaskRegistry {
 
     /// Marks a poll as done (whatever its outcome), releasing the task for the next sweep.
     pub fn finish_poll(&self, sdk_app_id: u64, task_id: &str, at: Instant) {
-        let mut inner = self.lock();
-        let key = (sdk_app_id, task_id.to_string());
-        inner.unqueue(&key);
-        if let Some(t) = inner.tasks.get_mut(&key) {
-            t.polling = false;
-            // A claim that came in while the poll was in flight still wants its own poll.
-            t.needs_poll = t.claim.as_ref().is_some_and(|c| c.seq > t.poll_seq) && !t.final_read;
-            t.urgent = t.needs_poll;
-            t.last_polled = Some(at);
-        }
-        if inner.tasks.get(&key).is_some_and(Task::in_claims_lane) {
-            inner.lane_seq += 1;
-            let seq = inner.lane_seq;
-            if let Some(t) = inner.tasks.get_mut(&key) {
-                t.lane_seq = seq;
-            }
-        }
-        if inner
-            .tasks
-            .get(&key)
-            .is_some_and(|t| t.status == TaskStatus::Prepared && t.is_pollable())
-        {
-            let due = at + inner.prepared_every;
-            inner.prepared_due.insert((due, key.clone()));
-        }
-        inner.requeue(&key);
+        self.lock().finish_poll(&(sdk_app_id, task_id.to_string()), at);
     }
 
     /// Diffs one complete DescribeRunningTasks pass of `sdk_app_id` (task id → listed `FINISHED`),
