@@ -203,6 +203,13 @@
           target('histogram_quantile(%s, sum by (le, event_type) (rate(tiw_exporter_callback_delay_seconds_bucket{%s}[$__rate_interval])))' % [q, sel], 'p%s {{event_type}}' % std.strReplace(q, '0.', ''))
           for q in ['0.5', '0.95']
         ], 's'),
+        timeseries('Relayed to your backend', 'Relay mode (apps[].callback_forward_url): callbacks queued, delivered (2xx), retried (the backend failed or timed out), dead-lettered (4xx) and refused because the queue was full (503 to TIW), per second.', 12, 7,
+                   [target('sum by (instance, sdk_app_id, outcome) (rate(tiw_exporter_callback_forward_total{%s, sdk_app_id=~"$sdk_app_id"}[$__rate_interval]))' % sel, '{{instance}} {{sdk_app_id}} {{outcome}}')], 'reqps'),
+        timeseries('Relay queue', 'Callbacks waiting for the backend, and the age of the oldest: TiwCallbackRelayBacklog past %d s. Dead letters kept (4xx answers).' % cfg.relayBacklogSeconds, 12, 7, [
+          target('max by (instance, sdk_app_id) (tiw_exporter_callback_forward_queue_requests{%s, sdk_app_id=~"$sdk_app_id"})' % sel, 'queued {{instance}} {{sdk_app_id}}'),
+          target('max by (instance, sdk_app_id) (tiw_exporter_callback_forward_oldest_age_seconds{%s, sdk_app_id=~"$sdk_app_id"})' % sel, 'oldest, s {{instance}} {{sdk_app_id}}'),
+          target('max by (instance, sdk_app_id) (tiw_exporter_callback_forward_dead_letters{%s, sdk_app_id=~"$sdk_app_id"})' % sel, 'dead letters {{instance}} {{sdk_app_id}}'),
+        ], 'short'),
 
         row('Tencent Cloud API budget'),
         stat('API up', '1 when the app\'s last Tencent Cloud API call got an answer; 0 after network failures or AuthFailure / ResourceUnavailable / UnauthorizedOperation (tiw_up).', 6, 6,

@@ -176,10 +176,13 @@ pub async fn run(
             for app in DEMO_APPS {
                 sim.set_callback(app, &format!("http://{shown}/callback"), DEMO_CALLBACK_KEY);
             }
+            // The second app shows relay mode: its callbacks go on to a stand-in for the product
+            // backend that owned TIW's URL before (README, "Callbacks and your existing backend").
+            let backend = product_backend(token.clone()).await?;
             let interval = humantime::format_duration(options.poll_interval);
             let yaml = format!(
                 "tencentcloud:\n  endpoint: {endpoint}\n  secret_id: {DEMO_SECRET_ID}\n  secret_key: {DEMO_SECRET_KEY}\n  session_token: ''\n\
-                 apps:\n  - sdk_app_id: {}\n    callback_key: {DEMO_CALLBACK_KEY}\n  - sdk_app_id: {}\n    callback_key: {DEMO_CALLBACK_KEY}\n\
+                 apps:\n  - sdk_app_id: {}\n    callback_key: {DEMO_CALLBACK_KEY}\n  - sdk_app_id: {}\n    callback_key: {DEMO_CALLBACK_KEY}\n    callback_forward_url: {backend}\n\
                  poll:\n  interval: {interval}\n  discovery_interval: {interval}\n\
                  state:\n  path: {}\nretention:\n  stopped_tasks: 10m\n",
                 DEMO_APPS[0],
@@ -214,9 +217,11 @@ pub async fn run(
              \x20   secret_id: {DEMO_SECRET_ID}\n\
              \x20   secret_key: {DEMO_SECRET_KEY}\n\
              \x20 apps: [{{sdk_app_id: {}, callback_key: {DEMO_CALLBACK_KEY}}}, {{sdk_app_id: {}, callback_key: {DEMO_CALLBACK_KEY}}}]\n\
+             App {} runs in relay mode: every callback TIW sends for it also goes on to a stand-in for your\n\
+             \x20product's backend (the landing page's \"Relayed callbacks\"; README, \"Callbacks and your existing backend\").\n\
              (or run your own config against the simulator: tiw-push-exporter demo --config.file config.yaml;\n\
              \x20--simulator.listen-address 127.0.0.1:18080 keeps the endpoint the same from run to run)\n",
-            DEMO_APPS[0], DEMO_APPS[1],
+            DEMO_APPS[0], DEMO_APPS[1], DEMO_APPS[1],
         ));
     }
     banner.push_str(&format!(
@@ -267,4 +272,18 @@ pub async fn run(
     // The demo's store is scratch space.
     let _ = std::fs::remove_dir_all(&state);
     result
+}
+
+/// A stand-in for the product backend that owned TIW's callback URL before the exporter: it takes
+/// every relayed request (200), as a backend of the user's would. Returns its URL.
+async fn product_backend(token: CancellationToken) -> anyhow::Result<String> {
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let url = format!("http://{}/tiw/callback", listener.local_addr()?);
+    let router = axum::Router::new().fallback(|| async { r#"{"error_code":0}"# });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await;
+    });
+    Ok(url)
 }

@@ -233,12 +233,17 @@ async fn dashboard_is_importable_and_queries_only_served_metrics() {
             "{title} does not use the datasource variable"
         );
     }
-    // What an exporter with every kind of task serves.
+    // What an exporter with every kind of task serves, its app in relay mode.
     let app = 1400000001;
     let sim = start_sim(sim_config(&[app])).await;
     let t = sim.sim.create_task(app, 1);
     sim.sim.start_pushing(&t);
-    let exporter = start_exporter(&config_yaml(&sim.endpoint(), &[app], "200ms", "")).await;
+    let relay = format!(
+        "  - sdk_app_id: {app}\n    callback_forward_url: {}/tiw\n",
+        closed_endpoint()
+    );
+    let yaml = config_yaml(&sim.endpoint(), &[app], "200ms", "").replace(&format!("  - sdk_app_id: {app}\n"), &relay);
+    let exporter = start_exporter(&yaml).await;
     wait_status(&exporter, &t, "PUSHING").await;
     // Families set just after a poll's answer is applied (the scrape may fall in between).
     let m = wait_for(Duration::from_secs(10), "the poll's own metrics", || async {
