@@ -143,8 +143,7 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, request: Request)
         (Some(relay), Ok(bytes), Some(headers)) => match relay.enqueue(headers, bytes) {
             Ok(_) => true,
             Err(NotQueued::NotRelayed) => false,
-            Err(NotQueued::Full) => {
-                let app = crate::relay::body_app(bytes).unwrap_or_default();
+            Err(NotQueued::Full(app)) => {
                 if let Some(suppressed) = receiver.refusal_to_log(app, "forward_queue_full") {
                     tracing::warn!(
                         sdk_app_id = app,
@@ -180,15 +179,16 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, request: Request)
         }
     };
     receiver.record(&processed);
-    if relayed {
-        return relayed_reply(&receiver, &processed).await;
-    }
     // Accepted or duplicate, the reply promises durability: a duplicate may be the retry of an
-    // event whose first write failed.
-    if matches!(
-        processed.outcome,
-        CallbackOutcome::Accepted | CallbackOutcome::Duplicate
-    ) {
+    // event whose first write failed. A relayed request is answered 200 once its queue entry (and
+    // the exporter's own change) is on disk, whatever the exporter made of it: the backend's answer
+    // comes later, so the relay takes over TIW's retries.
+    if relayed
+        || matches!(
+            processed.outcome,
+            CallbackOutcome::Accepted | CallbackOutcome::Duplicate
+        )
+    {
         if let Some(store) = &receiver.store {
             if store.flush().await.is_err() {
                 let why = "the store could not write it: not acknowledged, TIW retries";
@@ -197,92 +197,55 @@ async fn handle(State(receiver): State<Arc<CallbackReceiver>>, request: Request)
             }
         }
     }
-    let status = processed.outcome.status();
-    receiver.remember(&processed, status, None);
-    if processed.outcome == CallbackOutcome::Full {
+    let own = processed.outcome.status();
+    let status = if relayed { StatusCode::OK } else { own };
+    let relayed_note = relayed.then(|| match own {
+        StatusCode::OK => "relayed to the backend".to_string(),
+        _ => format!(
+            "relayed to the backend; the exporter itself refused it ({} {}): {}",
+            own.as_u16(),
+            processed.outcome.label(),
+            processed.reason
+        ),
+    });
+    receiver.remember(&processed, status, relayed_note.as_deref());
+    if processed.outcome == CallbackOutcome::Full && !relayed {
         return (
             [("retry-after", "5")],
             error_reply(status, "too many tracked tasks (retention.max_tasks), retry later"),
         )
             .into_response();
     }
-    if status == StatusCode::OK {
+    if own == StatusCode::OK {
         if processed.outcome == CallbackOutcome::Accepted && receiver.first_for_app(processed.sdk_app_id) {
             tracing::info!(
                 sdk_app_id = processed.sdk_app_id,
                 event_type = processed.event_type,
                 task_id = processed.task_id.as_deref().unwrap_or(""),
+                relayed,
                 "first callback accepted for this app: TIW reaches the exporter and the key matches"
             );
         }
-        (status, [("content-type", "application/json")], r#"{"error_code":0}"#).into_response()
-    } else {
+    } else if let Some(suppressed) = receiver.refusal_to_log(processed.sdk_app_id, processed.outcome.label()) {
         // At info, so that a wrong key shows in the log at once; at most once a minute per app and
-        // outcome. The reason is the receiver's own words: never a key, a Sign or the body.
-        if let Some(suppressed) = receiver.refusal_to_log(processed.sdk_app_id, processed.outcome.label()) {
-            tracing::info!(
-                sdk_app_id = processed.sdk_app_id,
-                event_type = processed.event_type,
-                outcome = processed.outcome.label(),
-                status = status.as_u16(),
-                reason = %processed.reason,
-                refused_since_last_line = suppressed,
-                "callback refused"
-            );
-        }
-        error_reply(status, processed.outcome.label())
-    }
-}
-
-/// TIW's answer to a relayed request: 200 once its queue entry (and the exporter's own change) is
-/// on disk, whatever the exporter made of it; the backend's answer comes later, so the relay
-/// takes over TIW's retries. 503 when the store cannot write, so that TIW keeps it.
-async fn relayed_reply(receiver: &CallbackReceiver, processed: &Processed) -> Response {
-    if let Some(store) = &receiver.store {
-        if store.flush().await.is_err() {
-            let why = "the store could not write it: not acknowledged, TIW retries";
-            receiver.remember(processed, StatusCode::SERVICE_UNAVAILABLE, Some(why));
-            return error_reply(StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry later");
-        }
-    }
-    let own = processed.outcome.status();
-    let why = (own != StatusCode::OK).then(|| {
-        format!(
-            "relayed to the backend; the exporter itself refused it ({} {}): {}",
-            own.as_u16(),
-            processed.outcome.label(),
-            processed.reason
-        )
-    });
-    receiver.remember(
-        processed,
-        StatusCode::OK,
-        why.as_deref().or(Some("relayed to the backend")),
-    );
-    if own != StatusCode::OK {
-        if let Some(suppressed) = receiver.refusal_to_log(processed.sdk_app_id, processed.outcome.label()) {
-            tracing::info!(
-                sdk_app_id = processed.sdk_app_id,
-                event_type = processed.event_type,
-                outcome = processed.outcome.label(),
-                reason = %processed.reason,
-                refused_since_last_line = suppressed,
-                "callback refused by the exporter, relayed to the backend all the same"
-            );
-        }
-    } else if processed.outcome == CallbackOutcome::Accepted && receiver.first_for_app(processed.sdk_app_id) {
+        // outcome. The reason is the receiver's own words: never a key, a Sign or the body. A
+        // relayed request is answered 200 all the same (`relayed=true`).
         tracing::info!(
             sdk_app_id = processed.sdk_app_id,
             event_type = processed.event_type,
-            "first callback accepted for this app (relay mode): TIW reaches the exporter and the key matches"
+            outcome = processed.outcome.label(),
+            status = status.as_u16(),
+            reason = %processed.reason,
+            refused_since_last_line = suppressed,
+            relayed,
+            "callback refused"
         );
     }
-    (
-        StatusCode::OK,
-        [("content-type", "application/json")],
-        r#"{"error_code":0}"#,
-    )
-        .into_response()
+    if status == StatusCode::OK {
+        (status, [("content-type", "application/json")], r#"{"error_code":0}"#).into_response()
+    } else {
+        error_reply(status, processed.outcome.label())
+    }
 }
 
 /// A refusal as TIW's callback replies are shaped: `{"error_code": <HTTP status>, "error_msg": ...}`.

@@ -125,7 +125,7 @@ pub enum NotQueued {
     /// The app relays nothing (or the body names no app).
     NotRelayed,
     /// The app's queue is at `max_queue` or `max_queue_bytes`: TIW is answered 503.
-    Full,
+    Full(u64),
 }
 
 #[derive(Default)]
@@ -269,7 +269,7 @@ impl Relay {
         if q.entries.len() >= settings.max_queue || q.bytes + size > settings.max_queue_bytes {
             drop(inner);
             self.instruments.counted(app, "refused_full");
-            return Err(NotQueued::Full);
+            return Err(NotQueued::Full(app));
         }
         let request = Arc::new(Forwarded { seq, ..request });
         q.entries.push_back(request.clone());

@@ -41,7 +41,7 @@ fn queues_only_relaying_apps_in_order_within_bounds() {
     assert_eq!(seqs, [0, 1, 2]);
     assert_eq!(
         relay.enqueue(&tiw_headers(), &body(7, 3)),
-        Err(NotQueued::Full),
+        Err(NotQueued::Full(7)),
         "max_queue"
     );
     let (head, url) = relay.next(7).unwrap();
@@ -66,7 +66,7 @@ fn bytes_bound_counts_headers_and_body() {
     relay.enqueue(&tiw_headers(), &big).unwrap();
     assert_eq!(
         relay.enqueue(&tiw_headers(), &big),
-        Err(NotQueued::Full),
+        Err(NotQueued::Full(7)),
         "max_queue_bytes"
     );
     let depth = &relay.depths()[0];
