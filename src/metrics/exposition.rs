@@ -327,61 +327,62 @@ type WriteRow = fn(&mut Vec<u8>, &Row);
 /// The per-task families in the order a scrape writes them, each with its writer.
 const TASK_FAMILIES: [(&FamilySpec, WriteRow); 11] = [
     (&INFO, |out, t| {
-        push_head(out, INFO.name, &t.labels.info, "} 1\n");
+        push_head(out, INFO.name, t.labels.shared(), t.labels.info());
+        put(out, "} 1\n");
     }),
     (&STATUS, |out, t| {
         for (s, tail) in TaskStatus::ALL.iter().zip(STATUS_TAILS.iter()) {
-            push_head(out, STATUS.name, &t.labels.shared, tail);
+            push_head(out, STATUS.name, t.labels.shared(), tail);
             out.extend_from_slice(if *s == t.status { b"1\n" } else { b"0\n" });
         }
     }),
     (&FINISH_REASON, |out, t| {
         if let Some(r) = t.finish_reason {
-            push_head(out, FINISH_REASON.name, &t.labels.shared, &REASON_TAILS[r as usize]);
+            push_head(out, FINISH_REASON.name, t.labels.shared(), &REASON_TAILS[r as usize]);
             out.extend_from_slice(b"1\n");
         }
     }),
     (&START, |out, t| {
         if let Some(v) = t.start {
-            push_head(out, START.name, &t.labels.shared, "} ");
+            push_head(out, START.name, t.labels.shared(), "} ");
             push_int_value(out, v);
         }
     }),
     (&STOP, |out, t| {
         if let Some(v) = t.stop {
-            push_head(out, STOP.name, &t.labels.shared, "} ");
+            push_head(out, STOP.name, t.labels.shared(), "} ");
             push_int_value(out, v);
         }
     }),
     (&DURATION, |out, t| {
         if let Some(v) = t.duration {
-            push_head(out, DURATION.name, &t.labels.shared, "} ");
+            push_head(out, DURATION.name, t.labels.shared(), "} ");
             push_float_value(out, v);
         }
     }),
     (&EXCEPTIONS, |out, t| {
-        push_head(out, EXCEPTIONS.name, &t.labels.shared, "} ");
+        push_head(out, EXCEPTIONS.name, t.labels.shared(), "} ");
         push_int_value(out, t.exceptions as i64);
     }),
     (&IM_SYNC, |out, t| {
         if let Some(v) = t.im_sync {
-            push_head(out, IM_SYNC.name, &t.labels.shared, "} ");
+            push_head(out, IM_SYNC.name, t.labels.shared(), "} ");
             push_int_value(out, v);
         }
     }),
     (&LAST_UPDATE, |out, t| {
-        push_head(out, LAST_UPDATE.name, &t.labels.shared, "} ");
+        push_head(out, LAST_UPDATE.name, t.labels.shared(), "} ");
         push_float_value(out, t.last_update);
     }),
     (&ENDED, |out, t| {
         if let Some(v) = t.ended {
-            push_head(out, ENDED.name, &t.labels.shared, "} ");
+            push_head(out, ENDED.name, t.labels.shared(), "} ");
             push_float_value(out, v);
         }
     }),
     (&FAILURE, |out, t| {
-        if let Some(failure) = &t.labels.failure {
-            push_head(out, FAILURE.name, &t.labels.shared, failure);
+        if let Some(failure) = t.labels.failure() {
+            push_head(out, FAILURE.name, t.labels.shared(), failure);
             put(out, "} 1\n");
         }
     }),
@@ -527,7 +528,7 @@ impl TaskCollector {
         let held = locked.elapsed();
         let mut rows = snap.rows;
         // Stable order (as the prometheus crate's gather gives): diffs and greps stay readable.
-        rows.sort_unstable_by(|a, b| (a.app, &a.labels.task_id).cmp(&(b.app, &b.labels.task_id)));
+        rows.sort_unstable_by(|a, b| (a.app, a.labels.task_id()).cmp(&(b.app, b.labels.task_id())));
         TaskText {
             rows,
             counts: snap.counts,

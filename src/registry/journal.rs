@@ -43,7 +43,10 @@ impl TaskRegistry {
     pub fn take_batch(&self) -> Batch {
         let mut inner = self.lock();
         let dirty = std::mem::take(&mut inner.dirty);
-        let tasks = dirty.iter().filter_map(|k| inner.tasks.get(k).cloned()).collect();
+        let tasks = dirty
+            .iter()
+            .filter_map(|k| inner.tasks.get(k).map(|t| (**t).clone()))
+            .collect();
         let apps = if std::mem::take(&mut inner.apps_dirty) {
             inner.apps.iter().map(|(k, v)| (*k, v.clone())).collect()
         } else {

@@ -117,7 +117,11 @@ pub struct View<'a> {
 impl View<'_> {
     /// Tasks of the configured apps (a reload that leaves an app out hides it; its state stays).
     pub fn tasks(&self) -> impl Iterator<Item = &Task> {
-        self.inner.tasks.values().filter(|t| self.inner.shown(t.sdk_app_id))
+        self.inner
+            .tasks
+            .values()
+            .map(|t| &**t)
+            .filter(|t| self.inner.shown(t.sdk_app_id))
     }
     /// Aggregates of the configured apps.
     pub fn apps(&self) -> impl Iterator<Item = (&u64, &AppStats)> {
@@ -152,7 +156,8 @@ pub struct RenderSnapshot<R> {
 pub type Key = (u64, String);
 
 struct Inner {
-    tasks: HashMap<Key, Task>,
+    /// Boxed: the table is sized in powers of two, so its empty buckets cost a pointer, not a task.
+    tasks: HashMap<Key, Box<Task>>,
     apps: BTreeMap<u64, AppStats>,
     /// Expired task ids and when they expired (unix seconds).
     tombstones: HashMap<Key, f64>,
@@ -268,7 +273,7 @@ impl Inner {
                 }
             }
         }
-        let unconfirmed = self.tasks.get(key).is_some_and(Task::in_claims_lane);
+        let unconfirmed = self.tasks.get(key).is_some_and(|t| t.in_claims_lane());
         let set = self.unconfirmed.entry(key.0).or_default();
         let changed = if unconfirmed {
             set.insert(key.1.clone())
@@ -333,7 +338,7 @@ impl Inner {
     /// Removes a task from everything; a tombstone keeps it from coming back when `tombstone`.
     fn remove_task(&mut self, key: &Key, tombstone: Option<f64>) -> Option<Task> {
         self.unqueue(key);
-        let t = self.tasks.remove(key)?;
+        let t = *self.tasks.remove(key)?;
         if let Some(k) = finished_key(&t) {
             self.finished.remove(&k);
         }
@@ -460,7 +465,7 @@ impl TaskRegistry {
             let key = (task.sdk_app_id, task.task_id.clone());
             let final_read = task.final_read;
             let settled = task.settled && task.status.is_ended();
-            inner.tasks.insert(key.clone(), task);
+            inner.tasks.insert(key.clone(), Box::new(task));
             if final_read {
                 inner.set_final(&key);
             } else if settled {
@@ -563,7 +568,7 @@ impl TaskRegistry {
             task.refresh(now);
             inner.apps.entry(sdk_app_id).or_default();
             inner.touch(&key);
-            inner.tasks.insert(key.clone(), task);
+            inner.tasks.insert(key.clone(), Box::new(task));
             inner.sync(&key);
             inner.requeue(&key);
         }
@@ -755,7 +760,7 @@ impl TaskRegistry {
                 inner.lane_seq += 1;
                 let mut task = Task::new(sdk_app_id, task_id.to_string(), Source::Callback, now);
                 task.lane_seq = inner.lane_seq;
-                inner.tasks.insert(key.clone(), task);
+                inner.tasks.insert(key.clone(), Box::new(task));
                 inner.apps.entry(sdk_app_id).or_default();
                 inner.sync(&key);
             }
@@ -777,10 +782,12 @@ impl TaskRegistry {
             let was_ended = task.status.is_ended();
             task.last_update = now;
             if !task.final_read {
-                let claim = task.claim.get_or_insert_with(|| Claim {
-                    facts: Facts::default(),
-                    at: now,
-                    seq,
+                let claim = task.claim.get_or_insert_with(|| {
+                    Box::new(Claim {
+                        facts: Facts::default(),
+                        at: now,
+                        seq,
+                    })
                 });
                 claim.facts.absorb(&obs);
                 claim.at = now;
@@ -932,7 +939,7 @@ impl TaskRegistry {
     /// A copy of every task (sorted by app and id) and every app's aggregates.
     pub fn snapshot(&self) -> (Vec<Task>, BTreeMap<u64, AppStats>) {
         let inner = self.lock();
-        let mut tasks: Vec<Task> = inner.tasks.values().cloned().collect();
+        let mut tasks: Vec<Task> = inner.tasks.values().map(|t| (**t).clone()).collect();
         tasks.sort_by(|a, b| (a.sdk_app_id, &a.task_id).cmp(&(b.sdk_app_id, &b.task_id)));
         (tasks, inner.apps.clone())
     }
@@ -946,7 +953,10 @@ impl TaskRegistry {
 
     /// A copy of one task.
     pub fn get(&self, sdk_app_id: u64, task_id: &str) -> Option<Task> {
-        self.lock().tasks.get(&(sdk_app_id, task_id.to_string())).cloned()
+        self.lock()
+            .tasks
+            .get(&(sdk_app_id, task_id.to_string()))
+            .map(|t| (**t).clone())
     }
 
     /// A copy of one app's aggregates.

@@ -43,7 +43,7 @@ impl Inner {
             t.urgent = t.needs_poll;
             t.last_polled = Some(at);
         }
-        if self.tasks.get(key).is_some_and(Task::in_claims_lane) {
+        if self.tasks.get(key).is_some_and(|t| t.in_claims_lane()) {
             self.lane_seq += 1;
             let seq = self.lane_seq;
             if let Some(t) = self.tasks.get_mut(key) {
@@ -110,7 +110,7 @@ impl Inner {
     /// A claimed end counted on its own word: it leaves with retention like a confirmed one, but
     /// the task is still read (see [`TaskRegistry::settle_claims`]).
     pub(super) fn set_settled(&mut self, key: &Key) {
-        if let Some(k) = self.tasks.get(key).and_then(finished_key) {
+        if let Some(k) = self.tasks.get(key).and_then(|t| finished_key(t)) {
             self.finished.insert(k);
         }
     }

@@ -647,7 +647,7 @@ fn poll_queue_stays_consistent() {
             .tasks
             .values()
             .filter(|t| Inner::queued(t) && !t.in_claims_lane())
-            .map(order_key)
+            .map(|t| order_key(t))
             .collect();
         let queued: BTreeSet<OrderKey> = inner.queues.values().flatten().cloned().collect();
         assert_eq!(queued, expected);
