@@ -381,8 +381,33 @@ fn ended_with_exception(text: &str) -> std::collections::HashSet<String> {
     stopped.intersection(&exception).map(|id| id.to_string()).collect()
 }
 
-/// footprint: start with N ended tasks in the store: time to ready, RSS, idle CPU.
-async fn footprint(n: usize, idle: Duration) {
+/// footprint: start with N ended tasks in the store: time to ready, RSS, idle CPU; for each build
+/// of [`stall_binaries`] in one run (the first's figures are `footprint_*`, another's
+/// `footprint_<label>_*`, e.g. the image's musl binary), each on a store of its own.
+async fn footprint(n: usize, idle: Duration, smoke: bool) {
+    let mut medians = Vec::new();
+    for (i, (label, bin)) in stall_binaries(smoke).into_iter().enumerate() {
+        let prefix = if i == 0 {
+            "footprint".to_string()
+        } else {
+            format!("footprint_{label}")
+        };
+        let median = footprint_of(&bin, &prefix, n, (i == 0).then_some(idle)).await;
+        medians.push((label, prefix, median));
+    }
+    if let Some((_, _, first)) = medians.first().cloned() {
+        for (_, prefix, median) in &medians[1..] {
+            out(
+                &format!("{prefix}_gzip_scrape_ratio"),
+                format!("{:.2}", median / first.max(1e-9)),
+            );
+        }
+    }
+}
+
+/// One build's footprint figures, named `prefix_*`; the idle CPU only when `idle` is given.
+/// Returns the median gzip scrape in milliseconds.
+async fn footprint_of(bin: &Path, prefix: &str, n: usize, idle: Option<Duration>) -> f64 {
     let apps: Vec<u64> = (0..n.div_ceil(100) as u64).map(|i| 1_400_000_000 + i).collect();
     let sim = start_sim(sim_config(apps.clone(), Duration::ZERO)).await;
     let dir = scratch_dir();
@@ -413,7 +438,7 @@ async fn footprint(n: usize, idle: Duration) {
         yaml(&sim.endpoint(), &apps, None, "15s", dir.path(), false) + "retention:\n  stopped_tasks: 24h\n",
     )
     .unwrap();
-    let (proc, addr, started) = spawn(&config);
+    let (proc, addr, started) = spawn_binary(bin, &config, &[]);
     let client = reqwest::Client::new();
     wait_ready(&client, &addr).await;
     let ready = started.elapsed();
@@ -450,30 +475,39 @@ async fn footprint(n: usize, idle: Duration) {
         tokio::join!(get_gzip_len(&client, &url), get_gzip_len(&client, &url));
     }
     let pair = cpu_seconds(pid) - c0;
-    let cpu0 = cpu_seconds(pid);
-    let t0 = Instant::now();
-    tokio::time::sleep(idle).await;
-    let cpu_per_minute = (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64() * 60.0;
-    out("footprint_tasks", n);
-    out("footprint_ready_seconds", format!("{:.3}", ready.as_secs_f64()));
-    out("footprint_rss_ready_mib", format!("{rss_ready:.1}"));
-    out("footprint_rss_mib", format!("{rss:.1}"));
-    out("footprint_scrape_bytes", bytes);
-    out("footprint_gzip_scrape_bytes", gzip_bytes);
-    out("footprint_rss_gzip_scrapes_mib", format!("{rss_gzip:.1}"));
+    out(&format!("{prefix}_tasks"), n);
+    out(
+        &format!("{prefix}_ready_seconds"),
+        format!("{:.3}", ready.as_secs_f64()),
+    );
+    out(&format!("{prefix}_rss_ready_mib"), format!("{rss_ready:.1}"));
+    out(&format!("{prefix}_rss_mib"), format!("{rss:.1}"));
+    out(&format!("{prefix}_scrape_bytes"), bytes);
+    out(&format!("{prefix}_gzip_scrape_bytes"), gzip_bytes);
+    out(&format!("{prefix}_rss_gzip_scrapes_mib"), format!("{rss_gzip:.1}"));
     // The whole gzip scrape over loopback as the binary serves it (TIW_BIN: compare builds, e.g.
     // the image's musl binary with the glibc one).
     out(
-        "footprint_gzip_scrape_median_ms",
+        &format!("{prefix}_gzip_scrape_median_ms"),
         format!("{:.1}", took[rounds / 2].as_secs_f64() * 1000.0),
     );
     out(
-        "footprint_pair_scrape_cpu_ratio",
+        &format!("{prefix}_pair_scrape_cpu_ratio"),
         format!("{:.2}", pair / single.max(1e-9)),
     );
-    out("footprint_idle_cpu_seconds_per_minute", format!("{cpu_per_minute:.3}"));
+    if let Some(idle) = idle {
+        let cpu0 = cpu_seconds(pid);
+        let t0 = Instant::now();
+        tokio::time::sleep(idle).await;
+        let cpu_per_minute = (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64() * 60.0;
+        out(
+            &format!("{prefix}_idle_cpu_seconds_per_minute"),
+            format!("{cpu_per_minute:.3}"),
+        );
+    }
     drop(proc);
     sim.stop().await;
+    took[rounds / 2].as_secs_f64() * 1000.0
 }
 
 fn wrk(args: &[String]) -> String {
@@ -995,7 +1029,7 @@ pub async fn main() {
         freshness(s.fresh_samples).await;
     }
     if run("footprint") {
-        footprint(s.footprint_tasks, s.idle_window).await;
+        footprint(s.footprint_tasks, s.idle_window, smoke).await;
     }
     if run("stall") {
         stall(s.stall_tasks, s.stall_window, smoke).await;
