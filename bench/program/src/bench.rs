@@ -381,6 +381,87 @@ fn ended_with_exception(text: &str) -> std::collections::HashSet<String> {
     stopped.intersection(&exception).map(|id| id.to_string()).collect()
 }
 
+/// paths: what one event costs the registry as the fleet grows, in process. For each shape
+/// (apps × tasks per app, apps per credential group) it times, per operation: an accepted
+/// callback; a poll picked from one credential group's apps and answered; one app's
+/// DescribeRunningTasks pass diffed against the registry; one app's claims settled. Tasks are
+/// running, so every one of them is in the poll order. `paths_<op>_ratio` is the 10,000-task
+/// shapes' cost over the 100-task one's: near 1 when the cost is what the event touches, ~100
+/// if it were the fleet's.
+fn paths() {
+    use tiw_push_exporter::registry::{Answer, PushEvent};
+    let shapes: [(&str, usize, usize); 3] = [("1x100", 1, 1), ("100x100", 100, 100), ("100x100_10groups", 100, 10)];
+    let mut first: HashMap<&str, f64> = HashMap::new();
+    for (name, n_apps, group_size) in shapes {
+        let registry = TaskRegistry::new();
+        let apps: Vec<u64> = (0..n_apps as u64).map(|i| 1_400_000_000 + i).collect();
+        registry.ensure_apps(apps.iter().copied());
+        let running = Observation {
+            status: Some(TaskStatus::Pushing),
+            push_start_time: Some(1_700_000_000),
+            ..Default::default()
+        };
+        for app in &apps {
+            for t in 0..100 {
+                let id = format!("task-{app}-{t:03}");
+                registry.track(*app, &id, Some(t), Source::Discovery);
+                registry.observe_poll(*app, &id, &running);
+            }
+        }
+        let app = apps[0];
+        let group: Vec<u64> = apps[..group_size].to_vec();
+        let mut figures: Vec<(&str, f64)> = Vec::new();
+        // Callbacks: a Started claim for each of one app's tasks (then they are duplicates).
+        let t0 = Instant::now();
+        for t in 0..100 {
+            registry.observe_callback(app, &format!("task-{app}-{t:03}"), PushEvent::Started, &running);
+        }
+        figures.push(("callback", t0.elapsed().as_secs_f64() / 100.0));
+        // Polls: picked from the group's apps (round robin) and answered, 2,000 of them.
+        let answer = Answer::State(running.clone());
+        // A sweep that has read every task begins again, as the poller's next sweep does.
+        let polls = 2_000;
+        let mut sweep = Instant::now();
+        let t0 = Instant::now();
+        let mut done = 0;
+        while done < polls {
+            let Some((a, id)) = registry.next_to_poll(&group, Some(sweep)) else {
+                sweep = Instant::now();
+                continue;
+            };
+            registry.answer_poll((a, &id), &answer, Duration::from_secs(60), Instant::now());
+            done += 1;
+        }
+        figures.push(("poll", t0.elapsed().as_secs_f64() / polls as f64));
+        // One app's running list pass (all 100 listed running) and one claims settling.
+        let listed: HashMap<String, bool> = (0..100).map(|t| (format!("task-{app}-{t:03}"), false)).collect();
+        let passes = 200;
+        let t0 = Instant::now();
+        for _ in 0..passes {
+            registry.hint_running_list(app, &listed, Instant::now());
+        }
+        figures.push(("list_pass", t0.elapsed().as_secs_f64() / passes as f64));
+        let now = tiw_push_exporter::registry::unix_now();
+        let t0 = Instant::now();
+        for _ in 0..passes {
+            registry.settle_claims(app, Duration::from_secs(3600), Some(now), now);
+        }
+        figures.push(("settle", t0.elapsed().as_secs_f64() / passes as f64));
+        for (op, secs) in figures {
+            out(&format!("paths_{name}_{op}_us"), format!("{:.2}", secs * 1e6));
+            match first.get(op) {
+                None => {
+                    first.insert(op, secs);
+                }
+                Some(base) => out(
+                    &format!("paths_{name}_{op}_ratio"),
+                    format!("{:.2}", secs / base.max(1e-12)),
+                ),
+            }
+        }
+    }
+}
+
 /// footprint: start with N ended tasks in the store: time to ready, RSS, idle CPU; for each build
 /// of [`stall_binaries`] in one run (the first's figures are `footprint_*`, another's
 /// `footprint_<label>_*`, e.g. the image's musl binary), each on a store of its own.
@@ -1021,6 +1102,9 @@ pub async fn main() {
     );
     if run("render") {
         render(&s.render);
+    }
+    if run("paths") {
+        paths();
     }
     if run("ingest") {
         ingest(s.ingest_seconds).await;
