@@ -155,6 +155,14 @@ pub struct RenderSnapshot<R> {
 /// A task's identity: SdkAppId and TaskId.
 pub type Key = (u64, String);
 
+/// Where a task is filed in the poll order: its app's queue under this rank and last read (with
+/// its key, the task's [`OrderKey`]), or its app's lane of claims at this place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Filed {
+    Queue(u8, Option<Instant>),
+    Lane(u64),
+}
+
 struct Inner {
     /// Boxed: the table is sized in powers of two, so its empty buckets cost a pointer, not a task.
     tasks: HashMap<Key, Box<Task>>,
@@ -172,7 +180,8 @@ struct Inner {
     /// first, then never polled, then least recently polled. Picking the next task of a credential
     /// group costs a look at the head of each of its apps' queues, whatever the rest of the fleet,
     /// and ended tasks cost nothing. Invariant: a task is in its app's queue, under
-    /// [`order_key`], iff [`Inner::queued`] and it is not in a lane of claims.
+    /// [`order_key`], iff [`Inner::queued`] and it is not in a lane of claims; its `filed` says
+    /// where it is (kept by [`Inner::sync`]).
     queues: HashMap<u64, BTreeSet<OrderKey>>,
     /// Parked tasks by the time they may be read again.
     parked: BTreeSet<(Instant, Key)>,
@@ -255,11 +264,12 @@ impl Inner {
         t.is_pollable() && !t.polling && t.parked_until.is_none()
     }
 
-    /// Keeps the per-app indexes in step with the task (or its absence): the app's tasks, its
-    /// tasks with a pending claim, its unconfirmed callback-only tasks. Call after any change to a
-    /// task's claim, source or confirmed status, and after adding or removing a task, so that the
-    /// per-pass work (settling claims, following the running list) costs what it touches, not the
-    /// whole fleet.
+    /// Brings everything derived from the task (or its absence) in step with it: its place in
+    /// the poll order ([`Inner::file`]) and the per-app indexes (the app's tasks, its tasks with a
+    /// pending claim, its unconfirmed callback-only tasks), so that a pick and the per-pass work
+    /// (settling claims, following the running list) cost what they touch, not the whole fleet.
+    /// Every method that changes a task calls it once, after the change; nothing is taken out
+    /// before.
     fn sync(&mut self, key: &Key) {
         let task = self.tasks.get(key);
         let (exists, claimed) = (task.is_some(), task.is_some_and(|t| t.claim.is_some()));
@@ -290,6 +300,7 @@ impl Inner {
                 self.unconfirmed_total -= 1;
             }
         }
+        self.file(key);
     }
 
     fn unconfirmed_of(&self, sdk_app_id: u64) -> usize {
@@ -337,7 +348,7 @@ impl Inner {
 
     /// Removes a task from everything; a tombstone keeps it from coming back when `tombstone`.
     fn remove_task(&mut self, key: &Key, tombstone: Option<f64>) -> Option<Task> {
-        self.unqueue(key);
+        self.refile(key, None);
         let t = *self.tasks.remove(key)?;
         if let Some(k) = finished_key(&t) {
             self.finished.remove(&k);
@@ -472,7 +483,6 @@ impl TaskRegistry {
                 inner.set_settled(&key);
             }
             inner.sync(&key);
-            inner.requeue(&key);
         }
         inner.tombstones.extend(restored.tombstones);
         drop(inner);
@@ -528,9 +538,6 @@ impl TaskRegistry {
                 // The API's own list (or the operator) names it: not a made-up id after all.
                 inner.refuted.remove(&key);
             }
-            if inner.tasks.contains_key(&key) {
-                inner.unqueue(&key);
-            }
             if let Some(t) = inner.tasks.get_mut(&key) {
                 let mut changed = false;
                 if running && !t.listed_running {
@@ -553,7 +560,6 @@ impl TaskRegistry {
                     inner.touch(&key);
                 }
                 inner.sync(&key);
-                inner.requeue(&key);
                 return Track::Known;
             }
             if inner.tombstones.contains_key(&key) {
@@ -570,7 +576,6 @@ impl TaskRegistry {
             inner.touch(&key);
             inner.tasks.insert(key.clone(), Box::new(task));
             inner.sync(&key);
-            inner.requeue(&key);
         }
         self.want_poll();
         Track::Added
@@ -608,7 +613,6 @@ impl TaskRegistry {
         let now = unix_now();
         let sdk_app_id = key.0;
         let mut out = AnswerApplied::default();
-        inner.unqueue(&key);
         let Inner { tasks, apps, .. } = &mut *inner;
         let Some(task) = tasks.get_mut(&key) else {
             return out;
@@ -721,7 +725,6 @@ impl TaskRegistry {
         }
         inner.touch(&key);
         inner.sync(&key);
-        inner.requeue(&key);
         out
     }
 
@@ -762,9 +765,7 @@ impl TaskRegistry {
                 task.lane_seq = inner.lane_seq;
                 inner.tasks.insert(key.clone(), Box::new(task));
                 inner.apps.entry(sdk_app_id).or_default();
-                inner.sync(&key);
             }
-            inner.unqueue(&key);
             inner.seq += 1;
             let seq = inner.seq;
             let Some(task) = inner.tasks.get_mut(&key) else {
@@ -775,7 +776,7 @@ impl TaskRegistry {
                 PushEvent::Stopped => &mut task.seen_stopped_event,
             };
             if *seen {
-                inner.requeue(&key);
+                inner.sync(&key);
                 return CallbackApplied::Duplicate;
             }
             *seen = true;
@@ -798,7 +799,6 @@ impl TaskRegistry {
             let ended = task.status.is_ended() && !was_ended;
             inner.touch(&key);
             inner.sync(&key);
-            inner.requeue(&key);
             CallbackApplied::Accepted { ended }
         };
         self.want_poll();

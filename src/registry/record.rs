@@ -259,6 +259,9 @@ pub struct Task {
     /// Place in its app's lane of callback-only claims (see [`Task::in_claims_lane`]).
     #[serde(skip)]
     pub(super) lane_seq: u64,
+    /// Where the schedule filed it, if anywhere (kept by the registry's `sync`).
+    #[serde(skip)]
+    pub(super) filed: Option<super::Filed>,
     /// The renderer's label text for this task (see [`RenderedLabels`]).
     #[serde(skip)]
     pub label_cache: LabelCache,
@@ -304,6 +307,7 @@ impl Task {
             tracked_at: Some(Instant::now()),
             off_list: false,
             lane_seq: 0,
+            filed: None,
             label_cache: LabelCache::default(),
         }
     }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use super::{Inner, Key, Task, TaskRegistry, TaskStatus};
+use super::{Filed, Inner, Key, Task, TaskRegistry, TaskStatus};
 
 /// (rank, last polled, SdkAppId, TaskId): the poll order.
 pub(super) type OrderKey = (u8, Option<Instant>, u64, String);
@@ -36,7 +36,6 @@ impl Inner {
     /// Marks the poll of `key` as done (whatever its outcome), releasing the task for the next
     /// sweep: a claim that came in while the poll was in flight still wants its own poll.
     pub(super) fn finish_poll(&mut self, key: &Key, at: Instant) {
-        self.unqueue(key);
         if let Some(t) = self.tasks.get_mut(key) {
             t.polling = false;
             t.needs_poll = t.claim.as_ref().is_some_and(|c| c.seq > t.poll_seq) && !t.final_read;
@@ -58,40 +57,72 @@ impl Inner {
             let due = at + self.prepared_every;
             self.prepared_due.insert((due, key.clone()));
         }
-        self.requeue(key);
+        self.file(key);
     }
 
-    /// Takes a task out of the poll order; call before changing what [`order_key`] reads.
-    pub(super) fn unqueue(&mut self, key: &Key) {
-        if let Some(t) = self.tasks.get(key) {
-            if t.in_claims_lane() {
-                if let Some(lane) = self.lanes.get_mut(&key.0) {
-                    lane.remove(&(t.lane_seq, key.1.clone()));
-                    if lane.is_empty() {
-                        self.lanes.remove(&key.0);
-                    }
-                }
-            } else {
+    /// Files the task where it belongs now: in its app's poll order under [`order_key`], in its
+    /// app's lane of claims, or nowhere (in flight, parked, read for the last time, or gone). The
+    /// task remembers where it was filed ([`Filed`]), so a caller changes the task first and
+    /// files it after, once; nothing has to be taken out before a change. Part of
+    /// [`Inner::sync`].
+    pub(super) fn file(&mut self, key: &Key) {
+        let to = self.tasks.get(key).and_then(|t| Inner::filing(t));
+        self.refile(key, to);
+    }
+
+    /// Moves the task from where it was filed to `now` (`None`: out of the poll order).
+    pub(super) fn refile(&mut self, key: &Key, now: Option<Filed>) {
+        let Some(was) = self.tasks.get(key).map(|t| t.filed) else {
+            return;
+        };
+        if was == now {
+            return;
+        }
+        match was {
+            Some(Filed::Queue(rank, last_polled)) => {
                 if let Some(queue) = self.queues.get_mut(&key.0) {
-                    queue.remove(&order_key(t));
+                    queue.remove(&(rank, last_polled, key.0, key.1.clone()));
                     if queue.is_empty() {
                         self.queues.remove(&key.0);
                     }
                 }
             }
+            Some(Filed::Lane(seq)) => {
+                if let Some(lane) = self.lanes.get_mut(&key.0) {
+                    lane.remove(&(seq, key.1.clone()));
+                    if lane.is_empty() {
+                        self.lanes.remove(&key.0);
+                    }
+                }
+            }
+            None => {}
+        }
+        match now {
+            Some(Filed::Queue(rank, last_polled)) => {
+                self.queues
+                    .entry(key.0)
+                    .or_default()
+                    .insert((rank, last_polled, key.0, key.1.clone()));
+            }
+            Some(Filed::Lane(seq)) => {
+                self.lanes.entry(key.0).or_default().insert((seq, key.1.clone()));
+            }
+            None => {}
+        }
+        if let Some(t) = self.tasks.get_mut(key) {
+            t.filed = now;
         }
     }
 
-    /// Puts a task back in the poll order (or its app's lane of claims) if it belongs there.
-    pub(super) fn requeue(&mut self, key: &Key) {
-        if let Some(t) = self.tasks.get(key) {
-            if Inner::queued(t) {
-                if t.in_claims_lane() {
-                    self.lanes.entry(key.0).or_default().insert((t.lane_seq, key.1.clone()));
-                } else {
-                    self.queues.entry(key.0).or_default().insert(order_key(t));
-                }
-            }
+    /// Where a task belongs in the poll order, if anywhere.
+    fn filing(t: &Task) -> Option<Filed> {
+        if !Inner::queued(t) {
+            None
+        } else if t.in_claims_lane() {
+            Some(Filed::Lane(t.lane_seq))
+        } else {
+            let (rank, last_polled, _, _) = order_key(t);
+            Some(Filed::Queue(rank, last_polled))
         }
     }
 
@@ -160,7 +191,11 @@ impl Inner {
             if lane.is_empty() {
                 self.lanes.remove(&app);
             }
-            Some((app, task_id))
+            let key = (app, task_id);
+            if let Some(t) = self.tasks.get_mut(&key) {
+                t.filed = None;
+            }
+            Some(key)
         } else {
             let m = main?;
             if let Some(queue) = self.queues.get_mut(&m.2) {
@@ -169,7 +204,11 @@ impl Inner {
                     self.queues.remove(&m.2);
                 }
             }
-            Some((m.2, m.3))
+            let key = (m.2, m.3);
+            if let Some(t) = self.tasks.get_mut(&key) {
+                t.filed = None;
+            }
+            Some(key)
         }
     }
 
@@ -208,11 +247,10 @@ impl Inner {
                     && t.last_polled.is_none_or(|p| p + every <= now)
             });
             if wanted {
-                self.unqueue(&key);
                 if let Some(t) = self.tasks.get_mut(&key) {
                     t.expedite();
                 }
-                self.requeue(&key);
+                self.file(&key);
             }
         }
     }
@@ -227,7 +265,7 @@ impl Inner {
             if let Some(t) = self.tasks.get_mut(&key) {
                 t.parked_until = None;
             }
-            self.requeue(&key);
+            self.file(&key);
         }
     }
 }
@@ -255,7 +293,7 @@ impl TaskRegistry {
             if let Some(t) = inner.tasks.get_mut(&key) {
                 t.polling = false;
             }
-            inner.requeue(&key);
+            inner.file(&key);
         }
     }
 
@@ -317,11 +355,8 @@ impl TaskRegistry {
                 }
             };
             if hint && !t.urgent {
-                inner.unqueue(&key);
-                if let Some(t) = inner.tasks.get_mut(&key) {
-                    t.expedite();
-                }
-                inner.requeue(&key);
+                t.expedite();
+                inner.file(&key);
                 hinted += 1;
             }
         }

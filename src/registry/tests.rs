@@ -674,6 +674,21 @@ fn poll_queue_stays_consistent() {
             .filter(|t| Inner::queued(t) && t.in_claims_lane())
             .count();
         assert_eq!(lanes, in_lanes);
+        // Each task remembers exactly where it is filed.
+        for (key, t) in &inner.tasks {
+            let filed_at = match t.filed {
+                Some(Filed::Queue(rank, last)) => inner
+                    .queues
+                    .get(&key.0)
+                    .is_some_and(|q| q.contains(&(rank, last, key.0, key.1.clone()))),
+                Some(Filed::Lane(seq)) => inner
+                    .lanes
+                    .get(&key.0)
+                    .is_some_and(|l| l.contains(&(seq, key.1.clone()))),
+                None => !Inner::queued(t),
+            };
+            assert!(filed_at, "{key:?} filed {:?}", t.filed);
+        }
     };
     for i in 0..20 {
         r.track(1 + i % 2, &format!("t{i}"), None, Source::Discovery);
