@@ -28,6 +28,7 @@ mod schedule;
 #[cfg(test)]
 mod tests;
 
+use journal::Journal;
 pub use journal::{Batch, Restored};
 pub use record::{push_escaped, AppStats, Claim, DurationHistogram, Facts, LabelCache, RenderedLabels, Source, Task};
 use schedule::{finished_key, OrderKey};
@@ -169,13 +170,8 @@ struct Inner {
     apps: BTreeMap<u64, AppStats>,
     /// Expired task ids and when they expired (unix seconds).
     tombstones: HashMap<Key, f64>,
-    /// Changes since the last batch.
-    dirty: HashSet<Key>,
-    apps_dirty: bool,
-    removed: HashSet<Key>,
-    apps_removed: Vec<u64>,
-    tombstones_added: Vec<(Key, f64)>,
-    tombstones_pruned: Vec<Key>,
+    /// Changes since the store last took a batch.
+    journal: Journal,
     /// Every pollable task that is neither in flight nor parked, per app, in poll order: wanted-now
     /// first, then never polled, then least recently polled. Picking the next task of a credential
     /// group costs a look at the head of each of its apps' queues, whatever the rest of the fleet,
@@ -226,12 +222,7 @@ impl Inner {
             tasks: HashMap::new(),
             apps: BTreeMap::new(),
             tombstones: HashMap::new(),
-            dirty: HashSet::new(),
-            apps_dirty: false,
-            removed: HashSet::new(),
-            apps_removed: Vec::new(),
-            tombstones_added: Vec::new(),
-            tombstones_pruned: Vec::new(),
+            journal: Journal::default(),
             queues: HashMap::new(),
             parked: BTreeSet::new(),
             prepared_due: BTreeSet::new(),
@@ -342,8 +333,7 @@ impl Inner {
     }
 
     fn touch(&mut self, key: &Key) {
-        self.dirty.insert(key.clone());
-        self.apps_dirty = true;
+        self.journal.task(key);
     }
 
     /// Removes a task from everything; a tombstone keeps it from coming back when `tombstone`.
@@ -356,12 +346,10 @@ impl Inner {
         if let Some(until) = t.parked_until {
             self.parked.remove(&(until, key.clone()));
         }
-        self.dirty.remove(key);
-        self.removed.insert(key.clone());
+        self.journal.removed(key, tombstone);
         self.sync(key);
         if let Some(at) = tombstone {
             self.tombstones.insert(key.clone(), at);
-            self.tombstones_added.push((key.clone(), at));
         }
         Some(t)
     }
@@ -457,7 +445,7 @@ impl TaskRegistry {
         for id in ids {
             if let std::collections::btree_map::Entry::Vacant(e) = inner.apps.entry(id) {
                 e.insert(AppStats::default());
-                inner.apps_dirty = true;
+                inner.journal.apps();
             }
         }
     }
@@ -499,7 +487,7 @@ impl TaskRegistry {
         for id in &apps {
             if let std::collections::btree_map::Entry::Vacant(e) = inner.apps.entry(*id) {
                 e.insert(AppStats::default());
-                inner.apps_dirty = true;
+                inner.journal.apps();
             }
         }
         inner.configured = Some(apps);
@@ -830,7 +818,7 @@ impl TaskRegistry {
         let Inner {
             tasks,
             apps,
-            dirty,
+            journal,
             claimed,
             ..
         } = &mut *inner;
@@ -847,12 +835,12 @@ impl TaskRegistry {
                 let mut shown = task.shown();
                 shown.exception_cnt = task.confirmed().exception_cnt;
                 if task.count(&shown, stats) {
-                    dirty.insert(key.clone());
+                    journal.task_only(&key);
                     settled.push(task.task_id.clone());
                 }
                 if shown.status.is_ended() {
                     task.settled = true;
-                    dirty.insert(key.clone());
+                    journal.task_only(&key);
                     ended.push(key.clone());
                 }
             }
@@ -861,7 +849,7 @@ impl TaskRegistry {
             inner.set_settled(&key);
         }
         if !settled.is_empty() {
-            inner.apps_dirty = true;
+            inner.journal.apps();
         }
         settled
     }
@@ -896,7 +884,7 @@ impl TaskRegistry {
             .collect();
         for key in pruned {
             inner.tombstones.remove(&key);
-            inner.tombstones_pruned.push(key);
+            inner.journal.pruned(key);
         }
         expired
     }
