@@ -22,6 +22,7 @@ pub use crate::task::{
     DEFAULT_MAX_TASKS, MAX_TASK_ID,
 };
 
+mod apply;
 mod journal;
 mod record;
 mod schedule;
@@ -31,7 +32,7 @@ mod tests;
 use journal::Journal;
 pub use journal::{Batch, Restored};
 pub use record::{push_escaped, AppStats, Claim, DurationHistogram, Facts, LabelCache, RenderedLabels, Source, Task};
-use schedule::{finished_key, OrderKey};
+use schedule::{finished_key, Schedule};
 
 /// How long an expired task id is remembered, so that discovery (which sees 3 days back) cannot
 /// bring it back and count it a second time.
@@ -156,14 +157,6 @@ pub struct RenderSnapshot<R> {
 /// A task's identity: SdkAppId and TaskId.
 pub type Key = (u64, String);
 
-/// Where a task is filed in the poll order: its app's queue under this rank and last read (with
-/// its key, the task's [`OrderKey`]), or its app's lane of claims at this place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Filed {
-    Queue(u8, Option<Instant>),
-    Lane(u64),
-}
-
 struct Inner {
     /// Boxed: the table is sized in powers of two, so its empty buckets cost a pointer, not a task.
     tasks: HashMap<Key, Box<Task>>,
@@ -172,20 +165,8 @@ struct Inner {
     tombstones: HashMap<Key, f64>,
     /// Changes since the store last took a batch.
     journal: Journal,
-    /// Every pollable task that is neither in flight nor parked, per app, in poll order: wanted-now
-    /// first, then never polled, then least recently polled. Picking the next task of a credential
-    /// group costs a look at the head of each of its apps' queues, whatever the rest of the fleet,
-    /// and ended tasks cost nothing. Invariant: a task is in its app's queue, under
-    /// [`order_key`], iff [`Inner::queued`] and it is not in a lane of claims; its `filed` says
-    /// where it is (kept by [`Inner::sync`]).
-    queues: HashMap<u64, BTreeSet<OrderKey>>,
-    /// Parked tasks by the time they may be read again.
-    parked: BTreeSet<(Instant, Key)>,
-    /// PREPARED tasks by the time they are read again, ahead of the round robin: a task stuck
-    /// PREPARED is an alert, so it may not wait a whole sweep of a large fleet.
-    prepared_due: BTreeSet<(Instant, Key)>,
-    /// How often a PREPARED task is read (`poll.interval`).
-    prepared_every: Duration,
+    /// Which task is read next (see [`Schedule`]).
+    schedule: Schedule,
     /// Tasks whose end the API confirmed, oldest end first: the first to go when the registry is full.
     finished: BTreeSet<(u64, Key)>,
     /// Bumped by every callback claim and read by every poll handed out.
@@ -194,19 +175,12 @@ struct Inner {
     max_tasks: usize,
     /// `callback.max_unconfirmed_tasks`.
     max_unconfirmed: usize,
-    /// Queued tasks only a callback named, per app, in claim order (see [`Task::in_claims_lane`]).
-    lanes: BTreeMap<u64, BTreeSet<(u64, String)>>,
     /// Every task only a callback named and the API has not confirmed, per app, queued or not.
     unconfirmed: HashMap<u64, HashSet<String>>,
     /// Every task per app, and the tasks with a pending claim per app (see [`Inner::sync`]).
     by_app: HashMap<u64, HashSet<String>>,
     claimed: HashMap<u64, HashSet<String>>,
     unconfirmed_total: usize,
-    /// Last place handed out in a lane, the app whose lane was served last, and whether the lanes
-    /// have the next turn against the round robin.
-    lane_seq: u64,
-    lane_cursor: u64,
-    lane_turn: bool,
     /// Ids dropped after TaskNotFound, with when, oldest first (bounded by [`MAX_REFUTED`]).
     refuted: HashMap<Key, f64>,
     refuted_order: VecDeque<(f64, Key)>,
@@ -223,22 +197,15 @@ impl Inner {
             apps: BTreeMap::new(),
             tombstones: HashMap::new(),
             journal: Journal::default(),
-            queues: HashMap::new(),
-            parked: BTreeSet::new(),
-            prepared_due: BTreeSet::new(),
-            prepared_every: DEFAULT_PREPARED_EVERY,
+            schedule: Schedule::new(DEFAULT_PREPARED_EVERY),
             finished: BTreeSet::new(),
             seq: 0,
             max_tasks,
             max_unconfirmed: MAX_UNCONFIRMED_PER_APP,
-            lanes: BTreeMap::new(),
             unconfirmed: HashMap::new(),
             by_app: HashMap::new(),
             claimed: HashMap::new(),
             unconfirmed_total: 0,
-            lane_seq: 0,
-            lane_cursor: 0,
-            lane_turn: false,
             refuted: HashMap::new(),
             refuted_order: VecDeque::new(),
             last_full_warning: None,
@@ -252,7 +219,7 @@ impl Inner {
     }
 
     fn queued(t: &Task) -> bool {
-        t.is_pollable() && !t.polling && t.parked_until.is_none()
+        t.is_pollable() && !t.poll.polling && t.poll.parked_until.is_none()
     }
 
     /// Brings everything derived from the task (or its absence) in step with it: its place in
@@ -343,8 +310,8 @@ impl Inner {
         if let Some(k) = finished_key(&t) {
             self.finished.remove(&k);
         }
-        if let Some(until) = t.parked_until {
-            self.parked.remove(&(until, key.clone()));
+        if let Some(until) = t.poll.parked_until {
+            self.schedule.parked.remove(&(until, key.clone()));
         }
         self.journal.removed(key, tombstone);
         self.sync(key);
@@ -419,7 +386,7 @@ impl TaskRegistry {
     /// How often a task the API last answered PREPARED is read again, whatever the round robin's
     /// length (the poller sets `poll.interval`).
     pub fn set_prepared_reread(&self, every: Duration) {
-        self.lock().prepared_every = every;
+        self.lock().schedule.prepared_every = every;
     }
 
     /// A reload changed `retention.max_tasks`; tasks beyond a lower bound are not evicted.
@@ -459,7 +426,7 @@ impl TaskRegistry {
         }
         for mut task in restored.tasks {
             task.migrate();
-            task.needs_poll = !task.final_read;
+            task.poll.needs_poll = !task.final_read;
             inner.apps.entry(task.sdk_app_id).or_default();
             let key = (task.sdk_app_id, task.task_id.clone());
             let final_read = task.final_read;
@@ -569,291 +536,6 @@ impl TaskRegistry {
         Track::Added
     }
 
-    /// Applies an answer of DescribeWhiteboardPush and records the poll's end.
-    ///
-    /// The answer is the truth: it is folded into the confirmed facts and moves the counters. A
-    /// pending claim is settled by an answer to a poll handed out after it: kept where the answer
-    /// agrees, counted `contradicted` where the claim was ahead of the answer. An answer to a poll
-    /// handed out before the latest claim cannot judge it, so another poll is owed.
-    /// `park_for` is how long a configured task Tencent does not know waits for its next read.
-    pub fn apply_answer(&self, sdk_app_id: u64, task_id: &str, answer: &Answer, park_for: Duration) -> AnswerApplied {
-        let key = (sdk_app_id, task_id.to_string());
-        Self::apply_answer_in(&mut self.lock(), key, answer, park_for)
-    }
-
-    /// [`TaskRegistry::apply_answer`] for the answer to a poll, and the poll marked done
-    /// ([`TaskRegistry::finish_poll`]) under the same lock: one acquisition per answered poll.
-    pub fn answer_poll(
-        &self,
-        (sdk_app_id, task_id): (u64, &str),
-        answer: &Answer,
-        park_for: Duration,
-        at: Instant,
-    ) -> AnswerApplied {
-        let key = (sdk_app_id, task_id.to_string());
-        let mut inner = self.lock();
-        let out = Self::apply_answer_in(&mut inner, key.clone(), answer, park_for);
-        inner.finish_poll(&key, at);
-        out
-    }
-
-    fn apply_answer_in(inner: &mut Inner, key: Key, answer: &Answer, park_for: Duration) -> AnswerApplied {
-        let now = unix_now();
-        let sdk_app_id = key.0;
-        let mut out = AnswerApplied::default();
-        let Inner { tasks, apps, .. } = &mut *inner;
-        let Some(task) = tasks.get_mut(&key) else {
-            return out;
-        };
-        let stats = apps.entry(sdk_app_id).or_default();
-        let was_ended = task.confirmed().status.is_ended();
-        // A configured id whose very first answer is an end, with no callback about it: it ended
-        // before the exporter could see it, so its end is history, not news (never counted, never
-        // paged; it leaves with retention counted from its PushStopTime).
-        let first_word = task.confirmed().status == TaskStatus::Unknown
-            && !task.listed_running
-            && task.claim.is_none()
-            && !task.seen_started_event
-            && !task.seen_stopped_event;
-        let answers_claim = task.claim.as_ref().is_some_and(|c| task.poll_seq >= c.seq);
-        task.last_update = now;
-        match answer {
-            Answer::State(obs) => {
-                task.not_found = 0;
-                task.no_status.clear();
-                task.confirmed_mut().absorb(obs);
-            }
-            Answer::Failed(message) => {
-                task.not_found = 0;
-                task.no_status.clear();
-                task.confirmed_mut().absorb(&Observation {
-                    status: Some(TaskStatus::Failed),
-                    failure: Some(Failure::new("FailedOperation.WhiteboardPush", message)),
-                    ..Default::default()
-                });
-            }
-            Answer::NoStatus(request_id) => {
-                task.not_found = 0;
-                task.no_status.push(request_id.clone());
-                if task.no_status.len() >= NO_STATUS_LIMIT {
-                    let request_ids = std::mem::take(&mut task.no_status);
-                    let message = format!(
-                        "DescribeWhiteboardPush answered without Status {NO_STATUS_LIMIT} times in a row (RequestIds {})",
-                        request_ids.join(", ")
-                    );
-                    out.failed_without_status = Some(request_ids);
-                    task.confirmed_mut().absorb(&Observation {
-                        status: Some(TaskStatus::Failed),
-                        failure: Some(Failure::new("NoStatus", &message)),
-                        ..Default::default()
-                    });
-                }
-            }
-            Answer::NotFound => {
-                task.no_status.clear();
-                task.not_found = task.not_found.saturating_add(1);
-            }
-        }
-        // The claim: superseded once the truth has caught up with it; contradicted when a poll sent
-        // after it answers something behind it (or that the task does not exist).
-        if let Some(claim) = &task.claim {
-            let confirmed = task.confirmed();
-            let behind = claim.facts.status.rank() > confirmed.status.rank();
-            let other_reason = matches!(
-                (claim.facts.finish_reason, confirmed.finish_reason),
-                (Some(c), Some(a)) if c != a && c != FinishReason::Other && a != FinishReason::Failed
-            );
-            if answers_claim && (behind || other_reason || *answer == Answer::NotFound) {
-                let event = PushEvent::claiming(claim.facts.status);
-                out.contradicted = Some((event, claim.facts.status, claim.facts.finish_reason));
-                // What was reverted was never confirmed: TIW's genuine event, when it comes, is
-                // applied (and counted once), not taken for a copy of the forged one.
-                match event {
-                    PushEvent::Started => task.seen_started_event = false,
-                    PushEvent::Stopped => task.seen_stopped_event = false,
-                }
-                task.claim = None;
-                task.settled = false;
-            } else if !behind {
-                task.claim = None;
-            } else {
-                task.expedite();
-            }
-        }
-        let confirmed = task.confirmed().clone();
-        if first_word && confirmed.status.is_ended() {
-            task.history = true;
-            if let Some(stop) = confirmed.push_stop_time.filter(|s| (*s as f64) < now) {
-                task.ended_at = Some(stop as f64);
-            }
-        }
-        if !task.history {
-            task.count(&confirmed, stats);
-        }
-        task.refresh(now);
-        if confirmed.status.is_ended() && !was_ended && !task.history {
-            out.ended = confirmed.finish_reason;
-        }
-        if task.not_found >= NOT_FOUND_LIMIT && !confirmed.status.is_ended() {
-            if task.source == Source::Config {
-                let until = Instant::now() + park_for;
-                task.parked_until = Some(until);
-                task.not_found = 0;
-                inner.parked.insert((until, key.clone()));
-                out.parked = true;
-            } else {
-                inner.remove_task(&key, None);
-                inner.refute(key, now);
-                out.dropped = true;
-                return out;
-            }
-        }
-        if confirmed.status.is_ended() {
-            inner.set_final(&key);
-        }
-        inner.touch(&key);
-        inner.sync(&key);
-        out
-    }
-
-    /// Applies a DescribeWhiteboardPush reply with a status, as if answering a fresh poll.
-    pub fn observe_poll(&self, sdk_app_id: u64, task_id: &str, obs: &Observation) -> AnswerApplied {
-        self.mark_poll_sent(sdk_app_id, task_id);
-        self.apply_answer(sdk_app_id, task_id, &Answer::State(obs.clone()), Duration::ZERO)
-    }
-
-    /// Applies a verified push callback as a claim: tracks its task if new, applies each event once,
-    /// shows the claim at once when the API has confirmed the task exists (a task only a callback
-    /// named shows nothing of it until its first read answers) and asks for the confirming
-    /// DescribeWhiteboardPush.
-    pub fn observe_callback(
-        &self,
-        sdk_app_id: u64,
-        task_id: &str,
-        event: PushEvent,
-        obs: &Observation,
-    ) -> CallbackApplied {
-        let now = unix_now();
-        let key = (sdk_app_id, task_id.to_string());
-        let obs = near_now(obs, now);
-        let result = {
-            let mut inner = self.lock();
-            if inner.tombstones.contains_key(&key) {
-                return CallbackApplied::Duplicate;
-            }
-            if !inner.tasks.contains_key(&key) {
-                if inner.is_refuted(&key, now) {
-                    return CallbackApplied::Refuted;
-                }
-                if inner.unconfirmed_of(sdk_app_id) >= inner.max_unconfirmed {
-                    return CallbackApplied::Full;
-                }
-                inner.lane_seq += 1;
-                let mut task = Task::new(sdk_app_id, task_id.to_string(), Source::Callback, now);
-                task.lane_seq = inner.lane_seq;
-                inner.tasks.insert(key.clone(), Box::new(task));
-                inner.apps.entry(sdk_app_id).or_default();
-            }
-            inner.seq += 1;
-            let seq = inner.seq;
-            let Some(task) = inner.tasks.get_mut(&key) else {
-                return CallbackApplied::Duplicate;
-            };
-            let seen = match event {
-                PushEvent::Started => &mut task.seen_started_event,
-                PushEvent::Stopped => &mut task.seen_stopped_event,
-            };
-            if *seen {
-                inner.sync(&key);
-                return CallbackApplied::Duplicate;
-            }
-            *seen = true;
-            let was_ended = task.status.is_ended();
-            task.last_update = now;
-            if !task.final_read {
-                let claim = task.claim.get_or_insert_with(|| {
-                    Box::new(Claim {
-                        facts: Facts::default(),
-                        at: now,
-                        seq,
-                    })
-                });
-                claim.facts.absorb(&obs);
-                claim.at = now;
-                claim.seq = seq;
-                task.expedite();
-                task.refresh(now);
-            }
-            let ended = task.status.is_ended() && !was_ended;
-            inner.touch(&key);
-            inner.sync(&key);
-            CallbackApplied::Accepted { ended }
-        };
-        self.want_poll();
-        result
-    }
-
-    /// Counts the claims the API could not confirm: those of `sdk_app_id` pending for at least
-    /// `timeout` with no answer from the app's API since they arrived (`last_answer`, unix
-    /// seconds) and the poller running for at least `timeout` (`since`). Each counter still moves
-    /// once per task, and only for tasks the API confirmed exist (a made-up id never counts), with
-    /// the claim's figures as bounded on arrival; a claim's ExceptionCnt is never added to
-    /// `exceptions_total`. The task is still read: once the API answers, its answer wins what is
-    /// shown (counters never go back). A claimed end counted this way leaves with retention, so
-    /// an API that never comes back cannot keep it forever. Returns the ids whose counters moved,
-    /// to be logged as unconfirmed.
-    pub fn settle_claims(
-        &self,
-        sdk_app_id: u64,
-        timeout: Duration,
-        last_answer: Option<f64>,
-        since: f64,
-    ) -> Vec<String> {
-        let now = unix_now();
-        let timeout = timeout.as_secs_f64();
-        if now - since < timeout {
-            return Vec::new();
-        }
-        let mut inner = self.lock();
-        let Inner {
-            tasks,
-            apps,
-            journal,
-            claimed,
-            ..
-        } = &mut *inner;
-        let stats = apps.entry(sdk_app_id).or_default();
-        let mut settled = Vec::new();
-        let mut ended = Vec::new();
-        // Only the app's tasks with a pending claim: a pass costs what it touches.
-        for id in claimed.get(&sdk_app_id).into_iter().flatten() {
-            let key = (sdk_app_id, id.clone());
-            let Some(task) = tasks.get_mut(&key) else { continue };
-            let Some(claim) = &task.claim else { continue };
-            let unconfirmable = now - claim.at >= timeout && last_answer.is_none_or(|a| a < claim.at);
-            if unconfirmable && task.api_known() && !task.settled {
-                let mut shown = task.shown();
-                shown.exception_cnt = task.confirmed().exception_cnt;
-                if task.count(&shown, stats) {
-                    journal.task_only(&key);
-                    settled.push(task.task_id.clone());
-                }
-                if shown.status.is_ended() {
-                    task.settled = true;
-                    journal.task_only(&key);
-                    ended.push(key.clone());
-                }
-            }
-        }
-        for key in ended {
-            inner.set_settled(&key);
-        }
-        if !settled.is_empty() {
-            inner.journal.apps();
-        }
-        settled
-    }
-
     /// Removes tasks whose confirmed end is older than `retention` and forgets old tombstones.
     pub fn expire(&self, retention: Duration) -> usize {
         let now = unix_now();
@@ -959,16 +641,5 @@ impl TaskRegistry {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// `obs` with the times a claim may carry: PushStartTime and PushStopTime within
-/// [`CLAIM_PAST`] before and [`CLAIM_FUTURE`] after `now`, the rest dropped.
-fn near_now(obs: &Observation, now: f64) -> Observation {
-    let near = |t: Option<i64>| t.filter(|t| (now - CLAIM_PAST..=now + CLAIM_FUTURE).contains(&(*t as f64)));
-    Observation {
-        push_start_time: near(obs.push_start_time),
-        push_stop_time: near(obs.push_stop_time),
-        ..obs.clone()
     }
 }

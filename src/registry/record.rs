@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::schedule::PollState;
 use super::DURATION_BUCKETS;
 use crate::task::{Failure, FinishReason, Observation, TaskStatus};
 
@@ -231,37 +232,9 @@ pub struct Task {
     pub(super) started_counted: bool,
     #[serde(default, skip_serializing)]
     pub(super) finished_counted: bool,
-    /// A poll is owed soon: the task is new, or a claim waits for its confirming poll.
+    /// The schedule's state of the task (never persisted: after a restart every task is read again).
     #[serde(skip)]
-    pub(super) needs_poll: bool,
-    /// The poll owed is urgent, ahead even of tasks never read: it confirms a callback's claim or
-    /// the running list's hint, or the task is PREPARED and due. After a restart every task is
-    /// owed a first read; an end the list reveals may not wait behind all of them.
-    #[serde(skip)]
-    pub(super) urgent: bool,
-    #[serde(skip)]
-    pub(super) polling: bool,
-    #[serde(skip)]
-    pub(super) last_polled: Option<Instant>,
-    /// Registry sequence number when the poll in flight was handed out.
-    #[serde(skip)]
-    pub(super) poll_seq: u64,
-    /// A configured task Tencent does not know: not read again before this.
-    #[serde(skip)]
-    pub(super) parked_until: Option<Instant>,
-    /// When this process began tracking the task (`None`: restored from the store).
-    #[serde(skip)]
-    pub(super) tracked_at: Option<Instant>,
-    /// Missing from DescribeRunningTasks while unfinished, and already hinted for it: a task older
-    /// than the list's 3-day window stays off the list while it runs, and is not hinted again.
-    #[serde(skip)]
-    pub(super) off_list: bool,
-    /// Place in its app's lane of callback-only claims (see [`Task::in_claims_lane`]).
-    #[serde(skip)]
-    pub(super) lane_seq: u64,
-    /// Where the schedule filed it, if anywhere (kept by the registry's `sync`).
-    #[serde(skip)]
-    pub(super) filed: Option<super::Filed>,
+    pub(super) poll: PollState,
     /// The renderer's label text for this task (see [`RenderedLabels`]).
     #[serde(skip)]
     pub label_cache: LabelCache,
@@ -298,16 +271,11 @@ impl Task {
             no_status: Vec::new(),
             started_counted: false,
             finished_counted: false,
-            needs_poll: true,
-            urgent: false,
-            polling: false,
-            last_polled: None,
-            poll_seq: 0,
-            parked_until: None,
-            tracked_at: Some(Instant::now()),
-            off_list: false,
-            lane_seq: 0,
-            filed: None,
+            poll: PollState {
+                needs_poll: true,
+                tracked_at: Some(Instant::now()),
+                ..PollState::default()
+            },
             label_cache: LabelCache::default(),
         }
     }
@@ -328,8 +296,8 @@ impl Task {
 
     /// Owes the task a poll ahead of every task that is merely new.
     pub(super) fn expedite(&mut self) {
-        self.needs_poll = true;
-        self.urgent = true;
+        self.poll.needs_poll = true;
+        self.poll.urgent = true;
     }
 
     /// Whether the poller should still read this task.

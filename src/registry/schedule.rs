@@ -4,13 +4,88 @@
 //! another by the time they may be read again, and PREPARED tasks in a third by the time they are
 //! read again ahead of the round robin.
 
-use std::collections::{BTreeSet, HashMap};
-use std::time::Instant;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
-use super::{Filed, Inner, Key, Task, TaskRegistry, TaskStatus};
+use super::{Inner, Key, Task, TaskRegistry, TaskStatus};
 
 /// (rank, last polled, SdkAppId, TaskId): the poll order.
 pub(super) type OrderKey = (u8, Option<Instant>, u64, String);
+
+/// Which task is read next, over the whole registry: every pollable task that is neither in
+/// flight nor parked sits in its app's queue in poll order (wanted now first, then never polled,
+/// then least recently polled), or, if only a callback named it, in its app's lane of claims;
+/// parked and PREPARED tasks wait by time. Picking the next task of a credential group costs a
+/// look at the head of each of its apps' queues, whatever the rest of the fleet, and ended tasks
+/// cost nothing. Invariant, kept by [`Inner::sync`]: a task is filed (in its app's queue under
+/// [`order_key`], or its lane) iff [`Inner::queued`], and its [`PollState::filed`] says where.
+pub(super) struct Schedule {
+    pub(super) queues: HashMap<u64, BTreeSet<OrderKey>>,
+    /// Queued tasks only a callback named, per app, in claim order (see [`Task::in_claims_lane`]).
+    pub(super) lanes: BTreeMap<u64, BTreeSet<(u64, String)>>,
+    /// Parked tasks by the time they may be read again.
+    pub(super) parked: BTreeSet<(Instant, Key)>,
+    /// PREPARED tasks by the time they are read again, ahead of the round robin: a task stuck
+    /// PREPARED is an alert, so it may not wait a whole sweep of a large fleet.
+    pub(super) prepared_due: BTreeSet<(Instant, Key)>,
+    /// How often a PREPARED task is read (`poll.interval`).
+    pub(super) prepared_every: Duration,
+    /// Last place handed out in a lane, the app whose lane was served last, and whether the lanes
+    /// have the next turn against the round robin.
+    pub(super) lane_seq: u64,
+    pub(super) lane_cursor: u64,
+    pub(super) lane_turn: bool,
+}
+
+impl Schedule {
+    pub(super) fn new(prepared_every: Duration) -> Schedule {
+        Schedule {
+            queues: HashMap::new(),
+            lanes: BTreeMap::new(),
+            parked: BTreeSet::new(),
+            prepared_due: BTreeSet::new(),
+            prepared_every,
+            lane_seq: 0,
+            lane_cursor: 0,
+            lane_turn: false,
+        }
+    }
+}
+
+/// One task's state in the schedule, kept with the task (a separate map would cost another entry
+/// per task) and never persisted: after a restart every task is read again.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PollState {
+    /// A poll is owed soon: the task is new, or a claim waits for its confirming poll.
+    pub(super) needs_poll: bool,
+    /// The poll owed is urgent, ahead even of tasks never read: it confirms a callback's claim or
+    /// the running list's hint, or the task is PREPARED and due. After a restart every task is
+    /// owed a first read; an end the list reveals may not wait behind all of them.
+    pub(super) urgent: bool,
+    pub(super) polling: bool,
+    pub(super) last_polled: Option<Instant>,
+    /// Registry sequence number when the poll in flight was handed out.
+    pub(super) poll_seq: u64,
+    /// A configured task Tencent does not know: not read again before this.
+    pub(super) parked_until: Option<Instant>,
+    /// When this process began tracking the task (`None`: restored from the store).
+    pub(super) tracked_at: Option<Instant>,
+    /// Missing from DescribeRunningTasks while unfinished, and already hinted for it: a task older
+    /// than the list's 3-day window stays off the list while it runs, and is not hinted again.
+    pub(super) off_list: bool,
+    /// Place in its app's lane of callback-only claims (see [`Task::in_claims_lane`]).
+    pub(super) lane_seq: u64,
+    /// Where the schedule filed it, if anywhere (kept by the registry's `sync`).
+    pub(super) filed: Option<Filed>,
+}
+
+/// Where a task is filed in the poll order: its app's queue under this rank and last read (with
+/// its key, the task's [`OrderKey`]), or its app's lane of claims at this place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Filed {
+    Queue(u8, Option<Instant>),
+    Lane(u64),
+}
 
 /// Ranks of the poll order: an urgent read, then a task's first read, then the round robin.
 const URGENT: u8 = 0;
@@ -18,12 +93,12 @@ const WANTED: u8 = 1;
 const ROUND_ROBIN: u8 = 2;
 
 pub(super) fn order_key(t: &Task) -> OrderKey {
-    let rank = match (t.needs_poll, t.urgent) {
+    let rank = match (t.poll.needs_poll, t.poll.urgent) {
         (true, true) => URGENT,
         (true, false) => WANTED,
         (false, _) => ROUND_ROBIN,
     };
-    (rank, t.last_polled, t.sdk_app_id, t.task_id.clone())
+    (rank, t.poll.last_polled, t.sdk_app_id, t.task_id.clone())
 }
 
 /// Key of the `finished` index: when the task ended, in milliseconds.
@@ -37,16 +112,16 @@ impl Inner {
     /// sweep: a claim that came in while the poll was in flight still wants its own poll.
     pub(super) fn finish_poll(&mut self, key: &Key, at: Instant) {
         if let Some(t) = self.tasks.get_mut(key) {
-            t.polling = false;
-            t.needs_poll = t.claim.as_ref().is_some_and(|c| c.seq > t.poll_seq) && !t.final_read;
-            t.urgent = t.needs_poll;
-            t.last_polled = Some(at);
+            t.poll.polling = false;
+            t.poll.needs_poll = t.claim.as_ref().is_some_and(|c| c.seq > t.poll.poll_seq) && !t.final_read;
+            t.poll.urgent = t.poll.needs_poll;
+            t.poll.last_polled = Some(at);
         }
         if self.tasks.get(key).is_some_and(|t| t.in_claims_lane()) {
-            self.lane_seq += 1;
-            let seq = self.lane_seq;
+            self.schedule.lane_seq += 1;
+            let seq = self.schedule.lane_seq;
             if let Some(t) = self.tasks.get_mut(key) {
-                t.lane_seq = seq;
+                t.poll.lane_seq = seq;
             }
         }
         if self
@@ -54,8 +129,8 @@ impl Inner {
             .get(key)
             .is_some_and(|t| t.status == TaskStatus::Prepared && t.is_pollable())
         {
-            let due = at + self.prepared_every;
-            self.prepared_due.insert((due, key.clone()));
+            let due = at + self.schedule.prepared_every;
+            self.schedule.prepared_due.insert((due, key.clone()));
         }
         self.file(key);
     }
@@ -72,7 +147,7 @@ impl Inner {
 
     /// Moves the task from where it was filed to `now` (`None`: out of the poll order).
     pub(super) fn refile(&mut self, key: &Key, now: Option<Filed>) {
-        let Some(was) = self.tasks.get(key).map(|t| t.filed) else {
+        let Some(was) = self.tasks.get(key).map(|t| t.poll.filed) else {
             return;
         };
         if was == now {
@@ -80,18 +155,18 @@ impl Inner {
         }
         match was {
             Some(Filed::Queue(rank, last_polled)) => {
-                if let Some(queue) = self.queues.get_mut(&key.0) {
+                if let Some(queue) = self.schedule.queues.get_mut(&key.0) {
                     queue.remove(&(rank, last_polled, key.0, key.1.clone()));
                     if queue.is_empty() {
-                        self.queues.remove(&key.0);
+                        self.schedule.queues.remove(&key.0);
                     }
                 }
             }
             Some(Filed::Lane(seq)) => {
-                if let Some(lane) = self.lanes.get_mut(&key.0) {
+                if let Some(lane) = self.schedule.lanes.get_mut(&key.0) {
                     lane.remove(&(seq, key.1.clone()));
                     if lane.is_empty() {
-                        self.lanes.remove(&key.0);
+                        self.schedule.lanes.remove(&key.0);
                     }
                 }
             }
@@ -99,18 +174,23 @@ impl Inner {
         }
         match now {
             Some(Filed::Queue(rank, last_polled)) => {
-                self.queues
+                self.schedule
+                    .queues
                     .entry(key.0)
                     .or_default()
                     .insert((rank, last_polled, key.0, key.1.clone()));
             }
             Some(Filed::Lane(seq)) => {
-                self.lanes.entry(key.0).or_default().insert((seq, key.1.clone()));
+                self.schedule
+                    .lanes
+                    .entry(key.0)
+                    .or_default()
+                    .insert((seq, key.1.clone()));
             }
             None => {}
         }
         if let Some(t) = self.tasks.get_mut(key) {
-            t.filed = now;
+            t.poll.filed = now;
         }
     }
 
@@ -119,7 +199,7 @@ impl Inner {
         if !Inner::queued(t) {
             None
         } else if t.in_claims_lane() {
-            Some(Filed::Lane(t.lane_seq))
+            Some(Filed::Lane(t.poll.lane_seq))
         } else {
             let (rank, last_polled, _, _) = order_key(t);
             Some(Filed::Queue(rank, last_polled))
@@ -130,8 +210,8 @@ impl Inner {
     pub(super) fn set_final(&mut self, key: &Key) {
         if let Some(t) = self.tasks.get_mut(key) {
             t.final_read = true;
-            t.needs_poll = false;
-            t.urgent = false;
+            t.poll.needs_poll = false;
+            t.poll.urgent = false;
             if let Some(k) = finished_key(t) {
                 self.finished.insert(k);
             }
@@ -160,7 +240,7 @@ impl Inner {
         // if it is not due, nothing after it is.
         let main = apps
             .iter()
-            .filter_map(|app| self.queues.get(app).and_then(BTreeSet::first))
+            .filter_map(|app| self.schedule.queues.get(app).and_then(BTreeSet::first))
             .min()
             .filter(|(rank, last_polled, _, _)| match since {
                 Some(since) => *rank < ROUND_ROBIN || last_polled.is_none_or(|p| p < since),
@@ -172,7 +252,7 @@ impl Inner {
             (None, None) => return None,
             (Some(_), None) => false,
             (None, Some(_)) => true,
-            (Some(m), Some(_)) => m.0 == ROUND_ROBIN && self.lane_turn,
+            (Some(m), Some(_)) => m.0 == ROUND_ROBIN && self.schedule.lane_turn,
         };
         if !take {
             return Some(match (from_lane, main, lane_app) {
@@ -181,32 +261,32 @@ impl Inner {
             });
         }
         if main.is_some() && lane_app.is_some() && main.as_ref().is_some_and(|m| m.0 == ROUND_ROBIN) {
-            self.lane_turn = !self.lane_turn;
+            self.schedule.lane_turn = !self.schedule.lane_turn;
         }
         if from_lane {
             let app = lane_app?;
-            self.lane_cursor = app;
-            let lane = self.lanes.get_mut(&app)?;
+            self.schedule.lane_cursor = app;
+            let lane = self.schedule.lanes.get_mut(&app)?;
             let (_, task_id) = lane.pop_first()?;
             if lane.is_empty() {
-                self.lanes.remove(&app);
+                self.schedule.lanes.remove(&app);
             }
             let key = (app, task_id);
             if let Some(t) = self.tasks.get_mut(&key) {
-                t.filed = None;
+                t.poll.filed = None;
             }
             Some(key)
         } else {
             let m = main?;
-            if let Some(queue) = self.queues.get_mut(&m.2) {
+            if let Some(queue) = self.schedule.queues.get_mut(&m.2) {
                 queue.remove(&m);
                 if queue.is_empty() {
-                    self.queues.remove(&m.2);
+                    self.schedule.queues.remove(&m.2);
                 }
             }
             let key = (m.2, m.3);
             if let Some(t) = self.tasks.get_mut(&key) {
-                t.filed = None;
+                t.poll.filed = None;
             }
             Some(key)
         }
@@ -219,32 +299,35 @@ impl Inner {
     /// and keep the round robin from starting again.
     fn next_lane(&self, apps: &[u64], since: Option<Instant>) -> Option<u64> {
         use std::ops::Bound::{Excluded, Unbounded};
-        let after = self.lanes.range((Excluded(self.lane_cursor), Unbounded));
-        let before = self.lanes.range(..=self.lane_cursor);
+        let after = self
+            .schedule
+            .lanes
+            .range((Excluded(self.schedule.lane_cursor), Unbounded));
+        let before = self.schedule.lanes.range(..=self.schedule.lane_cursor);
         after
             .chain(before)
             .filter(|(app, _)| apps.contains(app))
             .find(|(app, lane)| {
                 lane.first()
                     .and_then(|(_, id)| self.tasks.get(&(**app, id.clone())))
-                    .is_some_and(|t| t.last_polled.is_none_or(|p| since.is_some_and(|since| p < since)))
+                    .is_some_and(|t| t.poll.last_polled.is_none_or(|p| since.is_some_and(|since| p < since)))
             })
             .map(|(app, _)| *app)
     }
 
     /// PREPARED tasks not read for `prepared_every` want a read now, ahead of the round robin.
     pub(super) fn wake_prepared(&mut self, now: Instant) {
-        while let Some((due, key)) = self.prepared_due.first().cloned() {
+        while let Some((due, key)) = self.schedule.prepared_due.first().cloned() {
             if due > now {
                 break;
             }
-            self.prepared_due.pop_first();
-            let every = self.prepared_every;
+            self.schedule.prepared_due.pop_first();
+            let every = self.schedule.prepared_every;
             let wanted = self.tasks.get(&key).is_some_and(|t| {
                 t.status == TaskStatus::Prepared
                     && Inner::queued(t)
-                    && !t.urgent
-                    && t.last_polled.is_none_or(|p| p + every <= now)
+                    && !t.poll.urgent
+                    && t.poll.last_polled.is_none_or(|p| p + every <= now)
             });
             if wanted {
                 if let Some(t) = self.tasks.get_mut(&key) {
@@ -257,13 +340,13 @@ impl Inner {
 
     /// Parked tasks whose time has come go back into the poll order.
     pub(super) fn wake_parked(&mut self, now: Instant) {
-        while let Some((until, key)) = self.parked.first().cloned() {
+        while let Some((until, key)) = self.schedule.parked.first().cloned() {
             if until > now {
                 break;
             }
-            self.parked.pop_first();
+            self.schedule.parked.pop_first();
             if let Some(t) = self.tasks.get_mut(&key) {
-                t.parked_until = None;
+                t.poll.parked_until = None;
             }
             self.file(&key);
         }
@@ -286,12 +369,12 @@ impl TaskRegistry {
         let in_flight: Vec<Key> = inner
             .tasks
             .iter()
-            .filter(|(_, t)| t.polling)
+            .filter(|(_, t)| t.poll.polling)
             .map(|(k, _)| k.clone())
             .collect();
         for key in in_flight {
             if let Some(t) = inner.tasks.get_mut(&key) {
-                t.polling = false;
+                t.poll.polling = false;
             }
             inner.file(&key);
         }
@@ -302,7 +385,7 @@ impl TaskRegistry {
         let mut inner = self.lock();
         let seq = inner.seq;
         if let Some(t) = inner.tasks.get_mut(&(sdk_app_id, task_id.to_string())) {
-            t.poll_seq = seq;
+            t.poll.poll_seq = seq;
         }
     }
 
@@ -343,18 +426,18 @@ impl TaskRegistry {
             };
             let hint = match listed.get(&key.1) {
                 Some(false) => {
-                    t.off_list = false;
+                    t.poll.off_list = false;
                     false
                 }
-                _ if t.polling => false,
+                _ if t.poll.polling => false,
                 Some(true) => true,
-                None if t.off_list || t.tracked_at.is_some_and(|at| at >= pass_started) => false,
+                None if t.poll.off_list || t.poll.tracked_at.is_some_and(|at| at >= pass_started) => false,
                 None => {
-                    t.off_list = true;
+                    t.poll.off_list = true;
                     true
                 }
             };
-            if hint && !t.urgent {
+            if hint && !t.poll.urgent {
                 t.expedite();
                 inner.file(&key);
                 hinted += 1;
@@ -383,8 +466,8 @@ impl TaskRegistry {
         let key = inner.pick(apps, since, true)?;
         let seq = inner.seq;
         if let Some(t) = inner.tasks.get_mut(&key) {
-            t.polling = true;
-            t.poll_seq = seq;
+            t.poll.polling = true;
+            t.poll.poll_seq = seq;
         }
         Some(key)
     }
