@@ -17,7 +17,8 @@ pub(super) type OrderKey = (u8, Option<Instant>, u64, String);
 /// then least recently polled), or, if only a callback named it, in its app's lane of claims;
 /// parked and PREPARED tasks wait by time. Picking the next task of a credential group costs a
 /// look at the head of each of its apps' queues, whatever the rest of the fleet, and ended tasks
-/// cost nothing. Invariant, kept by [`Inner::sync`]: a task is filed (in its app's queue under
+/// cost nothing. Invariant, kept by [`Inner::sync`] (or [`Inner::file`] where only a task's poll
+/// state changed): a task is filed (in its app's queue under
 /// [`order_key`], or its lane) iff [`Inner::queued`], and its [`PollState::filed`] says where.
 pub(super) struct Schedule {
     pub(super) queues: HashMap<u64, BTreeSet<OrderKey>>,
@@ -266,28 +267,14 @@ impl Inner {
         if from_lane {
             let app = lane_app?;
             self.schedule.lane_cursor = app;
-            let lane = self.schedule.lanes.get_mut(&app)?;
-            let (_, task_id) = lane.pop_first()?;
-            if lane.is_empty() {
-                self.schedule.lanes.remove(&app);
-            }
-            let key = (app, task_id);
-            if let Some(t) = self.tasks.get_mut(&key) {
-                t.poll.filed = None;
-            }
+            let (_, task_id) = self.schedule.lanes.get(&app)?.first()?;
+            let key = (app, task_id.clone());
+            self.refile(&key, None);
             Some(key)
         } else {
-            let m = main?;
-            if let Some(queue) = self.schedule.queues.get_mut(&m.2) {
-                queue.remove(&m);
-                if queue.is_empty() {
-                    self.schedule.queues.remove(&m.2);
-                }
-            }
-            let key = (m.2, m.3);
-            if let Some(t) = self.tasks.get_mut(&key) {
-                t.poll.filed = None;
-            }
+            let (_, _, app, task_id) = main?;
+            let key = (app, task_id);
+            self.refile(&key, None);
             Some(key)
         }
     }

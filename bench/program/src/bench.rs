@@ -466,7 +466,7 @@ fn paths() {
 /// of [`stall_binaries`] in one run (the first's figures are `footprint_*`, another's
 /// `footprint_<label>_*`, e.g. the image's musl binary), each on a store of its own.
 async fn footprint(n: usize, idle: Duration, smoke: bool) {
-    let mut medians = Vec::new();
+    let mut first = None;
     for (i, (label, bin)) in stall_binaries(smoke).into_iter().enumerate() {
         let prefix = if i == 0 {
             "footprint".to_string()
@@ -474,14 +474,12 @@ async fn footprint(n: usize, idle: Duration, smoke: bool) {
             format!("footprint_{label}")
         };
         let median = footprint_of(&bin, &prefix, n, (i == 0).then_some(idle)).await;
-        medians.push((label, prefix, median));
-    }
-    if let Some((_, _, first)) = medians.first().cloned() {
-        for (_, prefix, median) in &medians[1..] {
-            out(
+        match first {
+            None => first = Some(median),
+            Some(first) => out(
                 &format!("{prefix}_gzip_scrape_ratio"),
-                format!("{:.2}", median / first.max(1e-9)),
-            );
+                format!("{:.2}", median / f64::max(first, 1e-9)),
+            ),
         }
     }
 }
