@@ -181,13 +181,17 @@ async fn reload_adds_and_removes_apps_rotates_keys_and_refuses_a_broken_config()
 }
 
 /// SIGTERM in the middle of a burst of callbacks: exit 0 within 10 s, every 200 in the store.
+///
+/// The API cannot be reached, so every acknowledged claim stands. Against a simulator that never
+/// created these tasks, a claim could be refuted by a poll (`ResourceNotFound`) and dropped by
+/// design, before the SIGTERM: that is the forged-claim rule at work, not a lost callback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_burst_keeps_every_acknowledged_callback() {
-    let sim = start_sim(sim_config(&[A])).await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let config = dir.path().join("config.yaml");
-    std::fs::write(&config, apps_yaml(&sim.endpoint(), &[(A, "termKey")], &state, "")).unwrap();
+    let tail = "callback:\n  max_unconfirmed_tasks: 1000000\n";
+    std::fs::write(&config, apps_yaml(&closed_endpoint(), &[(A, "termKey")], &state, tail)).unwrap();
     let proc = spawn(&config, &[]);
     let addr = proc.addr.clone();
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -243,7 +247,6 @@ async fn sigterm_during_a_burst_keeps_every_acknowledged_callback() {
         lost.len(),
         &lost[..lost.len().min(5)]
     );
-    sim.stop().await;
 }
 
 fn repo(path: &str) -> PathBuf {
