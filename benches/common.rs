@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
-use tiw_push_exporter::registry::{FinishReason, Observation, Source, TaskRegistry, TaskStatus, DURATION_BUCKETS};
+use tiw_push_exporter::registry::{Facts, FinishReason, Source, TaskRegistry, TaskStatus, DURATION_BUCKETS};
 
 /// `n` tasks, 100 per app (TIW's ceiling of concurrent pushes per app), in a realistic mix:
 /// half pushing, 30 % stopped with every reason, 10 % preparing, 5 % failed, 5 % unknown.
@@ -17,7 +17,7 @@ pub fn fleet(n: usize) -> Arc<TaskRegistry> {
         let app = 1_400_000_000 + (i / 100) as u64;
         let id = format!("{:020}", 7_919 * i as u64 + 104_729);
         r.track(app, &id, Some(100_000 + i as i64), Source::Discovery);
-        let base = Observation {
+        let base = Facts {
             group_id: Some(format!("{}", 100_000 + i)),
             push_user_id: Some(format!("tic_push_user_{}_{}", 100_000 + i, i % 7)),
             push_start_time: Some(now - 3_000 + (i % 600) as i64),
@@ -26,29 +26,29 @@ pub fn fleet(n: usize) -> Arc<TaskRegistry> {
             ..Default::default()
         };
         let obs = match i % 20 {
-            0..=9 => Observation {
-                status: Some(TaskStatus::Pushing),
+            0..=9 => Facts {
+                status: TaskStatus::Pushing,
                 ..base
             },
-            10..=15 => Observation {
-                status: Some(TaskStatus::Stopped),
+            10..=15 => Facts {
+                status: TaskStatus::Stopped,
                 finish_reason: Some([FinishReason::Auto, FinishReason::UserCall, FinishReason::Exception][i % 3]),
                 push_stop_time: Some(now - 60),
                 ..base
             },
-            16 | 17 => Observation {
-                status: Some(TaskStatus::Prepared),
+            16 | 17 => Facts {
+                status: TaskStatus::Prepared,
                 push_start_time: None,
                 im_sync_time: None,
                 ..base
             },
-            18 => Observation {
-                status: Some(TaskStatus::Failed),
+            18 => Facts {
+                status: TaskStatus::Failed,
                 finish_reason: Some(FinishReason::Failed),
                 push_start_time: None,
                 ..base
             },
-            _ => Observation::default(),
+            _ => Facts::default(),
         };
         r.observe_poll(app, &id, &obs);
     }
@@ -113,32 +113,33 @@ impl Baseline {
         }
         let view = fleet.view();
         for t in view.tasks() {
+            let shown = t.shown();
             let (app, room) = (
                 t.sdk_app_id.to_string(),
-                t.room_id.map(|r| r.to_string()).unwrap_or_default(),
+                shown.room_id().map(|r| r.to_string()).unwrap_or_default(),
             );
             let l = [app.as_str(), t.task_id.as_str(), room.as_str()];
-            info.with_label_values(&[&app, &t.task_id, &room, &t.group_id, &t.push_user_id])
+            info.with_label_values(&[&app, &t.task_id, &room, shown.group_id(), shown.push_user_id()])
                 .set(1.0);
             for s in TaskStatus::ALL {
                 status
                     .with_label_values(&[l[0], l[1], l[2], s.as_str()])
-                    .set((s == t.status) as i64 as f64);
+                    .set((s == shown.status()) as i64 as f64);
             }
-            if let (true, Some(r)) = (t.status.is_ended(), t.finish_reason) {
+            if let (true, Some(r)) = (shown.status().is_ended(), shown.finish_reason()) {
                 reason.with_label_values(&[l[0], l[1], l[2], r.as_str()]).set(1.0);
             }
-            if let Some(s) = t.push_start_time {
+            if let Some(s) = shown.push_start_time() {
                 start.with_label_values(&l).set(s as f64);
             }
-            if let (true, Some(s)) = (t.status.is_ended(), t.push_stop_time) {
+            if let (true, Some(s)) = (shown.status().is_ended(), shown.push_stop_time()) {
                 stop.with_label_values(&l).set(s as f64);
             }
-            if let Some(d) = t.duration() {
+            if let Some(d) = shown.duration() {
                 duration.with_label_values(&l).set(d);
             }
-            exceptions.with_label_values(&l).set(t.exception_cnt as f64);
-            if let Some(s) = t.im_sync_time {
+            exceptions.with_label_values(&l).set(shown.exception_cnt() as f64);
+            if let Some(s) = shown.im_sync_time() {
                 im_sync.with_label_values(&l).set(s as f64);
             }
             last.with_label_values(&l).set(t.last_update);

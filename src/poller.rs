@@ -427,15 +427,15 @@ impl Poller {
                 };
                 let room_id = task
                     .as_ref()
-                    .and_then(|t| t.room_id)
+                    .and_then(|t| t.shown().room_id())
                     .map(|r| r.to_string())
                     .unwrap_or_default();
                 let duration_seconds = task
                     .as_ref()
-                    .and_then(|t| t.duration())
+                    .and_then(|t| t.shown().duration())
                     .map(|d| d.to_string())
                     .unwrap_or_default();
-                let exceptions = task.as_ref().map(|t| t.exception_cnt).unwrap_or(0);
+                let exceptions = task.as_ref().map(|t| t.shown().exception_cnt()).unwrap_or(0);
                 if let Some(request_ids) = &applied.failed_without_status {
                     tracing::warn!(sdk_app_id, task_id, room_id, request_ids = %request_ids.join(","), "whiteboard push task failed: DescribeWhiteboardPush answered without Status 3 times in a row");
                 } else if let (Some(FinishReason::Failed), Some(message)) = (applied.ended, message) {

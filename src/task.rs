@@ -1,5 +1,5 @@
 //! Plain domain types shared by every layer: a task's status and finish reason, what one poll or
-//! callback says about a task ([`Observation`]), the task-id rule, and the wall clock.
+//! callback says about a task ([`Facts`]), the task-id rule, and the wall clock.
 //!
 //! Nothing here does I/O or knows about the wire: config, registry, the API layer and the callback
 //! receiver all depend on this module, and it depends on none of them.
@@ -122,7 +122,7 @@ impl FinishReason {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
     /// A success reply with a status.
-    State(Observation),
+    State(Facts),
     /// A success reply with no `Status` at all, with its RequestId: how Tencent's international
     /// API page answers for a failed task ("Querying failed whiteboard push tasks").
     NoStatus(String),
@@ -132,10 +132,13 @@ pub enum Answer {
     NotFound,
 }
 
-/// What one poll or callback says about a task. `None` means "not said".
+/// What is known of a task: what one poll answer or one callback says, or what the registry has
+/// gathered from many of them (the API's side, or the callbacks' claim). `Unknown` and `None` mean
+/// "not said"; [`Facts::absorb`] folds one into another.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Observation {
-    pub status: Option<TaskStatus>,
+pub struct Facts {
+    #[serde(default)]
+    pub status: TaskStatus,
     pub finish_reason: Option<FinishReason>,
     pub room_id: Option<i64>,
     pub group_id: Option<String>,
@@ -145,12 +148,56 @@ pub struct Observation {
     pub exception_cnt: Option<u64>,
     pub im_sync_time: Option<i64>,
     /// Why it failed (`FailedOperation.WhiteboardPush` from the API) or what went wrong (a
-    /// Stopped event's `Error`), as Tencent said it.
+    /// Stopped event's `Error`), as Tencent said it, as first said. Boxed: most tasks have none.
     #[serde(default)]
-    pub failure: Option<Failure>,
-    /// How many text fields were cut to [`MAX_LABEL_BYTES`] on the way in (counted on `/metrics`).
+    pub failure: Option<Box<Failure>>,
+    /// How many text fields of a report were cut to [`MAX_LABEL_BYTES`] on the way in (counted on
+    /// `/metrics`); 0 in what the registry gathers.
     #[serde(skip)]
     pub truncated: u8,
+}
+
+impl Facts {
+    /// Folds one report in: identities and times are kept as first known, the status only moves
+    /// forward (taking the report's finish reason when it ends), ExceptionCnt never decreases.
+    pub fn absorb(&mut self, report: &Facts) {
+        fn first<T: Clone>(slot: &mut Option<T>, v: Option<&T>) {
+            if slot.is_none() {
+                *slot = v.cloned();
+            }
+        }
+        first(&mut self.room_id, report.room_id.filter(|r| *r != 0).as_ref());
+        first(&mut self.group_id, report.group_id.as_ref().filter(|g| !g.is_empty()));
+        first(
+            &mut self.push_user_id,
+            report.push_user_id.as_ref().filter(|u| !u.is_empty()),
+        );
+        first(
+            &mut self.push_start_time,
+            report.push_start_time.filter(|s| *s > 0).as_ref(),
+        );
+        first(
+            &mut self.push_stop_time,
+            report.push_stop_time.filter(|s| *s > 0).as_ref(),
+        );
+        first(&mut self.im_sync_time, report.im_sync_time.filter(|s| *s > 0).as_ref());
+        first(&mut self.failure, report.failure.as_ref());
+        if let Some(n) = report.exception_cnt {
+            self.exception_cnt = Some(self.exception_cnt.map_or(n, |old| old.max(n)));
+        }
+        if report.status.rank() > self.status.rank() {
+            self.status = report.status;
+            if report.status.is_ended() {
+                self.finish_reason = Some(match report.status {
+                    TaskStatus::Failed => FinishReason::Failed,
+                    _ => report
+                        .finish_reason
+                        .filter(|r| *r != FinishReason::Failed)
+                        .unwrap_or(FinishReason::Other),
+                });
+            }
+        }
+    }
 }
 
 /// Tencent's error codes a failure is labelled with; any other is `other`. Sources: Tencent's
@@ -205,10 +252,10 @@ fn leading_code(s: &str) -> Option<i64> {
     s[..end].parse::<i64>().ok().filter(|n| n.abs() < 100_000_000)
 }
 
-impl Observation {
+impl Facts {
     /// Cuts `GroupId` and `PushUserId` to [`MAX_LABEL_BYTES`]: they become label values of every
     /// scrape, and a sender must not be able to make each task's series tens of kilobytes long.
-    pub fn bounded(mut self) -> Observation {
+    pub fn bounded(mut self) -> Facts {
         for field in [&mut self.group_id, &mut self.push_user_id].into_iter().flatten() {
             if field.len() > MAX_LABEL_BYTES {
                 let mut end = MAX_LABEL_BYTES;
@@ -297,7 +344,7 @@ mod tests {
 
     #[test]
     fn long_label_values_are_cut_on_a_character_boundary() {
-        let obs = Observation {
+        let obs = Facts {
             group_id: Some("g".repeat(30_000)),
             push_user_id: Some(format!("{}é", "u".repeat(255))),
             ..Default::default()
@@ -306,7 +353,7 @@ mod tests {
         assert_eq!(obs.group_id.as_deref().map(str::len), Some(MAX_LABEL_BYTES));
         assert_eq!(obs.push_user_id.as_deref(), Some("u".repeat(255).as_str()));
         assert_eq!(obs.truncated, 2);
-        let short = Observation {
+        let short = Facts {
             group_id: Some("880528".into()),
             ..Default::default()
         }

@@ -31,7 +31,7 @@ use crate::instruments::CallbackSinks;
 use crate::registry::{CallbackApplied, TaskRegistry};
 use crate::relay::Relay;
 use crate::store::StoreHandle;
-use crate::task::{is_task_id, truncate, Failure, FinishReason, Observation, PushEvent, TaskStatus};
+use crate::task::{is_task_id, truncate, Facts, Failure, FinishReason, PushEvent, TaskStatus};
 
 mod http;
 #[cfg(test)]
@@ -187,7 +187,7 @@ struct PushData {
 struct PushEventData {
     kind: PushEvent,
     task_id: String,
-    observation: Observation,
+    observation: Facts,
     error: Option<(String, String)>,
 }
 
@@ -225,11 +225,11 @@ fn parse_push(kind: PushEvent, data: &serde_json::value::RawValue) -> Result<Pus
     Ok(PushEventData {
         kind,
         task_id: d.task_id,
-        observation: Observation {
-            status: Some(match kind {
+        observation: Facts {
+            status: match kind {
                 PushEvent::Started => TaskStatus::Pushing,
                 PushEvent::Stopped => TaskStatus::Stopped,
-            }),
+            },
             finish_reason,
             room_id: as_i64(d.room_id),
             group_id: d.group_id,
@@ -238,7 +238,9 @@ fn parse_push(kind: PushEvent, data: &serde_json::value::RawValue) -> Result<Pus
             push_stop_time: as_i64(d.push_stop_time),
             exception_cnt: d.exception_cnt,
             im_sync_time: as_i64(d.im_sync_time),
-            failure: error.as_ref().map(|(code, message)| Failure::new(code, message)),
+            failure: error
+                .as_ref()
+                .map(|(code, message)| Box::new(Failure::new(code, message))),
             truncated: 0,
         }
         .bounded(),

@@ -10,9 +10,9 @@ fn receiver(registry: Arc<TaskRegistry>) -> CallbackReceiver {
 }
 
 /// What DescribeWhiteboardPush answers for a running task.
-fn running() -> Observation {
-    Observation {
-        status: Some(TaskStatus::Pushing),
+fn running() -> Facts {
+    Facts {
+        status: TaskStatus::Pushing,
         ..Default::default()
     }
 }
@@ -35,7 +35,7 @@ fn stopped_with_an_error_keeps_its_reason() {
     assert_eq!(p.delay_seconds, Some(2.0));
     let t = registry.get(8, "t1").unwrap();
     assert_eq!(
-        (t.status, t.finish_reason, t.exception_cnt),
+        (t.shown().status(), t.shown().finish_reason(), t.shown().exception_cnt()),
         (TaskStatus::Stopped, Some(FinishReason::Exception), 3)
     );
 }
@@ -145,7 +145,7 @@ fn a_stop_without_a_documented_reason_is_other() {
         );
         let t = registry.get(8, id).unwrap();
         assert_eq!(
-            (t.status, t.finish_reason),
+            (t.shown().status(), t.shown().finish_reason()),
             (TaskStatus::Stopped, Some(FinishReason::Other))
         );
     }

@@ -73,18 +73,19 @@ fn task_link(sdk_app_id: u64, task_id: &str) -> String {
 
 /// Why a tracked task is worth a look, if it is.
 fn needs_a_look(t: &Task, now: f64) -> Option<(String, &'static str)> {
-    match (t.status, t.finish_reason) {
+    let shown = t.shown();
+    match (shown.status(), shown.finish_reason()) {
         (TaskStatus::Failed, _) => Some((format!("failed{}", tencent_says(t)), "tiwpushfailed")),
         (TaskStatus::Stopped, Some(FinishReason::Exception)) => Some((
             format!(
                 "ended with EXCEPTION after {}{}",
-                exceptions(t.exception_cnt),
+                exceptions(shown.exception_cnt()),
                 tencent_says(t)
             ),
             "tiwpushfinishedwithexception",
         )),
-        (TaskStatus::Pushing, _) if t.exception_cnt > 0 => Some((
-            format!("{} while pushing", exceptions(t.exception_cnt)),
+        (TaskStatus::Pushing, _) if shown.exception_cnt() > 0 => Some((
+            format!("{} while pushing", exceptions(shown.exception_cnt())),
             "tiwpushexceptionsrising",
         )),
         (TaskStatus::Prepared, _) if now - t.last_update > PREPARED_TOO_LONG => Some((
@@ -105,7 +106,7 @@ fn exceptions(n: u64) -> String {
 
 /// `: <code> (push code …, TRTC code …): <message>` when Tencent said why, else nothing.
 fn tencent_says(t: &Task) -> String {
-    let Some(f) = &t.failure else {
+    let Some(f) = t.shown().failure() else {
         return String::new();
     };
     let mut codes = Vec::new();
@@ -168,8 +169,8 @@ Version <code>{VERSION}</code>, revision <code>{REVISION}</code>.</p>
                     t.last_update,
                     t.sdk_app_id,
                     t.task_id.clone(),
-                    t.room_id,
-                    t.status.as_str(),
+                    t.shown().room_id(),
+                    t.shown().status().as_str(),
                     why,
                 ))
             })
@@ -381,29 +382,32 @@ pub(super) async fn task(
     };
     let opt = |v: Option<String>| v.unwrap_or_else(|| "—".into());
     let unix = |v: Option<i64>| opt(v.filter(|s| *s > 0).map(|s| format!("{} ({s})", when(s as f64))));
+    let shown = t.shown();
     let mut rows: Vec<(&str, String)> = vec![
         ("SdkAppId", t.sdk_app_id.to_string()),
         ("TaskId", t.task_id.clone()),
-        ("Status", t.status.as_str().into()),
-        ("FinishReason", opt(t.finish_reason.map(|r| r.as_str().to_string()))),
-        ("RoomId", opt(t.room_id.map(|r| r.to_string()))),
-        ("GroupId", t.group_id.clone()),
-        ("PushUserId", t.push_user_id.clone()),
-        ("PushStartTime", unix(t.push_start_time)),
-        ("PushStopTime", unix(t.push_stop_time)),
-        ("Duration", opt(t.duration().map(|d| format!("{d} s")))),
-        ("ExceptionCnt", t.exception_cnt.to_string()),
-        ("IMSyncTime", unix(t.im_sync_time)),
+        ("Status", shown.status().as_str().into()),
+        (
+            "FinishReason",
+            opt(shown.finish_reason().map(|r| r.as_str().to_string())),
+        ),
+        ("RoomId", opt(shown.room_id().map(|r| r.to_string()))),
+        ("GroupId", shown.group_id().to_string()),
+        ("PushUserId", shown.push_user_id().to_string()),
+        ("PushStartTime", unix(shown.push_start_time())),
+        ("PushStopTime", unix(shown.push_stop_time())),
+        ("Duration", opt(shown.duration().map(|d| format!("{d} s")))),
+        ("ExceptionCnt", shown.exception_cnt().to_string()),
+        ("IMSyncTime", unix(shown.im_sync_time())),
         (
             "Tencent's reason",
-            opt(t
-                .failure
-                .as_ref()
+            opt(shown
+                .failure()
                 .map(|_| tencent_says(&t).trim_start_matches(": ").to_string())),
         ),
         (
             "Ended (as the exporter saw it)",
-            opt(t.ended_at.filter(|_| t.status.is_ended()).map(|at| {
+            opt(t.ended_at.filter(|_| shown.status().is_ended()).map(|at| {
                 let seen = if t.history {
                     ", before the exporter first read it: history, not paged"
                 } else {

@@ -172,7 +172,7 @@ impl TaskCollector {
 
 /// When the exporter saw `t` end, if it is an end it observed (not history).
 pub(super) fn ended_news(t: &Task) -> Option<f64> {
-    t.ended_at.filter(|_| t.status.is_ended() && !t.history)
+    t.ended_at.filter(|_| t.shown().status().is_ended() && !t.history)
 }
 
 use crate::registry::push_escaped;
@@ -562,17 +562,19 @@ impl Row {
     /// The row of `t` (its label text is kept in the task until its identity changes).
     fn of(t: &mut Task) -> Row {
         let labels = t.labels();
-        let ended = t.status.is_ended();
+        let shown = t.shown();
+        let status = shown.status();
+        let ended = status.is_ended();
         Row {
             app: t.sdk_app_id,
             labels,
-            status: t.status,
-            finish_reason: t.finish_reason.filter(|_| ended),
-            start: t.push_start_time,
-            stop: t.push_stop_time.filter(|_| ended),
-            duration: t.duration(),
-            exceptions: t.exception_cnt,
-            im_sync: t.im_sync_time,
+            status,
+            finish_reason: shown.finish_reason().filter(|_| ended),
+            start: shown.push_start_time(),
+            stop: shown.push_stop_time().filter(|_| ended),
+            duration: shown.duration(),
+            exceptions: shown.exception_cnt(),
+            im_sync: shown.im_sync_time(),
             last_update: t.last_update,
             ended: ended_news(t),
         }

@@ -86,39 +86,40 @@ impl Collector for TaskCollector {
                 Vec::new(),
             );
             for t in view.tasks() {
+                let shown = t.shown();
                 let app = t.sdk_app_id.to_string();
-                let room = t.room_id.map(|r| r.to_string()).unwrap_or_default();
+                let room = shown.room_id().map(|r| r.to_string()).unwrap_or_default();
                 let id = [app.as_str(), t.task_id.as_str(), room.as_str()];
                 info.push(gauge(
                     &INFO,
-                    &[&app, &t.task_id, &room, &t.group_id, &t.push_user_id],
+                    &[&app, &t.task_id, &room, shown.group_id(), shown.push_user_id()],
                     1.0,
                 ));
                 for s in TaskStatus::ALL {
-                    let v = if s == t.status { 1.0 } else { 0.0 };
+                    let v = if s == shown.status() { 1.0 } else { 0.0 };
                     status.push(gauge(&STATUS, &[&app, &t.task_id, &room, s.as_str()], v));
                 }
-                if let (true, Some(r)) = (t.status.is_ended(), t.finish_reason) {
+                if let (true, Some(r)) = (shown.status().is_ended(), shown.finish_reason()) {
                     reason.push(gauge(&FINISH_REASON, &[&app, &t.task_id, &room, r.as_str()], 1.0));
                 }
-                if let Some(s) = t.push_start_time {
+                if let Some(s) = shown.push_start_time() {
                     start.push(gauge(&START, &id, s as f64));
                 }
-                if let (true, Some(s)) = (t.status.is_ended(), t.push_stop_time) {
+                if let (true, Some(s)) = (shown.status().is_ended(), shown.push_stop_time()) {
                     stop.push(gauge(&STOP, &id, s as f64));
                 }
-                if let Some(d) = t.duration() {
+                if let Some(d) = shown.duration() {
                     duration.push(gauge(&DURATION, &id, d));
                 }
-                exceptions.push(gauge(&EXCEPTIONS, &id, t.exception_cnt as f64));
-                if let Some(s) = t.im_sync_time {
+                exceptions.push(gauge(&EXCEPTIONS, &id, shown.exception_cnt() as f64));
+                if let Some(s) = shown.im_sync_time() {
                     im_sync.push(gauge(&IM_SYNC, &id, s as f64));
                 }
                 last.push(gauge(&LAST_UPDATE, &id, t.last_update));
                 if let Some(at) = ended_news(t) {
                     ended.push(gauge(&ENDED, &id, at));
                 }
-                if let Some([reason, code, push_code, trtc_code]) = t.failure_label_values() {
+                if let Some([reason, code, push_code, trtc_code]) = shown.failure_label_values() {
                     failures.push(gauge(
                         &FAILURE,
                         &[&app, &t.task_id, &room, &reason, &code, &push_code, &trtc_code],

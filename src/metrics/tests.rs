@@ -1,6 +1,6 @@
 //! Unit tests of the exposition: the labels of design §4, and the text path equal to the crate's encoder.
 use super::*;
-use crate::registry::{FinishReason, Observation, Source, TaskStatus};
+use crate::registry::{Facts, FinishReason, Source, TaskStatus};
 use prometheus::{Encoder, TextEncoder};
 
 #[test]
@@ -11,8 +11,8 @@ fn renders_every_family_with_spec_labels() {
     tasks.observe_poll(
         7,
         "t1",
-        &Observation {
-            status: Some(TaskStatus::Stopped),
+        &Facts {
+            status: TaskStatus::Stopped,
             finish_reason: Some(FinishReason::Exception),
             push_start_time: Some(100),
             push_stop_time: Some(160),
@@ -20,7 +20,10 @@ fn renders_every_family_with_spec_labels() {
             im_sync_time: Some(101),
             group_id: Some("g".into()),
             push_user_id: Some("u".into()),
-            failure: Some(crate::task::Failure::new("FailedOperation.Record", "render crashed")),
+            failure: Some(Box::new(crate::task::Failure::new(
+                "FailedOperation.Record",
+                "render crashed",
+            ))),
             ..Default::default()
         },
     );
@@ -73,12 +76,12 @@ fn direct_text_equals_the_protobuf_path() {
             Source::Discovery,
         );
         let obs = match i % 4 {
-            0 => Observation {
-                status: Some(TaskStatus::Prepared),
+            0 => Facts {
+                status: TaskStatus::Prepared,
                 ..Default::default()
             },
-            1 => Observation {
-                status: Some(TaskStatus::Stopped),
+            1 => Facts {
+                status: TaskStatus::Stopped,
                 finish_reason: Some(reasons[(i % 3) as usize]),
                 push_start_time: Some(1000 + i),
                 push_stop_time: Some(5000 + 37 * i),
@@ -88,12 +91,12 @@ fn direct_text_equals_the_protobuf_path() {
                 push_user_id: Some("u\"1".into()),
                 ..Default::default()
             },
-            2 => Observation {
-                status: Some(TaskStatus::Failed),
+            2 => Facts {
+                status: TaskStatus::Failed,
                 finish_reason: Some(FinishReason::Failed),
                 ..Default::default()
             },
-            _ => Observation::default(),
+            _ => Facts::default(),
         };
         tasks.observe_poll(7 + (i % 2) as u64, &id, &obs);
     }

@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use super::{
-    unix_now, Answer, AnswerApplied, CallbackApplied, Claim, Facts, Failure, FinishReason, Inner, Key, Observation,
-    PushEvent, Source, Task, TaskRegistry, TaskStatus, CLAIM_FUTURE, CLAIM_PAST, NOT_FOUND_LIMIT, NO_STATUS_LIMIT,
+    unix_now, Answer, AnswerApplied, CallbackApplied, Claim, Facts, Failure, FinishReason, Inner, Key, PushEvent,
+    Source, Task, TaskRegistry, TaskStatus, CLAIM_FUTURE, CLAIM_PAST, NOT_FOUND_LIMIT, NO_STATUS_LIMIT,
 };
 
 impl TaskRegistry {
@@ -68,9 +68,9 @@ impl TaskRegistry {
             Answer::Failed(message) => {
                 task.not_found = 0;
                 task.no_status.clear();
-                task.confirmed_mut().absorb(&Observation {
-                    status: Some(TaskStatus::Failed),
-                    failure: Some(Failure::new("FailedOperation.WhiteboardPush", message)),
+                task.confirmed_mut().absorb(&Facts {
+                    status: TaskStatus::Failed,
+                    failure: Some(Box::new(Failure::new("FailedOperation.WhiteboardPush", message))),
                     ..Default::default()
                 });
             }
@@ -84,9 +84,9 @@ impl TaskRegistry {
                         request_ids.join(", ")
                     );
                     out.failed_without_status = Some(request_ids);
-                    task.confirmed_mut().absorb(&Observation {
-                        status: Some(TaskStatus::Failed),
-                        failure: Some(Failure::new("NoStatus", &message)),
+                    task.confirmed_mut().absorb(&Facts {
+                        status: TaskStatus::Failed,
+                        failure: Some(Box::new(Failure::new("NoStatus", &message))),
                         ..Default::default()
                     });
                 }
@@ -159,7 +159,7 @@ impl TaskRegistry {
     }
 
     /// Applies a DescribeWhiteboardPush reply with a status, as if answering a fresh poll.
-    pub fn observe_poll(&self, sdk_app_id: u64, task_id: &str, obs: &Observation) -> AnswerApplied {
+    pub fn observe_poll(&self, sdk_app_id: u64, task_id: &str, obs: &Facts) -> AnswerApplied {
         self.mark_poll_sent(sdk_app_id, task_id);
         self.apply_answer(sdk_app_id, task_id, &Answer::State(obs.clone()), Duration::ZERO)
     }
@@ -168,13 +168,7 @@ impl TaskRegistry {
     /// shows the claim at once when the API has confirmed the task exists (a task only a callback
     /// named shows nothing of it until its first read answers) and asks for the confirming
     /// DescribeWhiteboardPush.
-    pub fn observe_callback(
-        &self,
-        sdk_app_id: u64,
-        task_id: &str,
-        event: PushEvent,
-        obs: &Observation,
-    ) -> CallbackApplied {
+    pub fn observe_callback(&self, sdk_app_id: u64, task_id: &str, event: PushEvent, obs: &Facts) -> CallbackApplied {
         let now = unix_now();
         let key = (sdk_app_id, task_id.to_string());
         let obs = near_now(obs, now);
@@ -210,7 +204,7 @@ impl TaskRegistry {
                 return CallbackApplied::Duplicate;
             }
             *seen = true;
-            let was_ended = task.status.is_ended();
+            let was_ended = task.shown().status().is_ended();
             task.last_update = now;
             if !task.final_read {
                 let claim = task.claim.get_or_insert_with(|| {
@@ -226,7 +220,7 @@ impl TaskRegistry {
                 task.expedite();
                 task.refresh(now);
             }
-            let ended = task.status.is_ended() && !was_ended;
+            let ended = task.shown().status().is_ended() && !was_ended;
             inner.touch(&key);
             inner.sync(&key);
             CallbackApplied::Accepted { ended }
@@ -274,8 +268,10 @@ impl TaskRegistry {
             let Some(claim) = &task.claim else { continue };
             let unconfirmable = now - claim.at >= timeout && last_answer.is_none_or(|a| a < claim.at);
             if unconfirmable && task.api_known() && !task.settled {
-                let mut shown = task.shown();
-                shown.exception_cnt = task.confirmed().exception_cnt;
+                let shown = Facts {
+                    exception_cnt: task.confirmed().exception_cnt,
+                    ..task.shown().to_facts()
+                };
                 if task.count(&shown, stats) {
                     journal.task_only(&key);
                     settled.push(task.task_id.clone());
@@ -299,9 +295,9 @@ impl TaskRegistry {
 
 /// `obs` with the times a claim may carry: PushStartTime and PushStopTime within
 /// [`CLAIM_PAST`] before and [`CLAIM_FUTURE`] after `now`, the rest dropped.
-fn near_now(obs: &Observation, now: f64) -> Observation {
+fn near_now(obs: &Facts, now: f64) -> Facts {
     let near = |t: Option<i64>| t.filter(|t| (now - CLAIM_PAST..=now + CLAIM_FUTURE).contains(&(*t as f64)));
-    Observation {
+    Facts {
         push_start_time: near(obs.push_start_time),
         push_stop_time: near(obs.push_stop_time),
         ..obs.clone()

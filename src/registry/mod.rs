@@ -18,8 +18,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 pub use crate::task::{
-    is_task_id, plausible, unix_now, Answer, Failure, FinishReason, Observation, PushEvent, TaskStatus,
-    DEFAULT_MAX_TASKS, MAX_TASK_ID,
+    is_task_id, plausible, unix_now, Answer, Facts, Failure, FinishReason, PushEvent, TaskStatus, DEFAULT_MAX_TASKS,
+    MAX_TASK_ID,
 };
 
 mod apply;
@@ -31,7 +31,7 @@ mod tests;
 
 use journal::Journal;
 pub use journal::{Batch, Restored};
-pub use record::{push_escaped, AppStats, Claim, DurationHistogram, Facts, LabelCache, RenderedLabels, Source, Task};
+pub use record::{push_escaped, AppStats, Claim, DurationHistogram, LabelCache, RenderedLabels, Shown, Source, Task};
 use schedule::{finished_key, Schedule};
 
 /// How long an expired task id is remembered, so that discovery (which sees 3 days back) cannot
@@ -133,7 +133,7 @@ impl View<'_> {
     pub fn status_counts(&self) -> BTreeMap<u64, [u64; 5]> {
         let mut counts: BTreeMap<u64, [u64; 5]> = self.apps().map(|(k, _)| (*k, [0; 5])).collect();
         for t in self.tasks() {
-            counts.entry(t.sdk_app_id).or_insert([0; 5])[t.status.index()] += 1;
+            counts.entry(t.sdk_app_id).or_insert([0; 5])[t.shown().status().index()] += 1;
         }
         counts
     }
@@ -425,12 +425,11 @@ impl TaskRegistry {
             inner.apps.insert(id, stats);
         }
         for mut task in restored.tasks {
-            task.migrate();
             task.poll.needs_poll = !task.final_read;
             inner.apps.entry(task.sdk_app_id).or_default();
             let key = (task.sdk_app_id, task.task_id.clone());
             let final_read = task.final_read;
-            let settled = task.settled && task.status.is_ended();
+            let settled = task.settled && task.shown().status().is_ended();
             inner.tasks.insert(key.clone(), Box::new(task));
             if final_read {
                 inner.set_final(&key);
@@ -593,7 +592,7 @@ impl TaskRegistry {
             apps.keys().filter(|id| shown(**id)).map(|id| (*id, [0; 5])).collect();
         let mut rows = Vec::with_capacity(if per_task { tasks.len() } else { 0 });
         for t in tasks.values_mut().filter(|t| shown(t.sdk_app_id)) {
-            counts.entry(t.sdk_app_id).or_insert([0; 5])[t.status.index()] += 1;
+            counts.entry(t.sdk_app_id).or_insert([0; 5])[t.shown().status().index()] += 1;
             if per_task {
                 rows.push(row(t));
             }

@@ -1,6 +1,6 @@
 //! One tracked task as the registry keeps it: what the API confirmed ([`Facts`]), what callbacks
-//! claim ([`Claim`]), what is shown (the two merged), and what it has counted; and the per-app
-//! aggregates. Persisted whole by the store.
+//! claim ([`Claim`]), and what it has counted, persisted whole by the store; what is shown
+//! ([`Shown`]), computed from them; and the per-app aggregates.
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::schedule::PollState;
 use super::DURATION_BUCKETS;
-use crate::task::{Failure, FinishReason, Observation, TaskStatus};
+use crate::task::{Facts, Failure, FinishReason, TaskStatus};
 
 /// A task's label text as the renderer writes it: derived from the task's identity once, kept
 /// until the identity changes, and shared with each scrape by reference, so that a scrape copies
@@ -89,67 +89,6 @@ pub enum Source {
     Callback,
 }
 
-/// What is known of a task from one side (the API's answers, or the callbacks' claims).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Facts {
-    pub status: TaskStatus,
-    pub finish_reason: Option<FinishReason>,
-    pub room_id: Option<i64>,
-    pub group_id: Option<String>,
-    pub push_user_id: Option<String>,
-    pub push_start_time: Option<i64>,
-    pub push_stop_time: Option<i64>,
-    pub exception_cnt: Option<u64>,
-    pub im_sync_time: Option<i64>,
-    /// Why it failed or ended badly, as first said (boxed: most tasks have none).
-    #[serde(default)]
-    pub failure: Option<Box<Failure>>,
-}
-
-impl Facts {
-    /// Folds one report in: identities and times are kept as first known, the status only moves
-    /// forward (taking the report's finish reason when it ends), ExceptionCnt never decreases.
-    pub(super) fn absorb(&mut self, obs: &Observation) {
-        fn first<T: Clone>(slot: &mut Option<T>, v: Option<&T>) {
-            if slot.is_none() {
-                *slot = v.cloned();
-            }
-        }
-        first(&mut self.room_id, obs.room_id.filter(|r| *r != 0).as_ref());
-        first(&mut self.group_id, obs.group_id.as_ref().filter(|g| !g.is_empty()));
-        first(
-            &mut self.push_user_id,
-            obs.push_user_id.as_ref().filter(|u| !u.is_empty()),
-        );
-        first(
-            &mut self.push_start_time,
-            obs.push_start_time.filter(|s| *s > 0).as_ref(),
-        );
-        first(&mut self.push_stop_time, obs.push_stop_time.filter(|s| *s > 0).as_ref());
-        first(&mut self.im_sync_time, obs.im_sync_time.filter(|s| *s > 0).as_ref());
-        if self.failure.is_none() {
-            self.failure = obs.failure.clone().map(Box::new);
-        }
-        if let Some(n) = obs.exception_cnt {
-            self.exception_cnt = Some(self.exception_cnt.map_or(n, |old| old.max(n)));
-        }
-        if let Some(status) = obs.status {
-            if status.rank() > self.status.rank() {
-                self.status = status;
-                if status.is_ended() {
-                    self.finish_reason = Some(match status {
-                        TaskStatus::Failed => FinishReason::Failed,
-                        _ => obs
-                            .finish_reason
-                            .filter(|r| *r != FinishReason::Failed)
-                            .unwrap_or(FinishReason::Other),
-                    });
-                }
-            }
-        }
-    }
-}
-
 /// What callbacks said about a task that the API has not confirmed yet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Claim {
@@ -170,26 +109,15 @@ pub(super) struct Counted {
     pub(super) exceptions: u64,
 }
 
-/// One tracked task. Everything but the poller's bookkeeping is persisted by the store.
+/// One tracked task: the record the store persists (what the API confirmed, what callbacks claim,
+/// what it has counted, when the exporter saw it end) and the schedule's poll state beside it.
 ///
-/// The public status and figures are what `/metrics` shows: the confirmed facts, overlaid by a
-/// pending claim where the claim is ahead ([`Task::refresh`]).
+/// What `/metrics` and the pages show is never stored: [`Task::shown`] computes it from the
+/// confirmed facts and a pending claim.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
     pub sdk_app_id: u64,
     pub task_id: String,
-    pub room_id: Option<i64>,
-    pub group_id: String,
-    pub push_user_id: String,
-    pub status: TaskStatus,
-    pub finish_reason: Option<FinishReason>,
-    pub push_start_time: Option<i64>,
-    pub push_stop_time: Option<i64>,
-    pub exception_cnt: u64,
-    pub im_sync_time: Option<i64>,
-    /// Why it failed or ended badly, as Tencent said it (the API's, or a shown claim's).
-    #[serde(default)]
-    pub failure: Option<Box<Failure>>,
     /// First seen already ended (a configured id that ended before the exporter read it): its
     /// end is history, not news, so it is never counted and never pages.
     #[serde(default)]
@@ -203,7 +131,8 @@ pub struct Task {
     /// Unix seconds when the exporter saw the task end (drives retention).
     pub ended_at: Option<f64>,
     pub source: Source,
-    /// What DescribeWhiteboardPush answered (`None` only in a store written before claims existed).
+    /// What DescribeWhiteboardPush answered (`None` only in a store written before claims
+    /// existed, until [`Task::from_stored`] migrates it).
     #[serde(default)]
     pub(super) confirmed: Option<Facts>,
     /// What callbacks claim and the API has not confirmed yet.
@@ -227,11 +156,6 @@ pub struct Task {
     /// RequestIds of success replies without `Status`, in a row.
     #[serde(default)]
     pub(super) no_status: Vec<String>,
-    /// Stores written before claims existed kept these instead of [`Counted`].
-    #[serde(default, skip_serializing)]
-    pub(super) started_counted: bool,
-    #[serde(default, skip_serializing)]
-    pub(super) finished_counted: bool,
     /// The schedule's state of the task (never persisted: after a restart every task is read again).
     #[serde(skip)]
     pub(super) poll: PollState,
@@ -240,21 +164,121 @@ pub struct Task {
     pub label_cache: LabelCache,
 }
 
+/// What a task shows: the confirmed facts, overlaid by a pending claim where the claim is ahead
+/// (its status), or where nothing confirmed says otherwise (its figures). A claim shows nothing
+/// before the API has confirmed the task exists. Computed on each call; nothing of it is stored.
+#[derive(Clone, Copy)]
+pub struct Shown<'a> {
+    confirmed: &'a Facts,
+    /// The claim, once the API knows the task.
+    claim: Option<&'a Facts>,
+}
+
+impl<'a> Shown<'a> {
+    /// The claim if its status is ahead of the confirmed one.
+    fn ahead(&self) -> Option<&'a Facts> {
+        self.claim.filter(|f| f.status.rank() > self.confirmed.status.rank())
+    }
+    fn or_claim<T: Copy>(&self, pick: fn(&Facts) -> Option<T>) -> Option<T> {
+        pick(self.confirmed).or_else(|| self.claim.and_then(pick))
+    }
+    pub fn status(&self) -> TaskStatus {
+        self.ahead().unwrap_or(self.confirmed).status
+    }
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.ahead().unwrap_or(self.confirmed).finish_reason
+    }
+    pub fn room_id(&self) -> Option<i64> {
+        self.or_claim(|f| f.room_id)
+    }
+    pub fn group_id(&self) -> &'a str {
+        let claim = self.claim.and_then(|f| f.group_id.as_deref());
+        self.confirmed.group_id.as_deref().or(claim).unwrap_or_default()
+    }
+    pub fn push_user_id(&self) -> &'a str {
+        let claim = self.claim.and_then(|f| f.push_user_id.as_deref());
+        self.confirmed.push_user_id.as_deref().or(claim).unwrap_or_default()
+    }
+    pub fn push_start_time(&self) -> Option<i64> {
+        self.or_claim(|f| f.push_start_time)
+    }
+    pub fn push_stop_time(&self) -> Option<i64> {
+        self.or_claim(|f| f.push_stop_time)
+    }
+    pub fn im_sync_time(&self) -> Option<i64> {
+        self.or_claim(|f| f.im_sync_time)
+    }
+    /// The larger of the confirmed and the claimed ExceptionCnt.
+    pub fn exception_cnt(&self) -> u64 {
+        let claimed = self.claim.and_then(|f| f.exception_cnt).unwrap_or(0);
+        self.confirmed.exception_cnt.unwrap_or(0).max(claimed)
+    }
+    /// Why it failed or ended badly, as Tencent said it (the API's, or a shown claim's).
+    pub fn failure(&self) -> Option<&'a Failure> {
+        let claim = self.claim.and_then(|f| f.failure.as_deref());
+        self.confirmed.failure.as_deref().or(claim)
+    }
+
+    /// Push duration, stop − start, of an ended task (design §4: a running task's age is
+    /// `time() - tiw_push_task_start_timestamp_seconds`, not a series of its own).
+    pub fn duration(&self) -> Option<f64> {
+        if !self.status().is_ended() {
+            return None;
+        }
+        let start = self.push_start_time().filter(|s| *s > 0)?;
+        let stop = self.push_stop_time().filter(|s| *s > 0)?;
+        Some((stop - start).max(0) as f64)
+    }
+
+    /// The `reason`, `code`, `push_code` and `trtc_code` of the task's failure series: for a task
+    /// that ended with EXCEPTION or FAILED.
+    pub fn failure_label_values(&self) -> Option<[String; 4]> {
+        let reason = self
+            .finish_reason()
+            .filter(|r| self.status().is_ended() && matches!(r, FinishReason::Exception | FinishReason::Failed))?;
+        let f = self.failure();
+        let num = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
+        Some([
+            reason.as_str().to_string(),
+            f.map(|f| f.code.clone()).unwrap_or_default(),
+            num(f.and_then(|f| f.push_code)),
+            num(f.and_then(|f| f.trtc_code)),
+        ])
+    }
+
+    /// The shown facts as one [`Facts`], for counting a claim that could not be confirmed.
+    pub(super) fn to_facts(self) -> Facts {
+        Facts {
+            status: self.status(),
+            finish_reason: self.finish_reason(),
+            room_id: self.room_id(),
+            group_id: Some(self.group_id().to_string()),
+            push_user_id: Some(self.push_user_id().to_string()),
+            push_start_time: self.push_start_time(),
+            push_stop_time: self.push_stop_time(),
+            exception_cnt: Some(self.exception_cnt()),
+            im_sync_time: self.im_sync_time(),
+            failure: self.failure().cloned().map(Box::new),
+            truncated: 0,
+        }
+    }
+}
+
+/// What a store written before claims existed kept beside a task's shown facts (which were
+/// confirmed, and counted as these say).
+#[derive(Deserialize)]
+struct LegacyCounted {
+    #[serde(default)]
+    started_counted: bool,
+    #[serde(default)]
+    finished_counted: bool,
+}
+
 impl Task {
     pub(super) fn new(sdk_app_id: u64, task_id: String, source: Source, now: f64) -> Task {
         Task {
             sdk_app_id,
             task_id,
-            room_id: None,
-            group_id: String::new(),
-            push_user_id: String::new(),
-            status: TaskStatus::Unknown,
-            finish_reason: None,
-            push_start_time: None,
-            push_stop_time: None,
-            exception_cnt: 0,
-            im_sync_time: None,
-            failure: None,
             history: false,
             listed_running: false,
             last_update: now,
@@ -269,14 +293,50 @@ impl Task {
             settled: false,
             not_found: 0,
             no_status: Vec::new(),
-            started_counted: false,
-            finished_counted: false,
             poll: PollState {
                 needs_poll: true,
                 tracked_at: Some(Instant::now()),
                 ..PollState::default()
             },
             label_cache: LabelCache::default(),
+        }
+    }
+
+    /// A task from its stored JSON. A task from a store written before claims existed kept only
+    /// what it showed: that was confirmed and counted, so it becomes the confirmed facts.
+    pub fn from_stored(json: &[u8]) -> serde_json::Result<Task> {
+        let mut task: Task = serde_json::from_slice(json)?;
+        if task.confirmed.is_none() {
+            let shown: Facts = serde_json::from_slice(json)?;
+            let counted: LegacyCounted = serde_json::from_slice(json)?;
+            task.counted = Counted {
+                started: counted.started_counted,
+                finished: counted.finished_counted,
+                exceptions: shown.exception_cnt.unwrap_or(0),
+            };
+            if shown.status.is_ended() && shown.finish_reason.is_none() {
+                task.final_read = false;
+            }
+            task.confirmed = Some(Facts {
+                group_id: shown.group_id.filter(|g| !g.is_empty()),
+                push_user_id: shown.push_user_id.filter(|u| !u.is_empty()),
+                ..shown
+            });
+        }
+        Ok(task)
+    }
+
+    /// What the task shows (see [`Shown`]).
+    pub fn shown(&self) -> Shown<'_> {
+        let confirmed = self.confirmed();
+        Shown {
+            confirmed,
+            // Nothing of a claim shows before the API has confirmed the task exists.
+            claim: self
+                .claim
+                .as_ref()
+                .map(|c| &c.facts)
+                .filter(|_| confirmed.status != TaskStatus::Unknown),
         }
     }
 
@@ -305,20 +365,9 @@ impl Task {
         !self.final_read
     }
 
-    /// Push duration, stop − start, of an ended task (design §4: a running task's age is
-    /// `time() - tiw_push_task_start_timestamp_seconds`, not a series of its own).
-    pub fn duration(&self) -> Option<f64> {
-        if !self.status.is_ended() {
-            return None;
-        }
-        let start = self.push_start_time.filter(|s| *s > 0)?;
-        let stop = self.push_stop_time.filter(|s| *s > 0)?;
-        Some((stop - start).max(0) as f64)
-    }
-
     /// What the API confirmed.
     pub fn confirmed(&self) -> &Facts {
-        const NOTHING: &Facts = &Facts {
+        static NOTHING: Facts = Facts {
             status: TaskStatus::Unknown,
             finish_reason: None,
             room_id: None,
@@ -329,64 +378,27 @@ impl Task {
             exception_cnt: None,
             im_sync_time: None,
             failure: None,
+            truncated: 0,
         };
-        self.confirmed.as_ref().unwrap_or(NOTHING)
+        self.confirmed.as_ref().unwrap_or(&NOTHING)
     }
 
     pub(super) fn confirmed_mut(&mut self) -> &mut Facts {
         self.confirmed.get_or_insert_with(Facts::default)
     }
 
-    /// Recomputes what is shown from the confirmed facts and a pending claim: the claim's status
-    /// where it is ahead, the claim's figures where nothing confirmed says otherwise.
+    /// Keeps what follows from the record current after a change: when the exporter saw the task
+    /// end, and the label text (rebuilt here, at the change, only if it differs, so that a scrape
+    /// only copies a pointer).
     pub(super) fn refresh(&mut self, now: f64) {
-        let identity = (
-            self.room_id,
-            self.group_id.clone(),
-            self.push_user_id.clone(),
-            self.failure_label_values(),
-        );
-        let c = self.confirmed().clone();
-        // Nothing of a claim shows before the API has confirmed the task exists.
-        let claim = self.claim.as_ref().map(|c| &c.facts).filter(|_| self.api_known());
-        let ahead = claim.filter(|f| f.status.rank() > c.status.rank());
-        (self.status, self.finish_reason) = match ahead {
-            Some(f) => (f.status, f.finish_reason),
-            None => (c.status, c.finish_reason),
-        };
-        let or_claim_i64 = |mine: Option<i64>, pick: fn(&Facts) -> Option<i64>| mine.or_else(|| claim.and_then(pick));
-        self.room_id = or_claim_i64(c.room_id, |f| f.room_id);
-        self.push_start_time = or_claim_i64(c.push_start_time, |f| f.push_start_time);
-        self.push_stop_time = or_claim_i64(c.push_stop_time, |f| f.push_stop_time);
-        self.im_sync_time = or_claim_i64(c.im_sync_time, |f| f.im_sync_time);
-        self.group_id = c
-            .group_id
-            .clone()
-            .or_else(|| claim.and_then(|f| f.group_id.clone()))
-            .unwrap_or_default();
-        self.push_user_id = c
-            .push_user_id
-            .clone()
-            .or_else(|| claim.and_then(|f| f.push_user_id.clone()))
-            .unwrap_or_default();
-        self.exception_cnt = c
-            .exception_cnt
-            .unwrap_or(0)
-            .max(claim.and_then(|f| f.exception_cnt).unwrap_or(0));
-        self.failure = c.failure.clone().or_else(|| claim.and_then(|f| f.failure.clone()));
-        if self.status.is_ended() {
+        if self.shown().status().is_ended() {
             self.ended_at.get_or_insert(now);
         } else {
             self.ended_at = None;
         }
-        if identity.0 != self.room_id
-            || identity.1 != self.group_id
-            || identity.2 != self.push_user_id
-            || identity.3 != self.failure_label_values()
-            || self.label_cache.0.is_none()
-        {
-            // Built here, at the change, so that a scrape only copies a pointer.
-            self.label_cache = LabelCache(Some(Arc::new(self.rendered_labels())));
+        let labels = self.rendered_labels();
+        if self.label_cache.0.as_deref().is_none_or(|l| l.text != labels.text) {
+            self.label_cache = LabelCache(Some(Arc::new(labels)));
         }
     }
 
@@ -404,24 +416,25 @@ impl Task {
     /// exposition format wants them.
     fn rendered_labels(&self) -> RenderedLabels {
         use std::fmt::Write as _;
+        let shown = self.shown();
         let mut text = String::with_capacity(256);
         text.push_str(&self.task_id);
         let shared_at = text.len();
         let _ = write!(text, "sdk_app_id=\"{}\",task_id=\"", self.sdk_app_id);
         push_escaped(&mut text, &self.task_id);
         text.push_str("\",room_id=\"");
-        if let Some(r) = self.room_id {
+        if let Some(r) = shown.room_id() {
             let _ = write!(text, "{r}");
         }
         text.push('"');
         let info_at = text.len();
         text.push_str(",group_id=\"");
-        push_escaped(&mut text, &self.group_id);
+        push_escaped(&mut text, shown.group_id());
         text.push_str("\",push_user_id=\"");
-        push_escaped(&mut text, &self.push_user_id);
+        push_escaped(&mut text, shown.push_user_id());
         text.push('"');
         let failure_at = text.len();
-        if let Some(values) = self.failure_label_values() {
+        if let Some(values) = shown.failure_label_values() {
             for (k, v) in ["reason", "code", "push_code", "trtc_code"].iter().zip(&values) {
                 text.push(',');
                 text.push_str(k);
@@ -435,38 +448,6 @@ impl Task {
             shared_at,
             info_at,
             failure_at,
-        }
-    }
-
-    /// The `reason`, `code`, `push_code` and `trtc_code` of the task's failure series: for a task
-    /// that ended with EXCEPTION or FAILED.
-    pub fn failure_label_values(&self) -> Option<[String; 4]> {
-        let reason = self
-            .finish_reason
-            .filter(|r| self.status.is_ended() && matches!(r, FinishReason::Exception | FinishReason::Failed))?;
-        let f = self.failure.as_ref();
-        let num = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
-        Some([
-            reason.as_str().to_string(),
-            f.map(|f| f.code.clone()).unwrap_or_default(),
-            num(f.and_then(|f| f.push_code)),
-            num(f.and_then(|f| f.trtc_code)),
-        ])
-    }
-
-    /// The facts as shown, for counting a claim that could not be confirmed.
-    pub(super) fn shown(&self) -> Facts {
-        Facts {
-            status: self.status,
-            finish_reason: self.finish_reason,
-            room_id: self.room_id,
-            group_id: Some(self.group_id.clone()),
-            push_user_id: Some(self.push_user_id.clone()),
-            push_start_time: self.push_start_time,
-            push_stop_time: self.push_stop_time,
-            exception_cnt: Some(self.exception_cnt),
-            im_sync_time: self.im_sync_time,
-            failure: self.failure.clone(),
         }
     }
 
@@ -496,33 +477,6 @@ impl Task {
             moved = true;
         }
         moved
-    }
-
-    /// A task from a store written before claims existed: what it showed was confirmed and counted.
-    pub(super) fn migrate(&mut self) {
-        if self.confirmed.is_some() {
-            return;
-        }
-        self.confirmed = Some(Facts {
-            status: self.status,
-            finish_reason: self.finish_reason,
-            room_id: self.room_id,
-            group_id: Some(self.group_id.clone()).filter(|g| !g.is_empty()),
-            push_user_id: Some(self.push_user_id.clone()).filter(|u| !u.is_empty()),
-            push_start_time: self.push_start_time,
-            push_stop_time: self.push_stop_time,
-            exception_cnt: Some(self.exception_cnt),
-            im_sync_time: self.im_sync_time,
-            failure: self.failure.clone(),
-        });
-        self.counted = Counted {
-            started: self.started_counted,
-            finished: self.finished_counted,
-            exceptions: self.exception_cnt,
-        };
-        if self.status.is_ended() && self.finish_reason.is_none() {
-            self.final_read = false;
-        }
     }
 }
 

@@ -128,7 +128,7 @@ impl Inner {
         if self
             .tasks
             .get(key)
-            .is_some_and(|t| t.status == TaskStatus::Prepared && t.is_pollable())
+            .is_some_and(|t| t.shown().status() == TaskStatus::Prepared && t.is_pollable())
         {
             let due = at + self.schedule.prepared_every;
             self.schedule.prepared_due.insert((due, key.clone()));
@@ -311,7 +311,7 @@ impl Inner {
             self.schedule.prepared_due.pop_first();
             let every = self.schedule.prepared_every;
             let wanted = self.tasks.get(&key).is_some_and(|t| {
-                t.status == TaskStatus::Prepared
+                t.shown().status() == TaskStatus::Prepared
                     && Inner::queued(t)
                     && !t.poll.urgent
                     && t.poll.last_polled.is_none_or(|p| p + every <= now)
@@ -403,7 +403,7 @@ impl TaskRegistry {
                 inner
                     .tasks
                     .get(k)
-                    .is_some_and(|t| t.is_pollable() && !t.status.is_ended())
+                    .is_some_and(|t| t.is_pollable() && !t.shown().status().is_ended())
             })
             .collect();
         let mut hinted = 0;

@@ -357,8 +357,7 @@ impl Store {
             let key = k.value();
             let json = unseal("tasks", key, v.value())
                 .ok_or_else(|| self.damaged(format!("record tasks/{key} fails its checksum")))?;
-            let task: Task =
-                serde_json::from_slice(json).map_err(|e| self.damaged(format!("record tasks/{key}: {e}")))?;
+            let task = Task::from_stored(json).map_err(|e| self.damaged(format!("record tasks/{key}: {e}")))?;
             restored.tasks.push(task);
         }
         let apps = txn.open_table(APPS).map_err(|e| self.damaged(e))?;

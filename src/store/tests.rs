@@ -1,6 +1,6 @@
 //! Unit tests of the store: round trips, refusals, checksums, the version 1 layout, forgetting.
 use super::*;
-use crate::registry::{FinishReason, Observation, Source, TaskStatus};
+use crate::registry::{Facts, FinishReason, Source, TaskStatus};
 
 #[test]
 fn round_trips_tasks_counters_and_tombstones() {
@@ -9,8 +9,8 @@ fn round_trips_tasks_counters_and_tombstones() {
     registry.ensure_apps([1]);
     registry.track(1, "a", Some(5), Source::Discovery);
     registry.track(1, "gone", None, Source::Discovery);
-    let stop = Observation {
-        status: Some(TaskStatus::Stopped),
+    let stop = Facts {
+        status: TaskStatus::Stopped,
         finish_reason: Some(FinishReason::Exception),
         push_start_time: Some(10),
         push_stop_time: Some(70),
@@ -76,8 +76,8 @@ fn stored_registry(dir: &Path) {
         registry.observe_poll(
             app,
             id,
-            &Observation {
-                status: Some(TaskStatus::Pushing),
+            &Facts {
+                status: TaskStatus::Pushing,
                 push_start_time: Some(10),
                 exception_cnt: Some(4),
                 ..Default::default()
@@ -165,7 +165,7 @@ fn a_version_1_store_is_sealed_on_open() {
     fresh.restore(restored);
     let t = fresh.get(1, "old").unwrap();
     assert_eq!(
-        (t.status, t.finish_reason, t.is_pollable()),
+        (t.shown().status(), t.shown().finish_reason(), t.is_pollable()),
         (TaskStatus::Stopped, Some(FinishReason::Auto), false)
     );
 }

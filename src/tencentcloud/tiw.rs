@@ -5,7 +5,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::client::{ApiError, Client, ErrorKind};
 use super::ratelimit::Permit;
-use crate::task::{plausible, Answer, FinishReason, Observation, TaskStatus};
+use crate::task::{plausible, Answer, Facts, FinishReason, TaskStatus};
 
 pub const DESCRIBE_WHITEBOARD_PUSH: &str = "DescribeWhiteboardPush";
 pub const DESCRIBE_RUNNING_TASKS: &str = "DescribeRunningTasks";
@@ -219,13 +219,14 @@ impl WhiteboardPush {
     pub fn answer(&self) -> Answer {
         let status = match self.status.as_deref() {
             None | Some("") => return Answer::NoStatus(self.request_id.clone().unwrap_or_default()),
-            Some(s) => TaskStatus::from_tencent(s),
+            // An undocumented status says nothing the registry can act on.
+            Some(s) => TaskStatus::from_tencent(s).unwrap_or(TaskStatus::Unknown),
         };
         Answer::State(
-            Observation {
+            Facts {
                 status,
                 finish_reason: match status {
-                    Some(TaskStatus::Stopped) => Some(FinishReason::of_stop(self.finish_reason.as_deref())),
+                    TaskStatus::Stopped => Some(FinishReason::of_stop(self.finish_reason.as_deref())),
                     _ => None,
                 },
                 room_id: plausible(self.room_id),
@@ -441,7 +442,7 @@ mod tests {
         let Answer::State(o) = answer(serde_json::json!({"Status": "PUSHING", "FinishReason": ""})) else {
             panic!("a state")
         };
-        assert_eq!((o.status, o.finish_reason), (Some(TaskStatus::Pushing), None));
+        assert_eq!((o.status, o.finish_reason), (TaskStatus::Pushing, None));
         assert!(matches!(
             answer(serde_json::json!({"Status": null, "RoomId": 3})),
             Answer::NoStatus(_)
@@ -465,7 +466,7 @@ mod tests {
             (obs.push_start_time, obs.room_id, obs.exception_cnt, obs.im_sync_time),
             (None, None, None, Some(1610591726))
         );
-        assert_eq!(obs.status, Some(TaskStatus::Pushing));
+        assert_eq!(obs.status, TaskStatus::Pushing);
     }
 
     #[test]

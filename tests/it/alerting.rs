@@ -624,7 +624,7 @@ async fn a_first_start_does_not_replay_history_as_news() {
         exporter
             .registry
             .get(PAGED, &configured)
-            .is_none_or(|t| t.status.is_ended())
+            .is_none_or(|t| t.shown().status().is_ended())
             .then_some(())
     })
     .await;

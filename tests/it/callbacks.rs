@@ -495,12 +495,12 @@ async fn simulator_callbacks_with_faults_end_in_the_truth() {
                 .all(|t| matches!(t.status, SimStatus::Stopped | SimStatus::Failed));
             let matches = truth.iter().all(|t| {
                 exporter.registry.get(KEYED, &t.task_id).is_some_and(|mine| {
-                    let reason = mine.finish_reason.map(|r| r.as_str());
+                    let reason = mine.shown().finish_reason().map(|r| r.as_str());
                     match t.status {
                         SimStatus::Failed => reason == Some("FAILED"),
                         _ => {
                             reason == t.finish_reason
-                                && mine.exception_cnt == t.exception_cnt as u64
+                                && mine.shown().exception_cnt() == t.exception_cnt as u64
                                 && !mine.is_pollable()
                         }
                     }

@@ -421,7 +421,7 @@ async fn a_full_disk_answers_503_and_loses_nothing() {
 /// (the API would take 50 s a round at 20 reads/s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_keeps_the_store_bounded() {
-    use tiw_push_exporter::registry::{Observation, Source, TaskStatus};
+    use tiw_push_exporter::registry::{Facts, Source, TaskStatus};
     use tiw_push_exporter::task::FinishReason;
     let yaml = config_yaml(&closed_endpoint(), &[], "1h", "retention:\n  stopped_tasks: 1s\n").replace(
         "apps:\n",
@@ -436,8 +436,8 @@ async fn retention_keeps_the_store_bounded() {
             exporter.registry.observe_poll(
                 APP,
                 &task,
-                &Observation {
-                    status: Some(TaskStatus::Stopped),
+                &Facts {
+                    status: TaskStatus::Stopped,
                     finish_reason: Some(FinishReason::Exception),
                     push_start_time: Some(now() as i64 - 60),
                     push_stop_time: Some(now() as i64),

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tiw_push_exporter::registry::{FinishReason, Observation, Source, TaskRegistry, TaskStatus};
+use tiw_push_exporter::registry::{Facts, FinishReason, Source, TaskRegistry, TaskStatus};
 use tiw_push_exporter::simulator::callbacks::sign_event;
 use tiw_push_exporter::store::{Store, FILE_NAME};
 
@@ -165,8 +165,8 @@ fn make_store(dir: &Path) -> PathBuf {
         r.observe_poll(
             A,
             &id,
-            &Observation {
-                status: Some(TaskStatus::Stopped),
+            &Facts {
+                status: TaskStatus::Stopped,
                 finish_reason: Some(FinishReason::Exception),
                 push_start_time: Some(10),
                 push_stop_time: Some(70),

@@ -12,7 +12,7 @@ use tiw_push_exporter::config::Config;
 use tiw_push_exporter::exporter::{Exporter, ServeOptions};
 use tiw_push_exporter::metrics::ExporterMetrics;
 use tiw_push_exporter::poller::PollOptions;
-use tiw_push_exporter::registry::{FinishReason, Observation, Source, TaskRegistry, TaskStatus};
+use tiw_push_exporter::registry::{Facts, FinishReason, Source, TaskRegistry, TaskStatus};
 use tiw_push_exporter::simulator::{SimConfig, SimCredential};
 use tiw_push_exporter::store::Store;
 use tokio_util::sync::CancellationToken;
@@ -396,8 +396,8 @@ fn paths() {
         let registry = TaskRegistry::new();
         let apps: Vec<u64> = (0..n_apps as u64).map(|i| 1_400_000_000 + i).collect();
         registry.ensure_apps(apps.iter().copied());
-        let running = Observation {
-            status: Some(TaskStatus::Pushing),
+        let running = Facts {
+            status: TaskStatus::Pushing,
             push_start_time: Some(1_700_000_000),
             ..Default::default()
         };
@@ -496,14 +496,14 @@ async fn footprint_of(bin: &Path, prefix: &str, n: usize, idle: Option<Duration>
         let fleet = common::fleet(n);
         let now = tiw_push_exporter::registry::unix_now() as i64;
         for t in fleet.snapshot().0 {
-            registry.track(t.sdk_app_id, &t.task_id, t.room_id, Source::Discovery);
-            let ended = Observation {
-                status: Some(TaskStatus::Stopped),
+            registry.track(t.sdk_app_id, &t.task_id, t.shown().room_id(), Source::Discovery);
+            let ended = Facts {
+                status: TaskStatus::Stopped,
                 finish_reason: Some(FinishReason::Auto),
                 push_start_time: Some(now - 3600),
                 push_stop_time: Some(now - 60),
-                group_id: Some(t.group_id.clone()),
-                push_user_id: Some(t.push_user_id.clone()),
+                group_id: Some(t.shown().group_id().to_string()),
+                push_user_id: Some(t.shown().push_user_id().to_string()),
                 ..Default::default()
             };
             registry.observe_poll(t.sdk_app_id, &t.task_id, &ended);

@@ -1,15 +1,15 @@
 //! Unit tests of the registry: merge, claims, counters, bounds (the schedule's in `schedule.rs`).
 use super::*;
 
-fn obs(status: TaskStatus) -> Observation {
-    Observation {
-        status: Some(status),
+fn obs(status: TaskStatus) -> Facts {
+    Facts {
+        status: status,
         ..Default::default()
     }
 }
 
-fn stopped(reason: Option<FinishReason>) -> Observation {
-    Observation {
+fn stopped(reason: Option<FinishReason>) -> Facts {
+    Facts {
         finish_reason: reason,
         push_start_time: Some(100),
         push_stop_time: Some(400),
@@ -38,31 +38,31 @@ fn walks_forward_and_counts_once() {
     assert_eq!(r.track(1, "t", None, Source::Discovery), Track::Added);
     assert_eq!(r.track(1, "t", None, Source::Discovery), Track::Known);
     r.observe_poll(1, "t", &obs(TaskStatus::Prepared));
-    let pushing = Observation {
+    let pushing = Facts {
         push_start_time: Some(100),
         exception_cnt: Some(1),
         ..obs(TaskStatus::Pushing)
     };
     r.observe_poll(1, "t", &pushing);
     r.observe_poll(1, "t", &pushing);
-    let stop = Observation {
+    let stop = Facts {
         exception_cnt: Some(3),
         ..stopped(Some(FinishReason::Exception))
     };
     assert_eq!(r.observe_poll(1, "t", &stop).ended, Some(FinishReason::Exception));
     assert_eq!(r.observe_poll(1, "t", &stop).ended, None);
     // A stale reply cannot move it back, lower the count or change the reason.
-    let stale = Observation {
+    let stale = Facts {
         exception_cnt: Some(0),
         finish_reason: Some(FinishReason::Auto),
         ..obs(TaskStatus::Pushing)
     };
     r.observe_poll(1, "t", &stale);
     let t = r.get(1, "t").unwrap();
-    assert_eq!(t.status, TaskStatus::Stopped);
-    assert_eq!(t.finish_reason, Some(FinishReason::Exception));
-    assert_eq!(t.exception_cnt, 3);
-    assert_eq!(t.duration(), Some(300.0));
+    assert_eq!(t.shown().status(), TaskStatus::Stopped);
+    assert_eq!(t.shown().finish_reason(), Some(FinishReason::Exception));
+    assert_eq!(t.shown().exception_cnt(), 3);
+    assert_eq!(t.shown().duration(), Some(300.0));
     let s = r.stats(1).unwrap();
     assert_eq!(s.started_total, 1);
     assert_eq!(s.finished(FinishReason::Exception), 1);
@@ -81,12 +81,12 @@ fn a_running_task_has_no_duration() {
     r.observe_poll(
         1,
         "t",
-        &Observation {
+        &Facts {
             push_start_time: Some(100),
             ..obs(TaskStatus::Pushing)
         },
     );
-    assert_eq!(r.get(1, "t").unwrap().duration(), None);
+    assert_eq!(r.get(1, "t").unwrap().shown().duration(), None);
 }
 
 #[test]
@@ -103,14 +103,14 @@ fn failed_task_gets_reason_failed_and_never_started() {
     );
     let t = r.get(1, "f").unwrap();
     assert_eq!(
-        (t.status, t.finish_reason),
+        (t.shown().status(), t.shown().finish_reason()),
         (TaskStatus::Failed, Some(FinishReason::Failed))
     );
     let s = r.stats(1).unwrap();
     assert_eq!((s.started_total, s.finished(FinishReason::Failed)), (0, 1));
     assert!(!t.is_pollable());
     // Tencent's reason, bounded: its code and the two codes its documented message carries.
-    let f = t.failure.unwrap();
+    let f = t.shown().failure().unwrap();
     assert_eq!(
         (f.code.as_str(), f.push_code, f.trtc_code),
         ("FailedOperation.WhiteboardPush", Some(40006), Some(-70003))
@@ -132,7 +132,7 @@ fn an_end_first_seen_as_such_is_history() {
     answer(
         &r,
         "old",
-        Answer::State(Observation {
+        Answer::State(Facts {
             push_start_time: Some(two_days_ago - 600),
             push_stop_time: Some(two_days_ago),
             ..stopped(Some(FinishReason::Exception))
@@ -172,7 +172,7 @@ fn three_replies_without_status_fail_the_task_once() {
     answer(&r, "b", Answer::State(obs(TaskStatus::Prepared)));
     answer(&r, "b", Answer::NoStatus("r2".into()));
     answer(&r, "b", Answer::NoStatus("r3".into()));
-    assert_eq!(r.get(1, "b").unwrap().status, TaskStatus::Prepared);
+    assert_eq!(r.get(1, "b").unwrap().shown().status(), TaskStatus::Prepared);
     let out = answer(&r, "b", Answer::NoStatus("r4".into()));
     assert_eq!(
         out.failed_without_status,
@@ -181,7 +181,7 @@ fn three_replies_without_status_fail_the_task_once() {
     assert_eq!(out.ended, Some(FinishReason::Failed));
     let t = r.get(1, "b").unwrap();
     assert_eq!(
-        (t.status, t.finish_reason),
+        (t.shown().status(), t.shown().finish_reason()),
         (TaskStatus::Failed, Some(FinishReason::Failed))
     );
     assert!(!t.is_pollable());
@@ -196,7 +196,7 @@ fn first_seen_with_exceptions_adds_them_all() {
     r.observe_poll(
         1,
         "x",
-        &Observation {
+        &Facts {
             exception_cnt: Some(5),
             ..obs(TaskStatus::Pushing)
         },
@@ -227,7 +227,7 @@ fn not_found_three_times_drops_or_parks() {
     }
     let out = answer(&r, "c", Answer::NotFound);
     assert!(out.parked && !out.dropped);
-    assert_eq!(r.get(1, "c").unwrap().status, TaskStatus::Unknown);
+    assert_eq!(r.get(1, "c").unwrap().shown().status(), TaskStatus::Unknown);
     assert!(
         std::iter::from_fn(|| r.next_to_poll(&[1], Some(Instant::now() + Duration::from_secs(1))))
             .all(|(_, id)| id != "c"),
@@ -240,11 +240,11 @@ fn not_found_three_times_drops_or_parks() {
 #[test]
 fn callbacks_are_claims_until_the_api_confirms_them() {
     let r = TaskRegistry::new();
-    let started = Observation {
+    let started = Facts {
         push_start_time: Some(100),
         ..obs(TaskStatus::Pushing)
     };
-    let stop = Observation {
+    let stop = Facts {
         exception_cnt: Some(2),
         ..stopped(Some(FinishReason::Exception))
     };
@@ -270,7 +270,13 @@ fn callbacks_are_claims_until_the_api_confirms_them() {
     }
     let t = r.get(1, "c").unwrap();
     assert_eq!(
-        (t.status, t.finish_reason, t.source, t.exception_cnt, t.room_id),
+        (
+            t.shown().status(),
+            t.shown().finish_reason(),
+            t.source,
+            t.shown().exception_cnt(),
+            t.shown().room_id()
+        ),
         (TaskStatus::Unknown, None, Source::Callback, 0, None),
         "nothing of the claim shows"
     );
@@ -279,7 +285,7 @@ fn callbacks_are_claims_until_the_api_confirms_them() {
     let out = answer(
         &r,
         "c",
-        Answer::State(Observation {
+        Answer::State(Facts {
             exception_cnt: Some(2),
             ..stop.clone()
         }),
@@ -300,19 +306,19 @@ fn callbacks_are_claims_until_the_api_confirms_them() {
 fn a_claim_the_api_contradicts_is_reverted() {
     let r = TaskRegistry::new();
     r.track(1, "h", None, Source::Discovery);
-    let running = Observation {
+    let running = Facts {
         push_start_time: Some(100),
         exception_cnt: Some(0),
         ..obs(TaskStatus::Pushing)
     };
     answer(&r, "h", Answer::State(running.clone()));
-    let forged = Observation {
+    let forged = Facts {
         exception_cnt: Some(u32::MAX as u64),
         ..stopped(Some(FinishReason::Exception))
     };
     r.observe_callback(1, "h", PushEvent::Stopped, &forged);
     assert_eq!(
-        r.get(1, "h").unwrap().status,
+        r.get(1, "h").unwrap().shown().status(),
         TaskStatus::Stopped,
         "the claim shows at once"
     );
@@ -323,7 +329,7 @@ fn a_claim_the_api_contradicts_is_reverted() {
     );
     let t = r.get(1, "h").unwrap();
     assert_eq!(
-        (t.status, t.finish_reason, t.exception_cnt),
+        (t.shown().status(), t.shown().finish_reason(), t.shown().exception_cnt()),
         (TaskStatus::Pushing, None, 0)
     );
     assert!(t.is_pollable());
@@ -349,7 +355,7 @@ fn a_poll_sent_before_the_claim_does_not_contradict_it() {
     let out = r.apply_answer(1, "s", &Answer::State(obs(TaskStatus::Pushing)), Duration::ZERO);
     r.finish_poll(1, "s", Instant::now());
     assert_eq!(out.contradicted, None);
-    assert_eq!(r.get(1, "s").unwrap().status, TaskStatus::Stopped);
+    assert_eq!(r.get(1, "s").unwrap().shown().status(), TaskStatus::Stopped);
     assert_eq!(
         r.next_to_poll(&[1], None).map(|k| k.1).as_deref(),
         Some("s"),
@@ -372,7 +378,10 @@ fn other_is_refined_by_the_confirming_poll_and_counted_once() {
     r.track(1, "o", None, Source::Discovery);
     r.observe_poll(1, "o", &obs(TaskStatus::Pushing));
     r.observe_callback(1, "o", PushEvent::Stopped, &stopped(Some(FinishReason::Other)));
-    assert_eq!(r.get(1, "o").unwrap().finish_reason, Some(FinishReason::Other));
+    assert_eq!(
+        r.get(1, "o").unwrap().shown().finish_reason(),
+        Some(FinishReason::Other)
+    );
     let out = answer(&r, "o", Answer::State(stopped(Some(FinishReason::Exception))));
     assert_eq!((out.ended, out.contradicted), (Some(FinishReason::Exception), None));
     let s = r.stats(1).unwrap();
@@ -380,7 +389,10 @@ fn other_is_refined_by_the_confirming_poll_and_counted_once() {
         (s.finished(FinishReason::Exception), s.finished(FinishReason::Other)),
         (1, 0)
     );
-    assert_eq!(r.get(1, "o").unwrap().finish_reason, Some(FinishReason::Exception));
+    assert_eq!(
+        r.get(1, "o").unwrap().shown().finish_reason(),
+        Some(FinishReason::Exception)
+    );
     // A poll that itself says STOPPED without a reason ends the task with OTHER.
     r.track(1, "p", None, Source::Discovery);
     answer(&r, "p", Answer::State(stopped(None)));
@@ -404,7 +416,7 @@ fn an_unconfirmable_claim_is_counted_after_the_timeout() {
     answer(
         &r,
         "u",
-        Answer::State(Observation {
+        Answer::State(Facts {
             push_start_time: Some(now - 60),
             exception_cnt: Some(1),
             ..obs(TaskStatus::Pushing)
@@ -414,7 +426,7 @@ fn an_unconfirmable_claim_is_counted_after_the_timeout() {
         1,
         "u",
         PushEvent::Stopped,
-        &Observation {
+        &Facts {
             push_start_time: Some(now - 60),
             push_stop_time: Some(now),
             exception_cnt: Some(u32::MAX as u64),
@@ -452,11 +464,14 @@ fn the_api_wins_over_a_settled_claim_once_it_answers() {
     answer(&r, "u", Answer::State(obs(TaskStatus::Pushing)));
     r.observe_callback(1, "u", PushEvent::Stopped, &stopped(Some(FinishReason::Exception)));
     assert_eq!(r.settle_claims(1, Duration::ZERO, None, 0.0), ["u"]);
-    assert_eq!(r.get(1, "u").unwrap().status, TaskStatus::Stopped);
+    assert_eq!(r.get(1, "u").unwrap().shown().status(), TaskStatus::Stopped);
     let out = answer(&r, "u", Answer::State(obs(TaskStatus::Pushing)));
     assert!(out.contradicted.is_some());
     let t = r.get(1, "u").unwrap();
-    assert_eq!((t.status, t.finish_reason), (TaskStatus::Pushing, None));
+    assert_eq!(
+        (t.shown().status(), t.shown().finish_reason()),
+        (TaskStatus::Pushing, None)
+    );
     assert_eq!(r.expire(Duration::ZERO), 0, "a running task does not expire");
     assert!(r.get(1, "u").is_some());
 }
@@ -510,7 +525,7 @@ fn claims_about_unknown_ids_are_capped_per_app() {
     assert!(r
         .view()
         .tasks()
-        .all(|t| t.sdk_app_id != 1 || t.status == TaskStatus::Unknown));
+        .all(|t| t.sdk_app_id != 1 || t.shown().status() == TaskStatus::Unknown));
     assert_eq!(
         r.observe_callback(2, "real", PushEvent::Started, &obs(TaskStatus::Pushing)),
         CallbackApplied::Accepted { ended: false },

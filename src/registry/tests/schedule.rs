@@ -219,7 +219,7 @@ fn the_running_list_moves_gone_and_finished_tasks_to_the_front_once() {
     for id in ["gone", "old", "finished"] {
         r.finish_poll(1, id, Instant::now());
     }
-    assert_eq!(r.get(1, "gone").unwrap().status, TaskStatus::Stopped);
+    assert_eq!(r.get(1, "gone").unwrap().shown().status(), TaskStatus::Stopped);
     // The next pass still does not list "old": it is not hinted again, nor are ended tasks.
     let listed: HashMap<String, bool> = [("listed".to_string(), false)].into();
     assert_eq!(r.hint_running_list(1, &listed, Instant::now()), 0);
