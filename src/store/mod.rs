@@ -34,10 +34,12 @@ mod relay;
 #[cfg(test)]
 mod tests;
 
-/// The layout this build reads and writes: 2 adds the marker and a checksum per record. A store
-/// with a higher number was written by a newer exporter and is refused rather than misread; one of
-/// version 1 is rewritten with checksums when opened.
-pub const SCHEMA_VERSION: u64 = 2;
+/// The layout this build reads and writes: 2 adds the marker and a checksum per record; 3 stops
+/// storing what a task shows (it is computed from the record: an exporter of version 2 would
+/// refuse such a task as damaged, so it is told the store is newer instead). A store with a higher
+/// number was written by a newer exporter and is refused rather than misread; one of version 2 is
+/// read as it is, one of version 1 is rewritten with checksums when opened.
+pub const SCHEMA_VERSION: u64 = 3;
 /// File name inside `state.path`.
 pub const FILE_NAME: &str = "tiw-push-exporter.redb";
 /// Poll results are written at least this often.
@@ -269,10 +271,11 @@ impl Store {
                             found: v,
                         })
                     }
-                    Some(SCHEMA_VERSION) if !marked => {
+                    Some(2 | SCHEMA_VERSION) if !marked => {
                         return Err(self.damaged("its meta table has no tiw-push-exporter marker"))
                     }
-                    Some(SCHEMA_VERSION) => {}
+                    // Version 2's records carry the shown facts too; they are read as they are.
+                    Some(2 | SCHEMA_VERSION) => {}
                     Some(1) => {
                         drop(meta);
                         self.migrate_v1(&txn)?;

@@ -170,6 +170,56 @@ fn a_version_1_store_is_sealed_on_open() {
     );
 }
 
+/// A version 2 store (its tasks also stored what they showed) is read as it is and marked 3: what
+/// a task shows comes from its confirmed facts and its claim, not from the stored copy.
+#[test]
+fn a_version_2_store_reads_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert("schema_version", 2).unwrap();
+            meta.insert(MARKER, 1).unwrap();
+            // Written by the exporter at fec8b1a: a stale shown status (PREPARED) beside what the
+            // API confirmed (PUSHING) and a claimed stop that the API does not know yet.
+            let task = r#"{"sdk_app_id":1,"task_id":"v2","room_id":3,"group_id":"g","push_user_id":"u","status":"Prepared","finish_reason":null,"push_start_time":10,"push_stop_time":null,"exception_cnt":0,"im_sync_time":null,"failure":null,"history":false,"listed_running":true,"last_update":1.0,"ended_at":null,"source":"Discovery","confirmed":{"status":"Pushing","finish_reason":null,"room_id":3,"group_id":"g","push_user_id":"u","push_start_time":10,"push_stop_time":null,"exception_cnt":1,"im_sync_time":null,"failure":null},"claim":{"facts":{"status":"Stopped","finish_reason":"Exception","room_id":null,"group_id":null,"push_user_id":null,"push_start_time":null,"push_stop_time":70,"exception_cnt":4,"im_sync_time":null,"failure":null},"at":2.0},"counted":{"started":true,"finished":false,"exceptions":1},"seen_started_event":false,"seen_stopped_event":true,"final_read":false,"settled":false,"not_found":0,"no_status":[]}"#;
+            let sealed = with_checksum("tasks", "1/v2", task.as_bytes().to_vec());
+            txn.open_table(TASKS)
+                .unwrap()
+                .insert("1/v2", sealed.as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let restored = Store::open(dir.path()).unwrap().load().unwrap();
+    let fresh = TaskRegistry::new();
+    fresh.restore(restored);
+    let t = fresh.get(1, "v2").unwrap();
+    let shown = t.shown();
+    assert_eq!(
+        (
+            shown.status(),
+            shown.finish_reason(),
+            shown.push_stop_time(),
+            shown.exception_cnt()
+        ),
+        (TaskStatus::Stopped, Some(FinishReason::Exception), Some(70), 4)
+    );
+    assert_eq!((shown.group_id(), shown.push_user_id()), ("g", "u"));
+    let db = Database::open(dir.path().join(FILE_NAME)).unwrap();
+    let txn = db.begin_read().unwrap();
+    let version = txn
+        .open_table(META)
+        .unwrap()
+        .get("schema_version")
+        .unwrap()
+        .unwrap()
+        .value();
+    assert_eq!(version, SCHEMA_VERSION);
+}
+
 #[test]
 fn forgetting_an_app_removes_only_that_app() {
     let dir = tempfile::tempdir().unwrap();
