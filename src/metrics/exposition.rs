@@ -527,11 +527,19 @@ impl TaskCollector {
         let snap = self.tasks.render_snapshot(per_task, Row::of);
         let held = locked.elapsed();
         let mut rows = snap.rows;
+        let mut counts = snap.counts;
+        if per_task {
+            // Every shown app has its aggregates, and so its line for each status.
+            counts = snap.apps.iter().map(|(id, _)| (*id, [0; 5])).collect();
+            for r in &rows {
+                counts.entry(r.app).or_insert([0; 5])[r.status.index()] += 1;
+            }
+        }
         // Stable order (as the prometheus crate's gather gives): diffs and greps stay readable.
         rows.sort_unstable_by(|a, b| (a.app, a.labels.task_id()).cmp(&(b.app, b.labels.task_id())));
         TaskText {
             rows,
-            counts: snap.counts,
+            counts,
             apps: snap.apps,
             per_task,
             family: 0,

@@ -148,7 +148,8 @@ impl View<'_> {
 /// What [`TaskRegistry::render_snapshot`] copies out for a scrape.
 pub struct RenderSnapshot<R> {
     pub rows: Vec<R>,
-    /// Tracked tasks per shown app and status (every shown app present).
+    /// Tracked tasks per shown app and status (every shown app present); empty when the
+    /// snapshot has rows (count them from the rows).
     pub counts: BTreeMap<u64, [u64; 5]>,
     /// Every shown app's aggregates, by app.
     pub apps: Vec<(u64, AppStats)>,
@@ -576,9 +577,11 @@ impl TaskRegistry {
     }
 
     /// What a scrape needs, under one short lock: a row per shown task (`row` may fill the task's
-    /// [`LabelCache`]; with `per_task` false, none), the tracked tasks per app and status, and a
-    /// copy of every shown app's aggregates. Sorting, rendering and compressing happen after the
-    /// lock is released, so that a scrape never holds callbacks and polls back for long.
+    /// [`LabelCache`]; with `per_task` false, none) and a copy of every shown app's aggregates.
+    /// With rows, the tracked tasks per app and status are left for the caller to count from
+    /// them after the lock is released; without, they are counted here. Sorting, rendering and
+    /// compressing happen after the lock is released, so that a scrape never holds callbacks and
+    /// polls back for long.
     pub fn render_snapshot<R>(&self, per_task: bool, mut row: impl FnMut(&mut Task) -> R) -> RenderSnapshot<R> {
         let mut inner = self.lock();
         let Inner {
@@ -588,13 +591,19 @@ impl TaskRegistry {
             ..
         } = &mut *inner;
         let shown = |id: u64| configured.as_ref().is_none_or(|c| c.contains(&id));
-        let mut counts: BTreeMap<u64, [u64; 5]> =
-            apps.keys().filter(|id| shown(**id)).map(|id| (*id, [0; 5])).collect();
-        let mut rows = Vec::with_capacity(if per_task { tasks.len() } else { 0 });
-        for t in tasks.values_mut().filter(|t| shown(t.sdk_app_id)) {
-            counts.entry(t.sdk_app_id).or_insert([0; 5])[t.shown().status().index()] += 1;
-            if per_task {
-                rows.push(row(t));
+        let mut counts = BTreeMap::new();
+        let mut rows = Vec::new();
+        if per_task {
+            rows.reserve_exact(tasks.len());
+            match &*configured {
+                // Every app shown: nothing to look up per task.
+                None => rows.extend(tasks.values_mut().map(|t| row(t))),
+                Some(c) => rows.extend(tasks.values_mut().filter(|t| c.contains(&t.sdk_app_id)).map(|t| row(t))),
+            }
+        } else {
+            counts = apps.keys().filter(|id| shown(**id)).map(|id| (*id, [0; 5])).collect();
+            for t in tasks.values().filter(|t| shown(t.sdk_app_id)) {
+                counts.entry(t.sdk_app_id).or_insert([0; 5])[t.shown().status().index()] += 1;
             }
         }
         let apps = apps
