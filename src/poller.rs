@@ -419,23 +419,9 @@ impl Poller {
                 }
                 // An end that may have cost a class its recording: with what a person needs to
                 // find the class (room) and judge it (how long it pushed, how many exceptions).
-                let ended_badly = matches!(applied.ended, Some(FinishReason::Exception | FinishReason::Failed));
-                let task = if ended_badly {
-                    self.registry.get(sdk_app_id, task_id)
-                } else {
-                    None
-                };
-                let room_id = task
-                    .as_ref()
-                    .and_then(|t| t.shown().room_id())
-                    .map(|r| r.to_string())
-                    .unwrap_or_default();
-                let duration_seconds = task
-                    .as_ref()
-                    .and_then(|t| t.shown().duration())
-                    .map(|d| d.to_string())
-                    .unwrap_or_default();
-                let exceptions = task.as_ref().map(|t| t.shown().exception_cnt()).unwrap_or(0);
+                let room_id = applied.room_id.map(|r| r.to_string()).unwrap_or_default();
+                let duration_seconds = applied.duration.map(|d| d.to_string()).unwrap_or_default();
+                let exceptions = applied.exceptions;
                 if let Some(request_ids) = &applied.failed_without_status {
                     tracing::warn!(sdk_app_id, task_id, room_id, request_ids = %request_ids.join(","), "whiteboard push task failed: DescribeWhiteboardPush answered without Status 3 times in a row");
                 } else if let (Some(FinishReason::Failed), Some(message)) = (applied.ended, message) {

@@ -133,6 +133,8 @@ impl TaskRegistry {
             task.count(&confirmed, stats);
         }
         task.refresh(now);
+        let shown = task.shown();
+        (out.room_id, out.duration, out.exceptions) = (shown.room_id(), shown.duration(), shown.exception_cnt());
         if confirmed.status.is_ended() && !was_ended && !task.history {
             out.ended = confirmed.finish_reason;
         }

@@ -109,6 +109,11 @@ pub struct AnswerApplied {
     pub dropped: bool,
     /// A configured task Tencent does not know: read again at most once per discovery interval.
     pub parked: bool,
+    /// What the task shows after the answer, for the log line of an end: its room, how long it
+    /// pushed, and its exceptions (so the poller needs no second look at the registry).
+    pub room_id: Option<i64>,
+    pub duration: Option<f64>,
+    pub exceptions: u64,
 }
 
 /// Read-only view handed to the collector.
