@@ -3,7 +3,7 @@
 //! where each invariant lives.
 //!
 //! From the bottom up:
-//! - [`task`]: plain domain types (status, finish reason, observation, task-id rule, bounds, clock).
+//! - [`task`]: plain domain types (status, finish reason, Facts, task-id rule, bounds, clock).
 //! - [`instruments`]: the exporter's own metrics, one group per subsystem with a method per thing
 //!   counted, each handed only to the subsystem that counts with it.
 //! - [`config`]: YAML → validated configuration, the only YAML parser.

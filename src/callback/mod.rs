@@ -187,7 +187,7 @@ struct PushData {
 struct PushEventData {
     kind: PushEvent,
     task_id: String,
-    observation: Facts,
+    facts: Facts,
     error: Option<(String, String)>,
 }
 
@@ -225,7 +225,7 @@ fn parse_push(kind: PushEvent, data: &serde_json::value::RawValue) -> Result<Pus
     Ok(PushEventData {
         kind,
         task_id: d.task_id,
-        observation: Facts {
+        facts: Facts {
             status: match kind {
                 PushEvent::Started => TaskStatus::Pushing,
                 PushEvent::Stopped => TaskStatus::Stopped,
@@ -470,17 +470,17 @@ impl CallbackReceiver {
             Ok(p) => p,
             Err(reason) => return refuse(app, event_type, CallbackOutcome::Malformed, reason),
         };
-        self.metrics.tasks.truncated("callback", push.observation.truncated);
+        self.metrics.tasks.truncated("callback", push.facts.truncated);
         if let Some((code, message)) = &push.error {
             tracing::warn!(sdk_app_id = app, task_id = %push.task_id, code = %truncate(code, 64), error_message = %truncate(message, 200), "WhiteboardPushStopped reports an error");
         }
         let outcome = match self
             .registry
-            .observe_callback(app, &push.task_id, push.kind, &push.observation)
+            .observe_callback(app, &push.task_id, push.kind, &push.facts)
         {
             CallbackApplied::Accepted { ended } => {
                 if ended {
-                    tracing::debug!(sdk_app_id = app, task_id = %push.task_id, reason = ?push.observation.finish_reason, "task ended (callback claim, to be confirmed)");
+                    tracing::debug!(sdk_app_id = app, task_id = %push.task_id, reason = ?push.facts.finish_reason, "task ended (callback claim, to be confirmed)");
                 }
                 CallbackOutcome::Accepted
             }
@@ -505,7 +505,7 @@ impl CallbackReceiver {
             reason: String::new(),
             delay_seconds: Some((now - envelope.timestamp as f64).max(0.0)),
             task_id: Some(push.task_id),
-            finish_reason: push.observation.finish_reason,
+            finish_reason: push.facts.finish_reason,
         }
     }
 
