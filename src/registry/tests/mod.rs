@@ -3,7 +3,7 @@ use super::*;
 
 fn obs(status: TaskStatus) -> Facts {
     Facts {
-        status: status,
+        status,
         ..Default::default()
     }
 }
