@@ -177,6 +177,14 @@
             cfg.pollingBehindFor,
           ),
           alert(
+            'TiwTranscodeBacklog',
+            'warning',
+            'time() - min without (%s) (tiw_running_tasks_oldest_created_timestamp_seconds{%s, task_type=~"TranscodeH5|TranscodeJPG", status="QUEUED"}) > %d' % [replicas, sel, cfg.transcodeBacklogSeconds],
+            'Document transcoding of app {{ $labels.sdk_app_id }} is backed up ({{ $labels.task_type }})',
+            'The oldest {{ $labels.task_type }} task of app {{ $labels.sdk_app_id }} has been QUEUED at Tencent for {{ $value | humanizeDuration }} (DescribeRunningTasks): teachers\' documents are not being converted. Transcode concurrency is per app; check for a flood of uploads, or open a ticket with Tencent.',
+            cfg.transcodeBacklogFor,
+          ),
+          alert(
             'TiwStoreWriteFailing',
             'critical',
             'min by (%s) (tiw_exporter_store_last_write_successful{%s}) == 0' % [exporter, sel],

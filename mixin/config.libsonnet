@@ -34,5 +34,7 @@
     overloadedFor: '10m',
     relayBacklogSeconds: 300,  // TiwCallbackRelayBacklog: the oldest relayed callback waits this long
     relayBacklogFor: '5m',
+    transcodeBacklogSeconds: 600,  // TiwTranscodeBacklog: a document transcode QUEUED this long
+    transcodeBacklogFor: '5m',
   },
 }

@@ -211,6 +211,12 @@
           target('max by (instance, sdk_app_id) (tiw_exporter_callback_forward_dead_letters{%s, sdk_app_id=~"$sdk_app_id"})' % sel, 'dead letters {{instance}} {{sdk_app_id}}'),
         ], 'short'),
 
+        row('Running tasks, all types'),
+        timeseries('Running tasks by type', 'What DescribeRunningTasks lists per task type and status (tiw_running_tasks): whiteboard push, real-time recording and document transcoding (TranscodeH5, TranscodeJPG), which are counted here only, not tracked one by one. QUEUED transcodes waiting is the backlog.', 12, 7,
+                   [target('sum by (task_type, status) (max without (%s) (tiw_running_tasks{%s}))' % [replicas, app], '{{task_type}} {{status}}')], 'short'),
+        timeseries('Oldest queued task by type', 'How long the oldest task of each type has been QUEUED (from its CreateTime). TiwTranscodeBacklog past %d s for a transcode.' % cfg.transcodeBacklogSeconds, 12, 7,
+                   [target('time() - min by (task_type) (max without (%s) (tiw_running_tasks_oldest_created_timestamp_seconds{%s, status="QUEUED"}))' % [replicas, app], '{{task_type}}')], 's'),
+
         row('Tencent Cloud API budget'),
         stat('API up', '1 when the app\'s last Tencent Cloud API call got an answer; 0 after network failures or AuthFailure / ResourceUnavailable / UnauthorizedOperation (tiw_up).', 6, 6,
              [target('tiw_up{%s}' % app, '{{instance}} {{sdk_app_id}}', instant=true)], mappings=upDown('DOWN', 'UP')),

@@ -127,6 +127,11 @@ pub async fn run(
             );
         }
     }
+    // A document transcode stuck in Tencent's queue for 25 minutes: what the census's backlog
+    // alert is for (TIWTranscodeBacklog), beside the transcodes that come and go.
+    if let Some(first) = apps.first() {
+        sim.add_listed(*first, "TranscodeH5", Duration::from_secs(25 * 60), None);
+    }
     let server = sim.clone().spawn(options.simulator_address).await?;
     let config_is_users = options.config.is_some();
     let lifecycle = sim.spawn_lifecycle(
@@ -134,6 +139,7 @@ pub async fn run(
             apps: apps.clone(),
             target_per_app: options.tasks_per_app,
             create_every: Duration::from_secs(3),
+            transcode_every: Some(Duration::from_secs(4)),
             ..Default::default()
         },
         token.clone(),

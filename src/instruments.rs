@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use prometheus::{Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
+use crate::census::{Census, ListedStatus, TaskType};
 use crate::recent::RecentEvents;
 use crate::task::unix_now;
 
@@ -91,6 +92,8 @@ pub struct PollInstruments {
     discovery_duration: GaugeVec,
     last_discovery: GaugeVec,
     permitted: GaugeVec,
+    running: GaugeVec,
+    oldest: GaugeVec,
 }
 
 impl PollInstruments {
@@ -132,7 +135,42 @@ impl PollInstruments {
                 ),
                 &["sdk_app_id", "action"],
             )?)?,
+            running: registered(registry, GaugeVec::new(
+                Opts::new(
+                    "tiw_running_tasks",
+                    "Tasks DescribeRunningTasks listed for the app, by task type and listed status (QUEUED, PROCESSING, FINISHED; OTHER for anything else), from the type's last complete list pass. Transcode tasks are counted here only, not tracked one by one.",
+                ),
+                &["sdk_app_id", "task_type", "status"],
+            )?)?,
+            oldest: registered(registry, GaugeVec::new(
+                Opts::new(
+                    "tiw_running_tasks_oldest_created_timestamp_seconds",
+                    "Unix time the oldest task of this type and listed status was created (CreateTime, read in the zone that is not in the future), from the type's last complete list pass; absent when none is listed.",
+                ),
+                &["sdk_app_id", "task_type", "status"],
+            )?)?,
         })
+    }
+
+    /// A complete list pass of `task_type` for the app counted `census`.
+    pub fn census(&self, sdk_app_id: u64, task_type: TaskType, census: &Census) {
+        let app = sdk_app_id.to_string();
+        for status in ListedStatus::ALL {
+            let labels = [app.as_str(), task_type.as_str(), status.as_str()];
+            let n = census.count(status);
+            // The documented statuses always have a line (0 is news too); OTHER only when seen.
+            if n > 0 || status != ListedStatus::Other {
+                self.running.with_label_values(&labels).set(n as f64);
+            } else {
+                let _ = self.running.remove_label_values(&labels);
+            }
+            match census.oldest(status) {
+                Some(at) => self.oldest.with_label_values(&labels).set(at),
+                None => {
+                    let _ = self.oldest.remove_label_values(&labels);
+                }
+            }
+        }
     }
 
     /// Whether CAM lets the app's credentials call `action` (its last call's outcome).
@@ -188,6 +226,13 @@ impl PollInstruments {
         }
         for action in ["DescribeWhiteboardPush", "DescribeRunningTasks"] {
             let _ = self.permitted.remove_label_values(&[&label, action]);
+        }
+        for task_type in TaskType::ALL {
+            for status in ListedStatus::ALL {
+                let labels = [label.as_str(), task_type.as_str(), status.as_str()];
+                let _ = self.running.remove_label_values(&labels);
+                let _ = self.oldest.remove_label_values(&labels);
+            }
         }
     }
 }

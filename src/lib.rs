@@ -4,6 +4,7 @@
 //!
 //! From the bottom up:
 //! - [`task`]: plain domain types (status, finish reason, Facts, task-id rule, bounds, clock).
+//! - [`census`]: the running-task census of every task type DescribeRunningTasks lists.
 //! - [`instruments`]: the exporter's own metrics, one group per subsystem with a method per thing
 //!   counted, each handed only to the subsystem that counts with it.
 //! - [`config`]: YAML → validated configuration, the only YAML parser.
@@ -22,6 +23,7 @@
 
 pub mod admin;
 pub mod callback;
+pub mod census;
 pub mod cli;
 pub mod config;
 pub mod demo;

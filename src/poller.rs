@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::census::{Census, TaskType};
 use crate::config::Config;
 use crate::instruments::PollSinks;
 use crate::registry::{Answer, Source, TaskRegistry, Track};
@@ -41,6 +42,7 @@ const MESSAGE_LOG_LIMIT: usize = 200;
 pub struct PollSettings {
     pub interval: Duration,
     pub discovery_interval: Duration,
+    pub census_interval: Duration,
     pub retention: Duration,
     /// `callback.confirm_timeout`: claims are counted unconfirmed after the API was unreachable this long.
     pub confirm_timeout: Duration,
@@ -73,6 +75,8 @@ impl Default for PollOptions {
 pub struct PolledApp {
     pub client: TiwClient,
     pub discover: bool,
+    /// Counts the running tasks of every type (`tiw_running_tasks`).
+    pub census: bool,
     /// Key of the credential group (shared rate budget).
     pub group: String,
     /// Where its API calls go, for the log line that confirms the first answer.
@@ -99,6 +103,7 @@ impl Poller {
                     PolledApp {
                         client,
                         discover: app.discover,
+                        census: app.census,
                         group: budget_key(&app.api),
                         region: app.api.region.clone(),
                         endpoint: app.api.endpoint.to_string(),
@@ -109,6 +114,7 @@ impl Poller {
         let settings = PollSettings {
             interval: config.poll.interval,
             discovery_interval: config.poll.discovery_interval,
+            census_interval: config.poll.census_interval,
             retention: config.retention_stopped_tasks,
             confirm_timeout: config.callback.confirm_timeout,
             follow_running_list: options.follow_running_list,
@@ -172,6 +178,10 @@ impl Poller {
                 let (me, token, id) = (self.clone(), token.clone(), *id);
                 tracker.spawn(async move { token.run_until_cancelled(me.discovery_loop(id)).await });
             }
+            if app.census {
+                let (me, token, id) = (self.clone(), token.clone(), *id);
+                tracker.spawn(async move { token.run_until_cancelled(me.census_loop(id)).await });
+            }
         }
         for (group, apps) in groups {
             let (me, token) = (self.clone(), token.clone());
@@ -205,6 +215,89 @@ impl Poller {
         }
     }
 
+    /// The census of the task types discovery does not list, every `poll.census_interval`
+    /// (WhiteboardPush too when the app does not discover).
+    async fn census_loop(self: Arc<Self>, sdk_app_id: u64) {
+        let discovers = self.apps.get(&sdk_app_id).is_some_and(|a| a.discover);
+        let types: Vec<TaskType> = TaskType::ALL
+            .into_iter()
+            .filter(|t| !(discovers && *t == TaskType::WhiteboardPush))
+            .collect();
+        loop {
+            for &task_type in &types {
+                if !self.census_once(sdk_app_id, task_type).await {
+                    break;
+                }
+            }
+            tokio::time::sleep(self.settings.census_interval).await;
+        }
+    }
+
+    /// Pages through DescribeRunningTasks for `task_type` and publishes what it counted, if the
+    /// pass was complete. Returns false when the pass was refused or failed (the other types are
+    /// then left for the next interval: they would meet the same answer).
+    pub async fn census_once(&self, sdk_app_id: u64, task_type: TaskType) -> bool {
+        let Some(app) = self.apps.get(&sdk_app_id) else {
+            return false;
+        };
+        let mut census = Census::default();
+        let mut offset = 0;
+        for _ in 0..MAX_PAGES {
+            let page = match app
+                .client
+                .describe_running_tasks(task_type, offset, RUNNING_TASKS_PAGE)
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    self.list_failed(sdk_app_id, &e);
+                    return false;
+                }
+            };
+            self.list_answered(sdk_app_id);
+            let tasks = page.tasks.unwrap_or_default();
+            let n = tasks.len() as i64;
+            let now = unix_now();
+            for t in tasks.iter().filter(|t| listed_as(t, task_type)) {
+                census.add(t.status.as_deref(), t.create_time.as_deref(), now);
+            }
+            offset += n;
+            if n == 0 || offset >= page.total.unwrap_or(0) {
+                self.metrics.poll.census(sdk_app_id, task_type, &census);
+                return true;
+            }
+        }
+        true
+    }
+
+    /// A DescribeRunningTasks call of the app was answered.
+    fn list_answered(&self, sdk_app_id: u64) {
+        self.record_health(sdk_app_id, Ok(()));
+        self.metrics
+            .poll
+            .set_permitted(sdk_app_id, "DescribeRunningTasks", true);
+    }
+
+    /// A DescribeRunningTasks call of the app failed with `e`.
+    fn list_failed(&self, sdk_app_id: u64, e: &ApiError) {
+        // CAM refused the list alone (permissions are per action): the app's tasks are still
+        // read, so tiw_up follows the reads; said once, shown per action.
+        if e.is_action_denied() {
+            self.metrics
+                .poll
+                .set_permitted(sdk_app_id, "DescribeRunningTasks", false);
+            self.metrics.recent.api_error(sdk_app_id, e);
+            if self.metrics.recent.first(sdk_app_id, "discovery denied") {
+                tracing::error!(sdk_app_id, error = %e, cam_action = "tiw:DescribeRunningTasks", "Tencent Cloud refuses DescribeRunningTasks for these credentials: grant the CAM action tiw:DescribeRunningTasks. Until then only configured task ids and callbacks bring tasks, ends are noticed by polling alone, and tiw_running_tasks is not counted");
+            }
+            return;
+        }
+        self.record_health(sdk_app_id, Err(e));
+        if !e.is_app_down() {
+            tracing::warn!(sdk_app_id, error = %e, "DescribeRunningTasks failed; the list is read again next interval");
+        }
+    }
+
     /// Pages through DescribeRunningTasks once and tracks every whiteboard-push task it lists.
     /// A complete pass is also a status signal for the tasks already known: one no longer listed,
     /// or listed FINISHED, gets its confirming poll first ([`TaskRegistry::hint_running_list`]).
@@ -214,39 +307,30 @@ impl Poller {
         };
         let started = Instant::now();
         let mut listed: HashMap<String, bool> = HashMap::new();
+        let mut census = Census::default();
         let mut complete = false;
         let mut found = 0;
         let mut offset = 0;
         for _ in 0..MAX_PAGES {
-            let page = match app.client.describe_running_tasks(offset, RUNNING_TASKS_PAGE).await {
+            let page = match app
+                .client
+                .describe_running_tasks(TaskType::WhiteboardPush, offset, RUNNING_TASKS_PAGE)
+                .await
+            {
                 Ok(page) => page,
-                // CAM refused discovery alone (permissions are per action): the app's tasks are
-                // still read, so tiw_up follows the reads; said once, shown per action.
-                Err(e) if e.is_action_denied() => {
-                    self.metrics
-                        .poll
-                        .set_permitted(sdk_app_id, "DescribeRunningTasks", false);
-                    self.metrics.recent.api_error(sdk_app_id, &e);
-                    if self.metrics.recent.first(sdk_app_id, "discovery denied") {
-                        tracing::error!(sdk_app_id, error = %e, cam_action = "tiw:DescribeRunningTasks", "Tencent Cloud refuses DescribeRunningTasks for these credentials: grant the CAM action tiw:DescribeRunningTasks. Until then only configured task ids and callbacks bring tasks, and ends are noticed by polling alone");
-                    }
-                    return found;
-                }
                 Err(e) => {
-                    self.record_health(sdk_app_id, Err(&e));
-                    if !e.is_app_down() {
-                        tracing::warn!(sdk_app_id, error = %e, "DescribeRunningTasks failed; discovery retries next interval");
-                    }
+                    self.list_failed(sdk_app_id, &e);
                     return found;
                 }
             };
-            self.record_health(sdk_app_id, Ok(()));
-            self.metrics
-                .poll
-                .set_permitted(sdk_app_id, "DescribeRunningTasks", true);
+            self.list_answered(sdk_app_id);
             let tasks = page.tasks.unwrap_or_default();
             let n = tasks.len() as i64;
+            let now = unix_now();
             for t in tasks {
+                if listed_as(&t, TaskType::WhiteboardPush) {
+                    census.add(t.status.as_deref(), t.create_time.as_deref(), now);
+                }
                 let finished = t.status.as_deref() == Some("FINISHED");
                 let Some((id, room_id)) = discovered(sdk_app_id, t) else {
                     continue;
@@ -286,6 +370,9 @@ impl Poller {
         }
         if complete {
             self.metrics.poll.discovered(sdk_app_id, started.elapsed());
+            if app.census {
+                self.metrics.poll.census(sdk_app_id, TaskType::WhiteboardPush, &census);
+            }
             if self.metrics.recent.first(sdk_app_id, "api answer") {
                 tracing::info!(
                     sdk_app_id,
@@ -518,8 +605,14 @@ fn kind(s: &str) -> &str {
 /// The task one entry of a DescribeRunningTasks page names, with its room: only whiteboard
 /// pushes, only ids that can be Tencent's (a broken or hostile page cannot put newlines or
 /// megabytes into label values), only plausible room ids.
+/// Whether a listed item is of `task_type` (an item that does not say is taken for one: the list
+/// was asked for that type).
+fn listed_as(t: &crate::tencentcloud::tiw::RunningTask, task_type: TaskType) -> bool {
+    t.task_type.as_deref().is_none_or(|ty| ty == task_type.as_str())
+}
+
 pub fn discovered(sdk_app_id: u64, t: crate::tencentcloud::tiw::RunningTask) -> Option<(String, Option<i64>)> {
-    let is_push = t.task_type.as_deref().is_none_or(|ty| ty == "WhiteboardPush");
+    let is_push = listed_as(&t, TaskType::WhiteboardPush);
     let id = t.task_id.filter(|id| is_push && !id.is_empty())?;
     if !crate::task::is_task_id(&id) {
         tracing::warn!(sdk_app_id, task_id = ?truncate(&id, 64), "DescribeRunningTasks listed something that is not a task id; skipped");

@@ -56,6 +56,9 @@ pub struct AppConfig {
     pub callback_forward_url: Option<Url>,
     /// Find running tasks with DescribeRunningTasks.
     pub discover: bool,
+    /// Count the running tasks of every type (`tiw_running_tasks`): the transcode and recording
+    /// lists every `poll.census_interval`, the push list from discovery passes.
+    pub census: bool,
     /// Task ids to follow in any case.
     pub tasks: Vec<String>,
     pub api: ApiConfig,
@@ -109,10 +112,17 @@ impl PartialEq for Credentials {
 /// account with more than ~100 discovering apps gets passes as often as 20/s allows.
 pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
 
+/// `poll.census_interval` unless set: how often the census lists the task types discovery does
+/// not (TranscodeH5, TranscodeJPG, OnlineRecord), one request each per app and pass from
+/// DescribeRunningTasks' 20/s. Every minute costs an app 0.05 requests/s; a transcode backlog
+/// worth an alert is minutes old.
+pub const DEFAULT_CENSUS_INTERVAL: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone)]
 pub struct PollConfig {
     pub interval: Duration,
     pub discovery_interval: Duration,
+    pub census_interval: Duration,
 }
 
 /// `callback.max_in_flight` unless set: far above what group commit needs to keep up with TIW.

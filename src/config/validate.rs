@@ -14,7 +14,8 @@ use super::check::Check;
 use super::forward::{forward, forward_url, RawForward};
 use super::{
     parse_listen_address, ApiConfig, AppConfig, CallbackConfig, Config, Credentials, PollConfig, Problem,
-    DEFAULT_CALLBACKS_IN_FLIGHT, DEFAULT_DISCOVERY_INTERVAL, DEFAULT_ENDPOINT, MAX_REQUESTS_PER_SECOND,
+    DEFAULT_CALLBACKS_IN_FLIGHT, DEFAULT_CENSUS_INTERVAL, DEFAULT_DISCOVERY_INTERVAL, DEFAULT_ENDPOINT,
+    MAX_REQUESTS_PER_SECOND,
 };
 
 #[derive(Deserialize, Default)]
@@ -54,6 +55,7 @@ struct RawApp {
     allow_unsigned_callbacks: Option<Value>,
     callback_forward_url: Option<Value>,
     discover: Option<Value>,
+    census: Option<Value>,
     tasks: Option<Vec<Value>>,
     tencentcloud: Option<RawApi>,
 }
@@ -62,6 +64,7 @@ struct RawApp {
 struct RawPoll {
     interval: Option<Value>,
     discovery_interval: Option<Value>,
+    census_interval: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -265,6 +268,7 @@ pub(super) fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, probl
             app.callback_forward_url.as_ref(),
         );
         let discover = c.boolean(&format!("{path}.discover"), app.discover.as_ref(), true);
+        let census = c.boolean(&format!("{path}.census"), app.census.as_ref(), true);
         let mut tasks = Vec::new();
         for (j, t) in app.tasks.iter().flatten().enumerate() {
             let tpath = format!("{path}.tasks[{j}]");
@@ -292,6 +296,7 @@ pub(super) fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, probl
                 allow_unsigned_callbacks,
                 callback_forward_url,
                 discover,
+                census,
                 tasks,
                 api,
             });
@@ -309,6 +314,11 @@ pub(super) fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, probl
             "poll.discovery_interval",
             poll.discovery_interval.as_ref(),
             DEFAULT_DISCOVERY_INTERVAL,
+        ),
+        census_interval: c.duration(
+            "poll.census_interval",
+            poll.census_interval.as_ref(),
+            DEFAULT_CENSUS_INTERVAL,
         ),
     };
 

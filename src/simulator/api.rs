@@ -470,8 +470,17 @@ fn beijing_time(unix: i64) -> String {
 pub const RUNNING_LIST_WINDOW_SECS: i64 = 3 * 24 * 3600;
 
 fn describe_running(shared: &Shared, app: u64, params: &Value, rid: &str) -> Response {
-    if params.get("TaskType").and_then(Value::as_str) != Some("WhiteboardPush") {
-        return error("InvalidParameter", "TaskType must be WhiteboardPush.", rid);
+    // The four types of the Go SDK's DescribeRunningTasksRequest (`TaskType`).
+    let task_type = params.get("TaskType").and_then(Value::as_str).unwrap_or_default();
+    if !matches!(
+        task_type,
+        "WhiteboardPush" | "OnlineRecord" | "TranscodeH5" | "TranscodeJPG"
+    ) {
+        return error(
+            "InvalidParameter",
+            "TaskType must be one of TranscodeH5, TranscodeJPG, WhiteboardPush, OnlineRecord.",
+            rid,
+        );
     }
     let offset = params.get("Offset").and_then(Value::as_i64).unwrap_or(0).max(0) as usize;
     // Tencent's DescribeRunningTasks page: Limit defaults to 100, at most 500.
@@ -479,46 +488,75 @@ fn describe_running(shared: &Shared, app: u64, params: &Value, rid: &str) -> Res
     if !(1..=tiw::RUNNING_TASKS_PAGE).contains(&limit) {
         return error("InvalidParameter", "Limit must be between 1 and 500.", rid);
     }
+    *shared
+        .stats_mut()
+        .running_lists
+        .entry(task_type.to_string())
+        .or_default() += 1;
     // Tencent's DescribeRunningTasks lists tasks created in the last 3 days only (its API doc:
     // "只能查询最近3天内的任务"; design §1): an older task that still pushes is not listed. Ended ones
     // are listed FINISHED only with `list_finished` (see SimConfig).
     let window_start = crate::task::unix_now() as i64 - RUNNING_LIST_WINDOW_SECS;
     let list_finished = shared.config.list_finished;
-    let mut running: Vec<SimTask> = shared
-        .world()
-        .tasks
-        .values()
-        .filter(|t| {
-            t.sdk_app_id == app && (list_finished || matches!(t.status, SimStatus::Prepared | SimStatus::Pushing))
-        })
-        .filter(|t| t.create_time >= window_start)
-        .cloned()
-        .collect();
-    running.sort_by(|a, b| (a.create_time, &a.task_id).cmp(&(b.create_time, &b.task_id)));
+    // (create time, id, the item) of every task listed.
+    let mut running: Vec<(i64, String, Value)> = Vec::new();
+    let world = shared.world();
+    if task_type == "WhiteboardPush" {
+        running.extend(
+            world
+                .tasks
+                .values()
+                .filter(|t| {
+                    t.sdk_app_id == app
+                        && (list_finished || matches!(t.status, SimStatus::Prepared | SimStatus::Pushing))
+                })
+                .map(|t| {
+                    let status = match t.status {
+                        SimStatus::Prepared => "QUEUED",
+                        SimStatus::Pushing => "PROCESSING",
+                        _ => "FINISHED",
+                    };
+                    let item = running_item(app, &t.task_id, task_type, t.create_time, status, Some(t.room_id));
+                    (t.create_time, t.task_id.clone(), item)
+                }),
+        );
+    }
+    running.extend(
+        world
+            .listed
+            .values()
+            .filter(|t| t.sdk_app_id == app && t.task_type == task_type && (list_finished || t.status != "FINISHED"))
+            .map(|t| {
+                let item = running_item(app, &t.task_id, task_type, t.create_time, t.status, None);
+                (t.create_time, t.task_id.clone(), item)
+            }),
+    );
+    drop(world);
+    running.retain(|(created, _, _)| *created >= window_start);
+    running.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     let total = running.len();
     let page: Vec<Value> = running
-        .iter()
+        .into_iter()
         .skip(offset)
         .take(limit as usize)
-        .map(|t| {
-            json!({
-                "SdkAppID": t.sdk_app_id,
-                "TaskID": t.task_id,
-                "TaskType": "WhiteboardPush",
-                "CreateTime": beijing_time(t.create_time),
-                "CancelTime": null,
-                "Status": match t.status {
-                    SimStatus::Prepared => "QUEUED",
-                    SimStatus::Pushing => "PROCESSING",
-                    _ => "FINISHED",
-                },
-                "Progress": 0,
-                "FileURL": null,
-                "RoomID": t.room_id,
-            })
-        })
+        .map(|(_, _, item)| item)
         .collect();
     envelope(json!({ "Total": total, "Tasks": page }), rid)
+}
+
+/// One `RunningTaskItem` (the Go SDK's models.go; the field list of Tencent's example reply).
+fn running_item(app: u64, task_id: &str, task_type: &str, created: i64, status: &str, room_id: Option<i64>) -> Value {
+    json!({
+        "SdkAppID": app,
+        "TaskID": task_id,
+        "TaskType": task_type,
+        "CreateTime": beijing_time(created),
+        "CancelTime": null,
+        "Status": status,
+        "Progress": 0,
+        "FileURL": null,
+        "RoomID": room_id,
+    })
 }
 
 fn set_callback(shared: &Shared, app: u64, params: &Value, rid: &str, url: bool) -> Response {

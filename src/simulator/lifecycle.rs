@@ -44,6 +44,9 @@ pub struct Generator {
     pub keep_ended: Duration,
     /// Step of the loop.
     pub tick: Duration,
+    /// A new transcode task per app this often (`None`: none), alternating TranscodeH5 and
+    /// TranscodeJPG, queued then processing for a while each: what the census counts.
+    pub transcode_every: Option<Duration>,
 }
 
 impl Default for Generator {
@@ -57,6 +60,7 @@ impl Default for Generator {
             weights: [60, 20, 15, 5],
             keep_ended: Duration::from_secs(3600),
             tick: Duration::from_millis(100),
+            transcode_every: None,
         }
     }
 }
@@ -160,6 +164,8 @@ fn advance(t: &mut SimTask, now: Instant) {
 /// Steps every planned task and keeps `target_per_app` running tasks per app.
 pub async fn run(sim: Simulator, gen: Generator) {
     let mut last_created = vec![None::<Instant>; gen.apps.len()];
+    let mut last_transcode = vec![None::<Instant>; gen.apps.len()];
+    let mut transcodes = 0u64;
     let mut room = 1000;
     loop {
         let now = Instant::now();
@@ -171,6 +177,23 @@ pub async fn run(sim: Simulator, gen: Generator) {
                 advance(t, now);
                 sim.shared.emit(before, t);
             }
+            for t in world.listed.values_mut() {
+                if let Some((queued, processing)) = t.plan {
+                    let age = now.duration_since(t.created);
+                    t.status = if age < queued {
+                        "QUEUED"
+                    } else if age < queued + processing {
+                        "PROCESSING"
+                    } else {
+                        "FINISHED"
+                    };
+                }
+            }
+            world.listed.retain(|_, t| {
+                t.status != "FINISHED"
+                    || t.plan
+                        .is_none_or(|(q, p)| now.duration_since(t.created) < q + p + gen.keep_ended)
+            });
             world.tasks.retain(|_, t| {
                 let ended_at = if t.status == SimStatus::Failed {
                     t.create_time
@@ -194,6 +217,19 @@ pub async fn run(sim: Simulator, gen: Generator) {
                 room += 1;
                 sim.create_task_with(*app, room, Some(gen.plan()));
                 last_created[i] = Some(now);
+            }
+            if let Some(every) = gen.transcode_every {
+                if last_transcode[i].is_none_or(|t: Instant| now.duration_since(t) >= every) {
+                    transcodes += 1;
+                    let (task_type, queued, processing) = if transcodes % 2 == 0 {
+                        ("TranscodeH5", 2 + transcodes % 5, 5 + transcodes % 11)
+                    } else {
+                        ("TranscodeJPG", 1 + transcodes % 3, 3 + transcodes % 7)
+                    };
+                    let plan = (Duration::from_secs(queued), Duration::from_secs(processing));
+                    sim.add_listed(*app, task_type, Duration::ZERO, Some(plan));
+                    last_transcode[i] = Some(now);
+                }
             }
         }
         tokio::time::sleep(gen.tick).await;

@@ -166,9 +166,28 @@ pub enum Fault {
     Raw { status: u16, body: Vec<u8> },
 }
 
+/// A task of a type the simulator does not run (document transcoding), as DescribeRunningTasks
+/// lists it: Tencent's `RunningTaskItem` (the Go SDK's models.go) with `Status` QUEUED →
+/// PROCESSING → FINISHED.
+#[derive(Debug, Clone)]
+pub struct SimListed {
+    pub task_id: String,
+    pub sdk_app_id: u64,
+    /// `TranscodeH5` or `TranscodeJPG`.
+    pub task_type: &'static str,
+    /// `QUEUED`, `PROCESSING` or `FINISHED`.
+    pub status: &'static str,
+    pub create_time: i64,
+    /// Drives it when it runs on its own (demo): seconds queued, then processing, from creation.
+    pub plan: Option<(Duration, Duration)>,
+    pub(crate) created: Instant,
+}
+
 #[derive(Default)]
 pub(crate) struct World {
     pub tasks: HashMap<String, SimTask>,
+    /// Transcode tasks, listed only.
+    pub listed: HashMap<String, SimListed>,
     pub task_faults: HashMap<String, Fault>,
     pub app_faults: HashMap<u64, Fault>,
     pub callbacks: HashMap<u64, (String, String)>,
@@ -188,6 +207,8 @@ pub struct SimStats {
     pub auth_failures: u64,
     /// Arrival instants of admitted requests, per action (for rate checks in tests).
     pub admitted: HashMap<String, Vec<Instant>>,
+    /// DescribeRunningTasks requests answered, per `TaskType`.
+    pub running_lists: HashMap<String, u64>,
     /// Random faults injected, by kind (`http_5xx`, `connection_reset`, ...).
     pub faults_injected: HashMap<&'static str, u64>,
 }
@@ -439,6 +460,45 @@ impl Simulator {
         };
         self.shared.world().tasks.insert(task_id.clone(), task);
         task_id
+    }
+
+    /// Adds a transcode task (`TranscodeH5` or `TranscodeJPG`) created `age` ago, QUEUED: only
+    /// DescribeRunningTasks sees it. It moves on its own with `plan` (queued, then processing) once
+    /// [`Simulator::spawn_lifecycle`] runs, else by [`Simulator::set_listed_status`].
+    pub fn add_listed(
+        &self,
+        sdk_app_id: u64,
+        task_type: &'static str,
+        age: Duration,
+        plan: Option<(Duration, Duration)>,
+    ) -> String {
+        let task_id = random_task_id();
+        let listed = SimListed {
+            task_id: task_id.clone(),
+            sdk_app_id,
+            task_type,
+            status: "QUEUED",
+            create_time: unix_now() - age.as_secs() as i64,
+            plan,
+            created: Instant::now(),
+        };
+        self.shared.world().listed.insert(task_id.clone(), listed);
+        task_id
+    }
+
+    /// A copy of one transcode task.
+    pub fn listed(&self, task_id: &str) -> Option<SimListed> {
+        self.shared.world().listed.get(task_id).cloned()
+    }
+
+    /// Moves a transcode task to `status` (`QUEUED`, `PROCESSING`, `FINISHED`).
+    pub fn set_listed_status(&self, task_id: &str, status: &'static str) -> bool {
+        let mut world = self.shared.world();
+        let Some(t) = world.listed.get_mut(task_id) else {
+            return false;
+        };
+        t.status = status;
+        true
     }
 
     /// Changes a task by hand; returns false when there is no such task.

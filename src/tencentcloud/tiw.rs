@@ -5,6 +5,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::client::{ApiError, Client, ErrorKind};
 use super::ratelimit::Permit;
+use crate::census::TaskType;
 use crate::task::{plausible, Answer, Facts, FinishReason, TaskStatus};
 
 pub const DESCRIBE_WHITEBOARD_PUSH: &str = "DescribeWhiteboardPush";
@@ -308,11 +309,16 @@ impl TiwClient {
         self.client.call_in_turn(DESCRIBE_WHITEBOARD_PUSH, &req, turn).await
     }
 
-    /// One page of DescribeRunningTasks for whiteboard-push tasks.
-    pub async fn describe_running_tasks(&self, offset: i64, limit: i64) -> Result<RunningTasks, ApiError> {
+    /// One page of DescribeRunningTasks for tasks of `task_type`.
+    pub async fn describe_running_tasks(
+        &self,
+        task_type: TaskType,
+        offset: i64,
+        limit: i64,
+    ) -> Result<RunningTasks, ApiError> {
         let req = DescribeRunningTasksRequest {
             sdk_app_id: self.sdk_app_id,
-            task_type: "WhiteboardPush".into(),
+            task_type: task_type.as_str().into(),
             offset,
             limit: limit.clamp(1, RUNNING_TASKS_PAGE),
         };

@@ -187,7 +187,7 @@ async fn discovery_pages_through_running_tasks() {
     })
     .await;
     // Limit 500: three pages, each signed and accepted.
-    assert_eq!(sim.sim.stats().requests["DescribeRunningTasks"], 3);
+    assert_eq!(sim.sim.stats().running_lists["WhiteboardPush"], 3);
     assert_eq!(sim.sim.stats().auth_failures, 0);
     exporter.stop().await;
     sim.stop().await;

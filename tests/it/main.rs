@@ -4,6 +4,7 @@ mod alerting;
 mod bench_smoke;
 mod burst;
 mod callbacks;
+mod census;
 mod cli;
 mod common;
 mod durability;
