@@ -101,6 +101,7 @@ pub async fn run(
         fault_rates: options.fault_rates.clone(),
         // As Tencent documents the list: ended tasks too, as FINISHED.
         list_finished: true,
+        ..Default::default()
     });
     // A few short tasks at once, so every status shows within seconds.
     for (i, app) in apps.iter().enumerate() {

@@ -37,6 +37,7 @@ pub mod logfmt;
 pub mod metrics;
 pub mod poller;
 pub mod recent;
+pub mod recording;
 pub mod registry;
 pub mod relay;
 pub mod reload;

@@ -13,6 +13,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 
 use super::faults::{FaultRates, RandomFault, ResetFlag, SLOW_REPLY};
+use super::reply::{envelope, error};
 use super::{unix_now, FailureReply, Fault, Shared, SimStatus, SimTask};
 use crate::tencentcloud::sign::{parse_authorization, sign, utc_date, SignInput, SIGNED_HEADERS};
 use crate::tencentcloud::tiw;
@@ -80,17 +81,6 @@ fn request_id() -> String {
     let b: [u8; 16] = rng.random();
     let h = hex::encode(b);
     format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
-}
-
-fn envelope(mut response: Value, rid: &str) -> Response {
-    if let Some(obj) = response.as_object_mut() {
-        obj.insert("RequestId".into(), Value::String(rid.to_string()));
-    }
-    axum::Json(json!({ "Response": response })).into_response()
-}
-
-fn error(code: &str, message: &str, rid: &str) -> Response {
-    envelope(json!({ "Error": { "Code": code, "Message": message } }), rid)
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -301,6 +291,9 @@ async fn handle(
     match action.as_str() {
         tiw::DESCRIBE_WHITEBOARD_PUSH => describe_push(&shared, app, &params, &rid).await,
         tiw::DESCRIBE_RUNNING_TASKS => describe_running(&shared, app, &params, &rid),
+        crate::tencentcloud::online_record::DESCRIBE_ONLINE_RECORD => {
+            super::recording::describe(&shared, app, &params, &rid)
+        }
         tiw::DESCRIBE_WHITEBOARD_PUSH_CALLBACK => {
             let (url, key) = shared.world().callbacks.get(&app).cloned().unwrap_or_default();
             envelope(json!({ "Callback": url, "CallbackKey": key }), &rid)
@@ -520,6 +513,14 @@ fn describe_running(shared: &Shared, app: u64, params: &Value, rid: &str) -> Res
                     (t.create_time, t.task_id.clone(), item)
                 }),
         );
+    }
+    if task_type == "OnlineRecord" {
+        running.extend(super::recording::listed(&world, app, list_finished).into_iter().map(
+            |(created, id, status, room)| {
+                let item = running_item(app, &id, task_type, created, status, Some(room));
+                (created, id, item)
+            },
+        ));
     }
     running.extend(
         world

@@ -9,6 +9,8 @@ pub mod api;
 pub mod callbacks;
 pub mod faults;
 pub mod lifecycle;
+pub mod recording;
+mod reply;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -60,6 +62,9 @@ pub struct SimConfig {
     /// DescribeRunningTasks, and tccli's api.json) without saying when FINISHED is listed: the
     /// exporter must be right under either reading, so tests and the demo can choose.
     pub list_finished: bool,
+    /// Tencent's FORCE_STOP limits of a recording: the longest pause and the longest recording
+    /// ([`recording::MAX_PAUSE`], [`recording::MAX_RECORDING`]); tests shorten them.
+    pub record_limits: (Duration, Duration),
 }
 
 impl Default for SimConfig {
@@ -78,6 +83,7 @@ impl Default for SimConfig {
             clock_offset_secs: 0,
             fault_rates: FaultRates::default(),
             list_finished: false,
+            record_limits: (recording::MAX_PAUSE, recording::MAX_RECORDING),
         }
     }
 }
@@ -188,6 +194,8 @@ pub(crate) struct World {
     pub tasks: HashMap<String, SimTask>,
     /// Transcode tasks, listed only.
     pub listed: HashMap<String, SimListed>,
+    /// Real-time recording tasks.
+    pub records: HashMap<String, recording::SimRecord>,
     pub task_faults: HashMap<String, Fault>,
     pub app_faults: HashMap<u64, Fault>,
     pub callbacks: HashMap<u64, (String, String)>,

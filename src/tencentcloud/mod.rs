@@ -2,6 +2,7 @@
 //! [`client`] (HTTP, envelope, retries) and [`tiw`] (typed actions).
 
 pub mod client;
+pub mod online_record;
 pub mod ratelimit;
 pub mod sign;
 pub mod tiw;

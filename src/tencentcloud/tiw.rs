@@ -17,8 +17,9 @@ pub const SET_WHITEBOARD_PUSH_CALLBACK_KEY: &str = "SetWhiteboardPushCallbackKey
 /// Largest page DescribeRunningTasks allows.
 pub const RUNNING_TASKS_PAGE: i64 = 500;
 
+/// `SdkAppId` and `TaskId`: the request of DescribeWhiteboardPush and of DescribeOnlineRecord.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DescribeWhiteboardPushRequest {
+pub struct TaskRequest {
     #[serde(rename = "SdkAppId")]
     pub sdk_app_id: u64,
     #[serde(rename = "TaskId")]
@@ -167,7 +168,7 @@ pub struct Empty {
 }
 
 /// An integer that may arrive as a JSON number, a numeric string or null.
-fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(super) fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum N {
@@ -190,7 +191,7 @@ fn lenient_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error>
 }
 
 /// An identifier that may arrive as a string, a number or null.
-fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+pub(super) fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Id {
@@ -249,7 +250,7 @@ impl WhiteboardPush {
 #[derive(Clone)]
 pub struct TiwClient {
     pub sdk_app_id: u64,
-    client: Client,
+    pub(super) client: Client,
 }
 
 impl TiwClient {
@@ -302,7 +303,7 @@ impl TiwClient {
         task_id: &str,
         turn: Option<Permit>,
     ) -> Result<WhiteboardPush, ApiError> {
-        let req = DescribeWhiteboardPushRequest {
+        let req = TaskRequest {
             sdk_app_id: self.sdk_app_id,
             task_id: task_id.to_string(),
         };
@@ -402,7 +403,7 @@ mod tests {
     #[test]
     fn requests_serialise_with_tencents_names() {
         let f = fixtures();
-        let req = DescribeWhiteboardPushRequest {
+        let req = TaskRequest {
             sdk_app_id: 1400000001,
             task_id: "ghucnligqtgtvk2624mb".into(),
         };

@@ -24,6 +24,7 @@ mod profiles;
 mod promtool;
 mod quickstart;
 mod ratelimit;
+mod recording;
 mod relay;
 mod secrets;
 mod tls;

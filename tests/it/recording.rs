@@ -1,0 +1,128 @@
+//! Real-time recording tasks against the simulator, over real signed HTTP: DescribeOnlineRecord
+//! through every state Tencent documents, read by the exporter's own client (docs/design.md §2).
+
+use std::time::Duration;
+
+use tiw_push_exporter::census::TaskType;
+use tiw_push_exporter::recording::{RecordAnswer, RecordFacts, RecordFinishReason, RecordStatus};
+use tiw_push_exporter::simulator::recording::lifecycle;
+use tiw_push_exporter::simulator::SimConfig;
+use tiw_push_exporter::tencentcloud::TiwClient;
+
+use crate::common::*;
+use crate::faults::client_for;
+
+const APP: u64 = 1400000001;
+
+async fn read(client: &TiwClient, task: &str) -> RecordFacts {
+    match client.read_record(task, None).await.unwrap().answer {
+        RecordAnswer::State(facts) => facts,
+        other => panic!("{task}: {other:?}"),
+    }
+}
+
+/// PREPARED → RECORDING ⇄ PAUSED → STOPPED (uploading) → FINISHED with its videos; FORCE_STOP after
+/// too long a pause; a failed task and an unknown id; the OnlineRecord running list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_reads_as_tencent_documents_it() {
+    let sim = start_sim(SimConfig {
+        // Tencent's 90-minute pause limit, shortened.
+        record_limits: (Duration::from_millis(1500), Duration::from_secs(24 * 3600)),
+        ..sim_config(&[APP])
+    })
+    .await;
+    let client = client_for(&sim.endpoint(), &[APP], APP, &[]);
+
+    let task = sim.sim.create_record(APP, 880528);
+    let f = read(&client, &task).await;
+    assert_eq!((f.status, f.finish_reason), (RecordStatus::Prepared, None));
+    assert_eq!((f.room_id, f.group_id.as_deref()), (Some(880528), Some("880528")));
+    assert!(f
+        .record_user_id
+        .as_deref()
+        .unwrap()
+        .starts_with("tic_record_user_880528_"));
+
+    sim.sim.update_record(&task, lifecycle::start);
+    assert_eq!(read(&client, &task).await.status, RecordStatus::Recording);
+    sim.sim.update_record(&task, lifecycle::pause);
+    let f = read(&client, &task).await;
+    assert_eq!(
+        (f.status, f.paused_ms),
+        (RecordStatus::Paused, Some(0)),
+        "an open pause is not a duration yet"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    sim.sim.update_record(&task, lifecycle::resume);
+    let f = read(&client, &task).await;
+    assert_eq!(f.status, RecordStatus::Recording);
+    assert!(f.paused_ms.unwrap() >= 1000, "{:?}", f.paused_ms);
+    sim.sim.update_record(&task, |t| {
+        t.interrupts = vec![("teacher".into(), 2), ("student".into(), 1)]
+    });
+    sim.sim.update_record(&task, |t| lifecycle::stop(t, "USER_CALL"));
+    let f = read(&client, &task).await;
+    assert_eq!(
+        (f.status, f.finish_reason),
+        (RecordStatus::Stopped, Some(RecordFinishReason::UserCall))
+    );
+    assert_eq!(
+        (f.videos, f.stream_interrupts),
+        (Some(0), Some(3)),
+        "no video before the upload ends"
+    );
+    assert!(f.record_stop_time >= f.record_start_time);
+    sim.sim.update_record(&task, lifecycle::finish);
+    let f = read(&client, &task).await;
+    assert_eq!(f.status, RecordStatus::Finished);
+    assert_eq!(f.videos, Some(2));
+    assert!(f.video_bytes.unwrap() > 0 && f.total_time_ms.unwrap() >= 0);
+
+    // Paused past Tencent's limit: FORCE_STOP.
+    let paused = sim.sim.create_record(APP, 2);
+    sim.sim.update_record(&paused, lifecycle::start);
+    sim.sim.update_record(&paused, lifecycle::pause);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let f = read(&client, &paused).await;
+    assert_eq!(
+        (f.status, f.finish_reason),
+        (RecordStatus::Stopped, Some(RecordFinishReason::ForceStop))
+    );
+
+    // A failed task: FailedOperation.Record with Tencent's message; an unknown id: TaskNotFound.
+    let failed = sim.sim.create_record(APP, 3);
+    sim.sim.update_record(&failed, |t| {
+        lifecycle::fail(t, "code: 40004, msg: im login failed with code 6206")
+    });
+    match client.read_record(&failed, None).await.unwrap().answer {
+        RecordAnswer::Failed(message) => assert!(message.contains("im login failed"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    let unknown = client.read_record("nosuchrecording00000", None).await.unwrap();
+    assert_eq!(unknown.answer, RecordAnswer::NotFound);
+
+    // The OnlineRecord running list: the recordings still at work (the stopped ones upload).
+    let prepared = sim.sim.create_record(APP, 4);
+    let page = client
+        .describe_running_tasks(TaskType::OnlineRecord, 0, 500)
+        .await
+        .unwrap();
+    let listed: Vec<(String, String)> = page
+        .tasks
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| (t.task_id.unwrap(), t.status.unwrap()))
+        .collect();
+    assert!(listed.contains(&(prepared.clone(), "QUEUED".into())), "{listed:?}");
+    assert!(listed.contains(&(paused.clone(), "PROCESSING".into())), "{listed:?}");
+    assert!(
+        !listed.iter().any(|(id, _)| *id == task),
+        "a FINISHED task is not listed: {listed:?}"
+    );
+    let push = client
+        .describe_running_tasks(TaskType::WhiteboardPush, 0, 500)
+        .await
+        .unwrap();
+    assert_eq!(push.total, Some(0), "recordings are not push tasks");
+    sim.stop().await;
+}
