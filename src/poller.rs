@@ -233,9 +233,10 @@ impl Poller {
         }
     }
 
-    /// Pages through DescribeRunningTasks for `task_type` and publishes what it counted, if the
-    /// pass was complete. Returns false when the pass was refused or failed (the other types are
-    /// then left for the next interval: they would meet the same answer).
+    /// Pages through DescribeRunningTasks for `task_type`, in spare budget only, and publishes
+    /// what it counted, if the pass was complete. Returns false when the pass was refused, failed
+    /// or found no spare budget (the other types are then left for the next interval: they would
+    /// meet the same).
     pub async fn census_once(&self, sdk_app_id: u64, task_type: TaskType) -> bool {
         let Some(app) = self.apps.get(&sdk_app_id) else {
             return false;
@@ -243,14 +244,24 @@ impl Poller {
         let mut census = Census::default();
         let mut offset = 0;
         for _ in 0..MAX_PAGES {
-            let page = match app
+            // Spare budget only: at ~100 discovering apps per account discovery's passes use all
+            // of DescribeRunningTasks' 20/s, and an end noticed late is worth more than a count.
+            let page = app
                 .client
-                .describe_running_tasks(task_type, offset, RUNNING_TASKS_PAGE)
-                .await
-            {
-                Ok(page) => page,
-                Err(e) => {
+                .describe_running_tasks_spare(task_type, offset, RUNNING_TASKS_PAGE, self.settings.census_interval)
+                .await;
+            let page = match page {
+                Some(Ok(page)) => page,
+                Some(Err(e)) => {
                     self.list_failed(sdk_app_id, &e);
+                    return false;
+                }
+                None => {
+                    tracing::debug!(
+                        sdk_app_id,
+                        task_type = task_type.as_str(),
+                        "no spare DescribeRunningTasks budget for the census this interval"
+                    );
                     return false;
                 }
             };

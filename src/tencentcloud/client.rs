@@ -298,6 +298,12 @@ impl Client {
         self.limiters.get(&self.api, action).acquire().await
     }
 
+    /// A turn of `action` only if one is free now and nobody waits for one (see
+    /// [`RateLimiter::try_acquire`]).
+    pub fn spare_turn(&self, action: &'static str) -> Option<Permit> {
+        self.limiters.get(&self.api, action).try_acquire()
+    }
+
     /// [`Client::call`], whose first attempt goes out in `turn` (taken with [`Client::turn`])
     /// instead of waiting for one; retries wait their turn as usual.
     pub async fn call_in_turn<Req: Serialize, Resp: DeserializeOwned>(

@@ -111,31 +111,47 @@ impl RateLimiter {
     pub async fn acquire(&self) -> Permit {
         let mut slots = self.slots.lock().await;
         loop {
-            let now = Instant::now();
-            // Even spacing after the previous send...
-            let mut earliest = slots.back().map_or(now, |last| {
-                self.origin + Duration::from_micros(last.sent_us.load(Ordering::Relaxed)) + self.spacing
-            });
-            // ...and a full window (as the server saw it) after the send `limit` requests back.
-            if slots.len() >= self.limit {
-                let oldest = &slots[0];
-                let allowance = self.allowance_us.load(Ordering::Relaxed);
-                let sent = oldest.sent_us.load(Ordering::Relaxed);
-                let seen_by_server = match oldest.done_us.load(Ordering::Relaxed) {
-                    0 => sent + allowance,
-                    done => done.min(sent + allowance),
-                };
-                earliest = earliest.max(self.origin + Duration::from_micros(seen_by_server) + WINDOW);
-            }
-            if now >= earliest {
-                if slots.len() >= self.limit {
-                    slots.pop_front();
-                }
-                break;
+            let earliest = self.earliest(&slots);
+            if Instant::now() >= earliest {
+                return self.grant(&mut slots);
             }
             // One sleep for both bounds; holding the lock keeps the queue fair (FIFO). The loop
             // re-checks, since a reply that came back meanwhile can only make the bound earlier.
             tokio::time::sleep_until(earliest).await;
+        }
+    }
+
+    /// A permit only if one may be sent now and nobody waits for one: spare budget, for work that
+    /// must never delay what waits in line (the census's lists behind discovery's).
+    pub fn try_acquire(&self) -> Option<Permit> {
+        let mut slots = self.slots.try_lock().ok()?;
+        (Instant::now() >= self.earliest(&slots)).then(|| self.grant(&mut slots))
+    }
+
+    /// When the next request may go: even spacing after the previous send, and a full window (as
+    /// the server saw it) after the send `limit` requests back.
+    fn earliest(&self, slots: &VecDeque<Arc<Slot>>) -> Instant {
+        let now = Instant::now();
+        let mut earliest = slots.back().map_or(now, |last| {
+            self.origin + Duration::from_micros(last.sent_us.load(Ordering::Relaxed)) + self.spacing
+        });
+        if slots.len() >= self.limit {
+            let oldest = &slots[0];
+            let allowance = self.allowance_us.load(Ordering::Relaxed);
+            let sent = oldest.sent_us.load(Ordering::Relaxed);
+            let seen_by_server = match oldest.done_us.load(Ordering::Relaxed) {
+                0 => sent + allowance,
+                done => done.min(sent + allowance),
+            };
+            earliest = earliest.max(self.origin + Duration::from_micros(seen_by_server) + WINDOW);
+        }
+        earliest
+    }
+
+    /// Records one request as sent now.
+    fn grant(&self, slots: &mut VecDeque<Arc<Slot>>) -> Permit {
+        if slots.len() >= self.limit {
+            slots.pop_front();
         }
         let slot = Arc::new(Slot {
             sent_us: AtomicU64::new(micros_since(self.origin, Instant::now())),
@@ -219,6 +235,31 @@ mod tests {
         let elapsed = Instant::now() - start;
         assert!(elapsed <= Duration::from_millis(4 * 1001 + 19 * 46), "{elapsed:?}");
         assert!(elapsed >= Duration::from_millis(4_000), "{elapsed:?}");
+    }
+
+    /// Spare turns: granted when a send may go now and nobody waits; never ahead of a waiter,
+    /// never past the limit.
+    #[tokio::test(start_paused = true)]
+    async fn a_spare_turn_never_jumps_the_queue() {
+        let limiter = Arc::new(RateLimiter::new(2));
+        let first = limiter.try_acquire();
+        assert!(first.is_some(), "an idle limiter has a spare turn");
+        assert!(limiter.try_acquire().is_none(), "not before the spacing");
+        // Someone waits in line for the next turn: the spare one goes to nobody.
+        let waiter = tokio::spawn({
+            let limiter = limiter.clone();
+            async move { drop(limiter.acquire().await) }
+        });
+        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_millis(460)).await;
+        assert!(limiter.try_acquire().is_none(), "a waiter goes first");
+        waiter.await.unwrap();
+        // The window holds two sends (the first and the waiter's) until the first is a second old.
+        tokio::time::advance(Duration::from_millis(460)).await;
+        assert!(limiter.try_acquire().is_none(), "never past the limit");
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(limiter.try_acquire().is_some());
+        drop(first);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,6 +1,8 @@
 //! Typed TIW actions (design §2). Tencent's field names stay as Tencent spells them on the wire;
 //! every reply field is optional because Tencent may leave any of them out or send null.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::client::{ApiError, Client, ErrorKind};
@@ -324,6 +326,34 @@ impl TiwClient {
             limit: limit.clamp(1, RUNNING_TASKS_PAGE),
         };
         self.client.call(DESCRIBE_RUNNING_TASKS, &req).await
+    }
+
+    /// One page of DescribeRunningTasks sent only in spare budget: when a turn is free and no
+    /// other list waits for one (discovery's passes go first). Looks again every 50 ms for up to
+    /// `patience`; `None` when no turn came.
+    pub async fn describe_running_tasks_spare(
+        &self,
+        task_type: TaskType,
+        offset: i64,
+        limit: i64,
+        patience: Duration,
+    ) -> Option<Result<RunningTasks, ApiError>> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            if let Some(turn) = self.client.spare_turn(DESCRIBE_RUNNING_TASKS) {
+                let req = DescribeRunningTasksRequest {
+                    sdk_app_id: self.sdk_app_id,
+                    task_type: task_type.as_str().into(),
+                    offset,
+                    limit: limit.clamp(1, RUNNING_TASKS_PAGE),
+                };
+                return Some(self.client.call_in_turn(DESCRIBE_RUNNING_TASKS, &req, Some(turn)).await);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// DescribeWhiteboardPushCallback.
