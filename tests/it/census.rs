@@ -8,24 +8,31 @@ use crate::common::*;
 const A: u64 = 1400000001;
 const B: u64 = 1400000002;
 
-fn running(m: &Metrics, app: u64, task_type: &str, status: &str) -> Option<f64> {
+/// The census series `name` of one app, type and status.
+fn census(m: &Metrics, name: &str, app: u64, task_type: &str, status: &str) -> Option<f64> {
     let app = app.to_string();
-    let labels = [
-        ("sdk_app_id", app.as_str()),
-        ("task_type", task_type),
-        ("status", status),
-    ];
-    m.get("tiw_running_tasks", &labels)
+    m.get(
+        name,
+        &[
+            ("sdk_app_id", app.as_str()),
+            ("task_type", task_type),
+            ("status", status),
+        ],
+    )
+}
+
+fn running(m: &Metrics, app: u64, task_type: &str, status: &str) -> Option<f64> {
+    census(m, "tiw_running_tasks", app, task_type, status)
 }
 
 fn oldest(m: &Metrics, app: u64, task_type: &str, status: &str) -> Option<f64> {
-    let app = app.to_string();
-    let labels = [
-        ("sdk_app_id", app.as_str()),
-        ("task_type", task_type),
-        ("status", status),
-    ];
-    m.get("tiw_running_tasks_oldest_created_timestamp_seconds", &labels)
+    census(
+        m,
+        "tiw_running_tasks_oldest_created_timestamp_seconds",
+        app,
+        task_type,
+        status,
+    )
 }
 
 /// Push tasks from discovery passes, transcodes and recordings from census passes; an app with
