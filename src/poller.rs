@@ -178,12 +178,14 @@ impl Poller {
                 let (me, token, id) = (self.clone(), token.clone(), *id);
                 tracker.spawn(async move { token.run_until_cancelled(me.discovery_loop(id)).await });
             }
-            if app.census {
-                let (me, token, id) = (self.clone(), token.clone(), *id);
-                tracker.spawn(async move { token.run_until_cancelled(me.census_loop(id)).await });
-            }
         }
-        for (group, apps) in groups {
+        for (group, mut apps) in groups {
+            apps.sort_unstable();
+            let census: Vec<u64> = apps.iter().copied().filter(|id| self.apps[id].census).collect();
+            if !census.is_empty() {
+                let (me, token) = (self.clone(), token.clone());
+                tracker.spawn(async move { token.run_until_cancelled(me.census_loop(census)).await });
+            }
             let (me, token) = (self.clone(), token.clone());
             tracker.spawn(async move { token.run_until_cancelled(me.sweep_loop(group, apps)).await });
         }
@@ -215,21 +217,27 @@ impl Poller {
         }
     }
 
-    /// The census of the task types discovery does not list, every `poll.census_interval`
-    /// (WhiteboardPush too when the app does not discover).
-    async fn census_loop(self: Arc<Self>, sdk_app_id: u64) {
-        let discovers = self.apps.get(&sdk_app_id).is_some_and(|a| a.discover);
-        let types: Vec<TaskType> = TaskType::ALL
-            .into_iter()
-            .filter(|t| !(discovers && *t == TaskType::WhiteboardPush))
-            .collect();
+    /// The census of the task types discovery does not list (WhiteboardPush too for an app that
+    /// does not discover), every `poll.census_interval`, for the apps of one credential group one
+    /// after the other: they share the budget, so one loop looks for its spare turns.
+    async fn census_loop(self: Arc<Self>, apps: Vec<u64>) {
         loop {
-            for &task_type in &types {
-                if !self.census_once(sdk_app_id, task_type).await {
-                    break;
+            let started = tokio::time::Instant::now();
+            for &sdk_app_id in &apps {
+                let discovers = self.apps.get(&sdk_app_id).is_some_and(|a| a.discover);
+                for task_type in TaskType::ALL {
+                    if discovers && task_type == TaskType::WhiteboardPush {
+                        continue;
+                    }
+                    let patience = (started + self.settings.census_interval)
+                        .saturating_duration_since(tokio::time::Instant::now())
+                        .max(Duration::from_secs(1));
+                    if !self.census_once(sdk_app_id, task_type, patience).await {
+                        break;
+                    }
                 }
             }
-            tokio::time::sleep(self.settings.census_interval).await;
+            tokio::time::sleep_until(started + self.settings.census_interval).await;
         }
     }
 
@@ -237,7 +245,8 @@ impl Poller {
     /// what it counted, if the pass was complete. Returns false when the pass was refused, failed
     /// or found no spare budget (the other types are then left for the next interval: they would
     /// meet the same).
-    pub async fn census_once(&self, sdk_app_id: u64, task_type: TaskType) -> bool {
+    /// A page waits at most `patience` for its turn.
+    pub async fn census_once(&self, sdk_app_id: u64, task_type: TaskType, patience: Duration) -> bool {
         let Some(app) = self.apps.get(&sdk_app_id) else {
             return false;
         };
@@ -248,7 +257,7 @@ impl Poller {
             // of DescribeRunningTasks' 20/s, and an end noticed late is worth more than a count.
             let page = app
                 .client
-                .describe_running_tasks_spare(task_type, offset, RUNNING_TASKS_PAGE, self.settings.census_interval)
+                .describe_running_tasks_spare(task_type, offset, RUNNING_TASKS_PAGE, patience)
                 .await;
             let page = match page {
                 Some(Ok(page)) => page,
