@@ -1,7 +1,7 @@
 //! The HTTP side of Tencent Cloud API 3.0: sign, send, decode the envelope, retry, rate-limit.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
@@ -9,9 +9,9 @@ use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::ratelimit::{budget_key, Permit, RateLimiter};
+use super::ratelimit::{Limiters, Permit, RateLimiter};
 use super::sign::{sign, SignInput};
-use crate::config::{ApiConfig, AppConfig};
+use crate::config::ApiConfig;
 use crate::instruments::ApiInstruments;
 
 /// API version of TIW.
@@ -206,38 +206,6 @@ impl RetryPolicy {
         let cap = self.base_delay.saturating_mul(1 << attempt.min(16)).min(self.max_delay);
         let ms = rand::rng().random_range(0..=cap.as_millis() as u64);
         Duration::from_millis(ms)
-    }
-}
-
-/// Rate limiters shared by every app on the same credentials, one per action.
-#[derive(Default)]
-pub struct Limiters {
-    rates: HashMap<String, u32>,
-    limiters: Mutex<HashMap<(String, &'static str), Arc<RateLimiter>>>,
-}
-
-impl Limiters {
-    /// Apps of one budget ([`budget_key`]) share it; its size is the lowest `requests_per_second` among them.
-    pub fn new(apps: &[AppConfig]) -> Self {
-        let mut rates: HashMap<String, u32> = HashMap::new();
-        for app in apps {
-            let rate = rates.entry(budget_key(&app.api)).or_insert(app.api.requests_per_second);
-            *rate = (*rate).min(app.api.requests_per_second);
-        }
-        Limiters {
-            rates,
-            limiters: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The limiter of one action on one set of credentials.
-    pub fn get(&self, api: &ApiConfig, action: &'static str) -> Arc<RateLimiter> {
-        let key = budget_key(api);
-        let rate = self.rates.get(&key).copied().unwrap_or(api.requests_per_second);
-        let mut map = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry((key, action))
-            .or_insert_with(|| Arc::new(RateLimiter::new(rate)))
-            .clone()
     }
 }
 

@@ -7,7 +7,8 @@ pub mod ratelimit;
 pub mod sign;
 pub mod tiw;
 
-pub use client::{ApiError, Client, ErrorKind, Limiters, RetryPolicy};
+pub use client::{ApiError, Client, ErrorKind, RetryPolicy};
+pub use ratelimit::Limiters;
 
 /// Regions TIW's API serves: `ap-guangzhou` on the China site, `ap-singapore` for international
 /// accounts (Tencent's international API page lists only that region).

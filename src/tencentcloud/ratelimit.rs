@@ -18,11 +18,12 @@
 //!
 //! Waiters queue on a fair (FIFO) `tokio::sync::Mutex`, so callers are served in arrival order.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::config::{ApiConfig, AppConfig};
 use tokio::time::Instant;
 
 /// The budget an app's requests draw from (the only place credentials are grouped): the account
@@ -178,6 +179,38 @@ impl RateLimiter {
         if cur > base {
             self.allowance_us.store((cur - cur / 100).max(base), Ordering::Relaxed);
         }
+    }
+}
+
+/// Rate limiters shared by every app on the same credentials, one per action.
+#[derive(Default)]
+pub struct Limiters {
+    rates: HashMap<String, u32>,
+    limiters: Mutex<HashMap<(String, &'static str), Arc<RateLimiter>>>,
+}
+
+impl Limiters {
+    /// Apps of one budget ([`budget_key`]) share it; its size is the lowest `requests_per_second` among them.
+    pub fn new(apps: &[AppConfig]) -> Self {
+        let mut rates: HashMap<String, u32> = HashMap::new();
+        for app in apps {
+            let rate = rates.entry(budget_key(&app.api)).or_insert(app.api.requests_per_second);
+            *rate = (*rate).min(app.api.requests_per_second);
+        }
+        Limiters {
+            rates,
+            limiters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The limiter of one action on one set of credentials.
+    pub fn get(&self, api: &ApiConfig, action: &'static str) -> Arc<RateLimiter> {
+        let key = budget_key(api);
+        let rate = self.rates.get(&key).copied().unwrap_or(api.requests_per_second);
+        let mut map = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((key, action))
+            .or_insert_with(|| Arc::new(RateLimiter::new(rate)))
+            .clone()
     }
 }
 
