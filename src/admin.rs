@@ -7,10 +7,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use secrecy::ExposeSecret;
 
-use crate::cli::CallbackCommand;
+use crate::cli::{CallbackCommand, FeatureArg};
 use crate::config::{parse_listen_address, Config};
 use crate::instruments::ApiInstruments;
 use crate::tencentcloud::client::build_clients;
+use crate::tencentcloud::tiw::Feature;
 use crate::tencentcloud::{ApiError, TiwClient};
 
 /// `println!` that does not panic when standard output is a pipe whose reader went away.
@@ -135,17 +136,26 @@ pub async fn callback(action: CallbackCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     };
+    let feature = match action.feature() {
+        FeatureArg::Push => Feature::Push,
+        FeatureArg::Record => Feature::Record,
+    };
+    let [describe_action, set_url_action, set_key_action] = feature.actions();
     match action {
         CallbackCommand::Show { app, .. } => {
             let (config, client) = app_client(path, app.app)?;
-            match client.describe_callback().await {
+            match client.describe_callback(feature).await {
                 Ok(reply) => {
-                    if let Some(problem) =
-                        key_mismatch(&config, client.sdk_app_id, reply.callback_key.as_deref().unwrap_or(""))
-                    {
+                    let key = reply.callback_key.as_deref().unwrap_or("");
+                    // The config's callback_key is the push feature's.
+                    let problem = (feature == Feature::Push)
+                        .then(|| key_mismatch(&config, client.sdk_app_id, key))
+                        .flatten();
+                    if let Some(problem) = problem {
                         warn(&problem);
                     }
                     outln!("SdkAppId:    {}", client.sdk_app_id);
+                    outln!("Feature:     {}", feature.as_str());
                     outln!(
                         "Callback:    {}",
                         reply
@@ -158,7 +168,7 @@ pub async fn callback(action: CallbackCommand) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => {
-                    eprintln!("DescribeWhiteboardPushCallback failed: {e}");
+                    eprintln!("{describe_action} failed: {e}");
                     Ok(ExitCode::FAILURE)
                 }
             }
@@ -182,7 +192,9 @@ pub async fn callback(action: CallbackCommand) -> anyhow::Result<ExitCode> {
                     if parsed.scheme() == "http" {
                         warn("http:// sends every callback, its Sign included, in clear text across the internet; register an https:// URL (TLS on callback.listen_address, or a TLS-terminating ingress)");
                     }
-                    if parsed.path() != config.callback.path {
+                    if feature == Feature::Record && parsed.path() == config.callback.path {
+                        warn("the exporter does not take recording callbacks yet: it answers them 200 `ignored`, so nothing receives TIW's recording events at this URL");
+                    } else if feature == Feature::Push && parsed.path() != config.callback.path {
                         warn(&format!(
                             "the URL's path {} is not the config's callback.path {}: the exporter answers 404 there unless something in front rewrites it",
                             parsed.path(),
@@ -193,12 +205,21 @@ pub async fn callback(action: CallbackCommand) -> anyhow::Result<ExitCode> {
                 }
                 (None, false) => anyhow::bail!("give the callback URL, or --delete"),
             };
-            let current = client.describe_callback().await.map(|r| r.callback.unwrap_or_default());
+            let current = client
+                .describe_callback(feature)
+                .await
+                .map(|r| r.callback.unwrap_or_default());
             let change = Change {
-                what: "callback URL",
+                what: match feature {
+                    Feature::Push => "callback URL",
+                    Feature::Record => "recording callback URL",
+                },
                 sdk_app_id: client.sdk_app_id,
                 flag: if delete { "--delete --replace" } else { "--replace" },
-                consequence: "the backend behind it stops receiving TIW's push events. The exporter needs no callback to work (poll-only), and can relay TIW's requests to that backend (apps[].callback_forward_url): README, \"Callbacks and your existing backend\"",
+                consequence: match feature {
+                    Feature::Push => "the backend behind it stops receiving TIW's push events. The exporter needs no callback to work (poll-only), and can relay TIW's requests to that backend (apps[].callback_forward_url): README, \"Callbacks and your existing backend\"",
+                    Feature::Record => "the backend behind it stops receiving TIW's recording events (OnlineRecord…), and with them the links to each class's recorded videos",
+                },
             };
             match change.decide(current.as_deref().map_err(|e| e.to_string()), &url, replace, |u| {
                 u.to_string()
@@ -208,8 +229,8 @@ pub async fn callback(action: CallbackCommand) -> anyhow::Result<ExitCode> {
                 Decision::Refuse => return Ok(ExitCode::FAILURE),
             }
             report(
-                "SetWhiteboardPushCallback",
-                client.set_callback(&url).await.map(|r| r.request_id),
+                set_url_action,
+                client.set_callback(feature, &url).await.map(|r| r.request_id),
             )
         }
         CallbackCommand::SetKey {
@@ -240,6 +261,10 @@ pub async fn callback(action: CallbackCommand) -> anyhow::Result<ExitCode> {
                 );
                 key
             } else {
+                anyhow::ensure!(
+                    feature == Feature::Push,
+                    "give the recording callback key with --from-env or --stdin (the config's callback_key is the push feature's)"
+                );
                 let app = config.app(client.sdk_app_id).and_then(|a| a.callback_key.as_ref());
                 app.map(|k| k.expose_secret().to_string())
                     .context("this app has no callback_key in the config: set it there, or use --from-env or --stdin")?
@@ -249,11 +274,14 @@ pub async fn callback(action: CallbackCommand) -> anyhow::Result<ExitCode> {
                 "the key is longer than 64 characters (Tencent's limit)"
             );
             let current = client
-                .describe_callback()
+                .describe_callback(feature)
                 .await
                 .map(|r| r.callback_key.unwrap_or_default());
             let change = Change {
-                what: "callback key",
+                what: match feature {
+                    Feature::Push => "callback key",
+                    Feature::Record => "recording callback key",
+                },
                 sdk_app_id: client.sdk_app_id,
                 flag: if delete { "--delete --replace" } else { "--replace" },
                 consequence: "whatever checks TIW's Sign with the current key (the backend that owns the callback URL) refuses every event from then on",
@@ -263,10 +291,10 @@ pub async fn callback(action: CallbackCommand) -> anyhow::Result<ExitCode> {
                 Decision::Nothing => return Ok(ExitCode::SUCCESS),
                 Decision::Refuse => return Ok(ExitCode::FAILURE),
             }
-            let sent = client.set_callback_key(&key).await.map(|r| r.request_id);
+            let sent = client.set_callback_key(feature, &key).await.map(|r| r.request_id);
             let taken = sent.is_ok();
-            let result = report("SetWhiteboardPushCallbackKey", sent);
-            if taken {
+            let result = report(set_key_action, sent);
+            if taken && feature == Feature::Push {
                 if let Some(problem) = key_mismatch(&config, client.sdk_app_id, &key) {
                     warn(&problem);
                 }

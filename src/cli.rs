@@ -201,22 +201,40 @@ pub enum StateCommand {
     },
 }
 
+/// `--feature`: whose callback settings a `callback` command reads or changes. TIW keeps a URL and
+/// a key per feature.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum FeatureArg {
+    /// Whiteboard push (Describe/SetWhiteboardPushCallback, SetWhiteboardPushCallbackKey).
+    #[default]
+    Push,
+    /// Real-time recording (Describe/SetOnlineRecordCallback, SetOnlineRecordCallbackKey).
+    Record,
+}
+
 #[derive(Subcommand)]
 pub enum CallbackCommand {
-    /// DescribeWhiteboardPushCallback: the registered URL and key (masked).
+    /// DescribeWhiteboardPushCallback (or DescribeOnlineRecordCallback): the registered URL and
+    /// key (masked).
     Show {
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
         app: AppChoice,
+        /// The feature whose callback settings to read.
+        #[arg(long, value_enum, default_value_t)]
+        feature: FeatureArg,
     },
-    /// SetWhiteboardPushCallback: register URL (https; http is taken with a warning) as the
-    /// app's callback, or delete it.
+    /// SetWhiteboardPushCallback (or SetOnlineRecordCallback): register URL (https; http is taken
+    /// with a warning) as the app's callback of the feature, or delete it.
     SetUrl {
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
         app: AppChoice,
+        /// The feature whose callback URL to set.
+        #[arg(long, value_enum, default_value_t)]
+        feature: FeatureArg,
         /// The exporter's callback URL as TIW reaches it, e.g. https://exporter.example.com/callback.
         #[arg(required_unless_present = "delete")]
         url: Option<String>,
@@ -230,13 +248,16 @@ pub enum CallbackCommand {
         #[arg(long)]
         replace: bool,
     },
-    /// SetWhiteboardPushCallbackKey: the key from the config's callback_key, --from-env or --stdin
-    /// (never an argument, where ps would show it).
+    /// SetWhiteboardPushCallbackKey (or SetOnlineRecordCallbackKey): the key from the config's
+    /// callback_key (push only), --from-env or --stdin (never an argument, where ps would show it).
     SetKey {
         #[command(flatten)]
         config: ConfigArg,
         #[command(flatten)]
         app: AppChoice,
+        /// The feature whose callback key to set.
+        #[arg(long, value_enum, default_value_t)]
+        feature: FeatureArg,
         /// Read the key from this environment variable.
         #[arg(long = "from-env", value_name = "VAR", conflicts_with = "stdin")]
         from_env: Option<String>,
@@ -261,6 +282,15 @@ impl CallbackCommand {
             CallbackCommand::Show { config, .. }
             | CallbackCommand::SetUrl { config, .. }
             | CallbackCommand::SetKey { config, .. } => &config.config_file,
+        }
+    }
+
+    /// The feature the command acts on.
+    pub fn feature(&self) -> FeatureArg {
+        match self {
+            CallbackCommand::Show { feature, .. }
+            | CallbackCommand::SetUrl { feature, .. }
+            | CallbackCommand::SetKey { feature, .. } => *feature,
         }
     }
 }

@@ -294,12 +294,23 @@ async fn handle(
         crate::tencentcloud::online_record::DESCRIBE_ONLINE_RECORD => {
             super::recording::describe(&shared, app, &params, &rid)
         }
-        tiw::DESCRIBE_WHITEBOARD_PUSH_CALLBACK => {
-            let (url, key) = shared.world().callbacks.get(&app).cloned().unwrap_or_default();
+        // Each feature has its own callback URL and key (the Go SDK's client.go:
+        // Set/DescribeWhiteboardPushCallback(Key), Set/DescribeOnlineRecordCallback(Key)).
+        tiw::DESCRIBE_WHITEBOARD_PUSH_CALLBACK | tiw::DESCRIBE_ONLINE_RECORD_CALLBACK => {
+            let record = action == tiw::DESCRIBE_ONLINE_RECORD_CALLBACK;
+            let world = shared.world();
+            let callbacks = if record {
+                &world.record_callbacks
+            } else {
+                &world.callbacks
+            };
+            let (url, key) = callbacks.get(&app).cloned().unwrap_or_default();
             envelope(json!({ "Callback": url, "CallbackKey": key }), &rid)
         }
-        tiw::SET_WHITEBOARD_PUSH_CALLBACK => set_callback(&shared, app, &params, &rid, true),
-        tiw::SET_WHITEBOARD_PUSH_CALLBACK_KEY => set_callback(&shared, app, &params, &rid, false),
+        tiw::SET_WHITEBOARD_PUSH_CALLBACK => set_callback(&shared, app, &params, &rid, true, false),
+        tiw::SET_WHITEBOARD_PUSH_CALLBACK_KEY => set_callback(&shared, app, &params, &rid, false, false),
+        tiw::SET_ONLINE_RECORD_CALLBACK => set_callback(&shared, app, &params, &rid, true, true),
+        tiw::SET_ONLINE_RECORD_CALLBACK_KEY => set_callback(&shared, app, &params, &rid, false, true),
         "" => error(
             "MissingParameter",
             "The request is missing a required parameter `Action`.",
@@ -560,7 +571,7 @@ fn running_item(app: u64, task_id: &str, task_type: &str, created: i64, status: 
     })
 }
 
-fn set_callback(shared: &Shared, app: u64, params: &Value, rid: &str, url: bool) -> Response {
+fn set_callback(shared: &Shared, app: u64, params: &Value, rid: &str, url: bool, record: bool) -> Response {
     let field = if url { "Callback" } else { "CallbackKey" };
     let Some(value) = params.get(field).and_then(Value::as_str) else {
         return error(
@@ -576,7 +587,12 @@ fn set_callback(shared: &Shared, app: u64, params: &Value, rid: &str, url: bool)
         return error("InvalidParameter", "CallbackKey must be at most 64 characters.", rid);
     }
     let mut world = shared.world();
-    let entry = world.callbacks.entry(app).or_default();
+    let callbacks = if record {
+        &mut world.record_callbacks
+    } else {
+        &mut world.callbacks
+    };
+    let entry = callbacks.entry(app).or_default();
     if url {
         entry.0 = value.to_string();
     } else {

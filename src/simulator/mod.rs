@@ -199,6 +199,8 @@ pub(crate) struct World {
     pub task_faults: HashMap<String, Fault>,
     pub app_faults: HashMap<u64, Fault>,
     pub callbacks: HashMap<u64, (String, String)>,
+    /// The real-time recording feature's callback URL and key per app.
+    pub record_callbacks: HashMap<u64, (String, String)>,
     windows: HashMap<(String, String), VecDeque<Instant>>,
 }
 

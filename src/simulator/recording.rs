@@ -269,6 +269,25 @@ impl Simulator {
         true
     }
 
+    /// The recording feature's callback URL and key of an app (SetOnlineRecordCallback(Key)).
+    pub fn record_callback(&self, sdk_app_id: u64) -> (String, String) {
+        self.shared
+            .world()
+            .record_callbacks
+            .get(&sdk_app_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Registers the recording feature's callback URL and key of an app, as a school's backend
+    /// would have with SetOnlineRecordCallback(Key).
+    pub fn set_record_callback(&self, sdk_app_id: u64, url: &str, key: &str) {
+        self.shared
+            .world()
+            .record_callbacks
+            .insert(sdk_app_id, (url.to_string(), key.to_string()));
+    }
+
     /// A copy of one recording task.
     pub fn record(&self, task_id: &str) -> Option<SimRecord> {
         self.shared.world().records.get(task_id).cloned()

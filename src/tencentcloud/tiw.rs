@@ -15,6 +15,9 @@ pub const DESCRIBE_RUNNING_TASKS: &str = "DescribeRunningTasks";
 pub const DESCRIBE_WHITEBOARD_PUSH_CALLBACK: &str = "DescribeWhiteboardPushCallback";
 pub const SET_WHITEBOARD_PUSH_CALLBACK: &str = "SetWhiteboardPushCallback";
 pub const SET_WHITEBOARD_PUSH_CALLBACK_KEY: &str = "SetWhiteboardPushCallbackKey";
+pub const DESCRIBE_ONLINE_RECORD_CALLBACK: &str = "DescribeOnlineRecordCallback";
+pub const SET_ONLINE_RECORD_CALLBACK: &str = "SetOnlineRecordCallback";
+pub const SET_ONLINE_RECORD_CALLBACK_KEY: &str = "SetOnlineRecordCallbackKey";
 
 /// Largest page DescribeRunningTasks allows.
 pub const RUNNING_TASKS_PAGE: i64 = 500;
@@ -141,7 +144,8 @@ pub struct RunningTask {
     pub room_id: Option<i64>,
 }
 
-/// Reply of DescribeWhiteboardPushCallback. Its Debug hides the key.
+/// Reply of DescribeWhiteboardPushCallback (and of DescribeOnlineRecordCallback, the same fields).
+/// Its Debug hides the key.
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct PushCallback {
     #[serde(rename = "Callback", default)]
@@ -356,34 +360,70 @@ impl TiwClient {
         }
     }
 
-    /// DescribeWhiteboardPushCallback.
-    pub async fn describe_callback(&self) -> Result<PushCallback, ApiError> {
+    /// The feature's callback URL and key: DescribeWhiteboardPushCallback or
+    /// DescribeOnlineRecordCallback.
+    pub async fn describe_callback(&self, feature: Feature) -> Result<PushCallback, ApiError> {
+        let [describe, _, _] = feature.actions();
         self.client
-            .call(
-                DESCRIBE_WHITEBOARD_PUSH_CALLBACK,
-                &serde_json::json!({ "SdkAppId": self.sdk_app_id }),
-            )
+            .call(describe, &serde_json::json!({ "SdkAppId": self.sdk_app_id }))
             .await
     }
 
-    /// SetWhiteboardPushCallback; an empty URL deletes the callback.
-    pub async fn set_callback(&self, url: &str) -> Result<Empty, ApiError> {
+    /// SetWhiteboardPushCallback or SetOnlineRecordCallback; an empty URL deletes the callback.
+    pub async fn set_callback(&self, feature: Feature, url: &str) -> Result<Empty, ApiError> {
+        let [_, set_url, _] = feature.actions();
         self.client
             .call(
-                SET_WHITEBOARD_PUSH_CALLBACK,
+                set_url,
                 &serde_json::json!({ "SdkAppId": self.sdk_app_id, "Callback": url }),
             )
             .await
     }
 
-    /// SetWhiteboardPushCallbackKey; an empty key deletes it.
-    pub async fn set_callback_key(&self, key: &str) -> Result<Empty, ApiError> {
+    /// SetWhiteboardPushCallbackKey or SetOnlineRecordCallbackKey; an empty key deletes it.
+    pub async fn set_callback_key(&self, feature: Feature, key: &str) -> Result<Empty, ApiError> {
+        let [_, _, set_key] = feature.actions();
         self.client
             .call(
-                SET_WHITEBOARD_PUSH_CALLBACK_KEY,
+                set_key,
                 &serde_json::json!({ "SdkAppId": self.sdk_app_id, "CallbackKey": key }),
             )
             .await
+    }
+}
+
+/// A TIW feature with its own callback URL and key: whiteboard push, or real-time recording
+/// (Tencent sets each per feature: `SetWhiteboardPushCallback`, `SetOnlineRecordCallback`, … in the Go
+/// SDK's client.go; the replies have the same `Callback` and `CallbackKey`, tccli's examples).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    Push,
+    Record,
+}
+
+impl Feature {
+    /// Its describe, set-URL and set-key actions.
+    pub fn actions(self) -> [&'static str; 3] {
+        match self {
+            Feature::Push => [
+                DESCRIBE_WHITEBOARD_PUSH_CALLBACK,
+                SET_WHITEBOARD_PUSH_CALLBACK,
+                SET_WHITEBOARD_PUSH_CALLBACK_KEY,
+            ],
+            Feature::Record => [
+                DESCRIBE_ONLINE_RECORD_CALLBACK,
+                SET_ONLINE_RECORD_CALLBACK,
+                SET_ONLINE_RECORD_CALLBACK_KEY,
+            ],
+        }
+    }
+
+    /// `push` or `record`, as `--feature` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feature::Push => "push",
+            Feature::Record => "record",
+        }
     }
 }
 

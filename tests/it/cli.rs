@@ -465,6 +465,82 @@ async fn set_url_and_set_key_refuse_to_replace_existing_values_without_replace()
     sim.stop().await;
 }
 
+/// `--feature record` reads and changes the real-time recording feature's own URL and key, under
+/// the same never-overwrite rule, and leaves the push feature's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_record_feature_has_its_own_url_and_key() {
+    let app = 1400000001;
+    let sim = start_sim(sim_config(&[app])).await;
+    let push = ("https://backend.example.com/tiw/push", "pushKey00000042");
+    let record = ("https://backend.example.com/tiw/record", "recordKey000042");
+    sim.sim.set_callback(app, push.0, push.1);
+    sim.sim.set_record_callback(app, record.0, record.1);
+    let (_f, args) = keyed_command(&sim.endpoint(), app, "exporterKey00077");
+    let said = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let push_untouched = |sim: &tiw_push_exporter::simulator::Simulator| {
+        assert_eq!(sim.callback(app), (push.0.to_string(), push.1.to_string()));
+    };
+
+    let out = run_bin(args(&["callback", "show", "--feature", "record"]), "").await;
+    let text = said(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(record.0) && text.contains("re****42") && text.contains("Feature:     record"),
+        "{text}"
+    );
+    assert!(!text.contains(record.1) && !text.contains(push.0), "{text}");
+
+    // Another URL is set: refused without --replace, named as the recording one.
+    let new_url = "https://exporter.example.com/record";
+    let out = run_bin(args(&["callback", "set-url", "--feature", "record", new_url]), "").await;
+    let text = said(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("already has a recording callback URL") && text.contains("--replace"),
+        "{text}"
+    );
+    assert_eq!(sim.sim.record_callback(app).0, record.0);
+    let out = run_bin(
+        args(&["callback", "set-url", "--feature", "record", "--replace", new_url]),
+        "",
+    )
+    .await;
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(said(&out).contains("SetOnlineRecordCallback: OK"), "{}", said(&out));
+    assert_eq!(sim.sim.record_callback(app).0, new_url);
+    push_untouched(&sim.sim);
+
+    // The config's callback_key is the push feature's: a recording key comes from elsewhere.
+    let out = run_bin(args(&["callback", "set-key", "--feature", "record", "--replace"]), "").await;
+    assert!(
+        !out.status.success() && said(&out).contains("--from-env or --stdin"),
+        "{}",
+        said(&out)
+    );
+    let out = run_bin(
+        args(&["callback", "set-key", "--feature", "record", "--stdin", "--replace"]),
+        "newRecordKey0007\n",
+    )
+    .await;
+    assert!(out.status.success(), "{}", said(&out));
+    assert_eq!(sim.sim.record_callback(app).1, "newRecordKey0007");
+    push_untouched(&sim.sim);
+    // And the push feature is still the default.
+    let out = run_bin(args(&["callback", "show"]), "").await;
+    assert!(
+        said(&out).contains(push.0) && said(&out).contains("Feature:     push"),
+        "{}",
+        said(&out)
+    );
+    sim.stop().await;
+}
+
 /// check-config warns about an app that relays callbacks it cannot verify, and one that takes unsigned events; poll-only is no mistake.
 #[test]
 fn check_config_warns_about_callback_trust() {
