@@ -141,6 +141,7 @@ pub async fn run(
             target_per_app: options.tasks_per_app,
             create_every: Duration::from_secs(3),
             transcode_every: Some(Duration::from_secs(4)),
+            records_per_app: 3,
             ..Default::default()
         },
         token.clone(),

@@ -47,6 +47,9 @@ pub struct Generator {
     /// A new transcode task per app this often (`None`: none), alternating TranscodeH5 and
     /// TranscodeJPG, queued then processing for a while each: what the census counts.
     pub transcode_every: Option<Duration>,
+    /// Real-time recordings kept going per app (each recorded for `push_for`, a third of them
+    /// paused for a while, ending with every reason or failing, then uploading for a few seconds).
+    pub records_per_app: usize,
 }
 
 impl Default for Generator {
@@ -61,11 +64,35 @@ impl Default for Generator {
             keep_ended: Duration::from_secs(3600),
             tick: Duration::from_millis(100),
             transcode_every: None,
+            records_per_app: 0,
         }
     }
 }
 
 impl Generator {
+    /// A random recording plan: lengths from `prepare_for` and `push_for`, reasons weighted as
+    /// `weights` (FORCE_STOP in place of a fifth of AUTO's share), a third of them paused.
+    pub fn record_plan(&self) -> super::recording::RecordPlan {
+        let plan = self.plan();
+        let mut rng = rand::rng();
+        let reason = match plan.outcome {
+            Outcome::Failed => None,
+            Outcome::Auto if rng.random_bool(0.2) => Some("FORCE_STOP"),
+            Outcome::Auto => Some("AUTO"),
+            Outcome::UserCall => Some("USER_CALL"),
+            Outcome::Exception => Some("EXCEPTION"),
+        };
+        super::recording::RecordPlan {
+            prepare_for: plan.prepare_for,
+            record_for: plan.push_for,
+            pause_for: rng.random_bool(0.33).then(|| plan.push_for / 3),
+            reason,
+            upload_for: Duration::from_secs(rng.random_range(2..=8)),
+            exceptions: i64::from(plan.exceptions),
+            interrupts: rng.random_range(0..=3),
+        }
+    }
+
     /// A random plan from this generator's ranges and weights.
     pub fn plan(&self) -> LifecyclePlan {
         let mut rng = rand::rng();
@@ -177,6 +204,19 @@ pub async fn run(sim: Simulator, gen: Generator) {
                 advance(t, now);
                 sim.shared.emit(before, t);
             }
+            let limits = sim.shared.config.record_limits;
+            for t in world.records.values_mut() {
+                super::recording::advance(t, now);
+                super::recording::lifecycle::enforce_limits(t, limits, super::recording::now_ms());
+            }
+            world.records.retain(|_, t| {
+                let ended = if t.record_stop_time > 0 {
+                    t.record_stop_time
+                } else {
+                    t.create_time
+                };
+                !(t.plan.is_some() && t.status.is_over() && wall - ended > gen.keep_ended.as_secs() as i64)
+            });
             for t in world.listed.values_mut() {
                 if let Some((queued, processing)) = t.plan {
                     let age = now.duration_since(t.created);
@@ -217,6 +257,17 @@ pub async fn run(sim: Simulator, gen: Generator) {
                 room += 1;
                 sim.create_task_with(*app, room, Some(gen.plan()));
                 last_created[i] = Some(now);
+            }
+            let recording = sim
+                .shared
+                .world()
+                .records
+                .values()
+                .filter(|t| t.sdk_app_id == *app && t.status.is_active())
+                .count();
+            if recording < gen.records_per_app && due {
+                room += 1;
+                sim.create_record_with(*app, room, Some(gen.record_plan()));
             }
             if let Some(every) = gen.transcode_every {
                 if last_transcode[i].is_none_or(|t: Instant| now.duration_since(t) >= every) {

@@ -30,7 +30,7 @@ pub const MAX_PAUSE: Duration = Duration::from_secs(90 * 60);
 pub const MAX_RECORDING: Duration = Duration::from_secs(24 * 3600);
 
 /// Unix milliseconds now (pauses are timed to the millisecond, as `OmittedDurations` reports them).
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -50,6 +50,19 @@ pub enum SimRecordStatus {
 }
 
 impl SimRecordStatus {
+    /// Preparing, recording or paused.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            SimRecordStatus::Prepared | SimRecordStatus::Recording | SimRecordStatus::Paused
+        )
+    }
+
+    /// Nothing more will happen to it.
+    pub fn is_over(self) -> bool {
+        matches!(self, SimRecordStatus::Finished | SimRecordStatus::Failed)
+    }
+
     fn as_tencent(self) -> &'static str {
         match self {
             SimRecordStatus::Prepared => "PREPARED",
@@ -92,6 +105,23 @@ pub struct SimRecord {
     pub videos: Vec<(i64, i64, i64)>,
     pub create_time: i64,
     pub failed_message: String,
+    /// Drives the task when it runs on its own (demo); `None` for tasks a test moves by hand.
+    pub plan: Option<RecordPlan>,
+    pub(crate) created: std::time::Instant,
+}
+
+/// The course of one recording, relative to its creation: prepare, record (with a pause in the
+/// middle if `pause_for` is set), end for `reason` (or fail), upload.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordPlan {
+    pub prepare_for: Duration,
+    pub record_for: Duration,
+    pub pause_for: Option<Duration>,
+    /// AUTO, USER_CALL, EXCEPTION or FORCE_STOP; `None`: fails while preparing.
+    pub reason: Option<&'static str>,
+    pub upload_for: Duration,
+    pub exceptions: i64,
+    pub interrupts: i64,
 }
 
 impl SimRecord {
@@ -112,6 +142,8 @@ impl SimRecord {
             videos: Vec::new(),
             create_time: unix_now(),
             failed_message: String::new(),
+            plan: None,
+            created: std::time::Instant::now(),
         }
     }
 
@@ -247,12 +279,60 @@ pub mod lifecycle {
     }
 }
 
+/// Moves a planned recording to where its plan says it is at `now`.
+pub(crate) fn advance(t: &mut SimRecord, now: std::time::Instant) {
+    let Some(plan) = t.plan else { return };
+    let age = now.duration_since(t.created);
+    if t.status == SimRecordStatus::Prepared && age >= plan.prepare_for {
+        match plan.reason {
+            // The message of tccli's failed example.
+            None => lifecycle::fail(
+                t,
+                "code: 40004, msg: im login failed with code 6206, desc UserSig expired",
+            ),
+            Some(_) => lifecycle::start(t),
+        }
+    }
+    let recorded = age.saturating_sub(plan.prepare_for);
+    if matches!(t.status, SimRecordStatus::Recording | SimRecordStatus::Paused) {
+        if let Some(pause) = plan.pause_for {
+            let from = plan.record_for / 2;
+            if t.status == SimRecordStatus::Recording && recorded >= from && t.pauses.is_empty() {
+                lifecycle::pause(t);
+            } else if t.status == SimRecordStatus::Paused && recorded >= from + pause {
+                lifecycle::resume(t);
+            }
+        }
+        let share = (recorded.as_secs_f64() / plan.record_for.as_secs_f64().max(0.001)).min(1.0);
+        t.exception_cnt = t.exception_cnt.max((plan.exceptions as f64 * share).floor() as i64);
+        let interrupted = (plan.interrupts as f64 * share).floor() as i64;
+        if interrupted > 0 {
+            t.interrupts = vec![(format!("teacher_{}", t.room_id), interrupted)];
+        }
+        let length = plan.record_for + plan.pause_for.unwrap_or_default();
+        if recorded >= length {
+            lifecycle::stop(t, plan.reason.unwrap_or("AUTO"));
+        }
+    }
+    let length = plan.prepare_for + plan.record_for + plan.pause_for.unwrap_or_default();
+    if t.status == SimRecordStatus::Stopped && age >= length + plan.upload_for {
+        lifecycle::finish(t);
+    }
+}
+
 impl Simulator {
     /// Creates a recording task, PREPARED (StartOnlineRecord), moved by hand with
     /// [`Simulator::update_record`].
     pub fn create_record(&self, sdk_app_id: u64, room_id: i64) -> String {
+        self.create_record_with(sdk_app_id, room_id, None)
+    }
+
+    /// Creates a recording that runs through `plan` on its own (needs
+    /// [`Simulator::spawn_lifecycle`]).
+    pub fn create_record_with(&self, sdk_app_id: u64, room_id: i64, plan: Option<RecordPlan>) -> String {
         let task_id = super::random_task_id();
-        let record = SimRecord::new(sdk_app_id, room_id, task_id.clone());
+        let mut record = SimRecord::new(sdk_app_id, room_id, task_id.clone());
+        record.plan = plan;
         self.shared.world().records.insert(task_id.clone(), record);
         task_id
     }

@@ -253,13 +253,19 @@ fn demo_shows_pushing_and_stopped_tasks_within_ten_seconds() {
         let m = Metrics::parse(&text);
         let pushing = m.sum("tiw_push_tasks", &[("status", "PUSHING")]);
         let stopped = m.sum("tiw_push_tasks", &[("status", "STOPPED")]);
-        if pushing >= 1.0 && stopped >= 1.0 {
+        // The census: recordings at work, and the transcode stuck in the demo's queue.
+        let recordings = m.sum("tiw_running_tasks", &[("task_type", "OnlineRecord")]);
+        let queued = m.sum(
+            "tiw_running_tasks",
+            &[("task_type", "TranscodeH5"), ("status", "QUEUED")],
+        );
+        if pushing >= 1.0 && stopped >= 1.0 && recordings >= 1.0 && queued >= 1.0 {
             assert!(m.sum("tiw_push_task_finish_reason", &[("reason", "EXCEPTION")]) >= 1.0 || stopped >= 1.0);
             break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(10),
-            "demo showed no PUSHING and STOPPED tasks within 10 s:\n{text}"
+            "demo showed no PUSHING and STOPPED tasks, recordings and a queued transcode within 10 s:\n{text}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -126,3 +126,51 @@ async fn a_recording_reads_as_tencent_documents_it() {
     assert_eq!(push.total, Some(0), "recordings are not push tasks");
     sim.stop().await;
 }
+
+/// A planned recording runs on its own, as the demo's do: prepared, recording, paused and resumed
+/// (the pause reported in OmittedDurations), ended for its reason with its exceptions and
+/// interrupts, then uploaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_recording_runs_through_its_course() {
+    use tiw_push_exporter::simulator::lifecycle::Generator;
+    use tiw_push_exporter::simulator::recording::RecordPlan;
+
+    let sim = start_sim(sim_config(&[APP])).await;
+    let client = client_for(&sim.endpoint(), &[APP], APP, &[]);
+    let plan = RecordPlan {
+        prepare_for: Duration::from_millis(200),
+        record_for: Duration::from_millis(800),
+        pause_for: Some(Duration::from_millis(1500)),
+        reason: Some("EXCEPTION"),
+        upload_for: Duration::from_secs(1),
+        exceptions: 2,
+        interrupts: 2,
+    };
+    let task = sim.sim.create_record_with(APP, 7, Some(plan));
+    let token = tokio_util::sync::CancellationToken::new();
+    let lifecycle = sim.sim.spawn_lifecycle(Generator::default(), token.clone());
+    for (status, what) in [
+        (RecordStatus::Recording, "recording"),
+        (RecordStatus::Paused, "paused"),
+        (RecordStatus::Recording, "resumed"),
+        (RecordStatus::Stopped, "stopped, uploading"),
+    ] {
+        wait_for(Duration::from_secs(10), what, || async {
+            (read(&client, &task).await.status == status).then_some(())
+        })
+        .await;
+    }
+    let f = read(&client, &task).await;
+    assert_eq!(f.finish_reason, Some(RecordFinishReason::Exception));
+    assert_eq!((f.exception_cnt, f.stream_interrupts), (Some(2), Some(2)));
+    let f = wait_for(Duration::from_secs(10), "finished", || async {
+        let f = read(&client, &task).await;
+        (f.status == RecordStatus::Finished).then_some(f)
+    })
+    .await;
+    assert!(f.paused_ms.unwrap() >= 1000, "{:?}", f.paused_ms);
+    assert_eq!(f.videos, Some(2));
+    token.cancel();
+    let _ = lifecycle.await;
+    sim.stop().await;
+}
