@@ -227,6 +227,12 @@ impl PollInstruments {
         for action in ["DescribeWhiteboardPush", "DescribeRunningTasks"] {
             let _ = self.permitted.remove_label_values(&[&label, action]);
         }
+        self.forget_census(sdk_app_id);
+    }
+
+    /// Removes the app's census series.
+    pub fn forget_census(&self, sdk_app_id: u64) {
+        let label = sdk_app_id.to_string();
         for task_type in TaskType::ALL {
             for status in ListedStatus::ALL {
                 let labels = [label.as_str(), task_type.as_str(), status.as_str()];

@@ -241,11 +241,10 @@ impl Poller {
         }
     }
 
-    /// Pages through DescribeRunningTasks for `task_type`, in spare budget only, and publishes
-    /// what it counted, if the pass was complete. Returns false when the pass was refused, failed
-    /// or found no spare budget (the other types are then left for the next interval: they would
-    /// meet the same).
-    /// A page waits at most `patience` for its turn.
+    /// Pages through DescribeRunningTasks for `task_type`, in spare budget only (a page waits at
+    /// most `patience` for its turn), and publishes what it counted, if the pass was complete.
+    /// Returns false when the pass was refused, failed or found no spare budget (the other types
+    /// are then left for the next interval: they would meet the same).
     pub async fn census_once(&self, sdk_app_id: u64, task_type: TaskType, patience: Duration) -> bool {
         let Some(app) = self.apps.get(&sdk_app_id) else {
             return false;

@@ -195,6 +195,10 @@ impl Supervisor {
         for id in old.difference(&new_ids) {
             self.metrics.poll.forget_app(*id);
         }
+        // An app whose census was turned off keeps no counts that nothing updates any more.
+        for app in new.apps.iter().filter(|a| !a.census) {
+            self.metrics.poll.forget_census(app.sdk_app_id);
+        }
         self.registry.set_configured(new_ids.iter().copied());
         log_hidden_apps(&self.registry);
         self.registry.set_max_tasks(new.max_tasks);

@@ -118,3 +118,48 @@ async fn the_census_counts_every_type_from_complete_list_passes() {
     assert_eq!(oldest(&m, A, "TranscodeH5", "QUEUED"), None);
     sim.stop().await;
 }
+
+/// A reload that turns an app's census off takes its counts away: nothing would update them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_the_census_off_by_reload_removes_its_series() {
+    let sim = start_sim(sim_config(&[A])).await;
+    sim.sim.add_listed(A, "TranscodeJPG", Duration::from_secs(60), None);
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = |census: bool| {
+        format!(
+            "tencentcloud:\n  endpoint: {}\n  secret_id: {SECRET_ID}\n  secret_key: {SECRET_KEY}\n  timeout: 1s\n\
+             apps:\n  - sdk_app_id: {A}\n    census: {census}\n\
+             poll:\n  interval: 300ms\n  discovery_interval: 300ms\n  census_interval: 300ms\n\
+             state:\n  path: {}\n",
+            sim.endpoint(),
+            dir.path().join("state").display()
+        )
+    };
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, yaml(true)).unwrap();
+    let exporter = spawn_exporter(
+        std::path::Path::new(env!("CARGO_BIN_EXE_tiw-push-exporter")),
+        &config,
+        &[],
+    );
+    wait_for(Duration::from_secs(15), "the census", || async {
+        (running(&scrape(&exporter.addr).await, A, "TranscodeJPG", "QUEUED") == Some(1.0)).then_some(())
+    })
+    .await;
+    std::fs::write(&config, yaml(false)).unwrap();
+    let reloaded = reqwest::Client::new()
+        .post(format!("http://{}/-/reload", exporter.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reloaded.status(), 200);
+    let m = scrape(&exporter.addr).await;
+    assert!(m.values("tiw_running_tasks", &[]).is_empty(), "{}", m.text);
+    assert!(m
+        .values("tiw_running_tasks_oldest_created_timestamp_seconds", &[])
+        .is_empty());
+    // And it stays so: no census loop runs for the app any more.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(scrape(&exporter.addr).await.values("tiw_running_tasks", &[]).is_empty());
+    sim.stop().await;
+}
