@@ -1,5 +1,6 @@
 //! The simulator's side of TIW callbacks: when a task starts or stops it POSTs a signed
-//! `WhiteboardPushStarted` / `WhiteboardPushStopped` to the app's registered URL, retrying failed
+//! `WhiteboardPushStarted` / `WhiteboardPushStopped` to the app's registered URL (a recording's
+//! `OnlineRecord…` events to the recording feature's URL, with its key), retrying failed
 //! deliveries like TIW, with knobs that drop, duplicate, delay and reorder events.
 
 use std::time::Duration;
@@ -69,6 +70,9 @@ pub(crate) struct Pending {
     /// The key another TIW feature signs its events with (each feature has its own:
     /// SetTranscodeCallbackKey, SetOnlineRecordCallbackKey); `None`: the app's push key.
     pub key: Option<String>,
+    /// A real-time recording event: sent to the recording feature's own URL, signed with its own
+    /// key (SetOnlineRecordCallback, SetOnlineRecordCallbackKey).
+    pub record: bool,
 }
 
 /// The event a transition of `task` from `before` produces, if any. Failed tasks produce none:
@@ -110,6 +114,7 @@ pub(crate) fn event_for(before: SimStatus, task: &SimTask) -> Option<Pending> {
         app: task.sdk_app_id,
         body,
         key: None,
+        record: false,
     })
 }
 
@@ -169,8 +174,16 @@ async fn deliver(shared: &Shared, http: &reqwest::Client, event: Pending, knobs:
         if attempt > 0 {
             tokio::time::sleep(knobs.retry_every).await;
         }
-        let (url, push_key) = shared.world().callbacks.get(&event.app).cloned().unwrap_or_default();
-        let key = event.key.clone().unwrap_or(push_key);
+        let (url, feature_key) = {
+            let world = shared.world();
+            let callbacks = if event.record {
+                &world.record_callbacks
+            } else {
+                &world.callbacks
+            };
+            callbacks.get(&event.app).cloned().unwrap_or_default()
+        };
+        let key = event.key.clone().unwrap_or(feature_key);
         if url.is_empty() {
             shared.callback_stats_mut().no_url += 1;
             return;

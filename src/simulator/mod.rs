@@ -286,7 +286,12 @@ impl Shared {
 
     /// Queues the callback a task's transition from `before` produces.
     pub(crate) fn emit(&self, before: SimStatus, task: &SimTask) {
-        if let Some(event) = callbacks::event_for(before, task) {
+        self.send(callbacks::event_for(before, task));
+    }
+
+    /// Hands an event to the callback sender, if one runs.
+    pub(crate) fn send(&self, event: Option<callbacks::Pending>) {
+        if let Some(event) = event {
             if let Some(tx) = self.outbox.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
                 let _ = tx.send(event);
             }
@@ -562,14 +567,12 @@ impl Simulator {
             "SdkAppId": sdk_app_id,
             "Timestamp": unix_now(),
         });
-        let event = callbacks::Pending {
+        self.shared.send(Some(callbacks::Pending {
             app: sdk_app_id,
             body,
             key: key.map(str::to_string),
-        };
-        if let Some(tx) = self.shared.outbox.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            let _ = tx.send(event);
-        }
+            record: false,
+        }));
     }
 
     /// The callback URL and key registered for an app.

@@ -199,6 +199,47 @@ impl SimRecord {
     }
 }
 
+/// The events a move of `t` from `before` produces, as Tencent's "Real-Time Recording
+/// Event" page documents them: `OnlineRecordStarted` and `OnlineRecordStopped` (TaskId, RoomId,
+/// RecordUserId) and `OnlineRecordFinished` with the result. A failed task produces none (the
+/// page documents no event for it). `TotalTime` is sent in milliseconds, as DescribeOnlineRecord
+/// answers it: the event page calls it "a Unix timestamp in seconds", which cannot be right for a
+/// length.
+pub(crate) fn events_for(before: SimRecordStatus, t: &SimRecord) -> Vec<super::callbacks::Pending> {
+    use SimRecordStatus::*;
+    let short = || json!({"TaskId": t.task_id, "RoomId": t.room_id, "RecordUserId": t.record_user_id});
+    // Every event the move passes, in order (a tick may take a task through several states).
+    let mut events = Vec::new();
+    if before == Prepared && t.status != Failed && t.record_start_time > 0 {
+        events.push(("OnlineRecordStarted", short()));
+    }
+    if before.is_active() && matches!(t.status, Stopped | Finished) {
+        events.push(("OnlineRecordStopped", short()));
+    }
+    if before != Finished && t.status == Finished {
+        let mut data = t.reply();
+        if let Some(obj) = data.as_object_mut() {
+            obj.remove("Status");
+            obj.remove("ReplayUrl");
+        }
+        events.push(("OnlineRecordFinished", data));
+    }
+    events
+        .into_iter()
+        .map(|(event_type, data)| super::callbacks::Pending {
+            app: t.sdk_app_id,
+            body: json!({
+                "EventType": event_type,
+                "EventData": data,
+                "SdkAppId": t.sdk_app_id,
+                "Timestamp": unix_now(),
+            }),
+            key: None,
+            record: true,
+        })
+        .collect()
+}
+
 /// Moves a recording by hand: what StartOnlineRecord's service, Pause/Resume/StopOnlineRecord and
 /// Tencent's own limits do to it.
 pub mod lifecycle {
@@ -344,8 +385,12 @@ impl Simulator {
         let Some(t) = world.records.get_mut(task_id) else {
             return false;
         };
+        let before = t.status;
         f(t);
         lifecycle::enforce_limits(t, limits, now_ms());
+        for event in events_for(before, t) {
+            self.shared.send(Some(event));
+        }
         true
     }
 
@@ -388,7 +433,11 @@ pub(crate) fn describe(shared: &Shared, app: u64, params: &Value, rid: &str) -> 
     let Some(t) = world.records.get_mut(task_id).filter(|t| t.sdk_app_id == app) else {
         return error("InvalidParameter.TaskNotFound", "The task does not exist.", rid);
     };
+    let before = t.status;
     lifecycle::enforce_limits(t, limits, now_ms());
+    for event in events_for(before, t) {
+        shared.send(Some(event));
+    }
     if t.status == SimRecordStatus::Failed {
         return error("FailedOperation.Record", &t.failed_message, rid);
     }

@@ -174,3 +174,81 @@ async fn a_planned_recording_runs_through_its_course() {
     let _ = lifecycle.await;
     sim.stop().await;
 }
+
+/// A recording's events go to the recording feature's own URL, signed with its own key:
+/// OnlineRecordStarted, OnlineRecordStopped, OnlineRecordFinished with the result (Tencent's
+/// "Real-Time Recording Event" page); none reaches the push feature's URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recordings_events_go_to_its_own_url_with_its_own_key() {
+    use tiw_push_exporter::callback::compute_sign;
+
+    const RECORD_KEY: &str = "recordKey00000042";
+    let sim = start_sim(sim_config(&[APP])).await;
+    // A receiver that takes everything (the sim keeps what was answered 2xx).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = listener.local_addr().unwrap();
+    let router = axum::Router::new().fallback(|| async { "{\"code\":0}" });
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    sim.sim.keep_acknowledged();
+    sim.sim
+        .set_record_callback(APP, &format!("http://{receiver}/record"), RECORD_KEY);
+    sim.sim.set_callback(APP, "", "");
+    let task = sim.sim.create_record(APP, 9);
+    sim.sim.update_record(&task, lifecycle::start);
+    sim.sim.update_record(&task, |t| {
+        t.exception_cnt = 1;
+        lifecycle::stop(t, "EXCEPTION")
+    });
+    sim.sim.update_record(&task, lifecycle::finish);
+    let events = wait_for(Duration::from_secs(10), "three recording events", || async {
+        let got = sim.sim.acknowledged();
+        (got.len() >= 3).then_some(got)
+    })
+    .await;
+    let bodies: Vec<serde_json::Value> = events
+        .iter()
+        .map(|(app, body)| {
+            assert_eq!(*app, APP);
+            serde_json::from_slice(body).unwrap()
+        })
+        .collect();
+    // Each delivery goes on its own, as TIW's do: the order they arrive in is not promised.
+    let mut types: Vec<&str> = bodies.iter().map(|b| b["EventType"].as_str().unwrap()).collect();
+    types.sort_unstable();
+    assert_eq!(
+        types,
+        ["OnlineRecordFinished", "OnlineRecordStarted", "OnlineRecordStopped"]
+    );
+    for b in &bodies {
+        let expire = b["ExpireTime"].as_u64().unwrap();
+        assert_eq!(
+            b["Sign"],
+            compute_sign(RECORD_KEY, expire),
+            "signed with the recording key"
+        );
+        assert_eq!(b["EventData"]["TaskId"], task.as_str());
+    }
+    let result = &bodies
+        .iter()
+        .find(|b| b["EventType"] == "OnlineRecordFinished")
+        .unwrap()["EventData"];
+    assert_eq!(result["FinishReason"], "EXCEPTION");
+    assert_eq!(result["ExceptionCnt"], 1);
+    assert_eq!(result["VideoInfos"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        sim.sim.callback_stats().no_url,
+        0,
+        "nothing went to the push feature's (empty) URL"
+    );
+    // A recording that had not started stops with OnlineRecordStopped alone.
+    let early = sim.sim.create_record(APP, 10);
+    sim.sim.update_record(&early, |t| lifecycle::stop(t, "USER_CALL"));
+    let got = wait_for(Duration::from_secs(10), "the early stop", || async {
+        let got = sim.sim.acknowledged();
+        (got.len() >= 4).then_some(got)
+    })
+    .await;
+    let last: serde_json::Value = serde_json::from_slice(&got[3].1).unwrap();
+    assert_eq!(last["EventType"], "OnlineRecordStopped");
+    sim.stop().await;
+}
