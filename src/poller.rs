@@ -282,11 +282,17 @@ impl Poller {
             }
             offset += n;
             if n == 0 || offset >= page.total.unwrap_or(0) {
-                self.metrics.poll.census(sdk_app_id, task_type, &census);
+                self.publish_census(sdk_app_id, task_type, &census);
                 return true;
             }
         }
         true
+    }
+
+    /// A complete pass's census, on `/metrics` and the landing page.
+    fn publish_census(&self, sdk_app_id: u64, task_type: TaskType, census: &Census) {
+        self.metrics.poll.census(sdk_app_id, task_type, census);
+        self.metrics.recent.census(sdk_app_id, task_type, census);
     }
 
     /// A DescribeRunningTasks call of the app was answered.
@@ -390,7 +396,7 @@ impl Poller {
         if complete {
             self.metrics.poll.discovered(sdk_app_id, started.elapsed());
             if app.census {
-                self.metrics.poll.census(sdk_app_id, TaskType::WhiteboardPush, &census);
+                self.publish_census(sdk_app_id, TaskType::WhiteboardPush, &census);
             }
             if self.metrics.recent.first(sdk_app_id, "api answer") {
                 tracing::info!(

@@ -1,10 +1,12 @@
 //! What the landing page lists (like blackbox_exporter's recent probes): the last callbacks and API
-//! errors, and the first-time milestones and refusal throttling of the log. Written by the sources
+//! errors, the last running-task census, and the first-time milestones and refusal throttling of
+//! the log. Written by the sources
 //! through their instrument groups ([`crate::instruments::CallbackSinks`], [`crate::instruments::PollSinks`]),
 //! read by `http::landing`; not on `/metrics`.
 
 use std::time::Duration;
 
+use crate::census::{Census, TaskType};
 use crate::task::unix_now;
 
 /// Callbacks kept for the landing page, newest last.
@@ -50,6 +52,8 @@ pub struct RecentEvents {
     said: std::sync::Mutex<std::collections::HashSet<(u64, &'static str)>>,
     /// (app, outcome) of refused callbacks: when one was last logged, and how many since.
     refusals: std::sync::Mutex<std::collections::HashMap<RefusalKey, (std::time::Instant, u64)>>,
+    /// The last complete census per app and task type, with when it was taken (unix seconds).
+    census: std::sync::Mutex<std::collections::BTreeMap<(u64, TaskType), (Census, f64)>>,
 }
 
 /// (app, outcome) of a refused callback.
@@ -130,6 +134,28 @@ impl RecentEvents {
     pub fn keep_apps(&self, apps: &std::collections::HashSet<u64>) {
         let mut map = self.api_errors.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|app, _| apps.contains(app));
+        let mut census = self.census.lock().unwrap_or_else(|e| e.into_inner());
+        census.retain(|(app, _), _| apps.contains(app));
+    }
+
+    /// A complete list pass of `task_type` for `app` counted `census`, just now.
+    pub fn census(&self, app: u64, task_type: TaskType, census: &Census) {
+        let mut map = self.census.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert((app, task_type), (census.clone(), unix_now()));
+    }
+
+    /// The last census of every app and type, by app and type.
+    pub fn censuses(&self) -> Vec<(u64, TaskType, Census, f64)> {
+        let map = self.census.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .map(|((app, t), (c, at))| (*app, *t, c.clone(), *at))
+            .collect()
+    }
+
+    /// Forgets the census of `app` (its census was turned off).
+    pub fn forget_census(&self, app: u64) {
+        let mut map = self.census.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|(a, _), _| *a != app);
     }
 }
 

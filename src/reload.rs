@@ -198,6 +198,7 @@ impl Supervisor {
         // An app whose census was turned off keeps no counts that nothing updates any more.
         for app in new.apps.iter().filter(|a| !a.census) {
             self.metrics.poll.forget_census(app.sdk_app_id);
+            self.metrics.recent.forget_census(app.sdk_app_id);
         }
         self.registry.set_configured(new_ids.iter().copied());
         log_hidden_apps(&self.registry);

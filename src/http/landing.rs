@@ -15,6 +15,7 @@ use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 
 use super::HttpState;
+use crate::census::{Census, ListedStatus, TaskType};
 use crate::metrics::{REVISION, VERSION};
 use crate::registry::{Task, TaskStatus};
 use crate::task::{unix_now, FinishReason};
@@ -196,6 +197,8 @@ Version <code>{VERSION}</code>, revision <code>{REVISION}</code>.</p>
         b.push_str("</table>\n");
     }
 
+    running_at_tencent(&mut b, &state.metrics.recent.censuses(), now);
+
     look.sort_by(|a, b| b.0.total_cmp(&a.0));
     let _ = writeln!(
         b,
@@ -288,6 +291,38 @@ Version <code>{VERSION}</code>, revision <code>{REVISION}</code>.</p>
         b.push_str("</table>\n");
     }
     Html(page("TIW Push Exporter", &b))
+}
+
+/// The running-task census: what DescribeRunningTasks last listed per app and type, with how long
+/// the oldest queued task has waited (README, "Metrics": `tiw_running_tasks`).
+fn running_at_tencent(b: &mut String, censuses: &[(u64, TaskType, Census, f64)], now: f64) {
+    if censuses.is_empty() {
+        return;
+    }
+    b.push_str("<h2>Running at Tencent</h2>\n<p class=\"muted\">What DescribeRunningTasks lists for every task type (transcodes are counted here, not tracked one by one), from each type's last complete pass.</p>\n");
+    b.push_str("<table><tr><th>SdkAppId</th><th>Type</th>");
+    for s in ListedStatus::ALL {
+        let _ = write!(b, "<th>{}</th>", s.as_str());
+    }
+    b.push_str("<th>Oldest queued</th><th>Listed</th></tr>\n");
+    for (app, task_type, census, at) in censuses {
+        let _ = write!(b, "<tr><td>{app}</td><td>{}</td>", task_type.as_str());
+        for s in ListedStatus::ALL {
+            let _ = write!(b, "<td class=\"n\">{}</td>", census.count(s));
+        }
+        let oldest = census.oldest(ListedStatus::Queued).map_or_else(
+            || "—".to_string(),
+            |created| format!("created {}", ago(created.min(now))),
+        );
+        let _ = writeln!(
+            b,
+            "<td>{}</td><td title=\"{}\">{}</td></tr>",
+            oldest,
+            when(*at),
+            ago(*at)
+        );
+    }
+    b.push_str("</table>\n");
 }
 
 /// Relay mode: each app's queue toward its backend, and the last deliveries and failures.

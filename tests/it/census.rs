@@ -83,6 +83,18 @@ async fn the_census_counts_every_type_from_complete_list_passes() {
     assert_eq!(oldest(&m, A, "TranscodeH5", "QUEUED"), Some(created(&h5_oldest)));
     assert_eq!(oldest(&m, A, "TranscodeJPG", "PROCESSING"), Some(created(&jpg)));
     assert_eq!(oldest(&m, A, "TranscodeH5", "PROCESSING"), None, "none listed, no line");
+    // The landing page says the same, with how long the oldest queued task has waited.
+    let page = reqwest::get(exporter.url("/")).await.unwrap().text().await.unwrap();
+    let section = &page[page.find("<h2>Running at Tencent</h2>").expect("a census section")..];
+    let row = section
+        .split("<tr>")
+        .find(|r| r.contains(&format!("<td>{A}</td><td>TranscodeH5</td>")))
+        .expect("a TranscodeH5 row");
+    assert!(
+        row.contains("<td class=\"n\">3</td><td class=\"n\">0</td>") && row.contains("created 30 min ago"),
+        "{row}"
+    );
+    assert!(!section.contains(&format!("<td>{B}</td>")), "B has no census");
     // An app with census: false costs no list of another type and shows none.
     assert!(m
         .values("tiw_running_tasks", &[("sdk_app_id", &B.to_string())])
