@@ -289,6 +289,15 @@ async fn run_bin(args: Vec<String>, stdin: &str) -> std::process::Output {
     .unwrap()
 }
 
+/// What a command printed, standard output then standard error.
+fn said(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// A config file for `app` with `key` as its callback_key, and the arguments of a command run on it.
 fn keyed_command(endpoint: &str, app: u64, key: &str) -> (tempfile::NamedTempFile, impl Fn(&[&str]) -> Vec<String>) {
     let f = write_config(&config_yaml(endpoint, &[app], "1s", "").replace(
@@ -380,13 +389,6 @@ async fn set_url_and_set_key_refuse_to_replace_existing_values_without_replace()
     let backend = ("https://backend.example.com/tiw/push", "backendKey000042");
     sim.sim.set_callback(app, backend.0, backend.1);
     let (_f, args) = keyed_command(&sim.endpoint(), app, "exporterKey00077");
-    let said = |out: &std::process::Output| {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    };
     let untouched = |sim: &tiw_push_exporter::simulator::Simulator| {
         assert_eq!(sim.callback(app), (backend.0.to_string(), backend.1.to_string()));
     };
@@ -482,13 +484,6 @@ async fn the_record_feature_has_its_own_url_and_key() {
     sim.sim.set_callback(app, push.0, push.1);
     sim.sim.set_record_callback(app, record.0, record.1);
     let (_f, args) = keyed_command(&sim.endpoint(), app, "exporterKey00077");
-    let said = |out: &std::process::Output| {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    };
     let push_untouched = |sim: &tiw_push_exporter::simulator::Simulator| {
         assert_eq!(sim.callback(app), (push.0.to_string(), push.1.to_string()));
     };
