@@ -183,6 +183,66 @@ pub struct RecordFacts {
     pub failure: Option<Box<Failure>>,
 }
 
+impl RecordFacts {
+    /// Folds one report in, as [`crate::task::Facts::absorb`] does for push: identities and times
+    /// are kept as first known; the status only moves forward, except between RECORDING and PAUSED,
+    /// where the latest report wins (a recording goes back and forth); the figures that only grow
+    /// (ExceptionCnt, interrupts, pauses, the replay's length) never decrease; the result's videos
+    /// are taken as the latest report lists them. An end takes the report's reason (FAILED for a
+    /// failed task), and a documented reason replaces OTHER.
+    pub fn absorb(&mut self, report: &RecordFacts) {
+        fn first<T: Clone>(slot: &mut Option<T>, v: Option<&T>) {
+            if slot.is_none() {
+                *slot = v.cloned();
+            }
+        }
+        fn grow<T: Ord + Copy>(slot: &mut Option<T>, v: Option<T>) {
+            if let Some(v) = v {
+                *slot = Some(slot.map_or(v, |old| old.max(v)));
+            }
+        }
+        first(&mut self.room_id, report.room_id.filter(|r| *r != 0).as_ref());
+        first(&mut self.group_id, report.group_id.as_ref().filter(|g| !g.is_empty()));
+        first(
+            &mut self.record_user_id,
+            report.record_user_id.as_ref().filter(|u| !u.is_empty()),
+        );
+        first(
+            &mut self.record_start_time,
+            report.record_start_time.filter(|t| *t > 0).as_ref(),
+        );
+        first(
+            &mut self.record_stop_time,
+            report.record_stop_time.filter(|t| *t > 0).as_ref(),
+        );
+        first(&mut self.failure, report.failure.as_ref());
+        grow(&mut self.exception_cnt, report.exception_cnt);
+        grow(&mut self.stream_interrupts, report.stream_interrupts);
+        grow(&mut self.paused_ms, report.paused_ms);
+        grow(&mut self.total_time_ms, report.total_time_ms);
+        if report.videos.is_some() {
+            (self.video_bytes, self.videos) = (report.video_bytes, report.videos);
+        }
+        let (now, next) = (self.status, report.status);
+        let back_and_forth = now != next && now.rank() == 2 && next.rank() == 2;
+        if next.rank() > now.rank() || back_and_forth {
+            self.status = next;
+        }
+        if self.status.is_ended() {
+            let said = match report.status {
+                RecordStatus::Failed => Some(RecordFinishReason::Failed),
+                s if s.is_ended() => report.finish_reason,
+                _ => None,
+            };
+            match (self.finish_reason, said) {
+                (None | Some(RecordFinishReason::Other), Some(reason)) => self.finish_reason = Some(reason),
+                (None, None) => self.finish_reason = Some(RecordFinishReason::Other),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// One answer of DescribeOnlineRecord, in domain terms.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RecordAnswer {
@@ -197,6 +257,78 @@ pub enum RecordAnswer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn report(status: RecordStatus) -> RecordFacts {
+        RecordFacts {
+            status,
+            ..Default::default()
+        }
+    }
+
+    /// Forward only, but RECORDING and PAUSED back and forth; figures that only grow never
+    /// shrink; the reason of the end, OTHER replaced by a documented one, FAILED for a failure.
+    #[test]
+    fn a_recording_absorbs_its_reports() {
+        let mut f = RecordFacts::default();
+        f.absorb(&RecordFacts {
+            room_id: Some(880528),
+            record_user_id: Some("tic_record_user_880528_1".into()),
+            exception_cnt: Some(2),
+            ..report(RecordStatus::Recording)
+        });
+        f.absorb(&report(RecordStatus::Paused));
+        assert_eq!(f.status, RecordStatus::Paused);
+        f.absorb(&RecordFacts {
+            exception_cnt: Some(1),
+            paused_ms: Some(60_000),
+            ..report(RecordStatus::Recording)
+        });
+        assert_eq!(
+            (f.status, f.exception_cnt, f.paused_ms),
+            (RecordStatus::Recording, Some(2), Some(60_000))
+        );
+        f.absorb(&RecordFacts {
+            room_id: Some(1),
+            ..report(RecordStatus::Prepared)
+        });
+        assert_eq!(
+            (f.status, f.room_id),
+            (RecordStatus::Recording, Some(880528)),
+            "never back"
+        );
+        // Ended without a documented reason, then the documented one arrives with FINISHED.
+        f.absorb(&report(RecordStatus::Stopped));
+        assert_eq!(f.finish_reason, Some(RecordFinishReason::Other));
+        f.absorb(&report(RecordStatus::Paused));
+        assert_eq!(f.status, RecordStatus::Stopped, "an ended recording does not resume");
+        f.absorb(&RecordFacts {
+            finish_reason: Some(RecordFinishReason::ForceStop),
+            videos: Some(2),
+            video_bytes: Some(4096),
+            ..report(RecordStatus::Finished)
+        });
+        assert_eq!(
+            (f.status, f.finish_reason, f.videos, f.video_bytes),
+            (
+                RecordStatus::Finished,
+                Some(RecordFinishReason::ForceStop),
+                Some(2),
+                Some(4096)
+            )
+        );
+        f.absorb(&RecordFacts {
+            finish_reason: Some(RecordFinishReason::Auto),
+            ..report(RecordStatus::Finished)
+        });
+        assert_eq!(
+            f.finish_reason,
+            Some(RecordFinishReason::ForceStop),
+            "a documented reason stays"
+        );
+        let mut failed = RecordFacts::default();
+        failed.absorb(&report(RecordStatus::Failed));
+        assert_eq!(failed.finish_reason, Some(RecordFinishReason::Failed));
+    }
 
     #[test]
     fn statuses_and_reasons_read_as_tencent_writes_them() {
