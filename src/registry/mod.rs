@@ -136,11 +136,7 @@ impl View<'_> {
     }
     /// Tracked tasks per app and status, every configured app and every status present.
     pub fn status_counts(&self) -> BTreeMap<u64, [u64; 5]> {
-        let mut counts: BTreeMap<u64, [u64; 5]> = self.apps().map(|(k, _)| (*k, [0; 5])).collect();
-        for t in self.tasks() {
-            counts.entry(t.sdk_app_id).or_insert([0; 5])[t.shown().status().index()] += 1;
-        }
-        counts
+        self.inner.status_counts()
     }
     pub fn len(&self) -> usize {
         self.tasks().count()
@@ -222,6 +218,20 @@ impl Inner {
     /// Whether an app's series are shown: it is in the configuration in force.
     fn shown(&self, sdk_app_id: u64) -> bool {
         self.configured.as_ref().is_none_or(|c| c.contains(&sdk_app_id))
+    }
+
+    /// Tracked tasks per shown app and status, every shown app and every status present.
+    fn status_counts(&self) -> BTreeMap<u64, [u64; 5]> {
+        let mut counts: BTreeMap<u64, [u64; 5]> = self
+            .apps
+            .keys()
+            .filter(|id| self.shown(**id))
+            .map(|id| (*id, [0; 5]))
+            .collect();
+        for t in self.tasks.values().filter(|t| self.shown(t.sdk_app_id)) {
+            counts.entry(t.sdk_app_id).or_insert([0; 5])[t.shown().status().index()] += 1;
+        }
+        counts
     }
 
     fn queued(t: &Task) -> bool {
@@ -589,33 +599,27 @@ impl TaskRegistry {
     /// polls back for long.
     pub fn render_snapshot<R>(&self, per_task: bool, mut row: impl FnMut(&mut Task) -> R) -> RenderSnapshot<R> {
         let mut inner = self.lock();
-        let Inner {
-            tasks,
-            apps,
-            configured,
-            ..
-        } = &mut *inner;
-        let shown = |id: u64| configured.as_ref().is_none_or(|c| c.contains(&id));
-        let mut counts = BTreeMap::new();
+        let counts = if per_task {
+            BTreeMap::new()
+        } else {
+            inner.status_counts()
+        };
+        let apps = inner
+            .apps
+            .iter()
+            .filter(|(id, _)| inner.shown(**id))
+            .map(|(id, s)| (*id, s.clone()))
+            .collect();
         let mut rows = Vec::new();
         if per_task {
+            let Inner { tasks, configured, .. } = &mut *inner;
             rows.reserve_exact(tasks.len());
             match &*configured {
                 // Every app shown: nothing to look up per task.
                 None => rows.extend(tasks.values_mut().map(|t| row(t))),
                 Some(c) => rows.extend(tasks.values_mut().filter(|t| c.contains(&t.sdk_app_id)).map(|t| row(t))),
             }
-        } else {
-            counts = apps.keys().filter(|id| shown(**id)).map(|id| (*id, [0; 5])).collect();
-            for t in tasks.values().filter(|t| shown(t.sdk_app_id)) {
-                counts.entry(t.sdk_app_id).or_insert([0; 5])[t.shown().status().index()] += 1;
-            }
         }
-        let apps = apps
-            .iter()
-            .filter(|(id, _)| shown(**id))
-            .map(|(id, s)| (*id, s.clone()))
-            .collect();
         RenderSnapshot { rows, counts, apps }
     }
 
