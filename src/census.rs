@@ -2,8 +2,6 @@
 //! when the oldest of them was created, from complete list passes (design §2, "The running-task
 //! census"). Transcode tasks are not tracked one by one; the census is how their backlog shows.
 
-use crate::task::unix_now;
-
 /// The task types DescribeRunningTasks lists. Source: the Go SDK's `DescribeRunningTasksRequest`
 /// (`TaskType`: "TranscodeH5 … TranscodeJPG … WhiteboardPush … OnlineRecord").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -132,11 +130,6 @@ pub fn created_at(create_time: &str, now: f64) -> Option<f64> {
         .into_iter()
         .map(|t| t as f64)
         .find(|t| *t <= now + CLOCK_SKEW)
-}
-
-/// `created_at` at the exporter's clock.
-pub fn created_at_now(create_time: &str) -> Option<f64> {
-    created_at(create_time, unix_now())
 }
 
 #[cfg(test)]

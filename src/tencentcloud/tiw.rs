@@ -323,13 +323,25 @@ impl TiwClient {
         offset: i64,
         limit: i64,
     ) -> Result<RunningTasks, ApiError> {
+        self.describe_running_tasks_in_turn(task_type, offset, limit, None)
+            .await
+    }
+
+    /// One page of DescribeRunningTasks, its first attempt in `turn` when given.
+    async fn describe_running_tasks_in_turn(
+        &self,
+        task_type: TaskType,
+        offset: i64,
+        limit: i64,
+        turn: Option<Permit>,
+    ) -> Result<RunningTasks, ApiError> {
         let req = DescribeRunningTasksRequest {
             sdk_app_id: self.sdk_app_id,
             task_type: task_type.as_str().into(),
             offset,
             limit: limit.clamp(1, RUNNING_TASKS_PAGE),
         };
-        self.client.call(DESCRIBE_RUNNING_TASKS, &req).await
+        self.client.call_in_turn(DESCRIBE_RUNNING_TASKS, &req, turn).await
     }
 
     /// One page of DescribeRunningTasks sent only in spare budget: when a turn is free and no
@@ -345,13 +357,10 @@ impl TiwClient {
         let deadline = tokio::time::Instant::now() + patience;
         loop {
             if let Some(turn) = self.client.spare_turn(DESCRIBE_RUNNING_TASKS) {
-                let req = DescribeRunningTasksRequest {
-                    sdk_app_id: self.sdk_app_id,
-                    task_type: task_type.as_str().into(),
-                    offset,
-                    limit: limit.clamp(1, RUNNING_TASKS_PAGE),
-                };
-                return Some(self.client.call_in_turn(DESCRIBE_RUNNING_TASKS, &req, Some(turn)).await);
+                return Some(
+                    self.describe_running_tasks_in_turn(task_type, offset, limit, Some(turn))
+                        .await,
+                );
             }
             if tokio::time::Instant::now() >= deadline {
                 return None;
