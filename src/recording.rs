@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::task::Failure;
+use crate::task::{keep_first, Failure};
 
 /// `Status` of a recording task, plus FAILED (DescribeOnlineRecord answers `FailedOperation.Record`)
 /// and UNKNOWN (not read yet).
@@ -191,31 +191,26 @@ impl RecordFacts {
     /// are taken as the latest report lists them. An end takes the report's reason (FAILED for a
     /// failed task), and a documented reason replaces OTHER.
     pub fn absorb(&mut self, report: &RecordFacts) {
-        fn first<T: Clone>(slot: &mut Option<T>, v: Option<&T>) {
-            if slot.is_none() {
-                *slot = v.cloned();
-            }
-        }
         fn grow<T: Ord + Copy>(slot: &mut Option<T>, v: Option<T>) {
             if let Some(v) = v {
                 *slot = Some(slot.map_or(v, |old| old.max(v)));
             }
         }
-        first(&mut self.room_id, report.room_id.filter(|r| *r != 0).as_ref());
-        first(&mut self.group_id, report.group_id.as_ref().filter(|g| !g.is_empty()));
-        first(
+        keep_first(&mut self.room_id, report.room_id.filter(|r| *r != 0).as_ref());
+        keep_first(&mut self.group_id, report.group_id.as_ref().filter(|g| !g.is_empty()));
+        keep_first(
             &mut self.record_user_id,
             report.record_user_id.as_ref().filter(|u| !u.is_empty()),
         );
-        first(
+        keep_first(
             &mut self.record_start_time,
             report.record_start_time.filter(|t| *t > 0).as_ref(),
         );
-        first(
+        keep_first(
             &mut self.record_stop_time,
             report.record_stop_time.filter(|t| *t > 0).as_ref(),
         );
-        first(&mut self.failure, report.failure.as_ref());
+        keep_first(&mut self.failure, report.failure.as_ref());
         grow(&mut self.exception_cnt, report.exception_cnt);
         grow(&mut self.stream_interrupts, report.stream_interrupts);
         grow(&mut self.paused_ms, report.paused_ms);

@@ -157,31 +157,34 @@ pub struct Facts {
     pub truncated: u8,
 }
 
+/// Sets `slot` to `v` unless it already holds a value: how reports keep identities and times as
+/// first known.
+pub(crate) fn keep_first<T: Clone>(slot: &mut Option<T>, v: Option<&T>) {
+    if slot.is_none() {
+        *slot = v.cloned();
+    }
+}
+
 impl Facts {
     /// Folds one report in: identities and times are kept as first known, the status only moves
     /// forward (taking the report's finish reason when it ends), ExceptionCnt never decreases.
     pub fn absorb(&mut self, report: &Facts) {
-        fn first<T: Clone>(slot: &mut Option<T>, v: Option<&T>) {
-            if slot.is_none() {
-                *slot = v.cloned();
-            }
-        }
-        first(&mut self.room_id, report.room_id.filter(|r| *r != 0).as_ref());
-        first(&mut self.group_id, report.group_id.as_ref().filter(|g| !g.is_empty()));
-        first(
+        keep_first(&mut self.room_id, report.room_id.filter(|r| *r != 0).as_ref());
+        keep_first(&mut self.group_id, report.group_id.as_ref().filter(|g| !g.is_empty()));
+        keep_first(
             &mut self.push_user_id,
             report.push_user_id.as_ref().filter(|u| !u.is_empty()),
         );
-        first(
+        keep_first(
             &mut self.push_start_time,
             report.push_start_time.filter(|s| *s > 0).as_ref(),
         );
-        first(
+        keep_first(
             &mut self.push_stop_time,
             report.push_stop_time.filter(|s| *s > 0).as_ref(),
         );
-        first(&mut self.im_sync_time, report.im_sync_time.filter(|s| *s > 0).as_ref());
-        first(&mut self.failure, report.failure.as_ref());
+        keep_first(&mut self.im_sync_time, report.im_sync_time.filter(|s| *s > 0).as_ref());
+        keep_first(&mut self.failure, report.failure.as_ref());
         if let Some(n) = report.exception_cnt {
             self.exception_cnt = Some(self.exception_cnt.map_or(n, |old| old.max(n)));
         }
