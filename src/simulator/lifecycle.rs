@@ -204,14 +204,8 @@ pub async fn run(sim: Simulator, gen: Generator) {
                 advance(t, now);
                 sim.shared.emit(before, t);
             }
-            let limits = sim.shared.config.record_limits;
             for t in world.records.values_mut() {
-                let before = t.status;
-                super::recording::advance(t, now);
-                super::recording::lifecycle::enforce_limits(t, limits, super::recording::now_ms());
-                for event in super::recording::events_for(before, t) {
-                    sim.shared.send(Some(event));
-                }
+                super::recording::move_record(&sim.shared, t, |t| super::recording::advance(t, now));
             }
             world.records.retain(|_, t| {
                 let ended = if t.record_stop_time > 0 {

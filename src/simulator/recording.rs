@@ -30,7 +30,7 @@ pub const MAX_PAUSE: Duration = Duration::from_secs(90 * 60);
 pub const MAX_RECORDING: Duration = Duration::from_secs(24 * 3600);
 
 /// Unix milliseconds now (pauses are timed to the millisecond, as `OmittedDurations` reports them).
-pub(crate) fn now_ms() -> i64 {
+fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -205,7 +205,7 @@ impl SimRecord {
 /// page documents no event for it). `TotalTime` is sent in milliseconds, as DescribeOnlineRecord
 /// answers it: the event page calls it "a Unix timestamp in seconds", which cannot be right for a
 /// length.
-pub(crate) fn events_for(before: SimRecordStatus, t: &SimRecord) -> Vec<super::callbacks::Pending> {
+fn events_for(before: SimRecordStatus, t: &SimRecord) -> Vec<super::callbacks::Pending> {
     use SimRecordStatus::*;
     let short = || json!({"TaskId": t.task_id, "RoomId": t.room_id, "RecordUserId": t.record_user_id});
     // Every event the move passes, in order (a tick may take a task through several states).
@@ -238,6 +238,17 @@ pub(crate) fn events_for(before: SimRecordStatus, t: &SimRecord) -> Vec<super::c
             record: true,
         })
         .collect()
+}
+
+/// Moves `t` with `f`, then as Tencent's limits would (FORCE_STOP), and sends the events the move
+/// produced: the one way a recording changes, by hand, by its plan or when it is read.
+pub(crate) fn move_record(shared: &Shared, t: &mut SimRecord, f: impl FnOnce(&mut SimRecord)) {
+    let before = t.status;
+    f(t);
+    lifecycle::enforce_limits(t, shared.config.record_limits, now_ms());
+    for event in events_for(before, t) {
+        shared.send(Some(event));
+    }
 }
 
 /// Moves a recording by hand: what StartOnlineRecord's service, Pause/Resume/StopOnlineRecord and
@@ -381,16 +392,10 @@ impl Simulator {
     /// Changes a recording by hand (see [`lifecycle`]); false when there is no such task.
     pub fn update_record(&self, task_id: &str, f: impl FnOnce(&mut SimRecord)) -> bool {
         let mut world = self.shared.world();
-        let limits = self.shared.config.record_limits;
         let Some(t) = world.records.get_mut(task_id) else {
             return false;
         };
-        let before = t.status;
-        f(t);
-        lifecycle::enforce_limits(t, limits, now_ms());
-        for event in events_for(before, t) {
-            self.shared.send(Some(event));
-        }
+        move_record(&self.shared, t, f);
         true
     }
 
@@ -428,16 +433,12 @@ pub(crate) fn describe(shared: &Shared, app: u64, params: &Value, rid: &str) -> 
             rid,
         );
     };
-    let limits = shared.config.record_limits;
     let mut world = shared.world();
     let Some(t) = world.records.get_mut(task_id).filter(|t| t.sdk_app_id == app) else {
         return error("InvalidParameter.TaskNotFound", "The task does not exist.", rid);
     };
-    let before = t.status;
-    lifecycle::enforce_limits(t, limits, now_ms());
-    for event in events_for(before, t) {
-        shared.send(Some(event));
-    }
+    // Tencent's limits apply whether or not anyone moved the task since.
+    move_record(shared, t, |_| {});
     if t.status == SimRecordStatus::Failed {
         return error("FailedOperation.Record", &t.failed_message, rid);
     }
