@@ -356,19 +356,22 @@ async fn no_hot_web_config_change_opens_basic_auth() {
             scrape().await.filter(|m| failures(m) > refused)
         })
         .await;
-        refused = failures(&m);
         assert_eq!(
             m.get("tiw_exporter_web_config_last_reload_successful", &[]),
             Some(0.0),
             "{what}"
         );
         write(&good);
-        wait_for(
+        let m = wait_for(
             Duration::from_secs(10),
             &format!("the good file back after {what}"),
             || async { scrape().await.filter(taken) },
         )
         .await;
+        // Putting the good file back is itself a rewrite (removed, then written) that the watcher
+        // may catch half-done and refuse: the next case's refusal is counted from here, or a stale
+        // one would pass for it before the watcher has seen the change.
+        refused = failures(&m);
     }
     // A non-atomic rewrite of the good file, as an editor or `cat > web.yml` does it: truncated,
     // then written in two pieces with pauses the watcher sees.
