@@ -190,7 +190,7 @@ pub async fn run(
             let interval = humantime::format_duration(options.poll_interval);
             let yaml = format!(
                 "tencentcloud:\n  endpoint: {endpoint}\n  secret_id: {DEMO_SECRET_ID}\n  secret_key: {DEMO_SECRET_KEY}\n  session_token: ''\n\
-                 apps:\n  - sdk_app_id: {}\n    callback_key: {DEMO_CALLBACK_KEY}\n  - sdk_app_id: {}\n    callback_key: {DEMO_CALLBACK_KEY}\n    callback_forward_url: {backend}\n\
+                 apps:\n  - sdk_app_id: {}\n    callback_key: {DEMO_CALLBACK_KEY}\n    record: true\n  - sdk_app_id: {}\n    callback_key: {DEMO_CALLBACK_KEY}\n    callback_forward_url: {backend}\n    record: true\n\
                  poll:\n  interval: {interval}\n  discovery_interval: {interval}\n  census_interval: 5s\n\
                  state:\n  path: {}\nretention:\n  stopped_tasks: 10m\n",
                 DEMO_APPS[0],

@@ -16,6 +16,8 @@ use crate::config::Config;
 use crate::http::{router, HttpState};
 use crate::metrics::ExporterMetrics;
 use crate::poller::PollOptions;
+use crate::recordings::collector::RecordCollector;
+use crate::recordings::RecordRegistry;
 use crate::registry::TaskRegistry;
 use crate::relay::{Relay, RelayGauges};
 pub use crate::reload::ConfigRewrite;
@@ -73,6 +75,8 @@ impl Default for ServeOptions {
 pub struct Exporter {
     pub config: Config,
     pub registry: Arc<TaskRegistry>,
+    /// The recording tasks of the apps with `apps[].record`.
+    pub records: Arc<RecordRegistry>,
     pub metrics: Arc<ExporterMetrics>,
     pub callbacks: Arc<CallbackReceiver>,
     pub store: Arc<Store>,
@@ -109,6 +113,19 @@ impl Exporter {
         metrics.register_apps(config.apps.iter().map(|a| a.sdk_app_id));
         callback::log_trust(&config);
         metrics.config.loaded(true);
+        let records = Arc::new(RecordRegistry::with_max_tasks(config.max_tasks));
+        let recorded = store.load_records()?;
+        if !recorded.tasks.is_empty() {
+            tracing::info!(recordings = recorded.tasks.len(), "restored recording tasks");
+        }
+        records.restore(recorded);
+        records.set_configured(config.apps.iter().filter(|a| a.record).map(|a| a.sdk_app_id));
+        // Names and label sets are constants of the collector: failing here is a programming error.
+        metrics
+            .register(Box::new(
+                RecordCollector::new(&records, metrics.per_task_metrics.clone()).expect("metric definitions are valid"),
+            ))
+            .expect("the recording families are registered once");
         let relay = Relay::new(&config, store.load_relay()?, metrics.relay.clone());
         log_relay_backlog(&relay);
         // Names and label sets are constants of RelayGauges: failing here is a programming error.
@@ -131,6 +148,7 @@ impl Exporter {
             web,
             config,
             registry,
+            records,
             metrics,
             callbacks,
             store,
@@ -261,12 +279,13 @@ impl Exporter {
             writer_inbox,
             web,
             relay,
+            records,
             ..
         } = self;
         crate::relay::deliver::spawn(relay.clone(), &tracker, token.clone());
         spawn_writer(
             store,
-            (registry.clone(), relay),
+            (registry.clone(), relay, records.clone()),
             metrics.store.clone(),
             writer_inbox,
             &tracker,
@@ -276,7 +295,7 @@ impl Exporter {
         let metrics_for_web = metrics.clone();
         let supervisor = Supervisor::start(
             config,
-            registry,
+            (registry, records),
             metrics,
             callbacks,
             (options.config_file, options.config_rewrite, options.poll),

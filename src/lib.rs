@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod poller;
 pub mod recent;
 pub mod recording;
+pub mod recordings;
 pub mod registry;
 pub mod relay;
 pub mod reload;

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 use crate::census::{Census, TaskType};
 use crate::config::Config;
 use crate::instruments::PollSinks;
+use crate::recordings::poll::{RecordPoller, RecordSettings};
+use crate::recordings::RecordRegistry;
 use crate::registry::{Answer, Source, TaskRegistry, Track};
 use crate::task::{truncate, unix_now, FinishReason};
 use crate::tencentcloud::client::build_clients;
@@ -88,12 +90,12 @@ impl Poller {
     /// A poller for the apps of `config`, with one API client each (rate limiters shared per budget).
     pub fn from_config(
         config: &Config,
-        registry: &Arc<TaskRegistry>,
+        (registry, records): (&Arc<TaskRegistry>, &Arc<RecordRegistry>),
         metrics: &PollSinks,
         options: PollOptions,
     ) -> Arc<Poller> {
         let clients = build_clients(config, &metrics.api, options.retry);
-        let apps = config
+        let apps: HashMap<u64, PolledApp> = config
             .apps
             .iter()
             .map(|app| {
@@ -120,7 +122,24 @@ impl Poller {
             follow_running_list: options.follow_running_list,
         };
         registry.set_prepared_reread(settings.interval);
-        Poller::new(registry.clone(), metrics.clone(), apps, settings)
+        let recording = apps
+            .iter()
+            .filter(|(id, _)| config.app(**id).is_some_and(|a| a.record))
+            .map(|(id, app)| (*id, app.clone()))
+            .collect();
+        records.set_max_tasks(config.max_tasks);
+        let records = RecordPoller::new(
+            records.clone(),
+            metrics.clone(),
+            recording,
+            RecordSettings {
+                interval: settings.interval,
+                discovery_interval: settings.discovery_interval,
+                retention: settings.retention,
+            },
+        );
+        let poller = Poller::new(registry.clone(), metrics.clone(), apps, settings);
+        Arc::new(Poller { records, ..poller })
     }
 }
 
@@ -147,6 +166,8 @@ pub struct Poller {
     answered: Mutex<HashMap<u64, f64>>,
     /// Unix time the poller started.
     started: f64,
+    /// The recording tasks of the apps with `apps[].record` (none unless set).
+    records: Arc<RecordPoller>,
 }
 
 impl Poller {
@@ -155,9 +176,20 @@ impl Poller {
         metrics: PollSinks,
         apps: HashMap<u64, PolledApp>,
         settings: PollSettings,
-    ) -> Arc<Self> {
+    ) -> Poller {
         metrics.recent.keep_apps(&apps.keys().copied().collect());
-        Arc::new(Poller {
+        let records = RecordPoller::new(
+            Arc::default(),
+            metrics.clone(),
+            HashMap::new(),
+            RecordSettings {
+                interval: settings.interval,
+                discovery_interval: settings.discovery_interval,
+                retention: settings.retention,
+            },
+        );
+        Poller {
+            records,
             registry,
             metrics,
             apps,
@@ -166,7 +198,7 @@ impl Poller {
             sweeps: Mutex::new(HashMap::new()),
             answered: Mutex::new(HashMap::new()),
             started: unix_now(),
-        })
+        }
     }
 
     /// Spawns every loop on `tracker`; they stop when `token` is cancelled.
@@ -189,6 +221,7 @@ impl Poller {
             let (me, token) = (self.clone(), token.clone());
             tracker.spawn(async move { token.run_until_cancelled(me.sweep_loop(group, apps)).await });
         }
+        self.records.spawn(tracker, token);
         let (me, token) = (self.clone(), token.clone());
         // A short retention (or confirm timeout) is checked more often, so series do not outlive
         // it by much.
@@ -226,7 +259,13 @@ impl Poller {
             for &sdk_app_id in &apps {
                 let discovers = self.apps.get(&sdk_app_id).is_some_and(|a| a.discover);
                 for task_type in TaskType::ALL {
-                    if discovers && task_type == TaskType::WhiteboardPush {
+                    // Discovery lists these every pass, the census with it.
+                    let listed_anyway = match task_type {
+                        TaskType::WhiteboardPush => discovers,
+                        TaskType::OnlineRecord => self.records.tracks(sdk_app_id),
+                        _ => false,
+                    };
+                    if listed_anyway {
                         continue;
                     }
                     let patience = (started + self.settings.census_interval)
@@ -632,7 +671,7 @@ fn kind(s: &str) -> &str {
 /// megabytes into label values), only plausible room ids.
 /// Whether a listed item is of `task_type` (an item that does not say is taken for one: the list
 /// was asked for that type).
-fn listed_as(t: &crate::tencentcloud::tiw::RunningTask, task_type: TaskType) -> bool {
+pub(crate) fn listed_as(t: &crate::tencentcloud::tiw::RunningTask, task_type: TaskType) -> bool {
     t.task_type.as_deref().is_none_or(|ty| ty == task_type.as_str())
 }
 

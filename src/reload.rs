@@ -14,6 +14,7 @@ use crate::callback::CallbackReceiver;
 use crate::config::Config;
 use crate::metrics::ExporterMetrics;
 use crate::poller::{track_configured_tasks, PollOptions, Poller};
+use crate::recordings::RecordRegistry;
 use crate::registry::TaskRegistry;
 
 pub(crate) type ReloadReply = oneshot::Sender<Result<String, String>>;
@@ -70,6 +71,8 @@ pub fn log_hidden_apps(registry: &TaskRegistry) {
 pub(crate) struct Supervisor {
     config: Config,
     registry: Arc<TaskRegistry>,
+    /// The recording tasks (`apps[].record`).
+    records: Arc<RecordRegistry>,
     metrics: Arc<ExporterMetrics>,
     callbacks: Arc<CallbackReceiver>,
     /// Where a reload reads the configuration; `None`: reloads are refused.
@@ -83,7 +86,7 @@ impl Supervisor {
     /// Takes over the running configuration and starts polling under `parent`.
     pub(crate) fn start(
         config: Config,
-        registry: Arc<TaskRegistry>,
+        (registry, records): (Arc<TaskRegistry>, Arc<RecordRegistry>),
         metrics: Arc<ExporterMetrics>,
         callbacks: Arc<CallbackReceiver>,
         (config_file, config_rewrite, poll): (Option<PathBuf>, Option<ConfigRewrite>, PollOptions),
@@ -92,6 +95,7 @@ impl Supervisor {
         let mut supervisor = Supervisor {
             config,
             registry,
+            records,
             metrics,
             callbacks,
             config_file,
@@ -121,7 +125,12 @@ impl Supervisor {
     }
 
     fn start_poller(&mut self, parent: &CancellationToken) {
-        let poller = Poller::from_config(&self.config, &self.registry, &self.metrics.poll_sinks(), self.poll);
+        let poller = Poller::from_config(
+            &self.config,
+            (&self.registry, &self.records),
+            &self.metrics.poll_sinks(),
+            self.poll,
+        );
         let (token, tracker) = (parent.child_token(), TaskTracker::new());
         poller.spawn(&tracker, &token);
         tracker.close();

@@ -59,6 +59,10 @@ pub struct AppConfig {
     /// Count the running tasks of every type (`tiw_running_tasks`): the transcode and recording
     /// lists every `poll.census_interval`, the push list from discovery passes.
     pub census: bool,
+    /// Track this app's real-time recording tasks one by one (`tiw_record_*`): found in the
+    /// OnlineRecord running list every `poll.discovery_interval`, read with DescribeOnlineRecord
+    /// within its own budget. Off unless set: an app that does not record costs nothing.
+    pub record: bool,
     /// Task ids to follow in any case.
     pub tasks: Vec<String>,
     pub api: ApiConfig,

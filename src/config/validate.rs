@@ -56,6 +56,7 @@ struct RawApp {
     callback_forward_url: Option<Value>,
     discover: Option<Value>,
     census: Option<Value>,
+    record: Option<Value>,
     tasks: Option<Vec<Value>>,
     tencentcloud: Option<RawApi>,
 }
@@ -269,6 +270,7 @@ pub(super) fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, probl
         );
         let discover = c.boolean(&format!("{path}.discover"), app.discover.as_ref(), true);
         let census = c.boolean(&format!("{path}.census"), app.census.as_ref(), true);
+        let record = c.boolean(&format!("{path}.record"), app.record.as_ref(), false);
         let mut tasks = Vec::new();
         for (j, t) in app.tasks.iter().flatten().enumerate() {
             let tpath = format!("{path}.tasks[{j}]");
@@ -297,6 +299,7 @@ pub(super) fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, probl
                 callback_forward_url,
                 discover,
                 census,
+                record,
                 tasks,
                 api,
             });

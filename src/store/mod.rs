@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::instruments::StoreInstruments;
+use crate::recordings::{RecordBatch, RecordRegistry};
 use crate::registry::{AppStats, Batch, Key, Restored, Task, TaskRegistry};
 use crate::relay::{Relay, RelayOp};
 
@@ -30,6 +31,7 @@ use crate::relay::{Relay, RelayOp};
 /// changed tasks touches; at 10,000 tasks the redb default held ~20 MiB of pages read once at start.
 const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
+mod records;
 mod relay;
 #[cfg(test)]
 mod tests;
@@ -299,6 +301,8 @@ impl Store {
             txn.open_table(TOMBSTONES).map_err(|e| self.write_err(e))?;
             txn.open_table(relay::QUEUE).map_err(|e| self.write_err(e))?;
             txn.open_table(relay::DEAD).map_err(|e| self.write_err(e))?;
+            txn.open_table(records::RECORDS).map_err(|e| self.write_err(e))?;
+            txn.open_table(records::RECORD_APPS).map_err(|e| self.write_err(e))?;
             txn.commit().map_err(|e| self.write_err(e))
         })
     }
@@ -394,10 +398,22 @@ impl Store {
 
     /// Writes one batch and the relay's changes in one transaction; returns once it is durable.
     pub fn commit(&self, batch: &Batch, relay: &[RelayOp]) -> Result<(), StoreError> {
-        self.with_db(|db| self.write_to(db, batch, relay))
+        self.commit_all(batch, relay, &RecordBatch::default())
     }
 
-    fn write_to(&self, db: &Database, batch: &Batch, relay: &[RelayOp]) -> Result<(), StoreError> {
+    /// Writes the push tasks', the relay's and the recordings' changes in one transaction;
+    /// returns once it is durable.
+    pub fn commit_all(&self, batch: &Batch, relay: &[RelayOp], records: &RecordBatch) -> Result<(), StoreError> {
+        self.with_db(|db| self.write_to(db, batch, relay, records))
+    }
+
+    fn write_to(
+        &self,
+        db: &Database,
+        batch: &Batch,
+        relay: &[RelayOp],
+        records: &RecordBatch,
+    ) -> Result<(), StoreError> {
         let txn = db.begin_write().map_err(|e| self.write_err(e))?;
         {
             let mut tasks = txn.open_table(TASKS).map_err(|e| self.write_err(e))?;
@@ -436,6 +452,7 @@ impl Store {
             }
         }
         self.write_relay(&txn, relay)?;
+        self.write_records(&txn, records)?;
         txn.commit().map_err(|e| self.write_err(e))
     }
 
@@ -460,6 +477,13 @@ impl Store {
                     .count();
                 let mut apps = txn.open_table(APPS).map_err(|e| self.write_err(e))?;
                 apps.remove(sdk_app_id).map_err(|e| self.write_err(e))?;
+                let mut recordings = txn.open_table(records::RECORDS).map_err(|e| self.write_err(e))?;
+                counts.0 += recordings
+                    .extract_if(|k, _| k.starts_with(&prefix))
+                    .map_err(|e| self.write_err(e))?
+                    .count();
+                let mut record_apps = txn.open_table(records::RECORD_APPS).map_err(|e| self.write_err(e))?;
+                record_apps.remove(sdk_app_id).map_err(|e| self.write_err(e))?;
             }
             txn.commit().map_err(|e| self.write_err(e))?;
             Ok(counts)
@@ -521,7 +545,7 @@ impl StoreHandle {
 /// Starts the writer on `inbox`; it writes a last batch and stops when `token` is cancelled.
 pub fn spawn_writer(
     store: Arc<Store>,
-    (registry, relay): (Arc<TaskRegistry>, Arc<Relay>),
+    (registry, relay, records): (Arc<TaskRegistry>, Arc<Relay>, Arc<RecordRegistry>),
     metrics: StoreInstruments,
     inbox: WriterInbox,
     tracker: &tokio_util::task::TaskTracker,
@@ -544,14 +568,14 @@ pub fn spawn_writer(
             while let Ok(req) = rx.try_recv() {
                 waiters.push(req);
             }
-            let ok = write_once(&store, (&registry, &relay), &metrics, &mut failing).await;
+            let ok = write_once(&store, (&registry, &relay, &records), &metrics, &mut failing).await;
             for w in waiters {
                 let _ = w.send(ok);
             }
             if stopping {
                 rx.close();
                 while let Ok(w) = rx.try_recv() {
-                    let _ = w.send(write_once(&store, (&registry, &relay), &metrics, &mut failing).await);
+                    let _ = w.send(write_once(&store, (&registry, &relay, &records), &metrics, &mut failing).await);
                 }
                 return;
             }
@@ -571,21 +595,22 @@ pub fn writer_channel() -> (StoreHandle, WriterInbox) {
 
 async fn write_once(
     store: &Arc<Store>,
-    (registry, relay): (&Arc<TaskRegistry>, &Arc<Relay>),
+    (registry, relay, records): (&Arc<TaskRegistry>, &Arc<Relay>, &Arc<RecordRegistry>),
     metrics: &StoreInstruments,
     failing: &mut bool,
 ) -> bool {
     let batch = registry.take_batch();
     let ops = relay.take_ops();
-    if batch.is_empty() && ops.is_empty() {
+    let recorded = records.take_batch();
+    if batch.is_empty() && ops.is_empty() && recorded.is_empty() {
         // Nothing pending means everything taken so far was written.
         return true;
     }
     let started = Instant::now();
     let (s, b) = (store.clone(), batch);
-    let (result, (batch, ops)) = match tokio::task::spawn_blocking(move || {
-        let r = s.commit(&b, &ops);
-        (r, (b, ops))
+    let (result, (batch, ops, recorded)) = match tokio::task::spawn_blocking(move || {
+        let r = s.commit_all(&b, &ops, &recorded);
+        (r, (b, ops, recorded))
     })
     .await
     {
@@ -606,6 +631,7 @@ async fn write_once(
         Err(e) => {
             registry.return_batch(batch);
             relay.return_ops(ops);
+            records.return_batch(recorded);
             if !std::mem::replace(failing, true) {
                 tracing::error!(error = %e, "store write failed; callbacks are answered 503 until it writes again");
             }

@@ -1,0 +1,613 @@
+//! The registry of real-time recording tasks (`StartOnlineRecord`): the exporter's second task
+//! kind, keyed by app and task id like push tasks, beside the push registry rather than inside it.
+//! It has its own lock, its own store tables and its own DescribeOnlineRecord budget, so tracking
+//! recordings costs push tasks nothing, and an app that does not turn `apps[].record` on has no
+//! entry here at all.
+//!
+//! Every fact comes from Tencent's API: a recording is found in the OnlineRecord running list
+//! (DescribeRunningTasks) and read with DescribeOnlineRecord; a complete list pass that no longer
+//! lists a recording, or lists it FINISHED, puts its read first (as for push, design §2). What one
+//! read says is folded in by [`RecordFacts::absorb`]; the per-app counters move once per task.
+//!
+//! Counting (the `tiw_record_*` families):
+//! - a recording's end is counted once, with its reason, when it is first seen ended (STOPPED,
+//!   FINISHED or FAILED) with a documented reason, or at its final state (OTHER then);
+//! - its result (video bytes, the replay's length, how long the upload took) once, when it is
+//!   FINISHED; the upload's length only when its STOPPED was seen first;
+//! - ExceptionCnt's increases as they are read.
+//!
+//! Only recordings seen running are tracked: one listed FINISHED that was never seen is history,
+//! and is not read at all.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::recording::{RecordAnswer, RecordFacts, RecordFinishReason, RecordStatus};
+use crate::task::{Failure, DEFAULT_MAX_TASKS};
+
+pub mod collector;
+pub mod poll;
+#[cfg(test)]
+mod tests;
+
+/// A recording's identity: SdkAppId and TaskId.
+pub type Key = (u64, String);
+
+/// `InvalidParameter.TaskNotFound` answers in a row after which a recording is dropped (as for push).
+pub const NOT_FOUND_LIMIT: u8 = 3;
+
+/// Upper bounds (seconds) of `tiw_record_duration_seconds`: from a recording that never got going
+/// to a day (Tencent force-stops a recording after 24 hours).
+pub const DURATION_BUCKETS: [f64; 14] = [
+    10.0, 60.0, 300.0, 600.0, 1200.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0, 10800.0, 21600.0, 43200.0, 86400.0,
+];
+/// Upper bounds (seconds) of `tiw_record_upload_seconds`: STOPPED to FINISHED as seen, so no finer
+/// than a read's interval.
+pub const UPLOAD_BUCKETS: [f64; 11] = [
+    5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
+];
+
+/// A histogram of fixed bounds (given where it is observed and written): count per bucket, not
+/// cumulative.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    pub counts: Vec<u64>,
+    pub count: u64,
+    pub sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, bounds: &[f64], v: f64) {
+        self.counts.resize(bounds.len(), 0);
+        if let Some(i) = bounds.iter().position(|b| v <= *b) {
+            self.counts[i] += 1;
+        }
+        self.count += 1;
+        self.sum += v;
+    }
+
+    /// `(upper bound, cumulative count)` per bucket.
+    pub fn cumulative<'a>(&'a self, bounds: &'a [f64]) -> impl Iterator<Item = (f64, u64)> + 'a {
+        let mut total = 0;
+        bounds.iter().enumerate().map(move |(i, b)| {
+            total += self.counts.get(i).copied().unwrap_or(0);
+            (*b, total)
+        })
+    }
+}
+
+/// One app's recording counters. They never go down and never disappear.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RecordAppStats {
+    /// Distinct recordings ended, by reason (indexed by [`RecordFinishReason`]).
+    pub finished_total: [u64; 6],
+    /// Sum of ExceptionCnt's increases over every recording.
+    pub exceptions_total: u64,
+    /// Bytes of the result videos of finished recordings.
+    pub video_bytes_total: u64,
+    /// `TotalTime` of finished recordings, seconds.
+    pub duration: Histogram,
+    /// STOPPED → FINISHED as the exporter saw it, seconds.
+    pub upload: Histogram,
+}
+
+/// One tracked recording.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordTask {
+    pub sdk_app_id: u64,
+    pub task_id: String,
+    /// What DescribeOnlineRecord confirmed, folded.
+    pub facts: RecordFacts,
+    /// Unix seconds: first tracked, last learned anything.
+    pub first_seen: f64,
+    pub last_update: f64,
+    /// When the exporter saw the recording end (STOPPED, FINISHED or FAILED).
+    pub ended_at: Option<f64>,
+    /// When it was first read STOPPED (its upload began), and when it was first read final.
+    pub stopped_at: Option<f64>,
+    pub final_at: Option<f64>,
+    /// Its end and its result are counted (each once).
+    pub counted_end: bool,
+    pub counted_result: bool,
+    /// TaskNotFound answers in a row.
+    pub not_found: u8,
+}
+
+impl RecordTask {
+    fn new(sdk_app_id: u64, task_id: String, room_id: Option<i64>, now: f64) -> RecordTask {
+        RecordTask {
+            sdk_app_id,
+            task_id,
+            facts: RecordFacts {
+                room_id,
+                ..RecordFacts::default()
+            },
+            first_seen: now,
+            last_update: now,
+            ended_at: None,
+            stopped_at: None,
+            final_at: None,
+            counted_end: false,
+            counted_result: false,
+            not_found: 0,
+        }
+    }
+
+    fn key(&self) -> Key {
+        (self.sdk_app_id, self.task_id.clone())
+    }
+
+    /// Nothing more will change: not read again.
+    pub fn is_final(&self) -> bool {
+        self.facts.status.is_final()
+    }
+}
+
+/// What one answer did, for the poller's log line.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecordApplied {
+    /// The answer ended the recording, with this reason.
+    pub ended: Option<RecordFinishReason>,
+    /// The answer finished the upload: the result is there.
+    pub finished: bool,
+    /// Dropped after [`NOT_FOUND_LIMIT`] TaskNotFound answers.
+    pub dropped: bool,
+    pub room_id: Option<i64>,
+    pub exceptions: u64,
+}
+
+/// What changed since the store last took a batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecordBatch {
+    pub tasks: Vec<RecordTask>,
+    pub removed: Vec<Key>,
+    pub apps: Vec<(u64, RecordAppStats)>,
+}
+
+impl RecordBatch {
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty() && self.removed.is_empty() && self.apps.is_empty()
+    }
+}
+
+/// What the store holds of recordings, handed back at start.
+#[derive(Debug, Clone, Default)]
+pub struct RecordRestored {
+    pub tasks: Vec<RecordTask>,
+    pub apps: Vec<(u64, RecordAppStats)>,
+}
+
+/// Whether [`RecordRegistry::listed`] took a listed recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listed {
+    Added,
+    Known,
+    /// `retention.max_tasks` recordings are tracked, none of them final.
+    Full,
+}
+
+#[derive(Default)]
+struct Inner {
+    tasks: HashMap<Key, RecordTask>,
+    apps: HashMap<u64, RecordAppStats>,
+    /// When each pollable recording is next due (unix ms), per app, and the reverse.
+    due: HashMap<u64, BTreeSet<(u64, String)>>,
+    due_at: HashMap<Key, u64>,
+    /// Reads under way.
+    polling: HashSet<Key>,
+    /// Changes not yet taken by the store.
+    dirty: HashSet<Key>,
+    removed: HashSet<Key>,
+    apps_dirty: HashSet<u64>,
+    /// The apps with `record: true` in the configuration in force: only they are shown and read.
+    configured: BTreeSet<u64>,
+    max_tasks: usize,
+}
+
+impl Inner {
+    fn unschedule(&mut self, key: &Key) {
+        if let Some(at) = self.due_at.remove(key) {
+            if let Some(q) = self.due.get_mut(&key.0) {
+                q.remove(&(at, key.1.clone()));
+                if q.is_empty() {
+                    self.due.remove(&key.0);
+                }
+            }
+        }
+    }
+
+    /// Puts a pollable recording in its app's queue at `at_ms` (earlier wins), a final one out.
+    fn schedule(&mut self, key: &Key, at_ms: u64) {
+        let pollable = self.tasks.get(key).is_some_and(|t| !t.is_final());
+        if !pollable || self.polling.contains(key) {
+            self.unschedule(key);
+            return;
+        }
+        if self.due_at.get(key).is_some_and(|old| *old <= at_ms) {
+            return;
+        }
+        self.unschedule(key);
+        self.due_at.insert(key.clone(), at_ms);
+        self.due.entry(key.0).or_default().insert((at_ms, key.1.clone()));
+    }
+
+    fn touch(&mut self, key: &Key) {
+        self.dirty.insert(key.clone());
+        self.removed.remove(key);
+        self.apps_dirty.insert(key.0);
+    }
+
+    fn remove(&mut self, key: &Key) {
+        self.unschedule(key);
+        if self.tasks.remove(key).is_some() {
+            self.dirty.remove(key);
+            self.removed.insert(key.clone());
+        }
+    }
+
+    /// Room for one more recording: the one whose result came first goes when full.
+    fn make_room(&mut self) -> bool {
+        if self.tasks.len() < self.max_tasks {
+            return true;
+        }
+        let oldest = self
+            .tasks
+            .values()
+            .filter(|t| t.is_final())
+            .min_by(|a, b| a.final_at.unwrap_or(0.0).total_cmp(&b.final_at.unwrap_or(0.0)))
+            .map(RecordTask::key);
+        match oldest {
+            Some(key) => {
+                self.remove(&key);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+fn ms(unix: f64) -> u64 {
+    (unix.max(0.0) * 1000.0) as u64
+}
+
+/// The recording registry. Cheap to share behind an `Arc`; every method takes a short std lock.
+pub struct RecordRegistry {
+    inner: Mutex<Inner>,
+    /// Bumped whenever a read became due early (a new recording, the list's hint).
+    wanted: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for RecordRegistry {
+    fn default() -> Self {
+        RecordRegistry::with_max_tasks(DEFAULT_MAX_TASKS)
+    }
+}
+
+impl RecordRegistry {
+    /// A registry that tracks at most `max_tasks` recordings (`retention.max_tasks`).
+    pub fn with_max_tasks(max_tasks: usize) -> RecordRegistry {
+        RecordRegistry {
+            inner: Mutex::new(Inner {
+                max_tasks: max_tasks.max(1),
+                ..Inner::default()
+            }),
+            wanted: tokio::sync::watch::channel(0).0,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every update is computed before it is stored: a poisoned lock is still consistent.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_max_tasks(&self, max_tasks: usize) {
+        self.lock().max_tasks = max_tasks.max(1);
+    }
+
+    /// Wakes the read loops when a read became due early.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.wanted.subscribe()
+    }
+
+    fn want(&self) {
+        self.wanted.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Loads what the store held; every recording not final is read again at once.
+    pub fn restore(&self, restored: RecordRestored) {
+        let mut inner = self.lock();
+        inner.apps.extend(restored.apps);
+        for t in restored.tasks {
+            let key = t.key();
+            inner.tasks.insert(key.clone(), t);
+            inner.schedule(&key, 0);
+        }
+    }
+
+    /// The apps whose recordings are tracked (`apps[].record`): only they are shown and read. An
+    /// app left out keeps its recordings and counters, hidden, until it returns.
+    pub fn set_configured(&self, apps: impl IntoIterator<Item = u64>) {
+        let mut inner = self.lock();
+        inner.configured = apps.into_iter().collect();
+        let ids: Vec<u64> = inner.configured.iter().copied().collect();
+        for id in ids {
+            if let std::collections::hash_map::Entry::Vacant(e) = inner.apps.entry(id) {
+                e.insert(RecordAppStats::default());
+                inner.apps_dirty.insert(id);
+            }
+        }
+    }
+
+    /// One complete or partial pass of the app's OnlineRecord running list: `listed` maps each
+    /// task id to its room and whether it was listed running (QUEUED or PROCESSING). New running
+    /// recordings are tracked and read at once. After a `complete` pass, a tracked recording that
+    /// is not final and is no longer listed, or is listed FINISHED, is read first: its end is near.
+    /// Returns how many recordings were added, and how many `retention.max_tasks` refused.
+    pub fn listed(
+        &self,
+        sdk_app_id: u64,
+        listed: &HashMap<String, (Option<i64>, bool)>,
+        complete: bool,
+    ) -> (usize, usize) {
+        let now = crate::task::unix_now();
+        let (mut added, mut refused, mut hinted) = (0, 0, 0);
+        {
+            let mut inner = self.lock();
+            for (id, (room_id, running)) in listed {
+                let key = (sdk_app_id, id.clone());
+                if inner.tasks.contains_key(&key) {
+                    if !*running {
+                        inner.schedule(&key, 0);
+                        hinted += 1;
+                    }
+                    continue;
+                }
+                // Listed FINISHED and never seen: history, not news.
+                if !*running {
+                    continue;
+                }
+                if !inner.make_room() {
+                    refused += 1;
+                    continue;
+                }
+                inner
+                    .tasks
+                    .insert(key.clone(), RecordTask::new(sdk_app_id, id.clone(), *room_id, now));
+                inner.apps.entry(sdk_app_id).or_default();
+                inner.touch(&key);
+                inner.schedule(&key, 0);
+                added += 1;
+            }
+            if complete {
+                let gone: Vec<Key> = inner
+                    .due
+                    .get(&sdk_app_id)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(at, id)| *at > 0 && !listed.contains_key(id))
+                    .map(|(_, id)| (sdk_app_id, id.clone()))
+                    .collect();
+                hinted += gone.len();
+                for key in gone {
+                    inner.schedule(&key, 0);
+                }
+            }
+        }
+        if added + hinted > 0 {
+            self.want();
+        }
+        (added, refused)
+    }
+
+    /// When the next read of `apps` is due (unix ms), if any recording is pollable.
+    pub fn next_due(&self, apps: &[u64]) -> Option<u64> {
+        let inner = self.lock();
+        apps.iter()
+            .filter(|a| inner.configured.contains(a))
+            .filter_map(|a| inner.due.get(a)?.first().map(|(at, _)| *at))
+            .min()
+    }
+
+    /// The recording of `apps` whose read is most overdue at `now_ms`, taken out of the queue
+    /// until its answer (or [`RecordRegistry::finish_poll`]).
+    pub fn next_to_poll(&self, apps: &[u64], now_ms: u64) -> Option<Key> {
+        let mut inner = self.lock();
+        let (at, app) = apps
+            .iter()
+            .filter(|a| inner.configured.contains(a))
+            .filter_map(|a| inner.due.get(a)?.first().map(|(at, _)| (*at, *a)))
+            .min()?;
+        if at > now_ms {
+            return None;
+        }
+        let id = inner.due.get(&app)?.first()?.1.clone();
+        let key = (app, id);
+        inner.unschedule(&key);
+        inner.polling.insert(key.clone());
+        Some(key)
+    }
+
+    /// A read that got no answer about the task: it is due again after `retry`.
+    pub fn finish_poll(&self, key: &Key, retry: Duration) {
+        let mut inner = self.lock();
+        inner.polling.remove(key);
+        let at = ms(crate::task::unix_now() + retry.as_secs_f64());
+        inner.schedule(key, at);
+    }
+
+    /// Folds one DescribeOnlineRecord answer in; the recording is due again after `every` unless
+    /// it is final.
+    pub fn answer(&self, key: &Key, answer: &RecordAnswer, every: Duration) -> RecordApplied {
+        let now = crate::task::unix_now();
+        let next = ms(now + every.as_secs_f64());
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.polling.remove(key);
+        let mut applied = RecordApplied::default();
+        let Some(t) = inner.tasks.get_mut(key) else {
+            return applied;
+        };
+        let report = match answer {
+            RecordAnswer::State(facts) => facts.clone(),
+            RecordAnswer::Failed(message) => RecordFacts {
+                status: RecordStatus::Failed,
+                failure: Some(Box::new(Failure::new("FailedOperation.Record", message))),
+                ..RecordFacts::default()
+            },
+            RecordAnswer::NotFound => {
+                t.not_found += 1;
+                if t.not_found >= NOT_FOUND_LIMIT {
+                    inner.remove(key);
+                    applied.dropped = true;
+                } else {
+                    inner.schedule(key, next);
+                }
+                return applied;
+            }
+        };
+        t.not_found = 0;
+        let before = t.facts.clone();
+        t.facts.absorb(&report);
+        let after = &t.facts;
+        let changed = *after != before;
+        if changed {
+            t.last_update = now;
+        }
+        let new_exceptions = after
+            .exception_cnt
+            .unwrap_or(0)
+            .saturating_sub(before.exception_cnt.unwrap_or(0));
+        if after.status.is_ended() && t.ended_at.is_none() {
+            t.ended_at = Some(now);
+        }
+        if after.status == RecordStatus::Stopped && t.stopped_at.is_none() {
+            t.stopped_at = Some(now);
+        }
+        if after.status.is_final() && t.final_at.is_none() {
+            t.final_at = Some(now);
+        }
+        let reason = after.finish_reason.unwrap_or(RecordFinishReason::Other);
+        if after.status.is_ended() && !t.counted_end && (reason != RecordFinishReason::Other || after.status.is_final())
+        {
+            t.counted_end = true;
+            applied.ended = Some(reason);
+        }
+        let mut result = None;
+        if after.status == RecordStatus::Finished && !t.counted_result {
+            t.counted_result = true;
+            applied.finished = true;
+            result = Some((
+                after.video_bytes.unwrap_or(0),
+                after.total_time_ms.map(|ms| ms as f64 / 1000.0),
+                t.stopped_at.map(|at| (now - at).max(0.0)),
+            ));
+        }
+        applied.room_id = after.room_id;
+        applied.exceptions = after.exception_cnt.unwrap_or(0);
+        let app = inner.apps.entry(key.0).or_default();
+        app.exceptions_total += new_exceptions;
+        if let Some(reason) = applied.ended {
+            app.finished_total[reason.index()] += 1;
+        }
+        if let Some((bytes, duration, upload)) = result {
+            app.video_bytes_total += bytes;
+            if let Some(d) = duration {
+                app.duration.observe(&DURATION_BUCKETS, d);
+            }
+            if let Some(u) = upload {
+                app.upload.observe(&UPLOAD_BUCKETS, u);
+            }
+        }
+        if changed || applied.ended.is_some() || applied.finished {
+            inner.touch(key);
+        }
+        inner.schedule(key, next);
+        applied
+    }
+
+    /// Removes final recordings whose result is older than `retention`. Returns how many went.
+    pub fn expire(&self, retention: Duration) -> usize {
+        let cutoff = crate::task::unix_now() - retention.as_secs_f64();
+        let mut inner = self.lock();
+        let due: Vec<Key> = inner
+            .tasks
+            .values()
+            .filter(|t| inner.configured.contains(&t.sdk_app_id))
+            .filter(|t| t.final_at.is_some_and(|at| at <= cutoff))
+            .map(RecordTask::key)
+            .collect();
+        for key in &due {
+            inner.remove(key);
+        }
+        due.len()
+    }
+
+    /// A copy of the shown recordings (sorted by app and id) and the shown apps' counters.
+    pub fn snapshot(&self) -> (Vec<RecordTask>, Vec<(u64, RecordAppStats)>) {
+        let inner = self.lock();
+        let mut tasks: Vec<RecordTask> = inner
+            .tasks
+            .values()
+            .filter(|t| inner.configured.contains(&t.sdk_app_id))
+            .cloned()
+            .collect();
+        let mut apps: Vec<(u64, RecordAppStats)> = inner
+            .configured
+            .iter()
+            .map(|id| (*id, inner.apps.get(id).cloned().unwrap_or_default()))
+            .collect();
+        drop(inner);
+        tasks.sort_by(|a, b| (a.sdk_app_id, &a.task_id).cmp(&(b.sdk_app_id, &b.task_id)));
+        apps.sort_by_key(|(id, _)| *id);
+        (tasks, apps)
+    }
+
+    /// A copy of one recording.
+    pub fn get(&self, sdk_app_id: u64, task_id: &str) -> Option<RecordTask> {
+        self.lock().tasks.get(&(sdk_app_id, task_id.to_string())).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The changes since the last batch, as one consistent cut.
+    pub fn take_batch(&self) -> RecordBatch {
+        let mut inner = self.lock();
+        let dirty = std::mem::take(&mut inner.dirty);
+        let removed = std::mem::take(&mut inner.removed);
+        let apps_dirty = std::mem::take(&mut inner.apps_dirty);
+        RecordBatch {
+            tasks: dirty.iter().filter_map(|k| inner.tasks.get(k).cloned()).collect(),
+            removed: removed.into_iter().collect(),
+            apps: apps_dirty
+                .into_iter()
+                .map(|id| (id, inner.apps.get(&id).cloned().unwrap_or_default()))
+                .collect(),
+        }
+    }
+
+    /// A batch the store could not write: taken again with the next one (newer state wins).
+    pub fn return_batch(&self, batch: RecordBatch) {
+        let mut inner = self.lock();
+        for t in batch.tasks {
+            let key = t.key();
+            if inner.tasks.contains_key(&key) {
+                inner.dirty.insert(key);
+            }
+        }
+        for key in batch.removed {
+            if !inner.tasks.contains_key(&key) {
+                inner.removed.insert(key);
+            }
+        }
+        inner.apps_dirty.extend(batch.apps.into_iter().map(|(id, _)| id));
+    }
+}
