@@ -39,6 +39,13 @@
       and on (job, sdk_app_id, task_id)
       (time() - max without (%(replicas)s) (last_over_time(tiw_push_task_ended_timestamp_seconds{%(sel)s}[%(window)s]))) < %(seconds)d
     ||| % { replicas: replicas, sel: sel, reason: reason, window: cfg.finishAlertWindow, seconds: cfg.finishAlertWindowSeconds },
+    // The same for a recording: `metric` (its finish reason or failure series) matching `reason`
+    // while the end the exporter saw is younger than the window.
+    local recordFinishEvent(metric, reason) = |||
+      max without (%(replicas)s) (last_over_time(%(metric)s{%(sel)s, %(label)s=~"%(reason)s"}[%(window)s]))
+      and on (job, sdk_app_id, task_id)
+      (time() - max without (%(replicas)s) (last_over_time(tiw_record_task_ended_timestamp_seconds{%(sel)s}[%(window)s]))) < %(seconds)d
+    ||| % { replicas: replicas, sel: sel, metric: metric, label: if metric == 'tiw_record_task_failure_info' then 'code' else 'reason', reason: reason, window: cfg.finishAlertWindow, seconds: cfg.finishAlertWindowSeconds },
     // Tencent's reason in words, from the failure series' labels.
     local why = '{{ if $labels.code }} Tencent says {{ $labels.code }}{{ if $labels.push_code }}, push code {{ $labels.push_code }}{{ end }}{{ if $labels.trtc_code }}, TRTC code {{ $labels.trtc_code }}{{ end }}.{{ end }}',
 
@@ -88,6 +95,54 @@
             'sum by (%s, sdk_app_id) (increase(tiw_push_exceptions_total{%s}[%s])) > %d' % [exporter, sel, cfg.exceptionsWindow, cfg.exceptionsThreshold],
             'Push exceptions are rising for SdkAppId {{ $labels.sdk_app_id }}',
             '{{ $value | printf "%.0f" }} push exceptions (ExceptionCnt) in the last ' + cfg.exceptionsWindow + ' for SdkAppId {{ $labels.sdk_app_id }}.',
+          ),
+        ],
+      },
+      {
+        // Real-time recording tasks (apps[].record): the same events as push, from the
+        // tiw_record_* families.
+        name: 'tiw-record-tasks',
+        rules: [
+          alert(
+            'TiwRecordFinishedAbnormally',
+            'critical',
+            recordFinishEvent('tiw_record_task_finish_reason', 'EXCEPTION|FORCE_STOP'),
+            'Real-time recording {{ $labels.task_id }} ended with {{ $labels.reason }}',
+            'Recording task {{ $labels.task_id }} of SdkAppId {{ $labels.sdk_app_id }} in room {{ $labels.room_id }} ended with FinishReason={{ $labels.reason }}{{ if eq $labels.reason "FORCE_STOP" }} (Tencent stops a recording paused over 90 minutes or recording over 24 hours){{ end }}: the class\'s recording is incomplete.',
+          ),
+          alert(
+            'TiwRecordFailed',
+            'critical',
+            recordFinishEvent('tiw_record_task_failure_info', '.+'),
+            'Real-time recording {{ $labels.task_id }} failed',
+            'Recording task {{ $labels.task_id }} of SdkAppId {{ $labels.sdk_app_id }} in room {{ $labels.room_id }} failed (Tencent says {{ $labels.code }}): the class has no recording. The exporter\'s log has Tencent\'s message.',
+          ),
+          alert(
+            'TiwRecordStuckPreparing',
+            'warning',
+            perTask('tiw_record_task_status', 'status="PREPARED"') + ' == 1',
+            'Real-time recording {{ $labels.task_id }} has been PREPARED for over ' + cfg.recordPreparedFor,
+            'Recording task {{ $labels.task_id }} of SdkAppId {{ $labels.sdk_app_id }} in room {{ $labels.room_id }} has not started recording after ' + cfg.recordPreparedFor + ': the recorder has not joined the room.',
+            cfg.recordPreparedFor,
+          ),
+          alert(
+            'TiwRecordUploadStuck',
+            'warning',
+            |||
+              (time() - max without (%(replicas)s) (tiw_record_task_stop_timestamp_seconds{%(sel)s})) > %(seconds)d
+              and on (job, sdk_app_id, task_id)
+              max without (%(replicas)s) (tiw_record_task_status{%(sel)s, status="STOPPED"}) == 1
+            ||| % { replicas: replicas, sel: sel, seconds: cfg.recordUploadSeconds },
+            'The video of recording {{ $labels.task_id }} is not ready {{ $value | humanizeDuration }} after it stopped',
+            'Recording task {{ $labels.task_id }} of SdkAppId {{ $labels.sdk_app_id }} stopped {{ $value | humanizeDuration }} ago and is still STOPPED (processing and uploading its video): the class\'s replay is not available yet.',
+            cfg.recordUploadFor,
+          ),
+          alert(
+            'TiwRecordInterruptsRising',
+            'warning',
+            'max without (%s) (max_over_time(tiw_record_task_stream_interrupts{%s}[%s]) - min_over_time(tiw_record_task_stream_interrupts{%s}[%s])) > %d' % [replicas, sel, cfg.recordInterruptsWindow, sel, cfg.recordInterruptsWindow, cfg.recordInterruptsThreshold],
+            'Streams keep breaking in the recording of room {{ $labels.room_id }}',
+            '{{ $value | printf "%.0f" }} stream interruptions (Interrupts[].Count) in the last ' + cfg.recordInterruptsWindow + ' in recording task {{ $labels.task_id }} of SdkAppId {{ $labels.sdk_app_id }}: the recording will have gaps.',
           ),
         ],
       },

@@ -36,5 +36,10 @@
     relayBacklogFor: '5m',
     transcodeBacklogSeconds: 600,  // TiwTranscodeBacklog: a document transcode QUEUED this long
     transcodeBacklogFor: '5m',
+    recordPreparedFor: '2m',  // TiwRecordStuckPreparing: a recording PREPARED this long
+    recordUploadSeconds: 1800,  // TiwRecordUploadStuck: STOPPED this long after RecordStopTime
+    recordUploadFor: '5m',
+    recordInterruptsWindow: '15m',  // TiwRecordInterruptsRising: interruptions of one recording over this
+    recordInterruptsThreshold: 5,
   },
 }

@@ -211,6 +211,24 @@
           target('max by (instance, sdk_app_id) (tiw_exporter_callback_forward_dead_letters{%s, sdk_app_id=~"$sdk_app_id"})' % sel, 'dead letters {{instance}} {{sdk_app_id}}'),
         ], 'short'),
 
+        row('Real-time recording'),
+        timeseries('Recording tasks by status', 'Tracked real-time recording tasks (apps with record: true) per status: PREPARED, RECORDING, PAUSED, STOPPED (the video is processed and uploaded), FINISHED, FAILED.', 12, 7,
+                   [target('sum by (status) (max without (%s) (tiw_record_tasks{%s}))' % [replicas, app], '{{status}}')], 'short'),
+        timeseries('Recordings ended by reason', 'Recordings ended per hour by finish reason: EXCEPTION and FORCE_STOP (paused over 90 minutes, or recording over 24 hours) and FAILED cost a class its recording.', 12, 7,
+                   [target('sum by (reason) (max without (%s) (increase(tiw_record_tasks_finished_total{%s}[1h])))' % [replicas, app], '{{reason}}')], 'short'),
+        table('Recordings not finished well', 'Recording tasks that ended with EXCEPTION, FORCE_STOP or FAILED, or are stuck: PREPARED, or STOPPED (uploading) for long. Room, reason and stream interruptions.', 24, 8, [
+          target(task('tiw_record_task_finish_reason', 'reason=~"EXCEPTION|FORCE_STOP|FAILED"'), instant=true, table=true),
+          target(task('tiw_record_task_stream_interrupts'), instant=true, table=true),
+        ], { sdk_app_id: 'SdkAppId', task_id: 'Task', room_id: 'Room', reason: 'Reason', 'Value #B': 'Interrupts' }, exclude=['Value #A', 'instance', 'pod']),
+        timeseries('Upload and replay length', 'How long processing and uploading took (STOPPED to FINISHED as seen; TiwRecordUploadStuck past %d s) and the replay length (TotalTime), p50 over the last hour.' % cfg.recordUploadSeconds, 12, 7, [
+          target('histogram_quantile(0.5, sum by (le) (max without (%s) (increase(tiw_record_upload_seconds_bucket{%s}[1h]))))' % [replicas, app], 'upload p50'),
+          target('histogram_quantile(0.5, sum by (le) (max without (%s) (increase(tiw_record_duration_seconds_bucket{%s}[1h]))))' % [replicas, app], 'replay p50'),
+        ], 's'),
+        timeseries('Recording exceptions and video', 'ExceptionCnt increases and result video bytes per hour.', 12, 7, [
+          target('sum (max without (%s) (increase(tiw_record_exceptions_total{%s}[1h])))' % [replicas, app], 'exceptions'),
+          target('sum (max without (%s) (increase(tiw_record_video_bytes_total{%s}[1h])))' % [replicas, app], 'video bytes'),
+        ], 'short'),
+
         row('Running tasks, all types'),
         timeseries('Running tasks by type', 'What DescribeRunningTasks lists per task type and status (tiw_running_tasks): whiteboard push, real-time recording and document transcoding (TranscodeH5, TranscodeJPG), which are counted here only, not tracked one by one. QUEUED transcodes waiting is the backlog.', 12, 7,
                    [target('sum by (task_type, status) (max without (%s) (tiw_running_tasks{%s}))' % [replicas, app], '{{task_type}} {{status}}')], 'short'),

@@ -259,13 +259,18 @@ fn demo_shows_pushing_and_stopped_tasks_within_ten_seconds() {
             "tiw_running_tasks",
             &[("task_type", "TranscodeH5"), ("status", "QUEUED")],
         );
-        if pushing >= 1.0 && stopped >= 1.0 && recordings >= 1.0 && queued >= 1.0 {
+        // Recording tasks one by one, beside push tasks, in several states.
+        let record_states = ["PREPARED", "RECORDING", "PAUSED", "STOPPED", "FINISHED", "FAILED"]
+            .iter()
+            .filter(|s| m.sum("tiw_record_tasks", &[("status", s)]) >= 1.0)
+            .count();
+        if pushing >= 1.0 && stopped >= 1.0 && recordings >= 1.0 && queued >= 1.0 && record_states >= 3 {
             assert!(m.sum("tiw_push_task_finish_reason", &[("reason", "EXCEPTION")]) >= 1.0 || stopped >= 1.0);
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "demo showed no PUSHING and STOPPED tasks, recordings and a queued transcode within 10 s:\n{text}"
+            started.elapsed() < Duration::from_secs(15),
+            "demo showed no PUSHING and STOPPED tasks, recordings in 3 states and a queued transcode within 15 s:\n{text}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }

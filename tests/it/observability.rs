@@ -23,8 +23,9 @@ pub(crate) fn repo(path: &str) -> PathBuf {
 const MAY_BE_PENDING_IN_DEMO: [&str; 2] = ["TiwPushStuckPreparing", "TiwCallbacksMissing"];
 
 /// Alerts that must stay quiet while the demo runs normally.
-const QUIET_IN_DEMO: [&str; 8] = [
+const QUIET_IN_DEMO: [&str; 9] = [
     "TiwApiDown",
+    "TiwRecordUploadStuck",
     "TiwApiRateLimited",
     "TiwCallbacksRejected",
     "TiwCallbacksMissing",
@@ -238,8 +239,12 @@ async fn dashboard_is_importable_and_queries_only_served_metrics() {
     let sim = start_sim(sim_config(&[app])).await;
     let t = sim.sim.create_task(app, 1);
     sim.sim.start_pushing(&t);
+    // Its recordings tracked too, one of them at work.
+    let recording = sim.sim.create_record(app, 2);
+    sim.sim
+        .update_record(&recording, tiw_push_exporter::simulator::recording::lifecycle::start);
     let relay = format!(
-        "  - sdk_app_id: {app}\n    callback_forward_url: {}/tiw\n",
+        "  - sdk_app_id: {app}\n    callback_forward_url: {}/tiw\n    record: true\n",
         closed_endpoint()
     );
     let yaml = config_yaml(&sim.endpoint(), &[app], "200ms", "").replace(&format!("  - sdk_app_id: {app}\n"), &relay);
@@ -248,8 +253,10 @@ async fn dashboard_is_importable_and_queries_only_served_metrics() {
     // Families set just after a poll's answer is applied (the scrape may fall in between).
     let m = wait_for(Duration::from_secs(10), "the poll's own metrics", || async {
         let m = exporter.scrape().await;
-        (m.text.contains("tiw_exporter_last_poll_success_timestamp_seconds{") && m.text.contains("tiw_up{"))
-            .then_some(m)
+        (m.text.contains("tiw_exporter_last_poll_success_timestamp_seconds{")
+            && m.text.contains("tiw_up{")
+            && m.text.contains("tiw_record_task_stream_interrupts{"))
+        .then_some(m)
     })
     .await;
     let mut served: BTreeSet<String> = m
@@ -268,7 +275,14 @@ async fn dashboard_is_importable_and_queries_only_served_metrics() {
         .collect();
     served.insert("up".into());
     // Series that only exist once a task ended.
-    served.extend(["tiw_push_task_finish_reason", "tiw_push_task_stop_timestamp_seconds"].map(String::from));
+    served.extend(
+        [
+            "tiw_push_task_finish_reason",
+            "tiw_push_task_stop_timestamp_seconds",
+            "tiw_record_task_finish_reason",
+        ]
+        .map(String::from),
+    );
     let queries = dashboard_queries();
     assert!(queries.len() >= 30);
     for (panel, expr) in &queries {

@@ -252,3 +252,125 @@ async fn a_recordings_events_go_to_its_own_url_with_its_own_key() {
     assert_eq!(last["EventType"], "OnlineRecordStopped");
     sim.stop().await;
 }
+
+/// The exporter tracks recordings one by one for an app with `record: true`: found in the
+/// OnlineRecord list, shown in every state, an end noticed from the list (reads are a minute apart
+/// here, so only the list's hint can show it within seconds), counted once, and kept across a
+/// restart. An app without `record` costs no DescribeOnlineRecord and shows no recording.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exporter_follows_recordings_through_their_states() {
+    const OTHER: u64 = 1400000002;
+    let sim = start_sim(sim_config(&[APP, OTHER])).await;
+    let recording = sim.sim.create_record(APP, 11);
+    sim.sim.update_record(&recording, lifecycle::start);
+    let paused = sim.sim.create_record(APP, 12);
+    sim.sim.update_record(&paused, lifecycle::start);
+    sim.sim.update_record(&paused, lifecycle::pause);
+    let failed = sim.sim.create_record(APP, 13);
+    sim.sim
+        .update_record(&failed, |t| lifecycle::fail(t, "code: 40004, msg: im login failed"));
+    let prepared = sim.sim.create_record(APP, 14);
+    sim.sim.create_record(OTHER, 15);
+
+    let yaml = format!(
+        "tencentcloud:\n  endpoint: {}\n  secret_id: {SECRET_ID}\n  secret_key: {SECRET_KEY}\n  timeout: 1s\n\
+         apps:\n  - sdk_app_id: {APP}\n    record: true\n  - sdk_app_id: {OTHER}\n\
+         poll:\n  interval: 60s\n  discovery_interval: 300ms\n",
+        sim.endpoint()
+    );
+    let app = APP.to_string();
+    let status = |m: &Metrics, task: &str| -> Option<String> {
+        [
+            "PREPARED",
+            "RECORDING",
+            "PAUSED",
+            "STOPPED",
+            "FINISHED",
+            "FAILED",
+            "UNKNOWN",
+        ]
+        .into_iter()
+        .find(|s| {
+            m.get(
+                "tiw_record_task_status",
+                &[("sdk_app_id", &app), ("task_id", task), ("status", s)],
+            ) == Some(1.0)
+        })
+        .map(str::to_string)
+    };
+    let exporter = start_exporter(&yaml).await;
+    // A recording that failed before the exporter's first pass is not in the running list: history,
+    // not tracked.
+    let m = wait_for(Duration::from_secs(15), "recordings in their states", || async {
+        let m = exporter.scrape().await;
+        let states: Vec<Option<String>> = [&recording, &paused, &prepared].iter().map(|t| status(&m, t)).collect();
+        (states == [Some("RECORDING".into()), Some("PAUSED".into()), Some("PREPARED".into())]).then_some(m)
+    })
+    .await;
+    assert_eq!(status(&m, &failed), None, "{failed} failed before it was ever listed");
+    assert_eq!(
+        m.sum("tiw_record_task_status", &[("sdk_app_id", &OTHER.to_string())]),
+        0.0
+    );
+    assert_eq!(m.sum("tiw_record_tasks", &[("sdk_app_id", &OTHER.to_string())]), 0.0);
+    let reads = sim
+        .sim
+        .stats()
+        .requests
+        .get("DescribeOnlineRecord")
+        .copied()
+        .unwrap_or(0);
+    assert_eq!(
+        reads, 3,
+        "one read per recording of the recording app, none of the other"
+    );
+
+    // Ended with EXCEPTION and uploaded: gone from the list, so read first, well before a minute.
+    sim.sim.update_record(&recording, |t| lifecycle::stop(t, "EXCEPTION"));
+    sim.sim.update_record(&recording, lifecycle::finish);
+    let ended = std::time::Instant::now();
+    let m = wait_for(Duration::from_secs(10), "the end, from the list's hint", || async {
+        let m = exporter.scrape().await;
+        (status(&m, &recording).as_deref() == Some("FINISHED")).then_some(m)
+    })
+    .await;
+    assert!(ended.elapsed() < Duration::from_secs(10));
+    let reason = |m: &Metrics, r: &str| {
+        m.get(
+            "tiw_record_tasks_finished_total",
+            &[("sdk_app_id", &app), ("reason", r)],
+        )
+    };
+    assert_eq!(reason(&m, "EXCEPTION"), Some(1.0));
+    assert_eq!(m.sum("tiw_record_tasks_finished_total", &[("sdk_app_id", &app)]), 1.0);
+    assert_eq!(
+        m.get(
+            "tiw_record_task_finish_reason",
+            &[("sdk_app_id", &app), ("task_id", &recording), ("reason", "EXCEPTION")]
+        ),
+        Some(1.0)
+    );
+    assert!(m.get("tiw_record_video_bytes_total", &[("sdk_app_id", &app)]).unwrap() > 0.0);
+    assert_eq!(
+        m.get("tiw_record_duration_seconds_count", &[("sdk_app_id", &app)]),
+        Some(1.0)
+    );
+
+    // A restart on the same store: the recordings and their counters are back, nothing counted twice.
+    let state = exporter.stop_keeping_state().await;
+    let exporter = start_exporter_with_state(&yaml, state).await;
+    let m = wait_for(
+        Duration::from_secs(10),
+        "the recordings back after a restart",
+        || async {
+            let m = exporter.scrape().await;
+            (status(&m, &paused).as_deref() == Some("PAUSED")).then_some(m)
+        },
+    )
+    .await;
+    assert_eq!(status(&m, &recording).as_deref(), Some("FINISHED"));
+    assert_eq!(reason(&m, "EXCEPTION"), Some(1.0));
+    assert_eq!(m.sum("tiw_record_tasks_finished_total", &[("sdk_app_id", &app)]), 1.0);
+    exporter.stop().await;
+    sim.stop().await;
+}
