@@ -323,7 +323,8 @@ impl RecordRegistry {
         for t in restored.tasks {
             let key = t.key();
             inner.tasks.insert(key.clone(), t);
-            inner.schedule(&key, 0);
+            // Due at once, behind any hint of the list (due at 0).
+            inner.schedule(&key, 1);
         }
     }
 
@@ -378,7 +379,9 @@ impl RecordRegistry {
                     .insert(key.clone(), RecordTask::new(sdk_app_id, id.clone(), *room_id, now));
                 inner.apps.entry(sdk_app_id).or_default();
                 inner.touch(&key);
-                inner.schedule(&key, 0);
+                // Due now, in the order found: behind the list's hints (due at 0), which are the
+                // reads that show an end.
+                inner.schedule(&key, ms(now));
                 added += 1;
             }
             if complete {

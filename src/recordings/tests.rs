@@ -166,8 +166,24 @@ fn not_found_three_times_drops_and_batches_carry_every_change() {
     });
     restored.set_configured([APP]);
     assert_eq!(
-        restored.next_to_poll(&[APP], 0),
+        restored.next_to_poll(&[APP], u64::MAX),
         Some((APP, "b".to_string())),
         "read again at once"
+    );
+}
+
+#[test]
+fn the_lists_hint_goes_before_recordings_never_read() {
+    let r = registry();
+    let many: Vec<(String, bool)> = (0..50).map(|i| (format!("r{i:02}"), true)).collect();
+    let items: Vec<(&str, bool)> = many.iter().map(|(id, running)| (id.as_str(), *running)).collect();
+    r.listed(APP, &listed(&items), true);
+    // r49 ended: the next complete pass lists every other one.
+    let rest: Vec<(&str, bool)> = items.iter().copied().filter(|(id, _)| *id != "r49").collect();
+    r.listed(APP, &listed(&rest), true);
+    assert_eq!(
+        r.next_to_poll(&[APP], u64::MAX),
+        Some((APP, "r49".to_string())),
+        "the hint is read before the 49 first reads still owed"
     );
 }

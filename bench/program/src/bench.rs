@@ -39,6 +39,8 @@ struct Sizes {
     endings: Vec<usize>,
     endings_count: usize,
     endings_window: Duration,
+    /// Recordings of the `record_endings` workload.
+    record_endings: usize,
 }
 
 fn out(name: &str, value: impl std::fmt::Display) {
@@ -356,6 +358,100 @@ async fn endings(n: usize, ends: usize, window: Duration, follow_list: bool) {
         &format!("{label}_cpu_percent"),
         format!("{:.0}", (cpu_seconds(std::process::id()) - cpu_before) / took * 100.0),
     );
+    token.cancel();
+    let _ = served.await;
+    sim.stop().await;
+}
+
+/// record_endings: N real-time recordings (100 per app, one account, `record: true`), all
+/// RECORDING, callbacks off; `ends` random ones end with EXCEPTION at random instants over
+/// `window`, their upload done at once, so they leave the OnlineRecord running list. How long from
+/// each end until `/metrics` shows that recording's finish reason EXCEPTION. DescribeOnlineRecord's
+/// 20/s reads 1,000 recordings once in 50 s: only the list's hint can show an end within seconds.
+async fn record_endings(n: usize, ends: usize, window: Duration) {
+    use rand::seq::IndexedRandom;
+    use tiw_push_exporter::simulator::recording::lifecycle;
+    let label = format!("record_endings_{n}");
+    let apps: Vec<u64> = (0..n.div_ceil(TASKS_PER_APP) as u64).map(|i| 1400000001 + i).collect();
+    let sim = start_sim(sim_config(apps.clone(), Duration::from_millis(100))).await;
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = sim.sim.create_record(apps[i / TASKS_PER_APP], i as i64);
+        sim.sim.update_record(&t, lifecycle::start);
+        tasks.push(t);
+    }
+    let dir = scratch_dir();
+    let yaml = yaml(&sim.endpoint(), &apps, None, "15s", dir.path(), true)
+        .replace("  discovery_interval: 60s\n", "")
+        .replace("    discover: true\n", "    discover: true\n    record: true\n");
+    let config = Config::from_yaml(&yaml, &|_| None).unwrap();
+    let exporter = Exporter::new(config, ServeOptions::default()).unwrap();
+    let records = exporter.records.clone();
+    let token = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = tokio::spawn(exporter.serve(listener, token.clone()));
+    while records.len() < n {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut rng = rand::rng();
+    let mut schedule: Vec<(Duration, String)> = tasks
+        .choose_multiple(&mut rng, ends)
+        .map(|t| (window.mul_f64(rand::Rng::random::<f64>(&mut rng)), t.clone()))
+        .collect();
+    schedule.sort();
+    let t0 = Instant::now();
+    let ender = {
+        let (sim, schedule) = (sim.sim.clone(), schedule.clone());
+        tokio::spawn(async move {
+            for (at, t) in schedule {
+                tokio::time::sleep_until((t0 + at).into()).await;
+                sim.update_record(&t, |r| {
+                    lifecycle::stop(r, "EXCEPTION");
+                    lifecycle::finish(r);
+                });
+            }
+        })
+    };
+    let client = reqwest::Client::new();
+    let mut delays: HashMap<&str, f64> = HashMap::new();
+    while delays.len() < schedule.len() {
+        let text = get_text(&client, &format!("http://{addr}/metrics")).await;
+        let now = t0.elapsed();
+        let shown: std::collections::HashSet<String> = text
+            .lines()
+            .filter(|l| l.starts_with("tiw_record_task_finish_reason{") && l.contains("reason=\"EXCEPTION\"} 1"))
+            .filter_map(|l| l.split("task_id=\"").nth(1)?.split('"').next().map(String::from))
+            .collect();
+        for (at, t) in &schedule {
+            if *at <= now && !delays.contains_key(t.as_str()) && shown.contains(t.as_str()) {
+                delays.insert(t, (now - *at).as_secs_f64());
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "{label}: not every end showed in 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let _ = ender.await;
+    let t1 = Instant::now();
+    let took = (t1 - t0).as_secs_f64();
+    let delays: Vec<f64> = delays.values().copied().collect();
+    let stats = sim.sim.stats();
+    out(&format!("{label}_ends"), delays.len());
+    out(&format!("{label}_p50_s"), format!("{:.1}", percentile(&delays, 0.5)));
+    out(&format!("{label}_max_s"), format!("{:.1}", percentile(&delays, 1.0)));
+    for (action, short) in [("DescribeOnlineRecord", "read"), ("DescribeRunningTasks", "list")] {
+        out(
+            &format!("{label}_{short}_rate_limited"),
+            stats.over_limit.get(action).copied().unwrap_or(0),
+        );
+        let rate = stats.admitted_between(action, t0, t1) as f64 / took;
+        out(&format!("{label}_{short}_requests_per_second"), format!("{rate:.2}"));
+    }
     token.cancel();
     let _ = served.await;
     sim.stop().await;
@@ -1066,6 +1162,7 @@ pub async fn main() {
             endings: vec![100],
             endings_count: 5,
             endings_window: Duration::from_secs(5),
+            record_endings: 100,
         }
     } else {
         Sizes {
@@ -1082,10 +1179,11 @@ pub async fn main() {
             endings: vec![1_000, 10_000],
             endings_count: 20,
             endings_window: Duration::from_secs(20),
+            record_endings: 1_000,
         }
     };
     // --only NAME[,NAME]: run just those workloads (render, ingest, freshness, footprint, poll, endings,
-    // stall).
+    // record_endings, stall).
     let args: Vec<String> = std::env::args().collect();
     let only = args
         .iter()
@@ -1131,5 +1229,8 @@ pub async fn main() {
             endings(n, s.endings_count, s.endings_window, true).await;
             endings(n, s.endings_count, s.endings_window, false).await;
         }
+    }
+    if run("record_endings") {
+        record_endings(s.record_endings, s.endings_count, s.endings_window).await;
     }
 }
