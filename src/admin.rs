@@ -192,8 +192,11 @@ pub async fn callback(action: CallbackCommand) -> anyhow::Result<ExitCode> {
                     if parsed.scheme() == "http" {
                         warn("http:// sends every callback, its Sign included, in clear text across the internet; register an https:// URL (TLS on callback.listen_address, or a TLS-terminating ingress)");
                     }
-                    if feature == Feature::Record && parsed.path() == config.callback.path {
-                        warn("the exporter does not take recording callbacks yet: it answers them 200 `ignored`, so nothing receives TIW's recording events at this URL");
+                    let records = config
+                        .app(client.sdk_app_id)
+                        .is_some_and(|a| a.record && a.record_callback_key.is_some());
+                    if feature == Feature::Record && parsed.path() == config.callback.path && !records {
+                        warn(&format!("app {} has no record: true and record_callback_key in the config: the exporter answers its recording events 200 `ignored`, so nothing receives them at this URL", client.sdk_app_id));
                     } else if feature == Feature::Push && parsed.path() != config.callback.path {
                         warn(&format!(
                             "the URL's path {} is not the config's callback.path {}: the exporter answers 404 there unless something in front rewrites it",

@@ -20,6 +20,8 @@ pub const DEMO_SECRET_ID: &str = "AKIDtiwPushExporterDemo000000000000";
 pub const DEMO_SECRET_KEY: &str = "tiwPushExporterDemoSecretKey0000";
 /// The key the simulator signs the demo apps' callbacks with.
 pub const DEMO_CALLBACK_KEY: &str = "tiw-push-exporter-demo-callback-key";
+/// The key the demo's recording feature signs its events with (its own, as at Tencent).
+pub const DEMO_RECORD_KEY: &str = "tiw-push-exporter-demo-record-key";
 
 /// Settings of `demo`.
 #[derive(Debug, Clone)]
@@ -183,6 +185,7 @@ pub async fn run(
         None => {
             for app in DEMO_APPS {
                 sim.set_callback(app, &format!("http://{shown}/callback"), DEMO_CALLBACK_KEY);
+                sim.set_record_callback(app, &format!("http://{shown}/callback"), DEMO_RECORD_KEY);
             }
             // The second app shows relay mode: its callbacks go on to a stand-in for the product
             // backend that owned TIW's URL before (README, "Callbacks and your existing backend").
@@ -190,7 +193,7 @@ pub async fn run(
             let interval = humantime::format_duration(options.poll_interval);
             let yaml = format!(
                 "tencentcloud:\n  endpoint: {endpoint}\n  secret_id: {DEMO_SECRET_ID}\n  secret_key: {DEMO_SECRET_KEY}\n  session_token: ''\n\
-                 apps:\n  - sdk_app_id: {}\n    callback_key: {DEMO_CALLBACK_KEY}\n    record: true\n  - sdk_app_id: {}\n    callback_key: {DEMO_CALLBACK_KEY}\n    callback_forward_url: {backend}\n    record: true\n\
+                 apps:\n  - sdk_app_id: {}\n    callback_key: {DEMO_CALLBACK_KEY}\n    record: true\n    record_callback_key: {DEMO_RECORD_KEY}\n  - sdk_app_id: {}\n    callback_key: {DEMO_CALLBACK_KEY}\n    callback_forward_url: {backend}\n    record: true\n    record_callback_key: {DEMO_RECORD_KEY}\n\
                  poll:\n  interval: {interval}\n  discovery_interval: {interval}\n  census_interval: 5s\n\
                  state:\n  path: {}\nretention:\n  stopped_tasks: 10m\n",
                 DEMO_APPS[0],

@@ -135,13 +135,16 @@ impl Exporter {
             ))
             .expect("the relay's gauges are registered once");
         let (durable, writer_inbox) = writer_channel();
-        let callbacks = Arc::new(CallbackReceiver::durable(
-            &config,
-            registry.clone(),
-            metrics.callback_sinks(),
-            (durable, relay.clone()),
-            options.limits.read_timeout,
-        ));
+        let callbacks = Arc::new(
+            CallbackReceiver::durable(
+                &config,
+                registry.clone(),
+                metrics.callback_sinks(),
+                (durable, relay.clone()),
+                options.limits.read_timeout,
+            )
+            .with_records(records.clone()),
+        );
         let (reload, reload_rx) = ReloadHandle::channel();
         let web = LiveWebConfig::new(options.web.clone(), options.web_config_file.clone());
         Ok(Exporter {

@@ -28,6 +28,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::Config;
 use crate::instruments::CallbackSinks;
+use crate::recordings::{RecordClaim, RecordRegistry};
 use crate::registry::{CallbackApplied, TaskRegistry};
 use crate::relay::Relay;
 use crate::store::StoreHandle;
@@ -41,6 +42,8 @@ pub use http::router;
 use http::InFlight;
 
 pub const STARTED: &str = "WhiteboardPushStarted";
+/// The real-time recording feature's events (Tencent's "Real-Time Recording Event" page).
+pub const RECORD_EVENTS: [&str; 3] = ["OnlineRecordStarted", "OnlineRecordStopped", "OnlineRecordFinished"];
 pub const STOPPED: &str = "WhiteboardPushStopped";
 
 /// Largest value accepted for unix times, room ids and counts (u32: TRTC's room ids, times to 2106).
@@ -248,6 +251,48 @@ fn parse_push(kind: PushEvent, data: &serde_json::value::RawValue) -> Result<Pus
     })
 }
 
+/// What a recording event's EventData must say: which task (its other fields are the API's to
+/// confirm).
+#[derive(Deserialize)]
+struct RecordEventData {
+    #[serde(rename = "TaskId")]
+    task_id: String,
+}
+
+/// The signature checks of design §3 with `keys`: an app without a key takes unsigned events only
+/// with `allow_unsigned`; Sign must be MD5(key + ExpireTime) for one of the keys, compared in
+/// constant time, and ExpireTime not passed at `now`.
+fn check_sign(
+    keys: &[SecretString],
+    allow_unsigned: bool,
+    envelope: &Envelope,
+    now: f64,
+) -> Result<(), (CallbackOutcome, String)> {
+    match (keys.is_empty(), envelope.expire_time, envelope.sign.as_deref()) {
+        (true, _, _) if allow_unsigned => Ok(()),
+        (true, _, _) => Err((
+            CallbackOutcome::Unsigned,
+            "the app has no callback_key and does not set allow_unsigned_callbacks".into(),
+        )),
+        (false, Some(expire_time), Some(sign)) => {
+            if !keys.iter().any(|k| verify_sign(k.expose_secret(), expire_time, sign)) {
+                return Err((
+                    CallbackOutcome::BadSignature,
+                    "Sign does not match MD5(key + ExpireTime)".into(),
+                ));
+            }
+            if now > expire_time as f64 {
+                return Err((CallbackOutcome::Expired, format!("ExpireTime {expire_time} has passed")));
+            }
+            Ok(())
+        }
+        (false, _, _) => Err((
+            CallbackOutcome::Unsigned,
+            "the app has a callback key but the event has no Sign/ExpireTime".into(),
+        )),
+    }
+}
+
 /// How one app's push events are verified.
 #[derive(Clone, Default)]
 struct AppKeys {
@@ -255,6 +300,9 @@ struct AppKeys {
     keys: Vec<SecretString>,
     /// No key: accept unsigned push events (`allow_unsigned_callbacks`).
     allow_unsigned: bool,
+    /// The recording feature's key (`record_callback_key`), when the app's recordings are tracked:
+    /// then `OnlineRecord…` events are verified with it and put the recording's read first.
+    record_keys: Vec<SecretString>,
 }
 
 /// Receives callbacks for the configured apps.
@@ -274,6 +322,8 @@ pub struct CallbackReceiver {
     store: Option<StoreHandle>,
     /// Relay mode: requests of apps with `callback_forward_url` are queued for their backend.
     relay: Option<Arc<Relay>>,
+    /// The recording tasks, for the recording feature's events (`None`: they are ignored).
+    records: Option<Arc<RecordRegistry>>,
 }
 
 impl CallbackReceiver {
@@ -311,9 +361,19 @@ impl CallbackReceiver {
             read_timeout: read_timeout.max(Duration::from_millis(1)),
             store,
             relay,
+            records: None,
         };
         receiver.reconfigure(config);
         receiver
+    }
+
+    /// Takes the recording feature's events for the apps that track recordings
+    /// (`record: true` and `record_callback_key`), into `records`.
+    pub fn with_records(self, records: Arc<RecordRegistry>) -> Self {
+        CallbackReceiver {
+            records: Some(records),
+            ..self
+        }
     }
 
     /// Takes the apps, keys and body limit of a (re)loaded config.
@@ -325,6 +385,7 @@ impl CallbackReceiver {
                 let keys = AppKeys {
                     keys: a.callback_key.iter().chain(&a.callback_key_previous).cloned().collect(),
                     allow_unsigned: a.allow_unsigned_callbacks,
+                    record_keys: a.record_callback_key.iter().filter(|_| a.record).cloned().collect(),
                 };
                 (a.sdk_app_id, keys)
             })
@@ -420,51 +481,60 @@ impl CallbackReceiver {
                 format!("SdkAppId {app} is not configured"),
             );
         };
+        // The recording feature's events, for an app whose recordings are tracked and whose
+        // recording key is known: verified with that key, they put the recording's read first.
+        if let (Some(records), Some(event_type), false) = (
+            &self.records,
+            RECORD_EVENTS.iter().find(|e| **e == envelope.event_type),
+            keys.record_keys.is_empty(),
+        ) {
+            if let Err((outcome, reason)) = check_sign(&keys.record_keys, false, &envelope, now) {
+                return refuse(app, event_type, outcome, reason);
+            }
+            let task_id = match serde_json::from_str::<RecordEventData>(envelope.event_data.get()) {
+                Ok(d) if is_task_id(&d.task_id) => d.task_id,
+                Ok(_) => {
+                    return refuse(
+                        app,
+                        event_type,
+                        CallbackOutcome::Malformed,
+                        "TaskId: not a task id".into(),
+                    )
+                }
+                Err(e) => return refuse(app, event_type, CallbackOutcome::Malformed, format!("EventData: {e}")),
+            };
+            let outcome = match records.claimed(app, &task_id) {
+                RecordClaim::Taken => CallbackOutcome::Accepted,
+                RecordClaim::Refuted => CallbackOutcome::Contradicted,
+                RecordClaim::Full => {
+                    return Processed {
+                        task_id: Some(task_id),
+                        ..refuse(
+                            app,
+                            event_type,
+                            CallbackOutcome::Full,
+                            "too many recordings only callbacks named wait for the API to confirm them, or retention.max_tasks".into(),
+                        )
+                    }
+                }
+            };
+            return Processed {
+                sdk_app_id: app,
+                event_type,
+                outcome,
+                reason: String::new(),
+                delay_seconds: Some((now - envelope.timestamp as f64).max(0.0)),
+                task_id: Some(task_id),
+                finish_reason: None,
+            };
+        }
         // Another TIW feature's event (transcoding, recording, ...) is signed with that feature's
         // own key (SetTranscodeCallbackKey, ...): taken and ignored without a signature check.
         let Some(kind) = kind else {
             return refuse(app, event_type, CallbackOutcome::Ignored, String::new());
         };
-        match (keys.keys.is_empty(), envelope.expire_time, envelope.sign.as_deref()) {
-            (true, _, _) if keys.allow_unsigned => {}
-            (true, _, _) => {
-                return refuse(
-                    app,
-                    event_type,
-                    CallbackOutcome::Unsigned,
-                    "the app has no callback_key and does not set allow_unsigned_callbacks".into(),
-                )
-            }
-            (false, Some(expire_time), Some(sign)) => {
-                if !keys
-                    .keys
-                    .iter()
-                    .any(|k| verify_sign(k.expose_secret(), expire_time, sign))
-                {
-                    return refuse(
-                        app,
-                        event_type,
-                        CallbackOutcome::BadSignature,
-                        "Sign does not match MD5(key + ExpireTime)".into(),
-                    );
-                }
-                if now > expire_time as f64 {
-                    return refuse(
-                        app,
-                        event_type,
-                        CallbackOutcome::Expired,
-                        format!("ExpireTime {expire_time} has passed"),
-                    );
-                }
-            }
-            (false, _, _) => {
-                return refuse(
-                    app,
-                    event_type,
-                    CallbackOutcome::Unsigned,
-                    "the app has a callback key but the event has no Sign/ExpireTime".into(),
-                )
-            }
+        if let Err((outcome, reason)) = check_sign(&keys.keys, keys.allow_unsigned, &envelope, now) {
+            return refuse(app, event_type, outcome, reason);
         }
         let push = match parse_push(kind, envelope.event_data) {
             Ok(p) => p,

@@ -48,6 +48,10 @@ pub struct AppConfig {
     pub callback_key: Option<SecretString>,
     /// The key before a rotation, accepted too while events signed with it are still in flight.
     pub callback_key_previous: Option<SecretString>,
+    /// Key that signs the real-time recording feature's events (SetOnlineRecordCallbackKey), its
+    /// own. With it and [`AppConfig::record`], `OnlineRecord…` events at the callback path put
+    /// the recording's read first; without, they are answered `ignored`.
+    pub record_callback_key: Option<SecretString>,
     /// Accept unsigned push events for an app without a key (anyone who finds the URL can then
     /// claim tasks: design §3).
     pub allow_unsigned_callbacks: bool,
@@ -331,6 +335,12 @@ impl Config {
                     "apps[{i}].allow_unsigned_callbacks: has no effect while callback_key is set (signed events are required)"
                 )),
                 (Some(_), false) => {}
+            }
+            if app.record_callback_key.is_some() && !app.record {
+                out.push(format!(
+                    "apps[{i}].record_callback_key: has no effect while record is off (app {}'s recordings are not tracked, so their events are answered ignored)",
+                    app.sdk_app_id
+                ));
             }
         }
         out

@@ -52,6 +52,7 @@ struct RawApp {
     sdk_app_id: Option<Value>,
     callback_key: Option<Value>,
     callback_key_previous: Option<Value>,
+    record_callback_key: Option<Value>,
     allow_unsigned_callbacks: Option<Value>,
     callback_forward_url: Option<Value>,
     discover: Option<Value>,
@@ -247,6 +248,11 @@ pub(super) fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, probl
                 "longer than 64 characters (Tencent's limit)",
             );
         }
+        let record_key_path = format!("{path}.record_callback_key");
+        let record_callback_key = c.secret(&record_key_path, app.record_callback_key.as_ref());
+        if record_callback_key.as_ref().is_some_and(|k| k.chars().count() > 64) {
+            c.fail(&record_key_path, "longer than 64 characters (Tencent's limit)");
+        }
         let previous_path = format!("{path}.callback_key_previous");
         let callback_key_previous = c.secret(&previous_path, app.callback_key_previous.as_ref());
         if callback_key_previous.as_ref().is_some_and(|k| k.chars().count() > 64) {
@@ -295,6 +301,7 @@ pub(super) fn validate(raw: RawFile, env: &dyn Fn(&str) -> Option<String>, probl
                 sdk_app_id,
                 callback_key: callback_key.map(SecretString::from),
                 callback_key_previous: callback_key_previous.map(SecretString::from),
+                record_callback_key: record_callback_key.map(SecretString::from),
                 allow_unsigned_callbacks,
                 callback_forward_url,
                 discover,

@@ -114,6 +114,10 @@ pub struct RecordTask {
     pub counted_result: bool,
     /// TaskNotFound answers in a row.
     pub not_found: u8,
+    /// Only a recording callback named it: not shown, and bounded per app, until the API answers
+    /// for it or the running list lists it.
+    #[serde(default)]
+    pub unconfirmed: bool,
 }
 
 impl RecordTask {
@@ -133,6 +137,7 @@ impl RecordTask {
             counted_end: false,
             counted_result: false,
             not_found: 0,
+            unconfirmed: false,
         }
     }
 
@@ -180,6 +185,21 @@ pub struct RecordRestored {
     pub apps: Vec<(u64, RecordAppStats)>,
 }
 
+/// Recordings only a callback named, at most per app (as `callback.max_unconfirmed_tasks` bounds
+/// push tasks): past it a new id is answered 503, and TIW's own retries keep a real event.
+pub const MAX_UNCONFIRMED_PER_APP: usize = crate::registry::MAX_UNCONFIRMED_PER_APP;
+
+/// What a recording callback did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordClaim {
+    /// The recording's read goes first (a new id is tracked until the API answers for it).
+    Taken,
+    /// Tencent answered TaskNotFound for this id 3 times: a made-up id, sent again.
+    Refuted,
+    /// Too many recordings only callbacks named, or `retention.max_tasks`: answered 503.
+    Full,
+}
+
 /// Whether [`RecordRegistry::listed`] took a listed recording.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listed {
@@ -196,8 +216,10 @@ struct Inner {
     /// When each pollable recording is next due (unix ms), per app, and the reverse.
     due: HashMap<u64, BTreeSet<(u64, String)>>,
     due_at: HashMap<Key, u64>,
-    /// Reads under way.
+    /// Reads under way, and those of them a hint came for meanwhile (their answer may predate
+    /// what the hint announces: they are read again at once).
     polling: HashSet<Key>,
+    rehint: HashSet<Key>,
     /// Changes not yet taken by the store.
     dirty: HashSet<Key>,
     removed: HashSet<Key>,
@@ -205,6 +227,11 @@ struct Inner {
     /// The apps with `record: true` in the configuration in force: only they are shown and read.
     configured: BTreeSet<u64>,
     max_tasks: usize,
+    /// Recordings only a callback named, per app.
+    unconfirmed: HashMap<u64, usize>,
+    /// Ids dropped after TaskNotFound, with when, oldest first (as the push registry keeps them).
+    refuted: HashMap<Key, f64>,
+    refuted_order: std::collections::VecDeque<(f64, Key)>,
 }
 
 impl Inner {
@@ -222,6 +249,9 @@ impl Inner {
     /// Puts a pollable recording in its app's queue at `at_ms` (earlier wins), a final one out.
     fn schedule(&mut self, key: &Key, at_ms: u64) {
         let pollable = self.tasks.get(key).is_some_and(|t| !t.is_final());
+        if pollable && at_ms == 0 && self.polling.contains(key) {
+            self.rehint.insert(key.clone());
+        }
         if !pollable || self.polling.contains(key) {
             self.unschedule(key);
             return;
@@ -234,14 +264,55 @@ impl Inner {
         self.due.entry(key.0).or_default().insert((at_ms, key.1.clone()));
     }
 
+    /// A read of `key` is over: due again at `at_ms`, or at once if a hint came meanwhile.
+    fn read_done(&mut self, key: &Key, at_ms: u64) {
+        self.polling.remove(key);
+        let at = if self.rehint.remove(key) { 0 } else { at_ms };
+        self.unschedule(key);
+        self.schedule(key, at);
+    }
+
     fn touch(&mut self, key: &Key) {
         self.dirty.insert(key.clone());
         self.removed.remove(key);
         self.apps_dirty.insert(key.0);
     }
 
+    /// The API (an answer, or the running list) vouches for a recording a callback named.
+    fn confirm(&mut self, key: &Key) {
+        if let Some(t) = self.tasks.get_mut(key).filter(|t| t.unconfirmed) {
+            t.unconfirmed = false;
+            self.unconfirmed.entry(key.0).and_modify(|n| *n = n.saturating_sub(1));
+            self.touch(key);
+        }
+    }
+
+    fn refute(&mut self, key: Key, now: f64) {
+        use crate::registry::{MAX_REFUTED, REFUTED_TTL};
+        if self.refuted.insert(key.clone(), now).is_none() {
+            self.refuted_order.push_back((now, key));
+        }
+        while self.refuted_order.len() > MAX_REFUTED
+            || self
+                .refuted_order
+                .front()
+                .is_some_and(|(at, _)| *at + REFUTED_TTL.as_secs_f64() < now)
+        {
+            if let Some((at, key)) = self.refuted_order.pop_front() {
+                if self.refuted.get(&key) == Some(&at) {
+                    self.refuted.remove(&key);
+                }
+            }
+        }
+    }
+
     fn remove(&mut self, key: &Key) {
         self.unschedule(key);
+        if let Some(t) = self.tasks.get(key).filter(|t| t.unconfirmed) {
+            self.unconfirmed
+                .entry(t.sdk_app_id)
+                .and_modify(|n| *n = n.saturating_sub(1));
+        }
         if self.tasks.remove(key).is_some() {
             self.dirty.remove(key);
             self.removed.insert(key.clone());
@@ -322,6 +393,9 @@ impl RecordRegistry {
         inner.apps.extend(restored.apps);
         for t in restored.tasks {
             let key = t.key();
+            if t.unconfirmed {
+                *inner.unconfirmed.entry(t.sdk_app_id).or_default() += 1;
+            }
             inner.tasks.insert(key.clone(), t);
             // Due at once, behind any hint of the list (due at 0).
             inner.schedule(&key, 1);
@@ -360,6 +434,7 @@ impl RecordRegistry {
             for (id, (room_id, running)) in listed {
                 let key = (sdk_app_id, id.clone());
                 if inner.tasks.contains_key(&key) {
+                    inner.confirm(&key);
                     if !*running {
                         inner.schedule(&key, 0);
                         hinted += 1;
@@ -405,6 +480,40 @@ impl RecordRegistry {
         (added, refused)
     }
 
+    /// A verified recording callback about `task_id`: its read goes first, so the API confirms
+    /// what the event says before anything is shown or counted. An id the registry does not know
+    /// is tracked, unshown, until the API answers for it; such recordings are bounded per app.
+    pub fn claimed(&self, sdk_app_id: u64, task_id: &str) -> RecordClaim {
+        let key = (sdk_app_id, task_id.to_string());
+        let now = crate::task::unix_now();
+        {
+            let mut inner = self.lock();
+            if inner.tasks.contains_key(&key) {
+                inner.schedule(&key, 0);
+            } else if inner
+                .refuted
+                .get(&key)
+                .is_some_and(|at| *at + crate::registry::REFUTED_TTL.as_secs_f64() >= now)
+            {
+                return RecordClaim::Refuted;
+            } else {
+                let full = inner.unconfirmed.get(&sdk_app_id).copied().unwrap_or(0) >= MAX_UNCONFIRMED_PER_APP;
+                if full || !inner.make_room() {
+                    return RecordClaim::Full;
+                }
+                let mut t = RecordTask::new(sdk_app_id, task_id.to_string(), None, now);
+                t.unconfirmed = true;
+                inner.tasks.insert(key.clone(), t);
+                *inner.unconfirmed.entry(sdk_app_id).or_default() += 1;
+                inner.apps.entry(sdk_app_id).or_default();
+                inner.touch(&key);
+                inner.schedule(&key, 0);
+            }
+        }
+        self.want();
+        RecordClaim::Taken
+    }
+
     /// When the next read of `apps` is due (unix ms), if any recording is pollable.
     pub fn next_due(&self, apps: &[u64]) -> Option<u64> {
         let inner = self.lock();
@@ -435,10 +544,8 @@ impl RecordRegistry {
 
     /// A read that got no answer about the task: it is due again after `retry`.
     pub fn finish_poll(&self, key: &Key, retry: Duration) {
-        let mut inner = self.lock();
-        inner.polling.remove(key);
         let at = ms(crate::task::unix_now() + retry.as_secs_f64());
-        inner.schedule(key, at);
+        self.lock().read_done(key, at);
     }
 
     /// Folds one DescribeOnlineRecord answer in; the recording is due again after `every` unless
@@ -448,9 +555,10 @@ impl RecordRegistry {
         let next = ms(now + every.as_secs_f64());
         let mut guard = self.lock();
         let inner = &mut *guard;
-        inner.polling.remove(key);
         let mut applied = RecordApplied::default();
         let Some(t) = inner.tasks.get_mut(key) else {
+            inner.polling.remove(key);
+            inner.rehint.remove(key);
             return applied;
         };
         let report = match answer {
@@ -463,10 +571,19 @@ impl RecordRegistry {
             RecordAnswer::NotFound => {
                 t.not_found += 1;
                 if t.not_found >= NOT_FOUND_LIMIT {
+                    if t.unconfirmed {
+                        inner.refute(key.clone(), now);
+                    }
+                    inner.polling.remove(key);
+                    inner.rehint.remove(key);
                     inner.remove(key);
                     applied.dropped = true;
+                } else if t.unconfirmed {
+                    // Only a callback named it: settled within seconds either way.
+                    let again = ms(now + f64::from(t.not_found)).min(next);
+                    inner.read_done(key, again);
                 } else {
-                    inner.schedule(key, next);
+                    inner.read_done(key, next);
                 }
                 return applied;
             }
@@ -527,7 +644,8 @@ impl RecordRegistry {
         if changed || applied.ended.is_some() || applied.finished {
             inner.touch(key);
         }
-        inner.schedule(key, next);
+        inner.confirm(key);
+        inner.read_done(key, next);
         applied
     }
 
@@ -554,7 +672,7 @@ impl RecordRegistry {
         let mut tasks: Vec<RecordTask> = inner
             .tasks
             .values()
-            .filter(|t| inner.configured.contains(&t.sdk_app_id))
+            .filter(|t| inner.configured.contains(&t.sdk_app_id) && !t.unconfirmed)
             .cloned()
             .collect();
         let mut apps: Vec<(u64, RecordAppStats)> = inner

@@ -187,3 +187,48 @@ fn the_lists_hint_goes_before_recordings_never_read() {
         "the hint is read before the 49 first reads still owed"
     );
 }
+
+#[test]
+fn callbacks_name_recordings_unshown_and_bounded_until_the_api_answers() {
+    let r = registry();
+    for i in 0..MAX_UNCONFIRMED_PER_APP {
+        assert_eq!(r.claimed(APP, &format!("c{i}")), RecordClaim::Taken);
+    }
+    assert_eq!(r.claimed(APP, "one-too-many"), RecordClaim::Full);
+    assert_eq!(
+        r.claimed(APP + 1, "another-app"),
+        RecordClaim::Taken,
+        "the bound is per app"
+    );
+    assert!(r.snapshot().0.is_empty(), "nothing only a callback named is shown");
+    // The API answers for c0: shown, and room for one more.
+    read(&r, "c0", state(RecordStatus::Recording, None));
+    assert_eq!(r.snapshot().0.len(), 1);
+    assert_eq!(r.claimed(APP, "one-too-many"), RecordClaim::Taken);
+    // c1 is made up: dropped after three TaskNotFound, and its next event is refuted.
+    for _ in 0..NOT_FOUND_LIMIT {
+        read(&r, "c1", RecordAnswer::NotFound);
+    }
+    assert!(r.get(APP, "c1").is_none());
+    assert_eq!(r.claimed(APP, "c1"), RecordClaim::Refuted);
+}
+
+#[test]
+fn a_known_recordings_event_puts_its_read_first_even_during_a_read() {
+    let r = registry();
+    r.listed(APP, &listed(&[("a", true), ("b", true)]), true);
+    for _ in 0..2 {
+        let (_, id) = r.next_to_poll(&[APP], u64::MAX).unwrap();
+        read(&r, &id, state(RecordStatus::Recording, None));
+    }
+    let now = ms(crate::task::unix_now());
+    assert_eq!(r.next_to_poll(&[APP], now), None, "both read just now");
+    assert_eq!(r.claimed(APP, "b"), RecordClaim::Taken);
+    assert_eq!(r.next_to_poll(&[APP], now), Some((APP, "b".to_string())));
+    // An event while b's read is under way: that read may predate it, so b is read again at once.
+    assert_eq!(r.claimed(APP, "b"), RecordClaim::Taken);
+    read(&r, "b", state(RecordStatus::Recording, None));
+    assert_eq!(r.next_to_poll(&[APP], now), Some((APP, "b".to_string())));
+    read(&r, "b", state(RecordStatus::Recording, None));
+    assert_eq!(r.next_to_poll(&[APP], now), None);
+}

@@ -13,6 +13,8 @@ use crate::common::*;
 use crate::faults::client_for;
 
 const APP: u64 = 1400000001;
+/// The recording feature's own callback key (SetOnlineRecordCallbackKey).
+const RECORD_KEY: &str = "recordKey00000042";
 
 async fn read(client: &TiwClient, task: &str) -> RecordFacts {
     match client.read_record(task, None).await.unwrap().answer {
@@ -182,7 +184,6 @@ async fn a_planned_recording_runs_through_its_course() {
 async fn a_recordings_events_go_to_its_own_url_with_its_own_key() {
     use tiw_push_exporter::callback::compute_sign;
 
-    const RECORD_KEY: &str = "recordKey00000042";
     let sim = start_sim(sim_config(&[APP])).await;
     // A receiver that takes everything (the sim keeps what was answered 2xx).
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -371,6 +372,120 @@ async fn the_exporter_follows_recordings_through_their_states() {
     assert_eq!(status(&m, &recording).as_deref(), Some("FINISHED"));
     assert_eq!(reason(&m, "EXCEPTION"), Some(1.0));
     assert_eq!(m.sum("tiw_record_tasks_finished_total", &[("sdk_app_id", &app)]), 1.0);
+    exporter.stop().await;
+    sim.stop().await;
+}
+
+/// Recording events at the exporter's callback path, for an app with `record: true` and its own
+/// `record_callback_key`: verified with that key (the push key does not sign them), each puts the
+/// recording's read first, so an end shows in about a read although reads are a minute apart and
+/// the list is read once a minute; a made-up id is read, never shown, and after three
+/// TaskNotFound answers its events are `contradicted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_events_signed_with_the_recording_key_put_the_read_first() {
+    use serde_json::json;
+    use tiw_push_exporter::simulator::callbacks::sign_event;
+    const PUSH_KEY: &str = "push-key";
+    let sim = start_sim(sim_config(&[APP])).await;
+    let task = sim.sim.create_record(APP, 31);
+    sim.sim.update_record(&task, lifecycle::start);
+    let yaml = format!(
+        "tencentcloud:\n  endpoint: {}\n  secret_id: {SECRET_ID}\n  secret_key: {SECRET_KEY}\n  timeout: 1s\n\
+         apps:\n  - sdk_app_id: {APP}\n    callback_key: {PUSH_KEY}\n    record: true\n    record_callback_key: {RECORD_KEY}\n\
+         poll:\n  interval: 60s\n  discovery_interval: 60s\n",
+        sim.endpoint()
+    );
+    let exporter = start_exporter(&yaml).await;
+    sim.sim.set_record_callback(APP, &exporter.url("/callback"), RECORD_KEY);
+    let app = APP.to_string();
+    let shows = |m: &Metrics, task: &str, status: &str| {
+        m.get(
+            "tiw_record_task_status",
+            &[("sdk_app_id", &app), ("task_id", task), ("status", status)],
+        ) == Some(1.0)
+    };
+    wait_for(Duration::from_secs(10), "the recording found", || async {
+        shows(&exporter.scrape().await, &task, "RECORDING").then_some(())
+    })
+    .await;
+
+    // Stopped at Tencent: TIW's OnlineRecordStopped, signed with the recording key, brings the read.
+    sim.sim.update_record(&task, |t| lifecycle::stop(t, "USER_CALL"));
+    let stopped = std::time::Instant::now();
+    wait_for(Duration::from_secs(10), "STOPPED after the event", || async {
+        shows(&exporter.scrape().await, &task, "STOPPED").then_some(())
+    })
+    .await;
+    assert!(stopped.elapsed() < Duration::from_secs(10), "not the minute's read");
+    let accepted = |m: &Metrics, event: &str, outcome: &str| {
+        m.get(
+            "tiw_exporter_callbacks_total",
+            &[("sdk_app_id", &app), ("event_type", event), ("outcome", outcome)],
+        )
+        .unwrap_or(0.0)
+    };
+    let m = exporter.scrape().await;
+    assert!(accepted(&m, "OnlineRecordStopped", "accepted") >= 1.0);
+
+    let post = |body: serde_json::Value| {
+        let url = exporter.url("/callback");
+        async move {
+            let res = reqwest::Client::new().post(url).json(&body).send().await.unwrap();
+            let status = res.status().as_u16();
+            (status, res.text().await.unwrap_or_default())
+        }
+    };
+    let event = |id: &str| {
+        json!({"EventType": "OnlineRecordStarted", "SdkAppId": APP, "Timestamp": now(),
+               "EventData": {"TaskId": id, "RoomId": 31, "RecordUserId": "tic_record_user_31"}})
+    };
+    // The push feature's key does not sign recording events.
+    let (status, _) = post(sign_event(event(&task), PUSH_KEY, now() + 300)).await;
+    assert_eq!(status, 401);
+    let (status, _) = post(event(&task)).await;
+    assert_eq!(status, 401, "unsigned");
+    // A made-up id: read, never shown, dropped after three TaskNotFound, then contradicted.
+    let made_up = "madeuprecording00001";
+    let (status, body) = post(sign_event(event(made_up), RECORD_KEY, now() + 300)).await;
+    assert_eq!(status, 200, "{body}");
+    wait_for(Duration::from_secs(10), "the made-up id dropped", || async {
+        let m = exporter.scrape().await;
+        (m.get(
+            "tiw_exporter_tasks_dropped_total",
+            &[("sdk_app_id", &app), ("reason", "not_found")],
+        ) >= Some(1.0))
+        .then_some(())
+    })
+    .await;
+    let (status, _) = post(sign_event(event(made_up), RECORD_KEY, now() + 300)).await;
+    assert_eq!(status, 200);
+    let m = exporter.scrape().await;
+    assert_eq!(accepted(&m, "OnlineRecordStarted", "contradicted"), 1.0);
+    assert_eq!(
+        m.sum("tiw_record_task_status", &[("task_id", made_up)]),
+        0.0,
+        "a recording only a callback named is never shown"
+    );
+    let reads = sim
+        .sim
+        .stats()
+        .requests
+        .get("DescribeOnlineRecord")
+        .copied()
+        .unwrap_or(0);
+    let (status, _) = post(sign_event(event(made_up), RECORD_KEY, now() + 300)).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        sim.sim
+            .stats()
+            .requests
+            .get("DescribeOnlineRecord")
+            .copied()
+            .unwrap_or(0),
+        reads,
+        "a refuted id costs no more reads"
+    );
     exporter.stop().await;
     sim.stop().await;
 }
