@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::census::{Census, TaskType};
 use crate::config::Config;
 use crate::instruments::PollSinks;
-use crate::recordings::poll::{RecordPoller, RecordSettings};
+use crate::recordings::poll::{RecordPoller, RecordSettings, RecordedApp};
 use crate::recordings::RecordRegistry;
 use crate::registry::{Answer, Source, TaskRegistry, Track};
 use crate::task::{truncate, unix_now, FinishReason};
@@ -125,7 +125,14 @@ impl Poller {
         let recording = apps
             .iter()
             .filter(|(id, _)| config.app(**id).is_some_and(|a| a.record))
-            .map(|(id, app)| (*id, app.clone()))
+            .map(|(id, app)| {
+                let recorded = RecordedApp {
+                    client: app.client.clone(),
+                    group: app.group.clone(),
+                    census: app.census,
+                };
+                (*id, recorded)
+            })
             .collect();
         records.set_max_tasks(config.max_tasks);
         let records = RecordPoller::new(
@@ -316,7 +323,7 @@ impl Poller {
             let tasks = page.tasks.unwrap_or_default();
             let n = tasks.len() as i64;
             let now = unix_now();
-            for t in tasks.iter().filter(|t| listed_as(t, task_type)) {
+            for t in tasks.iter().filter(|t| t.is_of(task_type)) {
                 census.add(t.status.as_deref(), t.create_time.as_deref(), now);
             }
             offset += n;
@@ -392,7 +399,7 @@ impl Poller {
             let n = tasks.len() as i64;
             let now = unix_now();
             for t in tasks {
-                if listed_as(&t, TaskType::WhiteboardPush) {
+                if t.is_of(TaskType::WhiteboardPush) {
                     census.add(t.status.as_deref(), t.create_time.as_deref(), now);
                 }
                 let finished = t.status.as_deref() == Some("FINISHED");
@@ -669,14 +676,8 @@ fn kind(s: &str) -> &str {
 /// The task one entry of a DescribeRunningTasks page names, with its room: only whiteboard
 /// pushes, only ids that can be Tencent's (a broken or hostile page cannot put newlines or
 /// megabytes into label values), only plausible room ids.
-/// Whether a listed item is of `task_type` (an item that does not say is taken for one: the list
-/// was asked for that type).
-pub(crate) fn listed_as(t: &crate::tencentcloud::tiw::RunningTask, task_type: TaskType) -> bool {
-    t.task_type.as_deref().is_none_or(|ty| ty == task_type.as_str())
-}
-
 pub fn discovered(sdk_app_id: u64, t: crate::tencentcloud::tiw::RunningTask) -> Option<(String, Option<i64>)> {
-    let is_push = listed_as(&t, TaskType::WhiteboardPush);
+    let is_push = t.is_of(TaskType::WhiteboardPush);
     let id = t.task_id.filter(|id| is_push && !id.is_empty())?;
     if !crate::task::is_task_id(&id) {
         tracing::warn!(sdk_app_id, task_id = ?truncate(&id, 64), "DescribeRunningTasks listed something that is not a task id; skipped");

@@ -14,14 +14,16 @@ use tokio_util::sync::CancellationToken;
 use super::{ms, Key, RecordRegistry};
 use crate::census::{Census, TaskType};
 use crate::instruments::PollSinks;
-use crate::poller::{listed_as, PolledApp, MAX_IN_FLIGHT};
 use crate::recording::{RecordAnswer, RecordFinishReason};
 use crate::task::{truncate, unix_now};
 use crate::tencentcloud::ratelimit::Permit;
 use crate::tencentcloud::tiw::RUNNING_TASKS_PAGE;
+use crate::tencentcloud::TiwClient;
 
 /// Safety stop for paging (a Total that never ends), as for push.
 const MAX_PAGES: i64 = 200;
+/// Reads of one credential group in flight at once; enough to use 20/s with 3 s replies (as for push).
+const MAX_IN_FLIGHT: usize = 64;
 /// How often final recordings past retention are removed.
 const EXPIRY_PERIOD: Duration = Duration::from_secs(5);
 
@@ -36,11 +38,21 @@ pub struct RecordSettings {
     pub retention: Duration,
 }
 
+/// One app whose recordings are tracked, as the recording loops see it.
+#[derive(Clone)]
+pub struct RecordedApp {
+    pub client: TiwClient,
+    /// Key of the credential group (one DescribeOnlineRecord budget).
+    pub group: String,
+    /// Its complete list passes are also the OnlineRecord census (`apps[].census`).
+    pub census: bool,
+}
+
 /// The recording loops of the apps with `apps[].record`.
 pub struct RecordPoller {
     records: Arc<RecordRegistry>,
     metrics: PollSinks,
-    apps: HashMap<u64, PolledApp>,
+    apps: HashMap<u64, RecordedApp>,
     settings: RecordSettings,
 }
 
@@ -48,7 +60,7 @@ impl RecordPoller {
     pub fn new(
         records: Arc<RecordRegistry>,
         metrics: PollSinks,
-        apps: HashMap<u64, PolledApp>,
+        apps: HashMap<u64, RecordedApp>,
         settings: RecordSettings,
     ) -> Arc<RecordPoller> {
         records.set_configured(apps.keys().copied());
@@ -135,7 +147,7 @@ impl RecordPoller {
             let tasks = page.tasks.unwrap_or_default();
             let n = tasks.len() as i64;
             let now = unix_now();
-            for t in tasks.into_iter().filter(|t| listed_as(t, TaskType::OnlineRecord)) {
+            for t in tasks.into_iter().filter(|t| t.is_of(TaskType::OnlineRecord)) {
                 census.add(t.status.as_deref(), t.create_time.as_deref(), now);
                 let Some(id) = t.task_id.filter(|id| crate::task::is_task_id(id)) else {
                     continue;

@@ -144,6 +144,14 @@ pub struct RunningTask {
     pub room_id: Option<i64>,
 }
 
+impl RunningTask {
+    /// Whether the item is of `task_type` (an item that does not say is taken for one: the list
+    /// was asked for that type).
+    pub fn is_of(&self, task_type: TaskType) -> bool {
+        self.task_type.as_deref().is_none_or(|ty| ty == task_type.as_str())
+    }
+}
+
 /// Reply of DescribeWhiteboardPushCallback (and of DescribeOnlineRecordCallback, the same fields).
 /// Its Debug hides the key.
 #[derive(Clone, Default, Serialize, Deserialize)]
