@@ -341,6 +341,41 @@ impl PushEvent {
     }
 }
 
+/// Task ids Tencent answered TaskNotFound for and that were dropped, each remembered for `ttl`
+/// seconds and at most `max` of them (the oldest forgotten first), so that a made-up id sent again
+/// costs no API call. Keyed by app and task id; the push and the recording registry keep one each.
+#[derive(Debug, Default)]
+pub struct Refuted {
+    at: std::collections::HashMap<(u64, String), f64>,
+    order: std::collections::VecDeque<(f64, (u64, String))>,
+}
+
+impl Refuted {
+    /// Remembers `key` as refuted at `now`, forgetting the oldest past `max` and those past `ttl`.
+    pub fn insert(&mut self, key: (u64, String), now: f64, (max, ttl): (usize, f64)) {
+        if self.at.insert(key.clone(), now).is_none() {
+            self.order.push_back((now, key));
+        }
+        while self.order.len() > max || self.order.front().is_some_and(|(at, _)| *at + ttl < now) {
+            if let Some((at, key)) = self.order.pop_front() {
+                if self.at.get(&key) == Some(&at) {
+                    self.at.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Whether `key` was refuted within `ttl` seconds of `now`.
+    pub fn contains(&self, key: &(u64, String), now: f64, ttl: f64) -> bool {
+        self.at.get(key).is_some_and(|at| *at + ttl >= now)
+    }
+
+    /// Forgets `key` (the API's own list names it: not made up after all).
+    pub fn remove(&mut self, key: &(u64, String)) {
+        self.at.remove(key);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,8 +73,7 @@ struct Inner {
     /// Recordings only a callback named, per app.
     unconfirmed: HashMap<u64, usize>,
     /// Ids dropped after TaskNotFound, with when, oldest first (as the push registry keeps them).
-    refuted: HashMap<Key, f64>,
-    refuted_order: std::collections::VecDeque<(f64, Key)>,
+    refuted: crate::task::Refuted,
 }
 
 impl Inner {
@@ -132,21 +131,7 @@ impl Inner {
 
     fn refute(&mut self, key: Key, now: f64) {
         use crate::registry::{MAX_REFUTED, REFUTED_TTL};
-        if self.refuted.insert(key.clone(), now).is_none() {
-            self.refuted_order.push_back((now, key));
-        }
-        while self.refuted_order.len() > MAX_REFUTED
-            || self
-                .refuted_order
-                .front()
-                .is_some_and(|(at, _)| *at + REFUTED_TTL.as_secs_f64() < now)
-        {
-            if let Some((at, key)) = self.refuted_order.pop_front() {
-                if self.refuted.get(&key) == Some(&at) {
-                    self.refuted.remove(&key);
-                }
-            }
-        }
+        self.refuted.insert(key, now, (MAX_REFUTED, REFUTED_TTL.as_secs_f64()));
     }
 
     fn remove(&mut self, key: &Key) {
@@ -276,6 +261,8 @@ impl RecordRegistry {
             let mut inner = self.lock();
             for (id, (room_id, running)) in listed {
                 let key = (sdk_app_id, id.clone());
+                // The API's own list names it: not made up after all.
+                inner.refuted.remove(&key);
                 if inner.tasks.contains_key(&key) {
                     inner.confirm(&key);
                     if !*running {
@@ -335,8 +322,7 @@ impl RecordRegistry {
                 inner.schedule(&key, 0);
             } else if inner
                 .refuted
-                .get(&key)
-                .is_some_and(|at| *at + crate::registry::REFUTED_TTL.as_secs_f64() >= now)
+                .contains(&key, now, crate::registry::REFUTED_TTL.as_secs_f64())
             {
                 return RecordClaim::Refuted;
             } else {

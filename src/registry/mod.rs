@@ -12,7 +12,7 @@
 //! the app's API could not confirm for `callback.confirm_timeout` ([`TaskRegistry::settle_claims`]).
 //! The metrics collector reads the registry under a short lock at scrape time.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -184,8 +184,7 @@ struct Inner {
     claimed: HashMap<u64, HashSet<String>>,
     unconfirmed_total: usize,
     /// Ids dropped after TaskNotFound, with when, oldest first (bounded by [`MAX_REFUTED`]).
-    refuted: HashMap<Key, f64>,
-    refuted_order: VecDeque<(f64, Key)>,
+    refuted: crate::task::Refuted,
     /// When the last "registry full" warning was logged.
     last_full_warning: Option<Instant>,
     /// The apps of the configuration in force (`None`: every app). Others are kept, not shown.
@@ -208,8 +207,7 @@ impl Inner {
             by_app: HashMap::new(),
             claimed: HashMap::new(),
             unconfirmed_total: 0,
-            refuted: HashMap::new(),
-            refuted_order: VecDeque::new(),
+            refuted: Default::default(),
             last_full_warning: None,
             configured: None,
         }
@@ -283,28 +281,12 @@ impl Inner {
 
     /// Remembers an id Tencent does not know, forgetting the oldest past [`MAX_REFUTED`].
     fn refute(&mut self, key: Key, now: f64) {
-        if self.refuted.insert(key.clone(), now).is_none() {
-            self.refuted_order.push_back((now, key));
-        }
-        while self.refuted_order.len() > MAX_REFUTED
-            || self
-                .refuted_order
-                .front()
-                .is_some_and(|(at, _)| *at + REFUTED_TTL.as_secs_f64() < now)
-        {
-            if let Some((at, key)) = self.refuted_order.pop_front() {
-                if self.refuted.get(&key) == Some(&at) {
-                    self.refuted.remove(&key);
-                }
-            }
-        }
+        self.refuted.insert(key, now, (MAX_REFUTED, REFUTED_TTL.as_secs_f64()));
     }
 
     /// Whether `key` was dropped after TaskNotFound within [`REFUTED_TTL`].
     fn is_refuted(&self, key: &Key, now: f64) -> bool {
-        self.refuted
-            .get(key)
-            .is_some_and(|at| *at + REFUTED_TTL.as_secs_f64() >= now)
+        self.refuted.contains(key, now, REFUTED_TTL.as_secs_f64())
     }
 
     /// Whether an entry of the `finished` index still describes its task: an end counted on a
