@@ -145,8 +145,7 @@ impl Poller {
                 retention: settings.retention,
             },
         );
-        let poller = Poller::new(registry.clone(), metrics.clone(), apps, settings);
-        Arc::new(Poller { records, ..poller })
+        Arc::new(Poller::new(registry.clone(), records, metrics.clone(), apps, settings))
     }
 }
 
@@ -180,21 +179,12 @@ pub struct Poller {
 impl Poller {
     pub fn new(
         registry: Arc<TaskRegistry>,
+        records: Arc<RecordPoller>,
         metrics: PollSinks,
         apps: HashMap<u64, PolledApp>,
         settings: PollSettings,
     ) -> Poller {
         metrics.recent.keep_apps(&apps.keys().copied().collect());
-        let records = RecordPoller::new(
-            Arc::default(),
-            metrics.clone(),
-            HashMap::new(),
-            RecordSettings {
-                interval: settings.interval,
-                discovery_interval: settings.discovery_interval,
-                retention: settings.retention,
-            },
-        );
         Poller {
             records,
             registry,
