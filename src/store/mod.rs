@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::instruments::StoreInstruments;
 use crate::recordings::{RecordBatch, RecordRegistry};
-use crate::registry::{AppStats, Batch, Key, Restored, Task, TaskRegistry};
+use crate::registry::{Batch, Key, Restored, Task, TaskRegistry};
 use crate::relay::{Relay, RelayOp};
 
 /// The store's page cache (see [`Store::builder`]): enough for the pages a commit of a few hundred
@@ -357,38 +357,105 @@ impl Store {
 
     fn load_from(&self, db: &Database) -> Result<Restored, StoreError> {
         let txn = db.begin_read().map_err(|e| self.damaged(e))?;
-        let mut restored = Restored::default();
-        let tasks = txn.open_table(TASKS).map_err(|e| self.damaged(e))?;
-        for row in tasks.iter().map_err(|e| self.damaged(e))? {
-            let (k, v) = row.map_err(|e| self.damaged(e))?;
-            let key = k.value();
-            let json = unseal("tasks", key, v.value())
-                .ok_or_else(|| self.damaged(format!("record tasks/{key} fails its checksum")))?;
-            let task = Task::from_stored(json).map_err(|e| self.damaged(format!("record tasks/{key}: {e}")))?;
-            restored.tasks.push(task);
-        }
-        let apps = txn.open_table(APPS).map_err(|e| self.damaged(e))?;
-        for row in apps.iter().map_err(|e| self.damaged(e))? {
-            let (k, v) = row.map_err(|e| self.damaged(e))?;
-            let id = k.value();
-            let json = unseal("apps", &id.to_string(), v.value())
-                .ok_or_else(|| self.damaged(format!("record apps/{id} fails its checksum")))?;
-            let stats: AppStats =
-                serde_json::from_slice(json).map_err(|e| self.damaged(format!("record apps/{id}: {e}")))?;
-            restored.apps.push((id, stats));
-        }
-        let tombstones = txn.open_table(TOMBSTONES).map_err(|e| self.damaged(e))?;
-        for row in tombstones.iter().map_err(|e| self.damaged(e))? {
-            let (k, v) = row.map_err(|e| self.damaged(e))?;
-            let key = k.value();
-            let json = unseal("tombstones", key, v.value())
-                .ok_or_else(|| self.damaged(format!("record tombstones/{key} fails its checksum")))?;
-            let at: f64 =
-                serde_json::from_slice(json).map_err(|e| self.damaged(format!("record tombstones/{key}: {e}")))?;
-            let parsed = parse_key(key).ok_or_else(|| self.damaged(format!("bad tombstone key {key:?}")))?;
+        let json = |v: &[u8]| serde_json::from_slice(v).map_err(|e| e.to_string());
+        let mut restored = Restored {
+            tasks: (self.keyed_rows(&txn, TASKS, "tasks", |v| {
+                Task::from_stored(v).map_err(|e| e.to_string())
+            })?)
+            .into_iter()
+            .map(|(_, task)| task)
+            .collect(),
+            apps: self.app_rows(&txn, APPS, "apps")?,
+            tombstones: Vec::new(),
+        };
+        for (key, at) in self.keyed_rows::<f64>(&txn, TOMBSTONES, "tombstones", json)? {
+            let parsed = parse_key(&key).ok_or_else(|| self.damaged(format!("bad tombstone key {key:?}")))?;
             restored.tombstones.push((parsed, at));
         }
         Ok(restored)
+    }
+
+    /// Every value of a sealed table keyed by text (`{app}/{task}`), unsealed as `name` and decoded
+    /// by `decode`, with its key. A record that fails its checksum or does not decode refuses the
+    /// store, naming it.
+    fn keyed_rows<T>(
+        &self,
+        txn: &redb::ReadTransaction,
+        table: TableDefinition<&str, &[u8]>,
+        name: &str,
+        decode: impl Fn(&[u8]) -> Result<T, String>,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let rows = txn.open_table(table).map_err(|e| self.damaged(e))?;
+        let mut out = Vec::new();
+        for row in rows.iter().map_err(|e| self.damaged(e))? {
+            let (k, v) = row.map_err(|e| self.damaged(e))?;
+            let key = k.value();
+            let json = unseal(name, key, v.value())
+                .ok_or_else(|| self.damaged(format!("record {name}/{key} fails its checksum")))?;
+            let value = decode(json).map_err(|e| self.damaged(format!("record {name}/{key}: {e}")))?;
+            out.push((key.to_string(), value));
+        }
+        Ok(out)
+    }
+
+    /// Every app's sealed aggregates in `table` (unsealed as `name`), as [`Store::keyed_rows`] reads.
+    fn app_rows<T: serde::de::DeserializeOwned>(
+        &self,
+        txn: &redb::ReadTransaction,
+        table: TableDefinition<u64, &[u8]>,
+        name: &str,
+    ) -> Result<Vec<(u64, T)>, StoreError> {
+        let rows = txn.open_table(table).map_err(|e| self.damaged(e))?;
+        let mut out = Vec::new();
+        for row in rows.iter().map_err(|e| self.damaged(e))? {
+            let (k, v) = row.map_err(|e| self.damaged(e))?;
+            let id = k.value();
+            let json = unseal(name, &id.to_string(), v.value())
+                .ok_or_else(|| self.damaged(format!("record {name}/{id} fails its checksum")))?;
+            let stats = serde_json::from_slice(json).map_err(|e| self.damaged(format!("record {name}/{id}: {e}")))?;
+            out.push((id, stats));
+        }
+        Ok(out)
+    }
+
+    /// Writes `rows` into a table keyed `{app}/{task}`, each sealed as `name`, and deletes `removed`.
+    fn put_keyed<'a, T: serde::Serialize + 'a>(
+        &self,
+        txn: &redb::WriteTransaction,
+        (table, name): (TableDefinition<&str, &[u8]>, &str),
+        rows: impl IntoIterator<Item = (u64, &'a str, &'a T)>,
+        removed: &[Key],
+    ) -> Result<(), StoreError> {
+        let mut t = txn.open_table(table).map_err(|e| self.write_err(e))?;
+        for (app, task, value) in rows {
+            let key = task_key(app, task);
+            let value = seal(name, &key, value).map_err(|e| self.write_err(e))?;
+            t.insert(key.as_str(), value.as_slice())
+                .map_err(|e| self.write_err(e))?;
+        }
+        for (app, task) in removed {
+            t.remove(task_key(*app, task).as_str()).map_err(|e| self.write_err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes each app's aggregates into `table`, sealed as `name`, and deletes the apps `removed`.
+    fn put_apps<T: serde::Serialize>(
+        &self,
+        txn: &redb::WriteTransaction,
+        (table, name): (TableDefinition<u64, &[u8]>, &str),
+        rows: &[(u64, T)],
+        removed: &[u64],
+    ) -> Result<(), StoreError> {
+        let mut t = txn.open_table(table).map_err(|e| self.write_err(e))?;
+        for id in removed {
+            t.remove(*id).map_err(|e| self.write_err(e))?;
+        }
+        for (id, stats) in rows {
+            let value = seal(name, &id.to_string(), stats).map_err(|e| self.write_err(e))?;
+            t.insert(*id, value.as_slice()).map_err(|e| self.write_err(e))?;
+        }
+        Ok(())
     }
 
     /// Writes one batch in one transaction; returns once it is durable.
@@ -416,27 +483,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         let txn = db.begin_write().map_err(|e| self.write_err(e))?;
         {
-            let mut tasks = txn.open_table(TASKS).map_err(|e| self.write_err(e))?;
-            for t in &batch.tasks {
-                let key = task_key(t.sdk_app_id, &t.task_id);
-                let value = seal("tasks", &key, t).map_err(|e| self.write_err(e))?;
-                tasks
-                    .insert(key.as_str(), value.as_slice())
-                    .map_err(|e| self.write_err(e))?;
-            }
-            for (app, task) in &batch.removed {
-                tasks
-                    .remove(task_key(*app, task).as_str())
-                    .map_err(|e| self.write_err(e))?;
-            }
-            let mut apps = txn.open_table(APPS).map_err(|e| self.write_err(e))?;
-            for id in &batch.apps_removed {
-                apps.remove(*id).map_err(|e| self.write_err(e))?;
-            }
-            for (id, stats) in &batch.apps {
-                let value = seal("apps", &id.to_string(), stats).map_err(|e| self.write_err(e))?;
-                apps.insert(*id, value.as_slice()).map_err(|e| self.write_err(e))?;
-            }
+            let tasks = batch.tasks.iter().map(|t| (t.sdk_app_id, t.task_id.as_str(), t));
+            self.put_keyed(&txn, (TASKS, "tasks"), tasks, &batch.removed)?;
+            self.put_apps(&txn, (APPS, "apps"), &batch.apps, &batch.apps_removed)?;
             let mut tombstones = txn.open_table(TOMBSTONES).map_err(|e| self.write_err(e))?;
             for ((app, task), at) in &batch.tombstones_added {
                 let key = task_key(*app, task);

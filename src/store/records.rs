@@ -2,10 +2,10 @@
 //! `record_apps` keyed by app, each record sealed like every other. A store without them (written
 //! before recordings were tracked) opens with them empty; an exporter from before ignores them.
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, TableDefinition};
 
-use super::{parse_key, seal, task_key, unseal, Store, StoreError};
-use crate::recordings::{RecordAppStats, RecordBatch, RecordRestored, RecordTask};
+use super::{parse_key, Store, StoreError};
+use crate::recordings::{RecordBatch, RecordRestored, RecordTask};
 
 pub(super) const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 pub(super) const RECORD_APPS: TableDefinition<u64, &[u8]> = TableDefinition::new("record_apps");
@@ -17,29 +17,16 @@ impl Store {
         self.with_db(|db| {
             super::catching(|| {
                 let txn = db.begin_read().map_err(|e| self.damaged(e))?;
-                let mut restored = RecordRestored::default();
-                let tasks = txn.open_table(RECORDS).map_err(|e| self.damaged(e))?;
-                for row in tasks.iter().map_err(|e| self.damaged(e))? {
-                    let (k, v) = row.map_err(|e| self.damaged(e))?;
-                    let key = k.value();
-                    let json = unseal("records", key, v.value())
-                        .ok_or_else(|| self.damaged(format!("record records/{key} fails its checksum")))?;
-                    let task: RecordTask =
-                        serde_json::from_slice(json).map_err(|e| self.damaged(format!("record records/{key}: {e}")))?;
-                    if parse_key(key) != Some((task.sdk_app_id, task.task_id.clone())) {
+                let json = |v: &[u8]| serde_json::from_slice::<RecordTask>(v).map_err(|e| e.to_string());
+                let mut restored = RecordRestored {
+                    tasks: Vec::new(),
+                    apps: self.app_rows(&txn, RECORD_APPS, "record_apps")?,
+                };
+                for (key, task) in self.keyed_rows(&txn, RECORDS, "records", json)? {
+                    if parse_key(&key) != Some((task.sdk_app_id, task.task_id.clone())) {
                         return Err(self.damaged(format!("record records/{key} names another recording")));
                     }
                     restored.tasks.push(task);
-                }
-                let apps = txn.open_table(RECORD_APPS).map_err(|e| self.damaged(e))?;
-                for row in apps.iter().map_err(|e| self.damaged(e))? {
-                    let (k, v) = row.map_err(|e| self.damaged(e))?;
-                    let id = k.value();
-                    let json = unseal("record_apps", &id.to_string(), v.value())
-                        .ok_or_else(|| self.damaged(format!("record record_apps/{id} fails its checksum")))?;
-                    let stats: RecordAppStats = serde_json::from_slice(json)
-                        .map_err(|e| self.damaged(format!("record record_apps/{id}: {e}")))?;
-                    restored.apps.push((id, stats));
                 }
                 Ok(restored)
             })
@@ -52,24 +39,8 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tasks = txn.open_table(RECORDS).map_err(|e| self.write_err(e))?;
-        for t in &batch.tasks {
-            let key = task_key(t.sdk_app_id, &t.task_id);
-            let value = seal("records", &key, t).map_err(|e| self.write_err(e))?;
-            tasks
-                .insert(key.as_str(), value.as_slice())
-                .map_err(|e| self.write_err(e))?;
-        }
-        for (app, task) in &batch.removed {
-            tasks
-                .remove(task_key(*app, task).as_str())
-                .map_err(|e| self.write_err(e))?;
-        }
-        let mut apps = txn.open_table(RECORD_APPS).map_err(|e| self.write_err(e))?;
-        for (id, stats) in &batch.apps {
-            let value = seal("record_apps", &id.to_string(), stats).map_err(|e| self.write_err(e))?;
-            apps.insert(*id, value.as_slice()).map_err(|e| self.write_err(e))?;
-        }
-        Ok(())
+        let tasks = batch.tasks.iter().map(|t| (t.sdk_app_id, t.task_id.as_str(), t));
+        self.put_keyed(txn, (RECORDS, "records"), tasks, &batch.removed)?;
+        self.put_apps(txn, (RECORD_APPS, "record_apps"), &batch.apps, &[])
     }
 }
